@@ -1,0 +1,21 @@
+"""pip install for the vggt_ros library and CLI (the ROS side builds with colcon)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="vggt_ros",
+    version="0.1.0",
+    description="VGGT (Visual Geometry Grounded Transformer) for ROS 2: dense 3D from cameras",
+    packages=find_packages(include=["vggt_ros", "vggt_ros.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.3",
+        "numpy>=1.24",
+        "safetensors>=0.4",
+        "huggingface_hub>=0.20",
+        "opencv-python-headless>=4.8",
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=7", "ruff>=0.5"]},
+    entry_points={"console_scripts": ["vggt-ros=vggt_ros.cli:main"]},
+)

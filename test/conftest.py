@@ -1,0 +1,23 @@
+"""Shared pytest fixtures."""
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _find_shared() -> Path:
+    """The read-only shared/ folder: inside the checkout (device copies) or beside it."""
+    for candidate in (REPO_ROOT / "shared", REPO_ROOT.parent / "shared"):
+        if (candidate / "fixtures" / "vggt_parity").is_dir():
+            return candidate
+    return REPO_ROOT / "test" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    path = REPO_ROOT / "test" / "fixtures" / "vggt_parity"
+    if not path.is_dir():
+        path = _find_shared() / "fixtures" / "vggt_parity"
+    return path

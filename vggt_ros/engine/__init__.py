@@ -1,0 +1,1 @@
+"""Inference engine: preprocessing, precision, the Predictor API."""

@@ -1,0 +1,1 @@
+"""Evaluation and exports (no ROS imports)."""

@@ -1,0 +1,1 @@
+"""Camera geometry: pose encoding, projection, intrinsics under image transforms."""

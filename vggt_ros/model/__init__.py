@@ -1,0 +1,1 @@
+"""The VGGT network, its named configurations and checkpoint I/O."""

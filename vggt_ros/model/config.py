@@ -103,8 +103,8 @@ class VGGTConfig:
         head_dim = self.embed_dim // self.aggregator.num_heads
         if self.embed_dim % self.aggregator.num_heads or head_dim % 4:
             raise ValueError(
-                f"config {self.name!r}: embed_dim {self.embed_dim} / {self.aggregator.num_heads} heads must give "
-                "a head dimension divisible by 4 (2D rotary embedding)"
+                f"config {self.name!r}: embed_dim {self.embed_dim} / {self.aggregator.num_heads} heads must "
+                "give a head dimension divisible by 4 (2D rotary embedding)"
             )
         if self.encoder.embed_dim != self.embed_dim:
             raise ValueError(f"config {self.name!r}: encoder.embed_dim must equal embed_dim")

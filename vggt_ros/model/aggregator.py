@@ -1,0 +1,110 @@
+"""Alternating-attention aggregator: the VGGT trunk.
+
+Every frame is encoded to patch tokens by the DINOv2 encoder; a camera token and register
+tokens are prepended (one learned set for the first frame, which anchors the world frame, and
+one for all other frames). Then ``depth`` pairs of blocks alternate between *frame* attention
+(tokens attend within their own frame) and *global* attention (all tokens of all frames
+attend to each other). The output of layer ``i`` is the concatenation of the frame-block and
+global-block outputs of pair ``i``: [B, S, T, 2 * dim].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from vggt_ros.model.config import VGGTConfig
+from vggt_ros.model.encoder import PatchEncoder
+from vggt_ros.model.layers import TransformerBlock
+from vggt_ros.model.rope import RotaryEmbedding2D
+
+# ImageNet statistics the DINOv2 encoder was trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+AggregatedTokens = dict[int, Tensor]
+"""Aggregator layer index -> tokens [B, S, T, 2 * dim]; only the layers somebody reads."""
+
+
+def _first_and_rest(token: Tensor, batch: int, frames: int) -> Tensor:
+    """Learned [1, 2, X, C] tokens -> [B * S, X, C]: slot 0 for frame 0, slot 1 for the others."""
+    first = token[:, :1].expand(batch, 1, *token.shape[2:])
+    rest = token[:, 1:].expand(batch, frames - 1, *token.shape[2:])
+    return torch.cat((first, rest), dim=1).reshape(batch * frames, *token.shape[2:])
+
+
+class Aggregator(nn.Module):
+    """Images [B, S, 3, H, W] in [0, 1] -> per-layer tokens [B, S, T, 2 * dim].
+
+    ``T = 1 + num_registers + (H / patch) * (W / patch)``; patch tokens start at
+    :attr:`patch_start_idx`. Token 0 of every frame is its camera token.
+    """
+
+    def __init__(self, cfg: VGGTConfig) -> None:
+        super().__init__()
+        agg = cfg.aggregator
+        dim = cfg.embed_dim
+        self.patch_size = cfg.patch_size
+        self.depth = agg.depth
+        self.patch_embed = PatchEncoder(cfg.encoder, cfg.patch_size)
+        self.rope = RotaryEmbedding2D(dim // agg.num_heads, agg.rope_frequency)
+
+        def make_block() -> TransformerBlock:
+            return TransformerBlock(
+                dim, agg.num_heads, agg.mlp_ratio, layer_scale=agg.init_values, qk_norm=True, rope=self.rope
+            )
+
+        self.frame_blocks = nn.ModuleList(make_block() for _ in range(agg.depth))
+        self.global_blocks = nn.ModuleList(make_block() for _ in range(agg.depth))
+        self.camera_token = nn.Parameter(torch.randn(1, 2, 1, dim) * 1e-6)
+        self.register_token = nn.Parameter(torch.randn(1, 2, agg.num_register_tokens, dim) * 1e-6)
+        self.patch_start_idx = 1 + agg.num_register_tokens
+        self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
+
+    def reset_non_persistent_buffers(self) -> None:
+        """Refill the normalization constants (needed after building on the ``meta`` device)."""
+        device = self.camera_token.device
+        self.image_mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
+        self.image_std = torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)
+
+    def forward(self, images: Tensor, keep_layers: Iterable[int] | None = None) -> AggregatedTokens:
+        """Run the trunk.
+
+        Args:
+            images: [B, S, 3, H, W] in [0, 1]; H and W multiples of the patch size.
+            keep_layers: layer indices whose outputs to return (all when None). Keeping only
+                what the heads read saves most of the trunk's activation memory.
+        """
+        b, s, c, h, w = images.shape
+        if c != 3:
+            raise ValueError(f"expected 3 colour channels, got {c}")
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {self.patch_size}")
+        keep = set(range(self.depth)) if keep_layers is None else set(keep_layers)
+
+        normalized = (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
+        patches = self.patch_embed(normalized.reshape(b * s, c, h, w))  # [B*S, P, dim]
+        tokens = torch.cat(
+            (
+                _first_and_rest(self.camera_token, b, s).to(patches.dtype),
+                _first_and_rest(self.register_token, b, s).to(patches.dtype),
+                patches,
+            ),
+            dim=1,
+        )
+        t, dim = tokens.shape[1], tokens.shape[2]
+        grid_hw = (h // self.patch_size, w // self.patch_size)
+        frame_rope = self.rope.tables(grid_hw, self.patch_start_idx, tokens.device, tokens.dtype)
+        global_rope = (frame_rope[0].repeat(s, 1), frame_rope[1].repeat(s, 1))
+
+        outputs: AggregatedTokens = {}
+        for i in range(self.depth):
+            tokens = self.frame_blocks[i](tokens.reshape(b * s, t, dim), frame_rope)
+            frame_out = tokens.reshape(b, s, t, dim)
+            tokens = self.global_blocks[i](tokens.reshape(b, s * t, dim), global_rope)
+            if i in keep:
+                outputs[i] = torch.cat((frame_out, tokens.reshape(b, s, t, dim)), dim=-1)
+        return outputs

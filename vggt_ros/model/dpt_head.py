@@ -1,0 +1,217 @@
+"""DPT dense head (Ranftl et al., "Vision Transformers for Dense Prediction").
+
+Four aggregator layers are reassembled into a feature pyramid at 4x, 2x, 1x and 1/2x the
+patch grid, fused coarse-to-fine by residual refinement blocks, and upsampled to the image
+(or to ``1 / down_ratio`` of it). VGGT uses it three times: depth (exp activation), world
+points (signed ``expm1`` activation), and, without the output layers, as the feature
+extractor of the track head. Frames are processed in chunks so memory stays flat as the
+window grows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vggt_ros.model.aggregator import AggregatedTokens
+from vggt_ros.model.config import DPTHeadConfig
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize with corner alignment, split over the batch where PyTorch's kernel
+    would overflow 32-bit indexing (very long windows at full resolution)."""
+    limit = 1_610_612_736
+    elements = size[0] * size[1] * x.shape[0] * x.shape[1]
+    if elements <= limit:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    parts = x.chunk(elements // limit + 1, dim=0)
+    return torch.cat([F.interpolate(p, size=size, mode="bilinear", align_corners=True) for p in parts])
+
+
+def sincos_position_map(
+    grid_hw: tuple[int, int], channels: int, aspect: float, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Fixed 2D sin/cos position map [channels, gh, gw] added to DPT features.
+
+    Coordinates span the image plane normalized by its diagonal (x in ``[-a, a]``, y in
+    ``[-b, b]`` with ``a / b`` the image aspect ratio and ``a^2 + b^2 = 1``), sampled at cell
+    centres. The first half of the channels encode x, the second half y, each as
+    ``[sin(p * w_k), cos(p * w_k)]`` with ``w_k = 100 ** (-k / (channels / 4))``.
+    """
+    gh, gw = grid_hw
+    diag = math.sqrt(aspect**2 + 1.0)
+    span_x, span_y = aspect / diag, 1.0 / diag
+    xs = torch.linspace(-span_x * (gw - 1) / gw, span_x * (gw - 1) / gw, gw, dtype=dtype, device=device)
+    ys = torch.linspace(-span_y * (gh - 1) / gh, span_y * (gh - 1) / gh, gh, dtype=dtype, device=device)
+    quarter = channels // 4
+    # The reference evaluates the angles in float64 from coordinates in the feature dtype.
+    freqs = 1.0 / 100.0 ** (torch.arange(quarter, dtype=torch.float64, device=device) / quarter)
+
+    def encode(coords: Tensor) -> Tensor:  # [n] -> [n, channels / 2]
+        angles = coords.double()[:, None] * freqs[None, :]
+        return torch.cat((angles.sin(), angles.cos()), dim=-1).float()
+
+    ex = encode(xs)[None, :, :].expand(gh, gw, 2 * quarter)
+    ey = encode(ys)[:, None, :].expand(gh, gw, 2 * quarter)
+    return torch.cat((ex, ey), dim=-1).permute(2, 0, 1)
+
+
+class ResidualConvUnit(nn.Module):
+    """``conv2(relu(conv1(relu(x)))) + relu(x)``.
+
+    The skip adds the *activated* input: the reference applies an in-place ReLU to ``x`` before
+    its skip connection, and the released weights were trained with that behaviour.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(x)
+        return self.conv2(F.relu(self.conv1(x))) + x
+
+
+class FusionBlock(nn.Module):
+    """Adds a refined skip feature (if any), refines, upsamples, then mixes with a 1x1 conv."""
+
+    def __init__(self, channels: int, has_skip: bool = True) -> None:
+        super().__init__()
+        self.out_conv = nn.Conv2d(channels, channels, 1)
+        if has_skip:
+            self.resConfUnit1 = ResidualConvUnit(channels)
+        self.resConfUnit2 = ResidualConvUnit(channels)
+        self.has_skip = has_skip
+
+    def forward(self, x: Tensor, skip: Tensor | None = None, size: tuple[int, int] | None = None) -> Tensor:
+        if self.has_skip:
+            if skip is None:
+                raise ValueError("this fusion block needs a skip feature")
+            x = x + self.resConfUnit1(skip)
+        x = self.resConfUnit2(x)
+        x = _resize(x, size or (x.shape[-2] * 2, x.shape[-1] * 2))
+        return self.out_conv(x)
+
+
+class DPTHead(nn.Module):
+    """Aggregated tokens -> dense prediction.
+
+    With ``output_dim`` set: returns (values [B, S, H, W, output_dim - 1], confidence
+    [B, S, H, W]), the last channel being the confidence (``1 + exp``). With
+    ``feature_only=True``: returns features [B, S, features, H / down, W / down].
+    """
+
+    def __init__(
+        self,
+        cfg: DPTHeadConfig,
+        dim_in: int,
+        patch_size: int,
+        output_dim: int = 0,
+        activation: str = "exp",
+        features: int | None = None,
+        feature_only: bool = False,
+        down_ratio: int = 1,
+        position_embedding: bool = True,
+    ) -> None:
+        super().__init__()
+        if activation not in ("exp", "inv_log"):
+            raise ValueError(f"unknown DPT activation {activation!r}")
+        if not feature_only and output_dim < 2:
+            raise ValueError("a prediction head needs output_dim >= 2 (values + confidence)")
+        features = features or cfg.features
+        ch = cfg.out_channels
+        self.patch_size = patch_size
+        self.layer_indices = tuple(cfg.layer_indices)
+        self.frames_chunk_size = cfg.frames_chunk_size
+        self.activation = activation
+        self.feature_only = feature_only
+        self.down_ratio = down_ratio
+        self.position_embedding = position_embedding
+
+        self.norm = nn.LayerNorm(dim_in)
+        self.projects = nn.ModuleList(nn.Conv2d(dim_in, c, 1) for c in ch)
+        self.resize_layers = nn.ModuleList(
+            (
+                nn.ConvTranspose2d(ch[0], ch[0], kernel_size=4, stride=4),  # 4x the patch grid
+                nn.ConvTranspose2d(ch[1], ch[1], kernel_size=2, stride=2),  # 2x
+                nn.Identity(),  # 1x
+                nn.Conv2d(ch[3], ch[3], kernel_size=3, stride=2, padding=1),  # 1/2x
+            )
+        )
+        self.scratch = nn.Module()
+        for i, c in enumerate(ch, start=1):
+            setattr(self.scratch, f"layer{i}_rn", nn.Conv2d(c, features, 3, padding=1, bias=False))
+        self.scratch.refinenet1 = FusionBlock(features)
+        self.scratch.refinenet2 = FusionBlock(features)
+        self.scratch.refinenet3 = FusionBlock(features)
+        self.scratch.refinenet4 = FusionBlock(features, has_skip=False)
+        if feature_only:
+            self.scratch.output_conv1 = nn.Conv2d(features, features, 3, padding=1)
+        else:
+            self.scratch.output_conv1 = nn.Conv2d(features, features // 2, 3, padding=1)
+            self.scratch.output_conv2 = nn.Sequential(
+                nn.Conv2d(features // 2, 32, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(32, output_dim, 1),
+            )
+
+    def forward(self, layers: AggregatedTokens, image_hw: tuple[int, int], patch_start_idx: int):
+        """Run the head over all frames in chunks of ``frames_chunk_size``."""
+        frames = layers[self.layer_indices[0]].shape[1]
+        chunk = self.frames_chunk_size if self.frames_chunk_size > 0 else frames
+        results = [
+            self._forward_frames(layers, image_hw, patch_start_idx, start, min(start + chunk, frames))
+            for start in range(0, frames, chunk)
+        ]
+        if len(results) == 1:
+            return results[0]
+        if self.feature_only:
+            return torch.cat(results, dim=1)
+        return torch.cat([r[0] for r in results], dim=1), torch.cat([r[1] for r in results], dim=1)
+
+    def _add_positions(self, x: Tensor, image_hw: tuple[int, int]) -> Tensor:
+        h, w = image_hw
+        pos = sincos_position_map(x.shape[-2:], x.shape[1], w / h, x.device, x.dtype)
+        return x + (pos * 0.1).to(x.dtype)
+
+    def _forward_frames(
+        self, layers: AggregatedTokens, image_hw: tuple[int, int], patch_start_idx: int, start: int, stop: int
+    ):
+        h, w = image_hw
+        gh, gw = h // self.patch_size, w // self.patch_size
+        pyramid: list[Tensor] = []
+        for level, layer_idx in enumerate(self.layer_indices):
+            tokens = layers[layer_idx][:, start:stop, patch_start_idx:]  # [B, s, P, dim_in]
+            b, s = tokens.shape[:2]
+            x = self.norm(tokens.reshape(b * s, gh * gw, -1))
+            x = x.transpose(1, 2).reshape(b * s, -1, gh, gw)
+            x = self.projects[level](x)
+            if self.position_embedding:
+                x = self._add_positions(x, image_hw)
+            pyramid.append(self.resize_layers[level](x))
+
+        sc = self.scratch
+        l1, l2, l3, l4 = (getattr(sc, f"layer{i}_rn")(f) for i, f in enumerate(pyramid, start=1))
+        out = sc.refinenet4(l4, size=tuple(l3.shape[-2:]))
+        out = sc.refinenet3(out, l3, size=tuple(l2.shape[-2:]))
+        out = sc.refinenet2(out, l2, size=tuple(l1.shape[-2:]))
+        out = sc.refinenet1(out, l1)
+        out = sc.output_conv1(out)
+        out = _resize(out, (gh * self.patch_size // self.down_ratio, gw * self.patch_size // self.down_ratio))
+        if self.position_embedding:
+            out = self._add_positions(out, image_hw)
+        if self.feature_only:
+            return out.reshape(b, s, *out.shape[1:])
+
+        out = sc.output_conv2(out).permute(0, 2, 3, 1)  # [B*s, H, W, output_dim]
+        values, conf = out[..., :-1], out[..., -1]
+        if self.activation == "exp":
+            values = values.exp()
+        else:  # signed expm1 keeps large coordinates in range
+            values = values.sign() * values.abs().expm1()
+        conf = 1 + conf.exp()
+        return values.reshape(b, s, *values.shape[1:]), conf.reshape(b, s, *conf.shape[1:])

@@ -1,0 +1,102 @@
+"""The VGGT network: aggregator trunk plus camera, depth, point and track heads."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vggt_ros.model.aggregator import Aggregator
+from vggt_ros.model.camera_head import CameraHead
+from vggt_ros.model.config import VGGTConfig, get_config
+from vggt_ros.model.dpt_head import DPTHead
+from vggt_ros.model.track_head import TrackHead
+
+
+class VGGT(nn.Module):
+    """Visual Geometry Grounded Transformer (Wang et al., CVPR 2025).
+
+    ``VGGT()`` builds VGGT-1B, whose ``state_dict`` matches the official checkpoints
+    (``facebook/VGGT-1B``); ``VGGT("vggt-tiny")`` builds a small model with the same code paths.
+
+    Outputs (``forward``), all in the frame of the first camera and at a normalized scale:
+      - ``pose_enc`` [B, S, 9]: translation, quaternion xyzw, fov_h, fov_w (camera-from-world,
+        OpenCV axes); ``pose_enc_list``: the same after each refinement step.
+      - ``depth`` [B, S, H, W, 1] and ``depth_conf`` [B, S, H, W].
+      - ``world_points`` [B, S, H, W, 3] and ``world_points_conf`` [B, S, H, W].
+      - with ``query_points`` (x, y pixels in frame 0): ``track`` [B, S, N, 2] (pixels in every
+        frame), ``vis`` and ``conf`` [B, S, N] in [0, 1].
+      - ``images``: the input [B, S, 3, H, W] (in eval mode, as the reference returns it).
+    """
+
+    def __init__(self, config: VGGTConfig | str = "vggt-1b") -> None:
+        super().__init__()
+        cfg = get_config(config)
+        self.config = cfg
+        dim_in = 2 * cfg.embed_dim
+        self.aggregator = Aggregator(cfg)
+        self.camera_head = CameraHead(cfg.camera, dim_in) if cfg.enable_camera else None
+        self.point_head = (
+            DPTHead(cfg.dpt, dim_in, cfg.patch_size, output_dim=4, activation="inv_log")
+            if cfg.enable_point
+            else None
+        )
+        self.depth_head = (
+            DPTHead(cfg.dpt, dim_in, cfg.patch_size, output_dim=2, activation="exp")
+            if cfg.enable_depth
+            else None
+        )
+        self.track_head = TrackHead(cfg) if cfg.enable_track else None
+
+    def reset_non_persistent_buffers(self) -> None:
+        """Refill buffers that checkpoints do not carry (after building on the ``meta`` device)."""
+        self.aggregator.reset_non_persistent_buffers()
+
+    def layers_needed(self, with_tracks: bool) -> set[int]:
+        """Aggregator layers the enabled heads read; the rest need not be kept."""
+        needed: set[int] = set()
+        if self.camera_head is not None:
+            needed.add(self.config.aggregator.depth - 1)
+        if self.depth_head is not None or self.point_head is not None or (with_tracks and self.track_head):
+            needed.update(self.config.dpt.layer_indices)
+        return needed
+
+    def forward(self, images: Tensor, query_points: Tensor | None = None) -> dict[str, Tensor | list[Tensor]]:
+        """Run the network.
+
+        Args:
+            images: [S, 3, H, W] or [B, S, 3, H, W], RGB in [0, 1], H and W multiples of 14.
+            query_points: [N, 2] or [B, N, 2] pixel coordinates (x, y) in the first frame.
+        """
+        if images.dim() == 4:
+            images = images.unsqueeze(0)
+        if images.dim() != 5:
+            raise ValueError(f"images must be [S, 3, H, W] or [B, S, 3, H, W], got {tuple(images.shape)}")
+        if query_points is not None:
+            if query_points.dim() == 2:
+                query_points = query_points.unsqueeze(0)
+            if query_points.dim() != 3 or query_points.shape[-1] != 2:
+                raise ValueError(f"query_points must be [N, 2] or [B, N, 2], got {tuple(query_points.shape)}")
+        with_tracks = query_points is not None and self.track_head is not None
+        image_hw = (images.shape[-2], images.shape[-1])
+
+        layers = self.aggregator(images, keep_layers=self.layers_needed(with_tracks))
+        start = self.aggregator.patch_start_idx
+        out: dict[str, Tensor | list[Tensor]] = {}
+        if self.camera_head is not None:
+            encodings = self.camera_head(layers, last_layer=self.config.aggregator.depth - 1)
+            out["pose_enc"] = encodings[-1]
+            out["pose_enc_list"] = encodings
+        if self.depth_head is not None:
+            out["depth"], out["depth_conf"] = self.depth_head(layers, image_hw, start)
+        if self.point_head is not None:
+            out["world_points"], out["world_points_conf"] = self.point_head(layers, image_hw, start)
+        if with_tracks:
+            tracks, vis, conf = self.track_head(layers, image_hw, start, query_points.to(images.dtype))
+            out["track"], out["vis"], out["conf"] = tracks[-1], vis, conf
+        if not self.training:
+            out["images"] = images
+        return out
+
+    @torch.no_grad()
+    def count_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

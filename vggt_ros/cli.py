@@ -1,0 +1,340 @@
+"""``vggt-ros``: command-line entry point.
+
+Subcommands register themselves in :data:`SUBCOMMANDS` (a function adding a parser whose
+defaults carry ``handler``), so later tools (``eval``, ``bench``, ``demo``) plug in without
+touching :func:`main`. User errors (missing input, unreadable image, bad checkpoint, invalid
+options) end with one ``error:`` line and exit code 2, never a traceback.
+
+    vggt-ros predict INPUT --out DIR [--checkpoint facebook/VGGT-1B] [--tracks 64] ...
+    vggt-ros convert-checkpoint SRC DST.safetensors [--dtype bf16] [--config vggt-1b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("vggt_ros.cli")
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # user errors: bad input, bad checkpoint, bad options (argparse uses 2 as well)
+
+UNTRAINED_BANNER = (
+    "\n" + "!" * 78 + "\n"
+    "!!  NO --checkpoint GIVEN: running VGGT with UNTRAINED, RANDOM weights.\n"
+    "!!  Every output (cameras, depth, point cloud, tracks) is MEANINGLESS; use this only\n"
+    "!!  to test the pipeline. For real results pass --checkpoint facebook/VGGT-1B or a\n"
+    "!!  local checkpoint file.\n" + "!" * 78
+)
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's input, not a bug (printed without traceback)."""
+    from vggt_ros.eval.media import MediaError
+    from vggt_ros.model.checkpoint import CheckpointError
+
+    return (CliError, MediaError, CheckpointError, ValueError, FileNotFoundError, PermissionError)
+
+
+# ------------------------------------------------------------------------------------------------
+# predict
+# ------------------------------------------------------------------------------------------------
+def grid_points(n: int, height: int, width: int) -> np.ndarray:
+    """``n`` query points (x, y) spread evenly over an image, at the centres of grid cells.
+
+    The grid's aspect follows the image's so the spacing is about equal in x and y; the last
+    row may be partly filled. Returns [n, 2] float64 pixel coordinates.
+    """
+    if n <= 0:
+        return np.zeros((0, 2))
+    cols = max(1, round(math.sqrt(n * width / height)))
+    rows = math.ceil(n / cols)
+    xs = (np.arange(cols) + 0.5) * width / cols - 0.5
+    ys = (np.arange(rows) + 0.5) * height / rows - 0.5
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    return grid[:n]
+
+
+def _add_predict(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    from vggt_ros.engine.precision import PRECISIONS
+    from vggt_ros.engine.preprocess import PREPROCESS_MODES
+    from vggt_ros.model.config import CONFIGS
+
+    p = subparsers.add_parser(
+        "predict",
+        parents=parents,
+        help="run VGGT on an image folder or a video; write points, depth, cameras",
+        description=(
+            "Run VGGT on a folder of images (natural sort order) or a video file and write "
+            "points.ply, depth/<name>.png (16-bit) + .npy, confidence/<name>.npy, cameras.json, "
+            "tracks.npz (with --tracks) and summary.json to --out. All outputs are in the first "
+            "camera's frame (OpenCV optical axes) at VGGT's normalized scale."
+        ),
+    )
+    p.add_argument("input", type=Path, help="folder of images, a single image, or a video file")
+    p.add_argument("--out", "-o", type=Path, required=True, help="output folder (created)")
+    p.add_argument(
+        "--checkpoint", default=None, help="checkpoint file, folder or HF repo id (e.g. facebook/VGGT-1B)"
+    )
+    p.add_argument("--config", default="vggt-1b", choices=sorted(CONFIGS), help="model configuration")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="compute precision (default auto)")
+    p.add_argument(
+        "--mode", default="resize", choices=PREPROCESS_MODES, help="preprocessing (default resize)"
+    )
+    p.add_argument("--size", type=int, default=518, help="model image side, multiple of 14 (default 518)")
+    p.add_argument("--every", type=int, default=1, help="use every N-th image / video frame")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument(
+        "--conf-percentile",
+        type=float,
+        default=50.0,
+        help="drop points below this confidence percentile from points.ply (default 50; 0 keeps all)",
+    )
+    p.add_argument(
+        "--point-source",
+        choices=("depth", "points"),
+        default="depth",
+        help="point cloud from depth + cameras (default, more accurate) or the point head",
+    )
+    p.add_argument("--tracks", type=int, default=0, help="track N grid points of the first frame")
+    p.add_argument(
+        "--depth-scale",
+        type=float,
+        default=None,
+        help="16-bit PNG units per depth unit (default: chosen to fit the deepest value)",
+    )
+    p.set_defaults(handler=run_predict)
+
+
+def _check_predict_args(args: argparse.Namespace) -> None:
+    if args.every < 1:
+        raise CliError(f"--every must be >= 1, got {args.every}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise CliError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.size <= 0 or args.size % 14:
+        raise CliError(f"--size must be a positive multiple of 14, got {args.size}")
+    if not 0.0 <= args.conf_percentile <= 100.0:
+        raise CliError(f"--conf-percentile must be in [0, 100], got {args.conf_percentile}")
+    if args.tracks < 0:
+        raise CliError(f"--tracks must be >= 0, got {args.tracks}")
+    if args.depth_scale is not None and not args.depth_scale > 0:
+        raise CliError(f"--depth-scale must be positive, got {args.depth_scale}")
+    if not args.input.exists():
+        raise CliError(f"input not found: {args.input}")
+    from vggt_ros.engine.precision import resolve_device, resolve_precision
+
+    # Fail on an unusable device before minutes of reading and loading, not after.
+    resolve_precision(args.precision, resolve_device(args.device))
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """The ``predict`` subcommand (see its --help)."""
+    from tqdm import tqdm
+
+    from vggt_ros.engine.predictor import Predictor
+    from vggt_ros.eval import exports
+    from vggt_ros.eval.media import load_frames
+
+    _check_predict_args(args)
+    start = time.perf_counter()
+    bars: list[tqdm] = []
+
+    def reading_bar(total: int | None) -> Callable[[], None]:
+        bars.append(tqdm(total=total, desc="reading", unit="frame", disable=args.quiet, leave=False))
+        return lambda: bars[-1].update(1)
+
+    try:
+        names, frames = load_frames(args.input, args.every, args.max_frames, reading_bar)
+    finally:
+        for bar in bars:
+            bar.close()
+    h0, w0 = frames[0].shape[:2]
+    logger.info("read %d frame(s) from %s (first %dx%d WxH)", len(frames), args.input, w0, h0)
+
+    if args.checkpoint is None:
+        logger.warning("%s", UNTRAINED_BANNER)
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint,
+        config=args.config,
+        device=args.device,
+        precision=args.precision,
+        mode=args.mode,
+        target_size=args.size,
+    )
+    logger.info("model %s on %s, %s", args.config, predictor.device, predictor.precision)
+    queries = grid_points(args.tracks, h0, w0) if args.tracks else None
+    prediction = predictor.predict(frames, queries)
+    logger.info(
+        "inference on %d frame(s) at %dx%d: %.0f ms",
+        len(frames),
+        prediction.model_hw[1],
+        prediction.model_hw[0],
+        prediction.timings["inference_ms"],
+    )
+
+    out: Path = args.out
+    (out / "depth").mkdir(parents=True, exist_ok=True)
+    (out / "confidence").mkdir(parents=True, exist_ok=True)
+    depths = [prediction.depth_original(i) for i in range(len(frames))]
+    scale = args.depth_scale or exports.auto_depth_png_scale(depths)
+    for i, name in enumerate(tqdm(names, desc="writing", unit="frame", disable=args.quiet, leave=False)):
+        exports.write_depth_png16(out / "depth" / f"{name}.png", depths[i], scale)
+        exports.write_depth_npy(out / "depth" / f"{name}.npy", depths[i])
+        exports.write_depth_npy(out / "confidence" / f"{name}.npy", prediction.depth_conf_original(i))
+
+    xyz, rgb, conf = prediction.point_cloud(percentile=args.conf_percentile or None, source=args.point_source)
+    exports.write_ply(out / "points.ply", xyz, rgb, conf)
+    exports.write_cameras_json(out / "cameras.json", prediction, names, depth_png_scale=scale)
+    if queries is not None:
+        np.savez_compressed(
+            out / "tracks.npz",
+            tracks=prediction.tracks,
+            visibility=prediction.track_vis,
+            confidence=prediction.track_conf,
+            query_points=prediction.query_points,
+            names=np.array(names),
+        )
+
+    summary = _summary(args, prediction, names, len(xyz), scale, time.perf_counter() - start)
+    with (out / "summary.json").open("w", encoding="utf-8") as f:
+        json.dump(exports.json_ready(summary), f, indent=2, allow_nan=False)
+        f.write("\n")
+    logger.info(
+        "wrote %d points, %d depth maps%s to %s (weights %s)",
+        len(xyz),
+        len(names),
+        f", {args.tracks} tracks" if queries is not None else "",
+        out,
+        "TRAINED" if prediction.weights.get("trained") else "UNTRAINED - outputs meaningless",
+    )
+    return EXIT_OK
+
+
+def _summary(
+    args: argparse.Namespace, prediction: Any, names: Sequence[str], points: int, scale: float, seconds: float
+) -> dict[str, Any]:
+    return {
+        "input": str(args.input),
+        "frames": len(names),
+        "names": list(names),
+        "model_hw": list(prediction.model_hw),
+        "config": args.config,
+        "mode": args.mode,
+        "size": args.size,
+        "weights": prediction.weights,
+        "trained": bool(prediction.weights.get("trained")),
+        "scale": "normalized",
+        "points": points,
+        "point_source": args.point_source,
+        "conf_percentile": args.conf_percentile,
+        "depth_png_scale": scale,
+        "tracks": args.tracks,
+        "timings_ms": prediction.timings,
+        "total_seconds": seconds,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# convert-checkpoint
+# ------------------------------------------------------------------------------------------------
+_DTYPE_NAMES = ("fp32", "bf16", "fp16")
+
+
+def _add_convert(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    from vggt_ros.model.config import CONFIGS
+
+    p = subparsers.add_parser(
+        "convert-checkpoint",
+        parents=parents,
+        help="convert a VGGT checkpoint (.pt/.bin/HF repo id) to safetensors",
+        description="Convert a checkpoint to a .safetensors file (memory-mapped, no pickle on load).",
+    )
+    p.add_argument("src", help="local checkpoint file or Hugging Face repo id (org/name[@rev][:file])")
+    p.add_argument("dst", type=Path, help="output .safetensors path")
+    p.add_argument("--dtype", choices=_DTYPE_NAMES, default=None, help="convert floating tensors")
+    p.add_argument("--config", choices=sorted(CONFIGS), default=None, help="check the tensors against it")
+    p.set_defaults(handler=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """The ``convert-checkpoint`` subcommand."""
+    import torch
+
+    from vggt_ros.model.checkpoint import convert_checkpoint
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(args.dtype)
+    out = convert_checkpoint(args.src, args.dst, dtype=dtype, config=args.config)
+    logger.info("wrote %s", out)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------
+# main
+# ------------------------------------------------------------------------------------------------
+# Each entry adds one subcommand parser (given the shared option parents) whose defaults carry
+# ``handler``; later issues append theirs (eval, bench, demo).
+SubcommandAdder = Callable[[argparse._SubParsersAction, list[argparse.ArgumentParser]], None]
+SUBCOMMANDS: list[SubcommandAdder] = [_add_predict, _add_convert]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vggt_ros import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vggt-ros", description="VGGT dense 3D perception tools (no ROS needed for these)."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # Global options live on a parent parser so they also work after the subcommand name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument(
+        "-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers, [common])
+    return parser
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return int(args.handler(args))
+    except _user_errors() as exc:
+        # One line for the person at the terminal; the traceback only with --verbose.
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        logger.debug("traceback", exc_info=True)
+        print(f"vggt-ros {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("vggt-ros: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

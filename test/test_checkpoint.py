@@ -45,7 +45,13 @@ def tiny() -> VGGT:
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.rand(2, 3, 42, 56, generator=torch.Generator().manual_seed(1))
+    return torch.rand(1, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny: VGGT, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return {k: v for k, v in tiny(images).items() if isinstance(v, torch.Tensor)}
 
 
 @pytest.fixture()
@@ -61,13 +67,13 @@ def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(sa[key], sb[key]), key
 
 
-def assert_same_outputs(a: torch.nn.Module, b: torch.nn.Module, images: torch.Tensor) -> None:
+def assert_same_outputs(
+    model: torch.nn.Module, reference: dict[str, torch.Tensor], images: torch.Tensor
+) -> None:
     with torch.no_grad():
-        out_a, out_b = a(images), b(images)
-    assert out_a.keys() == out_b.keys()
-    for key, value in out_a.items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(value, out_b[key]), key
+        out = model(images)
+    for key, value in reference.items():
+        assert torch.equal(out[key], value), key
 
 
 def no_meta_tensors(model: torch.nn.Module) -> bool:
@@ -77,10 +83,10 @@ def no_meta_tensors(model: torch.nn.Module) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Round trips
 # ----------------------------------------------------------------------------------------------
-def test_safetensors_round_trip(tiny: VGGT, tiny_file: Path, images: torch.Tensor) -> None:
+def test_safetensors_round_trip(tiny: VGGT, tiny_file: Path, images: torch.Tensor, reference: dict) -> None:
     model, info = load_model(tiny_file, config=TINY)
     assert_same_state(tiny, model)
-    assert_same_outputs(tiny, model, images)
+    assert_same_outputs(model, reference, images)
     assert not model.training
     assert no_meta_tensors(model)
     # The normalisation constants are not in the file: they must be refilled, not left empty.
@@ -111,13 +117,16 @@ def _wrap(state: dict[str, torch.Tensor], how: str) -> object:
 
 
 @pytest.mark.parametrize("how", ["plain", "model", "state_dict", "ddp", "ddp_plain"])
-def test_torch_round_trip(tiny: VGGT, tmp_path: Path, images: torch.Tensor, how: str) -> None:
+def test_torch_round_trip(
+    tiny: VGGT, tmp_path: Path, images: torch.Tensor, reference: dict, how: str
+) -> None:
     path = tmp_path / "tiny.pt"
     torch.save(_wrap(tiny.state_dict(), how), path)
     model, info = load_model(path, config=TINY)
     assert info.format == "torch"
     assert_same_state(tiny, model)
-    assert_same_outputs(tiny, model, images)
+    if how == "plain":  # the same state gives the same outputs; one forward pass is enough
+        assert_same_outputs(model, reference, images)
     assert no_meta_tensors(model)
 
 
@@ -565,14 +574,14 @@ def test_choose_checkpoint_file_refuses_to_guess() -> None:
 # ----------------------------------------------------------------------------------------------
 # Saving and converting
 # ----------------------------------------------------------------------------------------------
-def test_convert_pt_to_safetensors(tiny: VGGT, tmp_path: Path, images: torch.Tensor) -> None:
+def test_convert_pt_to_safetensors(tiny: VGGT, tmp_path: Path, images: torch.Tensor, reference: dict) -> None:
     src = tmp_path / "model.pt"
     torch.save({"model": {f"module.{k}": v for k, v in tiny.state_dict().items()}}, src)
     dst = convert_checkpoint(src, tmp_path / "out" / "model.safetensors", config=TINY)
     model, info = load_model(dst, config=TINY)
     assert info.format == "safetensors"
     assert_same_state(tiny, model)
-    assert_same_outputs(tiny, model, images)
+    assert_same_outputs(model, reference, images)
     from safetensors import safe_open
 
     with safe_open(str(dst), framework="pt") as f:

@@ -36,6 +36,7 @@ import struct
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -131,12 +132,6 @@ class CheckpointMismatchError(CheckpointError):
     @property
     def mismatched(self) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
         return self.diff.mismatched
-
-    def with_hints(self, extra: Sequence[str]) -> CheckpointMismatchError:
-        """The same error with more hints (added by callers that know more, e.g. the configs)."""
-        return CheckpointMismatchError(
-            self.diff, source=self.source, target=self.target, hints=self.hints + list(extra)
-        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,7 +454,7 @@ def _whole_top_levels(keys: Sequence[str], universe: Mapping[str, Shape]) -> lis
 # Reading files
 # ----------------------------------------------------------------------------------------------
 def _detect_format(path: Path) -> str:
-    """``safetensors`` or ``torch``, from the first bytes (the suffix only breaks ties)."""
+    """``safetensors``, ``torch`` (zip) or ``torch-legacy``, from the first bytes, not the suffix."""
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(9)
@@ -516,7 +511,9 @@ def _read_torch(path: Path, legacy: bool) -> object:
         # weights_only: the unpickler only builds tensors and plain containers and refuses any
         # other global, so a malicious file cannot run code. mmap keeps the weights in the page
         # cache instead of a private copy (zip archives only).
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=not legacy)
+        with warnings.catch_warnings():  # noise about pickle protocols of files refused anyway
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=not legacy)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():
             raise UnsafeCheckpointError(_unsafe_message(path, str(exc))) from None
@@ -602,7 +599,8 @@ def _read_checkpoint(
     raw = _extract_state_dict(_read_torch(path, legacy=fmt == "torch-legacy"), path)
     if check is not None:
         check(_shapes(raw), {})
-    # Popping as we go lets each CPU original go as soon as its converted copy exists.
+    # Popping as we go lets each CPU original go as soon as its converted copy exists. Tensors that
+    # need no conversion (float32 on CPU) stay memory-mapped from the file (copy-on-write).
     state = {key: _convert(raw.pop(key), device, dtype) for key in list(raw)}
     return "torch", state, {}
 
@@ -755,33 +753,27 @@ def _hub_error(
 
     where = f"Hugging Face repo '{repo_id}'" + (f" at revision '{revision}'" if revision else "")
     if isinstance(exc, GatedRepoError):
-        reason, text = (
-            "gated",
-            (
-                f"{where} is gated: accept its licence at https://huggingface.co/{repo_id} while logged in, "
-                "then provide a token of that account (`hf auth login`, HF_TOKEN=..., or "
-                "load_model(..., token=...))"
-            ),
+        reason = "gated"
+        text = (
+            f"{where} is gated: accept its licence at https://huggingface.co/{repo_id} while logged in, then "
+            "provide a token of that account (`hf auth login`, HF_TOKEN=..., or load_model(..., token=...))"
         )
     elif isinstance(exc, RepositoryNotFoundError):
-        reason, text = (
-            "repo_not_found",
-            (
-                f"{where} does not exist or is private "
-                "(private repos need a token: `hf auth login` or HF_TOKEN)"
-            ),
-        )
+        reason = "repo_not_found"
+        text = f"{where} does not exist or is private (private repos need a token: `hf auth login`, HF_TOKEN)"
     elif isinstance(exc, RevisionNotFoundError):
-        reason, text = "revision_not_found", f"{where}: no such revision (branch, tag or commit)"
+        reason = "revision_not_found"
+        text = f"{where}: no such revision (branch, tag or commit)"
     elif isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError):
-        reason, text = "file_not_found", f"{where} has no such file ({str(exc)[:200]})"
+        reason = "file_not_found"
+        text = f"{where} has no such file ({str(exc)[:200]})"
     else:
+        reason = "offline" if offline else "unreachable"
         why = (
             "offline mode is on (HF_HUB_OFFLINE=1)"
             if offline
             else f"the hub is unreachable ({str(exc)[:200]})"
         )
-        reason = "offline" if offline else "unreachable"
         text = f"cannot fetch the checkpoint of {where}: {why}, and it is not in the local cache {cache_dir}"
     return HubCheckpointError(f"{text}. {_local_file_advice(repo_id)}.", repo_id=repo_id, reason=reason)
 

@@ -695,19 +695,20 @@ def choose_checkpoint_file(files: Iterable[str], *, where: str) -> str:
     the top level and files named ``model.*``. Two equally good candidates are an error (name one
     explicitly) rather than a guess.
     """
+    files = list(files)
     ranked = sorted((rank, name) for name in files if (rank := _file_rank(name)) is not None)
     if not ranked:
+        listing = ", ".join(files[:10]) + (f", ... ({len(files)} files)" if len(files) > 10 else "")
         raise CheckpointNotFoundError(
-            f"no checkpoint file (*.safetensors, *.pt, *.pth, *.bin) in {where}; "
-            f"files: {', '.join(files) or 'none'}"
+            f"no checkpoint file (*.safetensors, *.pt, *.pth, *.bin) in {where}; files: {listing or 'none'}"
         )
     best_rank = ranked[0][0]
     tied = [name for rank, name in ranked if rank == best_rank]
     if len(tied) > 1:
         raise CheckpointError(
             f"{where} holds several candidate checkpoints ({', '.join(tied[:6])}); name one: "
-            "a path to the file, or org/name:filename for a Hugging Face repo (sharded checkpoints "
-            "are not supported: merge them with convert_checkpoint first)"
+            "a path to the file, or org/name:filename for a Hugging Face repo (sharded checkpoints, "
+            "model-0000x-of-0000y.safetensors, are not supported)"
         )
     return tied[0]
 

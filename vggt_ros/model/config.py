@@ -123,7 +123,7 @@ class VGGTConfig:
 
 VGGT_1B = VGGTConfig()
 
-# About 2.5 M parameters: every code path and head of VGGT-1B, sized for CPU tests.
+# About 1.9 M parameters: every code path and head of VGGT-1B, sized for CPU tests.
 VGGT_TINY = VGGTConfig(
     name="vggt-tiny",
     embed_dim=64,

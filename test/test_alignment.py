@@ -1,0 +1,121 @@
+"""Tests for vggt_ros.geometry.alignment: Umeyama Sim(3)/SE(3), weights, robust variants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from vggt_ros.geometry.alignment import Sim3, robust_umeyama, umeyama
+
+
+def random_sim3(rng: np.random.Generator, scale: float | None = None) -> Sim3:
+    s = float(rng.uniform(0.2, 5.0)) if scale is None else scale
+    return Sim3(s, Rotation.random(random_state=rng).as_matrix(), rng.normal(0, 3, 3))
+
+
+def test_umeyama_exact_sim3_and_se3() -> None:
+    rng = np.random.default_rng(1)
+    src = rng.normal(size=(50, 3))
+    truth = random_sim3(rng)
+    est = umeyama(src, truth.apply(src))
+    assert est.scale == pytest.approx(truth.scale, rel=1e-12)
+    np.testing.assert_allclose(est.rotation, truth.rotation, atol=1e-12)
+    np.testing.assert_allclose(est.translation, truth.translation, atol=1e-10)
+    rigid = random_sim3(rng, scale=1.0)
+    est = umeyama(src, rigid.apply(src), with_scale=False)
+    assert est.scale == 1.0
+    np.testing.assert_allclose(est.matrix(), rigid.matrix(), atol=1e-10)
+
+
+def test_umeyama_never_returns_a_reflection() -> None:
+    rng = np.random.default_rng(2)
+    src = rng.normal(size=(20, 3))
+    mirrored = src * np.array([1.0, 1.0, -1.0])
+    est = umeyama(src, mirrored)
+    assert np.linalg.det(est.rotation) == pytest.approx(1.0)
+
+
+def test_weights_select_the_trusted_points() -> None:
+    rng = np.random.default_rng(3)
+    src = rng.normal(size=(40, 3))
+    truth = random_sim3(rng)
+    dst = truth.apply(src)
+    dst[:10] += rng.normal(0, 5, (10, 3))  # wrong correspondences ...
+    w = np.ones(40)
+    w[:10] = 0.0  # ... that carry no weight
+    np.testing.assert_allclose(umeyama(src, dst, w).matrix(), truth.matrix(), atol=1e-9)
+
+
+def test_sim3_algebra() -> None:
+    rng = np.random.default_rng(4)
+    a, b = random_sim3(rng), random_sim3(rng)
+    x = rng.normal(size=(7, 3))
+    np.testing.assert_allclose((a @ b).apply(x), a.apply(b.apply(x)), atol=1e-9)
+    np.testing.assert_allclose(a.inverse().apply(a.apply(x)), x, atol=1e-9)
+    np.testing.assert_allclose(Sim3.from_matrix(a.matrix()).matrix(), a.matrix(), atol=1e-12)
+    pose = np.eye(4)
+    pose[:3, :3] = Rotation.random(random_state=rng).as_matrix()
+    pose[:3, 3] = rng.normal(size=3)
+    moved = a.transform_poses(pose)
+    # The camera centre moves like a point; the camera axes stay orthonormal.
+    np.testing.assert_allclose(moved[:3, 3], a.apply(pose[:3, 3]), atol=1e-12)
+    np.testing.assert_allclose(moved[:3, :3] @ moved[:3, :3].T, np.eye(3), atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["irls", "ransac"])
+def test_robust_alignment_with_noise_and_outliers(method: str) -> None:
+    rng = np.random.default_rng(5)
+    n = 400
+    src = rng.uniform(-2, 2, (n, 3))
+    truth = random_sim3(rng)
+    dst = truth.apply(src) + rng.normal(0, 0.01, (n, 3))
+    share = 0.25 if method == "irls" else 0.5
+    bad = rng.random(n) < share
+    dst[bad] = rng.uniform(-20, 20, (int(bad.sum()), 3))
+    result = robust_umeyama(src, dst, inlier_threshold=0.05, method=method)
+    est = result.transform
+    assert est.scale == pytest.approx(truth.scale, rel=5e-3)
+    angle = np.linalg.norm(Rotation.from_matrix(est.rotation @ truth.rotation.T).as_rotvec())
+    assert np.degrees(angle) < 0.2
+    # Inlier mask recovers the corruption almost exactly.
+    assert (result.inliers == ~bad).mean() > 0.97
+    assert result.rms < 0.03
+    assert result.inlier_ratio == pytest.approx(1 - bad.mean(), abs=0.03)
+
+
+def test_plain_least_squares_is_pulled_by_outliers() -> None:
+    # Why the robust variant exists: the same data breaks the closed form.
+    rng = np.random.default_rng(6)
+    src = rng.uniform(-2, 2, (200, 3))
+    truth = random_sim3(rng, scale=1.0)
+    dst = truth.apply(src)
+    dst[:60] += rng.uniform(5, 10, (60, 3))
+    assert abs(umeyama(src, dst).scale - 1.0) > 0.05
+    assert robust_umeyama(src, dst, method="ransac").transform.scale == pytest.approx(1.0, abs=1e-6)
+
+
+def test_adaptive_threshold_without_units() -> None:
+    rng = np.random.default_rng(7)
+    src = rng.normal(size=(300, 3))
+    truth = random_sim3(rng)
+    dst = truth.apply(src) + rng.normal(0, 1e-3, (300, 3))
+    dst[:30] += 3.0
+    result = robust_umeyama(src, dst)
+    assert not result.inliers[:30].any()
+    assert result.inliers[30:].mean() > 0.95
+
+
+def test_errors_name_the_problem() -> None:
+    with pytest.raises(ValueError, match=r"\[N, 3\]"):
+        umeyama(np.zeros((5, 2)), np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="at least 3"):
+        umeyama(np.zeros((2, 3)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="degenerate"):
+        umeyama(np.ones((5, 3)), np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="weights"):
+        umeyama(np.eye(3), np.eye(3), weights=np.array([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="method"):
+        robust_umeyama(np.eye(3), np.eye(3), method="lsq")
+    with pytest.raises(ValueError, match="inlier_threshold"):
+        robust_umeyama(np.eye(3), np.eye(3), inlier_threshold=0.0)

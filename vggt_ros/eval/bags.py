@@ -497,7 +497,8 @@ class BagWriter:
             bag.write("/camera/image_raw", image_message(bag.store, rgb, t, "camera"), t)
     """
 
-    def __init__(self, path: str | Path, storage: str = "sqlite3") -> None:
+    def __init__(self, path: str | Path, storage: str = "sqlite3", compress: bool = False) -> None:
+        """Args: ``compress`` zstd-compresses a rosbag2 file as a whole (readers unpack it)."""
         self.path = Path(path)
         if self.path.exists():
             raise BagError(f"{self.path} exists already; bags are never overwritten")
@@ -514,6 +515,10 @@ class BagWriter:
                 raise BagError(f"storage must be one of {STORAGES}, got {storage!r}")
             plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
             self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+            if compress:
+                from rosbags.rosbag2 import CompressionFormat, CompressionMode
+
+                self._writer.set_compression(CompressionMode.FILE, CompressionFormat.ZSTD)
         self._connections: dict[str, Any] = {}
         self.count = 0
 

@@ -283,12 +283,141 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
+# bench
+# ------------------------------------------------------------------------------------------------
+def _add_bench(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    from vggt_ros.engine.modes import MODES
+    from vggt_ros.model.config import CONFIGS
+
+    p = subparsers.add_parser(
+        "bench",
+        parents=parents,
+        help="time VGGT inference modes side by side (per stage, peak memory, accuracy)",
+        description=(
+            "Times each stage (aggregator, camera, depth, points, tracks) of every mode on synthetic "
+            "frames, with the 'official' baseline (fp32 weights, bf16 autocast, fp32 heads, all "
+            "layers kept) in the same process, and measures each mode's error against fp32."
+        ),
+    )
+    p.add_argument("--config", choices=sorted(CONFIGS), default="vggt-1b")
+    p.add_argument(
+        "--weights",
+        default="seeded",
+        help="'seeded' (recipe weights, offline), 'untrained' (random init) or a checkpoint file",
+    )
+    p.add_argument("--frames", default="1,8,32,100", help="comma-separated frame counts")
+    p.add_argument("--sizes", default="350x518", help="comma-separated HEIGHTxWIDTH (multiples of 14)")
+    p.add_argument("--tracks", default="0", help="comma-separated numbers of query points")
+    p.add_argument("--modes", default="official,bf16", help=f"comma-separated, from {', '.join(MODES)}")
+    p.add_argument("--backends", default="eager", help="comma-separated: eager, torch, tensorrt, auto")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--accuracy", default="8x350x518", help="FRAMESxHxW[xTRACKS] case for accuracy, or 'none'")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    p.set_defaults(handler=run_bench)
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CliError(f"--{what} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise CliError(f"--{what} must list non-negative integers, got {text!r}")
+    return values
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """The ``bench`` subcommand."""
+    from vggt_ros.engine import bench
+    from vggt_ros.engine.modes import get_mode
+    from vggt_ros.engine.precision import resolve_device
+
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        from vggt_ros.engine.cpu_isa import make_cpu_bf16_safe
+
+        make_cpu_bf16_safe()  # the official baseline runs bf16 autocast even on CPU
+    sizes = bench.parse_sizes(args.sizes)
+    cases = [
+        bench.BenchCase(f, h, w, t)
+        for (h, w) in sizes
+        for f in _int_list(args.frames, "frames")
+        for t in _int_list(args.tracks, "tracks")
+    ]
+    if any(c.frames < 1 or c.height % 14 or c.width % 14 for c in cases):
+        raise CliError("frame counts must be >= 1 and sizes multiples of 14")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        get_mode(m)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    accuracy_case = None
+    if args.accuracy != "none":
+        parts = _int_list(args.accuracy.replace("x", ","), "accuracy")
+        if len(parts) not in (3, 4):
+            raise CliError("--accuracy is FRAMESxHxW[xTRACKS] or 'none'")
+        accuracy_case = bench.BenchCase(*parts)
+    weights, label = _bench_weights(args.weights, args.config)
+    report = bench.run_benchmark(
+        args.config,
+        weights,
+        cases,
+        modes,
+        backends,
+        device,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        accuracy_case=accuracy_case,
+        progress=lambda message: logger.info("bench %s", message),
+        weights_label=label,
+    )
+    print(f"device {report.device}, torch {report.torch_version}, config {report.config}, weights {label}")
+    print(bench.format_table(report))
+    for line in bench.summarize_ratio(report):
+        print(line)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(bench.report_json(report), indent=2) + "\n", encoding="utf-8")
+    return EXIT_OK
+
+
+def _bench_weights(spec: str, config: str) -> tuple[Callable[[], dict] | None, str]:
+    """'seeded' | 'untrained' | checkpoint path -> (state-dict factory or None, label)."""
+    if spec == "untrained":
+        return None, "untrained (random init)"
+    if spec == "seeded":
+
+        def seeded() -> dict:
+            import torch
+
+            from vggt_ros.model.seeded import seeded_weights_for
+            from vggt_ros.model.vggt import VGGT
+
+            with torch.device("meta"):
+                layout = VGGT(config)
+            return seeded_weights_for(layout, seed=0)
+
+        return seeded, "seeded recipe (seed 0)"
+    path = Path(spec)
+    if not path.exists():
+        raise CliError(f"--weights: no such checkpoint file {path} (or use 'seeded' / 'untrained')")
+
+    def from_file() -> dict:
+        from vggt_ros.model.checkpoint import load_state_dict_file
+
+        return load_state_dict_file(path, device="cpu")
+
+    return from_file, f"checkpoint {path.name}"
+
+
+# ------------------------------------------------------------------------------------------------
 # main
 # ------------------------------------------------------------------------------------------------
 # Each entry adds one subcommand parser (given the shared option parents) whose defaults carry
 # ``handler``; later issues append theirs (eval, bench, demo).
 SubcommandAdder = Callable[[argparse._SubParsersAction, list[argparse.ArgumentParser]], None]
-SUBCOMMANDS: list[SubcommandAdder] = [_add_predict, _add_convert]
+SUBCOMMANDS: list[SubcommandAdder] = [_add_predict, _add_convert, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

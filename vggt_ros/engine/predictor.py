@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vggt_ros.engine.modes import get_mode, mode_for_precision
 from vggt_ros.engine.precision import (
     inference_context,
     precision_name,
@@ -33,6 +34,7 @@ from vggt_ros.engine.precision import (
     synchronize,
 )
 from vggt_ros.engine.preprocess import PREPROCESS_MODES, preprocess_frames
+from vggt_ros.engine.runner import ModelRunner
 from vggt_ros.geometry import (
     ImageTransform,
     camera_to_world,
@@ -41,6 +43,7 @@ from vggt_ros.geometry import (
     pose_encoding_to_extrinsics_intrinsics,
     to_homogeneous,
 )
+from vggt_ros.model.vggt import VGGT
 
 # The tracker's 7-level correlation pyramid halves stride-2 feature maps six times and needs at
 # least one cell at the coarsest level: model images must be >= 2 * 2**6 = 128 px on each side.
@@ -267,7 +270,10 @@ class Predictor:
             ``config`` with ``patch_size``); it is moved to ``device`` and put in eval mode.
         weights: the WeightsInfo from ``load_model`` (or a dict) identifying the weights.
         device: "auto", "cpu", "cuda", "cuda:N".
-        precision: "auto", "fp32", "bf16", "fp16" (autocast; weights stay fp32).
+        precision: "auto", "fp32", "bf16", "fp16": the inference mode of that precision (weights
+            stored in it; see :mod:`vggt_ros.engine.modes`), unless ``inference_mode`` is given.
+        inference_mode: an explicit mode name ("fp32", "official", "bf16", "fp16").
+        backend: compiled sections: "eager", "torch", "tensorrt" or "auto" (ordered fallback).
         mode: preprocessing mode ("resize", "crop", "pad").
         target_size: model side length in pixels (multiple of the patch size).
         anchor_first_frame: re-express everything so frame 0 is exactly the identity (default);
@@ -284,6 +290,8 @@ class Predictor:
         mode: str = "resize",
         target_size: int = 518,
         anchor_first_frame: bool = True,
+        inference_mode: str | None = None,
+        backend: str = "eager",
     ) -> None:
         if mode not in PREPROCESS_MODES:
             raise ValueError(f"unknown preprocess mode {mode!r}; expected one of {PREPROCESS_MODES}")
@@ -295,7 +303,14 @@ class Predictor:
             raise ValueError("the Predictor needs a model with camera and depth heads")
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        self.model = model.to(self.device).eval()
+        self.runner: ModelRunner | None = None
+        if isinstance(model, VGGT):
+            run_mode = get_mode(inference_mode) if inference_mode else mode_for_precision(self.dtype)
+            self.runner = ModelRunner(model, self.device, run_mode, backend=backend)
+            self.model = self.runner.model
+        else:
+            # Any module with VGGT's forward contract runs as is, under autocast.
+            self.model = model.to(self.device).eval()
         self.weights = _weights_identity(weights)
         self.mode = mode
         self.target_size = int(target_size)
@@ -313,6 +328,8 @@ class Predictor:
         target_size: int = 518,
         strict: bool = True,
         anchor_first_frame: bool = True,
+        inference_mode: str | None = None,
+        backend: str = "eager",
     ) -> Predictor:
         """Load weights with ``vggt_ros.model.checkpoint.load_model`` and wrap them.
 
@@ -338,6 +355,8 @@ class Predictor:
             mode=mode,
             target_size=target_size,
             anchor_first_frame=anchor_first_frame,
+            inference_mode=inference_mode,
+            backend=backend,
         )
 
     @property
@@ -425,8 +444,11 @@ class Predictor:
             )
         synchronize(self.device)
         t1 = time.perf_counter()
-        with inference_context(self.device, self.dtype):
-            out = self.model(images, model_queries)
+        if self.runner is not None:
+            out = self.runner.run(images, model_queries)
+        else:
+            with inference_context(self.device, self.dtype):
+                out = self.model(images, model_queries)
         synchronize(self.device)
         t2 = time.perf_counter()
         prediction = self._postprocess(out, batch.images, batch.transforms, batch.model_hw, queries)

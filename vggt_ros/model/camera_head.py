@@ -50,7 +50,8 @@ class CameraHead(nn.Module):
         self, layers: AggregatedTokens, last_layer: int, iterations: int | None = None
     ) -> list[Tensor]:
         """Returns the activated pose encoding [B, S, 9] after each refinement step."""
-        camera_tokens = self.token_norm(layers[last_layer][:, :, 0])  # [B, S, dim_in]
+        # [B, S, dim_in], cast to the head's own precision (the trunk may run in another one).
+        camera_tokens = self.token_norm(layers[last_layer][:, :, 0].to(self.token_norm.weight.dtype))
         b, s, _ = camera_tokens.shape
         normalized = self.adaln_norm(camera_tokens)
         raw: Tensor | None = None

@@ -10,6 +10,7 @@ window grows.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -31,6 +32,7 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.cat([F.interpolate(p, size=size, mode="bilinear", align_corners=True) for p in parts])
 
 
+@functools.lru_cache(maxsize=64)
 def sincos_position_map(
     grid_hw: tuple[int, int], channels: int, aspect: float, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
@@ -40,12 +42,17 @@ def sincos_position_map(
     ``[-b, b]`` with ``a / b`` the image aspect ratio and ``a^2 + b^2 = 1``), sampled at cell
     centres. The first half of the channels encode x, the second half y, each as
     ``[sin(p * w_k), cos(p * w_k)]`` with ``w_k = 100 ** (-k / (channels / 4))``.
+
+    Cached per arguments: it depends only on shapes, so it is built once per window size.
+    Coordinates are evaluated in float32 for reduced-precision heads (a bf16 ``linspace`` is
+    too coarse) and in the feature dtype otherwise, as the reference does.
     """
+    coord_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
     gh, gw = grid_hw
     diag = math.sqrt(aspect**2 + 1.0)
     span_x, span_y = aspect / diag, 1.0 / diag
-    xs = torch.linspace(-span_x * (gw - 1) / gw, span_x * (gw - 1) / gw, gw, dtype=dtype, device=device)
-    ys = torch.linspace(-span_y * (gh - 1) / gh, span_y * (gh - 1) / gh, gh, dtype=dtype, device=device)
+    xs = torch.linspace(-span_x * (gw - 1) / gw, span_x * (gw - 1) / gw, gw, dtype=coord_dtype, device=device)
+    ys = torch.linspace(-span_y * (gh - 1) / gh, span_y * (gh - 1) / gh, gh, dtype=coord_dtype, device=device)
     quarter = channels // 4
     # The reference evaluates the angles in float64 from coordinates in the feature dtype.
     freqs = 1.0 / 100.0 ** (torch.arange(quarter, dtype=torch.float64, device=device) / quarter)
@@ -175,7 +182,7 @@ class DPTHead(nn.Module):
 
     def _add_positions(self, x: Tensor, image_hw: tuple[int, int]) -> Tensor:
         h, w = image_hw
-        pos = sincos_position_map(x.shape[-2:], x.shape[1], w / h, x.device, x.dtype)
+        pos = sincos_position_map(tuple(x.shape[-2:]), x.shape[1], w / h, x.device, x.dtype)
         return x + (pos * 0.1).to(x.dtype)
 
     def _forward_frames(
@@ -185,7 +192,8 @@ class DPTHead(nn.Module):
         gh, gw = h // self.patch_size, w // self.patch_size
         pyramid: list[Tensor] = []
         for level, layer_idx in enumerate(self.layer_indices):
-            tokens = layers[layer_idx][:, start:stop, patch_start_idx:]  # [B, s, P, dim_in]
+            # Cast to the head's own precision: the trunk may run in another one.
+            tokens = layers[layer_idx][:, start:stop, patch_start_idx:].to(self.norm.weight.dtype)
             b, s = tokens.shape[:2]
             x = self.norm(tokens.reshape(b * s, gh * gw, -1))
             x = x.transpose(1, 2).reshape(b * s, -1, gh, gw)

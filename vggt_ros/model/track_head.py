@@ -40,4 +40,6 @@ class TrackHead(nn.Module):
         iterations: int | None = None,
     ) -> tuple[list[Tensor], Tensor, Tensor]:
         feature_maps = self.feature_extractor(layers, image_hw, patch_start_idx)  # [B, S, C, H/2, W/2]
-        return self.tracker(query_points, feature_maps, iterations)
+        # The tracker may keep a higher precision than the feature extractor (pixel coordinates).
+        dtype = self.tracker.query_ref_token.dtype
+        return self.tracker(query_points.to(dtype), feature_maps.to(dtype), iterations)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vggt_ros.model.aggregator import Aggregator
+from vggt_ros.model.aggregator import AggregatedTokens, Aggregator
 from vggt_ros.model.camera_head import CameraHead
 from vggt_ros.model.config import VGGTConfig, get_config
 from vggt_ros.model.dpt_head import DPTHead
@@ -60,13 +60,34 @@ class VGGT(nn.Module):
             needed.update(self.config.dpt.layer_indices)
         return needed
 
-    def forward(self, images: Tensor, query_points: Tensor | None = None) -> dict[str, Tensor | list[Tensor]]:
-        """Run the network.
+    # The stages below are what ``forward`` runs; the engine calls them one by one to time
+    # them, to run them in different precisions and to compile them separately.
+    def aggregate(self, images: Tensor, with_tracks: bool, keep_all_layers: bool = False) -> AggregatedTokens:
+        """Aggregator layers [B, S, T, 2 * dim] that the enabled heads read (or all of them)."""
+        keep = None if keep_all_layers else self.layers_needed(with_tracks)
+        return self.aggregator(images, keep_layers=keep)
 
-        Args:
-            images: [S, 3, H, W] or [B, S, 3, H, W], RGB in [0, 1], H and W multiples of 14.
-            query_points: [N, 2] or [B, N, 2] pixel coordinates (x, y) in the first frame.
-        """
+    def predict_cameras(self, layers: AggregatedTokens) -> list[Tensor]:
+        """Pose encodings [B, S, 9], one per refinement step (the last is the prediction)."""
+        return self.camera_head(layers, last_layer=self.config.aggregator.depth - 1)
+
+    def predict_depth(self, layers: AggregatedTokens, image_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Depth [B, S, H, W, 1] and its confidence [B, S, H, W]."""
+        return self.depth_head(layers, image_hw, self.aggregator.patch_start_idx)
+
+    def predict_points(self, layers: AggregatedTokens, image_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """World points [B, S, H, W, 3] and their confidence [B, S, H, W]."""
+        return self.point_head(layers, image_hw, self.aggregator.patch_start_idx)
+
+    def predict_tracks(
+        self, layers: AggregatedTokens, image_hw: tuple[int, int], query_points: Tensor
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Per-iteration tracks [B, S, N, 2], visibility and confidence [B, S, N]."""
+        return self.track_head(layers, image_hw, self.aggregator.patch_start_idx, query_points)
+
+    @staticmethod
+    def batched_inputs(images: Tensor, query_points: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Add the batch dimension where missing and check the shapes."""
         if images.dim() == 4:
             images = images.unsqueeze(0)
         if images.dim() != 5:
@@ -76,22 +97,31 @@ class VGGT(nn.Module):
                 query_points = query_points.unsqueeze(0)
             if query_points.dim() != 3 or query_points.shape[-1] != 2:
                 raise ValueError(f"query_points must be [N, 2] or [B, N, 2], got {tuple(query_points.shape)}")
+            query_points = query_points.to(images.dtype)
+        return images, query_points
+
+    def forward(self, images: Tensor, query_points: Tensor | None = None) -> dict[str, Tensor | list[Tensor]]:
+        """Run the network.
+
+        Args:
+            images: [S, 3, H, W] or [B, S, 3, H, W], RGB in [0, 1], H and W multiples of 14.
+            query_points: [N, 2] or [B, N, 2] pixel coordinates (x, y) in the first frame.
+        """
+        images, query_points = self.batched_inputs(images, query_points)
         with_tracks = query_points is not None and self.track_head is not None
         image_hw = (images.shape[-2], images.shape[-1])
-
-        layers = self.aggregator(images, keep_layers=self.layers_needed(with_tracks))
-        start = self.aggregator.patch_start_idx
+        layers = self.aggregate(images, with_tracks)
         out: dict[str, Tensor | list[Tensor]] = {}
         if self.camera_head is not None:
-            encodings = self.camera_head(layers, last_layer=self.config.aggregator.depth - 1)
+            encodings = self.predict_cameras(layers)
             out["pose_enc"] = encodings[-1]
             out["pose_enc_list"] = encodings
         if self.depth_head is not None:
-            out["depth"], out["depth_conf"] = self.depth_head(layers, image_hw, start)
+            out["depth"], out["depth_conf"] = self.predict_depth(layers, image_hw)
         if self.point_head is not None:
-            out["world_points"], out["world_points_conf"] = self.point_head(layers, image_hw, start)
+            out["world_points"], out["world_points_conf"] = self.predict_points(layers, image_hw)
         if with_tracks:
-            tracks, vis, conf = self.track_head(layers, image_hw, start, query_points.to(images.dtype))
+            tracks, vis, conf = self.predict_tracks(layers, image_hw, query_points)
             out["track"], out["vis"], out["conf"] = tracks[-1], vis, conf
         if not self.training:
             out["images"] = images

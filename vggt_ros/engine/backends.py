@@ -1,0 +1,54 @@
+"""Built-in compiled-section backends for :class:`~vggt_ros.engine.runner.ModelRunner`.
+
+- ``torch``: ``torch.compile`` (Inductor/Triton) of every transformer block and of the dense
+  heads. Blocks are compiled one by one rather than the whole trunk so the Python bookkeeping
+  around them (RoPE table cache, kept layers) stays eager and shapes guard simply.
+  Options: ``torch_compile_mode`` ("default", "max-autotune-no-cudagraphs", "reduce-overhead").
+- ``tensorrt``: ONNX-exported sections run as TensorRT engines (see
+  :mod:`vggt_ros.engine.tensorrt_backend`); unavailable where TensorRT is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from vggt_ros.engine.runner import BACKENDS, BackendContext, BackendUnavailableError, Sections
+
+
+def torch_compile_backend(ctx: BackendContext) -> Sections:
+    """Compile blocks and heads in place; the eager section functions then run compiled code."""
+    if not hasattr(torch, "compile"):
+        raise BackendUnavailableError(f"torch {torch.__version__} has no torch.compile")
+    if ctx.device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        raise BackendUnavailableError("Triton is not installed (torch.compile needs it on CUDA)")
+    mode = ctx.options.get("torch_compile_mode", "default")
+    model = ctx.model
+    aggregator = model.aggregator
+    for block in (*aggregator.patch_embed.blocks, *aggregator.frame_blocks, *aggregator.global_blocks):
+        block.compile(mode=mode, dynamic=False)
+    for head in (model.depth_head, model.point_head):
+        if head is not None:
+            head.compile(mode=mode, dynamic=False)
+    if model.camera_head is not None:
+        model.camera_head.trunk.compile(mode=mode, dynamic=False)
+    # The sections keep their eager entry points: the modules they call are now compiled.
+    return {}
+
+
+def tensorrt_backend(ctx: BackendContext) -> Sections:
+    """TensorRT engines for the trunk blocks and dense heads (imported only when asked for)."""
+    if importlib.util.find_spec("tensorrt") is None:
+        raise BackendUnavailableError("the tensorrt Python package is not installed")
+    if ctx.device.type != "cuda":
+        raise BackendUnavailableError("TensorRT needs a CUDA device")
+    try:
+        from vggt_ros.engine.tensorrt_backend import build_tensorrt_sections
+    except ImportError as exc:
+        raise BackendUnavailableError(f"TensorRT support failed to import: {exc}") from exc
+    return build_tensorrt_sections(ctx)
+
+
+BACKENDS.setdefault("torch", torch_compile_backend)
+BACKENDS.setdefault("tensorrt", tensorrt_backend)

@@ -1,0 +1,332 @@
+"""Benchmark VGGT inference modes side by side: per-stage median time, peak memory, accuracy.
+
+Every mode runs in the same process on the same inputs and weights, so the ratio between the
+``official`` baseline (float32 weights, bf16 autocast, heads in float32, all layers kept) and a
+fast mode is measured, not assumed. Accuracy is the relative L2 error of each output against
+the ``fp32`` mode: ``||out - ref|| / ||ref||``.
+
+Inputs are frames of the procedural scene renderer (real image statistics, not noise); weights
+are the seeded recipe weights (realistic magnitudes, offline) unless a checkpoint is given.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from vggt_ros.engine.modes import get_mode
+from vggt_ros.engine.runner import ModelRunner
+from vggt_ros.engine.timing import StageTimer
+from vggt_ros.model.config import VGGTConfig, get_config
+from vggt_ros.model.vggt import VGGT
+
+logger = logging.getLogger(__name__)
+
+ACCURACY_KEYS = (
+    "pose_enc",
+    "depth",
+    "depth_conf",
+    "world_points",
+    "world_points_conf",
+    "track",
+    "vis",
+    "conf",
+)
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """One workload: ``frames`` images of ``height`` x ``width`` and ``tracks`` query points."""
+
+    frames: int
+    height: int
+    width: int
+    tracks: int = 0
+
+
+@dataclass
+class BenchRow:
+    """Result of one (mode, backend, case)."""
+
+    mode: str
+    backend: str
+    frames: int
+    height: int
+    width: int
+    tracks: int
+    total_ms: float
+    stages_ms: dict[str, float]
+    peak_gb: float
+    first_call_s: float
+    repeats: int
+    error: str | None = None
+
+
+@dataclass
+class BenchReport:
+    device: str
+    torch_version: str
+    config: str
+    weights: str
+    rows: list[BenchRow] = field(default_factory=list)
+    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+    accuracy_case: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def synthetic_frames(case: BenchCase, seed: int = 0) -> torch.Tensor:
+    """[S, 3, H, W] float32 frames in [0, 1] from the scene renderer (distinct views, cycled)."""
+    from vggt_ros.eval.synthetic import render_sequence
+
+    unique = min(case.frames, 16)
+    seq = render_sequence(num_frames=max(unique, 2), height=case.height, width=case.width, seed=seed)
+    images = torch.from_numpy(seq.images[:unique]).permute(0, 3, 1, 2).float() / 255.0
+    reps = -(-case.frames // unique)
+    return images.repeat(reps, 1, 1, 1)[: case.frames].contiguous()
+
+
+def query_grid(n: int, height: int, width: int) -> torch.Tensor:
+    """[n, 2] query pixels spread over the image (deterministic)."""
+    g = torch.Generator().manual_seed(n)
+    return torch.rand(n, 2, generator=g) * torch.tensor([width - 1.0, height - 1.0])
+
+
+def relative_errors(out: dict[str, Any], ref: dict[str, Any]) -> dict[str, float]:
+    """Relative L2 error per output present in both (computed in float64 on the CPU)."""
+    errors = {}
+    for key in ACCURACY_KEYS:
+        if key in out and key in ref:
+            a, b = out[key].detach().double().cpu(), ref[key].detach().double().cpu()
+            errors[key] = float(torch.linalg.norm(a - b) / torch.linalg.norm(b).clamp_min(1e-30))
+    return errors
+
+
+def _peak_gb(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def time_case(
+    runner: ModelRunner, case: BenchCase, repeats: int, warmup: int, frames: torch.Tensor | None = None
+) -> BenchRow:
+    """Median per-stage and total time of ``repeats`` runs after ``warmup`` runs."""
+    device = runner.device
+    images = (frames if frames is not None else synthetic_frames(case)).to(device)
+    queries = query_grid(case.tracks, case.height, case.width).to(device) if case.tracks else None
+    _reset_peak(device)
+    t0 = time.perf_counter()
+    runner.run(images, queries)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    first_call_s = time.perf_counter() - t0
+    for _ in range(max(warmup - 1, 0)):
+        runner.run(images, queries)
+    _reset_peak(device)
+    totals: list[float] = []
+    stages: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        timer = StageTimer(device)
+        with timer.stage("total"):
+            runner.run(images, queries, timer=timer)
+        for name, ms in timer.results().items():
+            if name == "total":
+                totals.append(ms)
+            else:
+                stages.setdefault(name, []).append(ms)
+    return BenchRow(
+        mode=runner.mode.name,
+        backend=runner.backend,
+        frames=case.frames,
+        height=case.height,
+        width=case.width,
+        tracks=case.tracks,
+        total_ms=statistics.median(totals),
+        stages_ms={k: statistics.median(v) for k, v in stages.items()},
+        peak_gb=_peak_gb(device),
+        first_call_s=first_call_s,
+        repeats=repeats,
+    )
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_benchmark(
+    config: str | VGGTConfig,
+    weights: Callable[[], dict[str, torch.Tensor]] | None,
+    cases: Sequence[BenchCase],
+    modes: Sequence[str],
+    backends: Sequence[str],
+    device: torch.device,
+    repeats: int = 10,
+    warmup: int = 3,
+    accuracy_case: BenchCase | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+    weights_label: str = "seeded",
+) -> BenchReport:
+    """Time every (mode, backend) on every case; measure accuracy against fp32 on one case.
+
+    Args:
+        weights: returns a CPU state dict for the model (called once), or None for the
+            model's own random initialisation.
+    """
+    cfg = get_config(config)
+    state = weights() if weights is not None else None
+    report = BenchReport(str(device), torch.__version__, cfg.name, weights_label)
+    if device.type == "cuda":
+        report.device = f"{device} ({torch.cuda.get_device_name(device)})"
+
+    def build(mode: str, backend: str) -> ModelRunner:
+        if state is None:
+            model = VGGT(cfg)
+        else:
+            with torch.device("meta"):
+                model = VGGT(cfg)
+            model.load_state_dict(state, strict=True, assign=True)
+            model.reset_non_persistent_buffers()
+        return ModelRunner(model, device, get_mode(mode), backend=backend)
+
+    frames_cache: dict[BenchCase, torch.Tensor] = {}
+    for mode in modes:
+        for backend in backends:
+            runner = build(mode, backend)
+            for case in cases:
+                progress(
+                    f"{mode}/{runner.backend} {case.frames}x{case.height}x{case.width} tracks={case.tracks}"
+                )
+                frames = frames_cache.setdefault(case, synthetic_frames(case))
+                try:
+                    row = time_case(runner, case, repeats, warmup, frames)
+                except Exception as exc:  # noqa: BLE001 - one failing case (OOM, compile error) must not end the run
+                    logger.warning("bench case failed: %s", exc)
+                    row = BenchRow(
+                        mode,
+                        runner.backend,
+                        case.frames,
+                        case.height,
+                        case.width,
+                        case.tracks,
+                        float("nan"),
+                        {},
+                        float("nan"),
+                        float("nan"),
+                        0,
+                        error=f"OOM: {exc}",
+                    )
+                report.rows.append(row)
+            del runner
+            _free(device)
+
+    if accuracy_case is not None:
+        report.accuracy_case = asdict(accuracy_case)
+        images = synthetic_frames(accuracy_case)
+        queries = (
+            query_grid(accuracy_case.tracks, accuracy_case.height, accuracy_case.width)
+            if accuracy_case.tracks
+            else None
+        )
+        reference_runner = build("fp32", "eager")
+        reference = {
+            k: v.float().cpu() for k, v in reference_runner.run(images, queries).items() if torch.is_tensor(v)
+        }
+        del reference_runner
+        _free(device)
+        for mode in modes:
+            if mode == "fp32":
+                continue
+            for backend in backends:
+                runner = build(mode, backend)
+                out = runner.run(images, queries)
+                report.accuracy[f"{mode}/{runner.backend}"] = relative_errors(out, reference)
+                del runner, out
+                _free(device)
+    return report
+
+
+def format_table(report: BenchReport) -> str:
+    """Markdown tables of timings and accuracy."""
+    stage_names: list[str] = []
+    for row in report.rows:
+        stage_names += [s for s in row.stages_ms if s not in stage_names]
+    head = [
+        "mode",
+        "backend",
+        "frames",
+        "HxW",
+        "tracks",
+        *[f"{s} ms" for s in stage_names],
+        "total ms",
+        "peak GB",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report.rows:
+        cells = [r.mode, r.backend, str(r.frames), f"{r.height}x{r.width}", str(r.tracks)]
+        cells += [f"{r.stages_ms.get(s, float('nan')):.1f}" for s in stage_names]
+        cells += [f"{r.total_ms:.1f}" if r.error is None else "failed", f"{r.peak_gb:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if report.accuracy:
+        keys = sorted({k for errs in report.accuracy.values() for k in errs}, key=ACCURACY_KEYS.index)
+        lines += ["", "| mode vs fp32 | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+        for name, errs in report.accuracy.items():
+            lines.append(f"| {name} | " + " | ".join(f"{errs.get(k, float('nan')):.2e}" for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """'350x518,518x518' -> [(350, 518), (518, 518)] (height x width)."""
+    sizes = []
+    for item in text.split(","):
+        try:
+            h, w = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"bad size {item!r}; expected HEIGHTxWIDTH like 350x518") from None
+        sizes.append((h, w))
+    return sizes
+
+
+def summarize_ratio(report: BenchReport, baseline: str = "official") -> list[str]:
+    """Speed-up and memory ratio of each mode against the baseline mode, per case."""
+    base = {(r.frames, r.height, r.width, r.tracks): r for r in report.rows if r.mode == baseline}
+    lines = []
+    for r in report.rows:
+        b = base.get((r.frames, r.height, r.width, r.tracks))
+        if r.mode == baseline or b is None or r.error or b.error:
+            continue
+        lines.append(
+            f"{r.mode}/{r.backend} {r.frames} frames {r.height}x{r.width}: "
+            f"{b.total_ms / r.total_ms:.2f}x faster, {r.peak_gb:.2f} GB vs {b.peak_gb:.2f} GB peak"
+        )
+    return lines
+
+
+def _nan_to_none(values: Any) -> Any:
+    if isinstance(values, float) and not np.isfinite(values):
+        return None
+    if isinstance(values, dict):
+        return {k: _nan_to_none(v) for k, v in values.items()}
+    if isinstance(values, list):
+        return [_nan_to_none(v) for v in values]
+    return values
+
+
+def report_json(report: BenchReport) -> dict[str, Any]:
+    """The report as strict JSON (NaN -> null)."""
+    return _nan_to_none(report.to_dict())

@@ -1,0 +1,184 @@
+"""Runs VGGT stage by stage in an inference mode, with optional compiled sections.
+
+The network is split into sections (``aggregator``, ``camera``, ``depth``, ``points``,
+``tracks``). A *backend* may replace any section with a compiled version; backends are tried in
+order and the first that can serve wins, so a missing TensorRT or compiler falls back to the
+next one with one clear log line instead of failing:
+
+    ModelRunner(model, device, "bf16", backend="auto")   # tensorrt -> torch -> eager
+
+Backends register themselves in :data:`BACKENDS` (see :mod:`vggt_ros.engine.backends`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vggt_ros.engine.modes import InferenceMode, get_mode
+from vggt_ros.engine.timing import NullTimer, StageTimer
+from vggt_ros.model.vggt import VGGT
+
+logger = logging.getLogger(__name__)
+
+SECTIONS = ("aggregator", "camera", "depth", "points", "tracks")
+Sections = dict[str, Callable[..., Any]]
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend cannot serve here (missing library, unsupported device...); says why."""
+
+
+@dataclass
+class BackendContext:
+    """What a backend gets to build its sections from."""
+
+    model: VGGT
+    mode: InferenceMode
+    device: torch.device
+    eager: Sections
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+# name -> factory(context) returning the sections it replaces (a subset of SECTIONS), or raising
+# BackendUnavailableError. Filled by vggt_ros.engine.backends at import time.
+BACKENDS: dict[str, Callable[[BackendContext], Sections]] = {}
+
+AUTO_ORDER_CUDA = ("tensorrt", "torch", "eager")
+AUTO_ORDER_CPU = ("eager",)  # compiling on CPU costs minutes and gains little for this model
+
+
+def _prepare_model(model: VGGT, mode: InferenceMode, device: torch.device) -> VGGT:
+    """Move the model to ``device`` with each part stored in the mode's dtype."""
+    model = model.eval().to(device)
+    model.aggregator.to(mode.trunk_dtype)
+    if model.camera_head is not None:
+        model.camera_head.to(mode.camera_dtype)
+    for head in (model.depth_head, model.point_head, model.track_head):
+        if head is not None:
+            head.to(mode.heads_dtype)
+    if model.track_head is not None:
+        model.track_head.tracker.to(mode.tracker_dtype)
+    return model
+
+
+class ModelRunner:
+    """Owns a prepared model and runs it; ``run`` returns the model's usual output dict.
+
+    Args:
+        model: a VGGT (any configuration). It is moved and converted in place.
+        device: where to run.
+        mode: an :class:`InferenceMode` or its name.
+        backend: "eager", "torch", "tensorrt", or "auto" (ordered fallback), or a sequence of
+            names to try in order.
+        options: backend options (e.g. ``cache_dir`` for TensorRT engines, ``weights_identity``).
+    """
+
+    def __init__(
+        self,
+        model: VGGT,
+        device: torch.device | str,
+        mode: InferenceMode | str = "fp32",
+        backend: str | Sequence[str] = "eager",
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        from vggt_ros.engine import backends as _  # noqa: F401  (registers the built-in backends)
+
+        self.device = torch.device(device)
+        self.mode = get_mode(mode)
+        self.model = _prepare_model(model, self.mode, self.device)
+        eager: Sections = {
+            "aggregator": self.model.aggregate,
+            "camera": self.model.predict_cameras,
+            "depth": self.model.predict_depth,
+            "points": self.model.predict_points,
+            "tracks": self.model.predict_tracks,
+        }
+        self.sections: Sections = dict(eager)
+        self.backend = "eager"
+        self.fallback_log: list[str] = []
+        context = BackendContext(self.model, self.mode, self.device, eager, dict(options or {}))
+        for name in self._backend_order(backend):
+            if name == "eager":
+                break
+            factory = BACKENDS.get(name)
+            try:
+                if factory is None:
+                    raise BackendUnavailableError(f"no backend called {name!r}; known: {', '.join(BACKENDS)}")
+                replaced = factory(context)
+            except BackendUnavailableError as exc:
+                message = f"backend {name} unavailable ({exc}); trying the next one"
+                logger.warning(message)
+                self.fallback_log.append(message)
+                continue
+            self.sections.update(replaced)
+            self.backend = name
+            break
+        logger.info("VGGT runs in mode %s with backend %s on %s", self.mode.name, self.backend, self.device)
+
+    def _backend_order(self, backend: str | Sequence[str]) -> tuple[str, ...]:
+        if isinstance(backend, str):
+            if backend == "auto":
+                return AUTO_ORDER_CUDA if self.device.type == "cuda" else AUTO_ORDER_CPU
+            return (backend, "eager")
+        return (*backend, "eager")
+
+    @contextlib.contextmanager
+    def _autocast(self, dtype: torch.dtype | None) -> Iterator[None]:
+        if dtype is None:
+            yield
+        else:
+            with torch.autocast(self.device.type, dtype=dtype):
+                yield
+
+    @torch.inference_mode()
+    def run(
+        self,
+        images: Tensor,
+        query_points: Tensor | None = None,
+        timer: StageTimer | NullTimer | None = None,
+    ) -> dict[str, Any]:
+        """Run every enabled head.
+
+        Args:
+            images: [S, 3, H, W] or [B, S, 3, H, W] float in [0, 1] (any device/dtype; moved).
+            query_points: [N, 2] or [B, N, 2] model-image pixels, or None for no tracks.
+            timer: collects per-stage milliseconds (``aggregator``, ``camera``, ``depth``,
+                ``points``, ``tracks``) when given.
+
+        Returns:
+            The same keys as ``VGGT.forward`` (tensors on ``device``, dtypes as computed).
+        """
+        timer = timer or NullTimer()
+        model = self.model
+        images = images.to(self.device, self.mode.trunk_dtype, non_blocking=True)
+        if query_points is not None:
+            query_points = query_points.to(self.device)
+        images, query_points = model.batched_inputs(images, query_points)
+        with_tracks = query_points is not None and model.track_head is not None
+        image_hw = (images.shape[-2], images.shape[-1])
+        out: dict[str, Any] = {}
+        with timer.stage("aggregator"), self._autocast(self.mode.autocast_dtype):
+            layers = self.sections["aggregator"](images, with_tracks, self.mode.keep_all_layers)
+        if model.camera_head is not None:
+            with timer.stage("camera"):
+                encodings = self.sections["camera"](layers)
+            out["pose_enc"], out["pose_enc_list"] = encodings[-1], encodings
+        if model.depth_head is not None:
+            with timer.stage("depth"):
+                out["depth"], out["depth_conf"] = self.sections["depth"](layers, image_hw)
+        if model.point_head is not None:
+            with timer.stage("points"):
+                out["world_points"], out["world_points_conf"] = self.sections["points"](layers, image_hw)
+        if with_tracks:
+            with timer.stage("tracks"), self._autocast(self.mode.tracker_autocast):
+                tracks, vis, conf = self.sections["tracks"](layers, image_hw, query_points)
+            out["track"], out["vis"], out["conf"] = tracks[-1], vis, conf
+        out["images"] = images
+        return out

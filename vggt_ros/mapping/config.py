@@ -1,0 +1,316 @@
+"""Configuration of the mapping pipeline: one dataclass per stage, validated on construction.
+
+Every field is flat (a number, string, bool or list of strings) with a docstring stating its
+unit, so the ROS node can declare each one as a parameter (``<section>.<field>``, e.g.
+``window.size``). Invalid values raise ``ValueError`` naming the field and the rule it broke.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+SCALE_SOURCES = ("none", "odometry", "depth", "rig", "fixed")
+ROBUST_METHODS = ("irls", "ransac")
+
+
+def _fail(section: str, name: str, value: object, rule: str) -> None:
+    raise ValueError(f"{section}.{name} = {value!r}: {rule}")
+
+
+class _Validated:
+    """Shared checks; subclasses list their rules in ``_rules``."""
+
+    _section = ""
+
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                _fail(self._section, name, value, "must be a finite number > 0")
+
+    def _non_negative(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                _fail(self._section, name, value, "must be a finite number >= 0")
+
+    def _integer(self, name: str, minimum: int) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            _fail(self._section, name, value, f"must be an integer >= {minimum}")
+
+    def _fraction(self, name: str, lo: float = 0.0, hi: float = 1.0) -> None:
+        value = getattr(self, name)
+        if not (isinstance(value, (int, float)) and lo <= value <= hi):
+            _fail(self._section, name, value, f"must lie in [{lo}, {hi}]")
+
+    def _choice(self, name: str, choices: tuple[str, ...]) -> None:
+        value = getattr(self, name)
+        if value not in choices:
+            _fail(self._section, name, value, f"must be one of {choices}")
+
+    def to_dict(self) -> dict[str, object]:
+        """Flat ``{field: value}`` (lists copied), e.g. to declare ROS parameters."""
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), list) else v) for f in fields(self)
+        }
+
+
+@dataclass
+class KeyframeConfig(_Validated):
+    """When a camera frame becomes a keyframe (tested per camera on every frame)."""
+
+    min_parallax_px: float = 30.0
+    """Median optical flow since the last keyframe, in pixels of the original image, that makes a
+    keyframe (measured by sparse Lucas-Kanade flow on a downscaled gray image)."""
+    min_tracked_ratio: float = 0.3
+    """Share of the last keyframe's corners still tracked (0-1) below which the view has changed
+    enough to need a keyframe whatever the flow says."""
+    min_translation_m: float = 0.25
+    """Odometry translation of the base since the last keyframe (metres) that makes a keyframe;
+    only used when frames carry odometry."""
+    min_rotation_deg: float = 15.0
+    """Odometry rotation since the last keyframe (degrees) that makes a keyframe."""
+    max_interval_s: float = 10.0
+    """Elapsed time (seconds) after which a frame becomes a keyframe even without motion;
+    0 disables the time criterion."""
+    min_interval_s: float = 0.1
+    """No two keyframes closer than this (seconds): caps the keyframe rate."""
+    flow_image_width: int = 160
+    """Width (pixels) of the gray image the flow runs on; the height keeps the aspect."""
+    max_flow_features: int = 100
+    """Corners tracked from each keyframe."""
+    reject_blur: bool = False
+    """Refuse blurred candidates (the next sharp frame becomes the keyframe instead)."""
+    blur_ratio: float = 0.5
+    """A frame is blurred when its sharpness (variance of the Laplacian of the small gray image)
+    is below this fraction of the median sharpness of the recent frames."""
+    blur_history: int = 30
+    """Number of recent frames whose median sharpness is the blur reference."""
+
+    _section = "keyframe"
+
+    def __post_init__(self) -> None:
+        self._non_negative("min_parallax_px", "min_translation_m", "min_rotation_deg")
+        self._non_negative("max_interval_s", "min_interval_s")
+        self._fraction("min_tracked_ratio")
+        self._fraction("blur_ratio")
+        self._integer("flow_image_width", 32)
+        self._integer("max_flow_features", 8)
+        self._integer("blur_history", 3)
+        if self.max_interval_s and self.max_interval_s < self.min_interval_s:
+            _fail(self._section, "max_interval_s", self.max_interval_s, "must be >= min_interval_s (or 0)")
+
+
+@dataclass
+class WindowConfig(_Validated):
+    """Which keyframes go into one VGGT inference."""
+
+    size: int = 8
+    """Keyframe times per window (a rig contributes all its cameras at each time)."""
+    stride: int = 4
+    """New keyframe times between two inferences; ``size - stride`` times are shared with the
+    previous window and anchor the chaining."""
+    rig_cameras: list[str] = field(default_factory=list)
+    """Camera ids of a rig, all of which go into every keyframe time; empty = the cameras seen so
+    far. The first one is the reference camera (it carries the path)."""
+    rig_time_tolerance_s: float = 0.02
+    """Frames of different cameras at most this far apart (seconds) belong to the same time."""
+    rig_max_wait_s: float = 0.5
+    """A keyframe time still missing cameras after this long (seconds of stamps) is used with the
+    cameras it has."""
+    num_track_queries: int = 0
+    """Query points tracked through each window (corners of its first keyframe); 0 = no tracks."""
+
+    _section = "window"
+
+    def __post_init__(self) -> None:
+        self._integer("size", 2)
+        self._integer("stride", 1)
+        if self.stride >= self.size:
+            _fail(
+                self._section,
+                "stride",
+                self.stride,
+                f"must be < size ({self.size}) so windows share keyframes",
+            )
+        if not isinstance(self.rig_cameras, list) or not all(
+            isinstance(c, str) and c for c in self.rig_cameras
+        ):
+            _fail(self._section, "rig_cameras", self.rig_cameras, "must be a list of non-empty strings")
+        if len(set(self.rig_cameras)) != len(self.rig_cameras):
+            _fail(self._section, "rig_cameras", self.rig_cameras, "must not repeat a camera")
+        self._non_negative("rig_time_tolerance_s")
+        self._positive("rig_max_wait_s")
+        self._integer("num_track_queries", 0)
+
+    @property
+    def overlap(self) -> int:
+        """Keyframe times shared by consecutive windows."""
+        return self.size - self.stride
+
+
+@dataclass
+class ChainingConfig(_Validated):
+    """Alignment of each new window to the global frame and when to refuse it."""
+
+    max_residual: float = 0.03
+    """Largest accepted alignment residual: weighted inlier RMS of the shared keyframes' points
+    divided by their median depth (dimensionless, e.g. 0.03 = 3 cm at 1 m)."""
+    inlier_threshold: float = 0.05
+    """Correspondence residual, relative to the median depth, that counts as an inlier."""
+    min_inlier_ratio: float = 0.6
+    """Smallest accepted confidence-weighted share of inlier correspondences (0-1)."""
+    min_shared_keyframes: int = 1
+    """Windows need at least this many keyframes already in the map to be chained; fewer (the
+    previous window was rejected) re-anchors on the newest mapped keyframes."""
+    points_per_keyframe: int = 1500
+    """Dense correspondences sampled per shared keyframe."""
+    conf_percentile: float = 30.0
+    """Dense correspondences come from pixels above this confidence percentile (0-100) in both
+    the old and the new prediction."""
+    center_weight: float = 0.2
+    """Share (0-1) of the total alignment weight given to the camera-centre correspondences (the
+    rest goes to the dense points)."""
+    robust_method: str = "ransac"
+    """"irls" or "ransac" (see vggt_ros.geometry.alignment)."""
+    max_consecutive_rejections: int = 2
+    """After this many rejected windows in a row the next one starts a new segment (placed by
+    odometry, or by continuity with the last mapped keyframe) instead of being refused again."""
+
+    _section = "chaining"
+
+    def __post_init__(self) -> None:
+        self._positive("max_residual", "inlier_threshold")
+        self._fraction("min_inlier_ratio")
+        self._integer("min_shared_keyframes", 1)
+        self._integer("points_per_keyframe", 10)
+        self._fraction("conf_percentile", 0.0, 100.0)
+        self._fraction("center_weight")
+        self._choice("robust_method", ROBUST_METHODS)
+        self._integer("max_consecutive_rejections", 0)
+
+
+@dataclass
+class ScaleConfig(_Validated):
+    """Where metric scale comes from."""
+
+    source: str = "none"
+    """"none" (normalized VGGT units, reported as not metric), "odometry" (baseline ratio),
+    "depth" (metric depth topic), "rig" (known camera extrinsics), "fixed" (``fixed_factor``)."""
+    fixed_factor: float = 1.0
+    """Metres per normalized unit for source "fixed"."""
+    min_baseline_m: float = 0.1
+    """Odometry / rig baselines shorter than this (metres) give no scale sample (too noisy)."""
+    history: int = 200
+    """Most recent scale samples the estimate is the median of (smoothing window)."""
+    min_samples: int = 3
+    """Samples needed before the estimate is reported as metric."""
+    depth_min_m: float = 0.1
+    """Sensor depths below this (metres) are ignored."""
+    depth_max_m: float = 10.0
+    """Sensor depths above this (metres) are ignored."""
+    depth_conf_percentile: float = 50.0
+    """Only predicted pixels above this confidence percentile (0-100) are compared with the
+    sensor."""
+
+    _section = "scale"
+
+    def __post_init__(self) -> None:
+        self._choice("source", SCALE_SOURCES)
+        self._positive("fixed_factor", "depth_max_m")
+        self._non_negative("min_baseline_m", "depth_min_m")
+        self._integer("history", 1)
+        self._integer("min_samples", 1)
+        self._fraction("depth_conf_percentile", 0.0, 100.0)
+        if self.depth_max_m <= self.depth_min_m:
+            _fail(self._section, "depth_max_m", self.depth_max_m, "must be > depth_min_m")
+
+
+@dataclass
+class MapConfig(_Validated):
+    """The global voxel map."""
+
+    voxel_size_m: float = 0.05
+    """Voxel edge (map units: metres when the scale is metric, else normalized units)."""
+    max_points: int = 2_000_000
+    """Point budget: beyond it the least recently updated, least confident voxels are dropped."""
+    radius_m: float = 0.0
+    """Keep only voxels within this distance (map units) of the newest camera; 0 = no limit."""
+    conf_percentile: float = 50.0
+    """Per window, only pixels above this depth-confidence percentile (0-100) enter the map."""
+    min_confidence: float = 0.0
+    """And only pixels with at least this depth confidence (VGGT's confidence is >= 1)."""
+    pixel_stride: int = 2
+    """Use every n-th pixel of the model-resolution depth in each direction."""
+
+    _section = "map"
+
+    def __post_init__(self) -> None:
+        self._positive("voxel_size_m")
+        self._integer("max_points", 1)
+        self._non_negative("radius_m", "min_confidence")
+        self._fraction("conf_percentile", 0.0, 100.0)
+        self._integer("pixel_stride", 1)
+
+
+def _sections() -> dict[str, type]:
+    return {
+        "keyframe": KeyframeConfig,
+        "window": WindowConfig,
+        "chaining": ChainingConfig,
+        "scale": ScaleConfig,
+        "map": MapConfig,
+    }
+
+
+@dataclass
+class PipelineConfig:
+    """All stages; the node declares ``<section>.<field>`` parameters from these."""
+
+    keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    chaining: ChainingConfig = field(default_factory=ChainingConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+
+    def __post_init__(self) -> None:
+        for name, kind in _sections().items():
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(
+                    f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}"
+                )
+        if self.chaining.min_shared_keyframes > self.window.overlap:
+            raise ValueError(
+                f"chaining.min_shared_keyframes = {self.chaining.min_shared_keyframes}: must be <= "
+                f"window.size - window.stride = {self.window.overlap} (the keyframes windows share)"
+            )
+
+    @staticmethod
+    def from_flat(params: dict[str, object]) -> PipelineConfig:
+        """Build from ``{"section.field": value}`` (ROS parameter names); unknown keys raise."""
+        sections: dict[str, dict[str, object]] = {}
+        for key, value in params.items():
+            section, _, name = key.partition(".")
+            sections.setdefault(section, {})[name] = value
+        built = {}
+        for section, values in sections.items():
+            if section not in _sections():
+                raise ValueError(
+                    f"unknown parameter section {section!r} (expected one of {tuple(_sections())})"
+                )
+            known = {f.name for f in fields(_sections()[section])}
+            for name in values:
+                if name not in known:
+                    raise ValueError(f"unknown parameter {section}.{name}")
+            built[section] = _sections()[section](**values)
+        return PipelineConfig(**built)
+
+    def to_flat(self) -> dict[str, object]:
+        """``{"section.field": value}`` for every field (the ROS parameter names)."""
+        out: dict[str, object] = {}
+        for section in _sections():
+            for name, value in getattr(self, section).to_dict().items():
+                out[f"{section}.{name}"] = value
+        return out

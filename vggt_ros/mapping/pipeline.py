@@ -1,0 +1,503 @@
+"""PerceptionPipeline: frames in -> keyframes -> windows -> VGGT -> chained poses, depth, map.
+
+The one implementation the ROS node and ``vggt-ros eval`` drive (docs/pipeline_contract.md):
+``add_frame`` is cheap and runs on the callback thread; ``process`` is heavy and runs on a worker
+thread. State shared between them (keyframe store, mapped keyframes, map, scale) is guarded by
+one lock that is never held during inference.
+
+Frames (see also ``frames.py``): G is the chained frame (first accepted window's first camera,
+normalized units); ``map <- G`` is the Sim(3) ``p_map = R_a (s p_G) + t_a`` with ``(R_a, t_a)`` the
+first camera's pose in the z-up map and ``s`` the metric scale (metres per G unit; 1 and
+``t_a = 0`` while the scale is not metric, so nothing mixes metres with normalized units).
+Poses are stored in G and converted with the current scale whenever asked, so a refined
+scale moves the whole trajectory consistently; the voxel map is re-scaled to match.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from vggt_ros.geometry.alignment import Sim3
+from vggt_ros.mapping.chaining import ChainOutcome, WindowChainer, unproject_pixels
+from vggt_ros.mapping.config import PipelineConfig
+from vggt_ros.mapping.frames import camera_in_odom, map_anchor, map_to_odom
+from vggt_ros.mapping.keyframes import KeyframeDecision, KeyframeSelector
+from vggt_ros.mapping.rig import RigGrouper
+from vggt_ros.mapping.scale import ScaleEstimator, depth_ratio, odometry_ratios, rig_ratios
+from vggt_ros.mapping.types import Frame, Keyframe, PointsMap, ScaleEstimate, Tracks, WindowJob, WindowResult
+from vggt_ros.mapping.voxel_map import VoxelMap
+from vggt_ros.mapping.window import WindowBuilder, select_query_points
+
+# Keyframe times kept (images and all) for re-anchoring after rejected windows, in windows.
+STORE_WINDOWS = 3
+# Relative scale change above which the voxel map is re-scaled.
+RESCALE_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class KeyframeInfo:
+    """What the pipeline keeps of a mapped keyframe after its image is dropped."""
+
+    id: int
+    time_index: int
+    stamp: float
+    camera_id: str
+    odom_pose: np.ndarray | None
+    camera_to_base: np.ndarray | None
+    intrinsics: np.ndarray | None
+
+    @staticmethod
+    def of(kf: Keyframe) -> KeyframeInfo:
+        f = kf.frame
+        return KeyframeInfo(
+            kf.id, kf.time_index, f.stamp, f.camera_id, f.odom_pose, f.camera_to_base, f.intrinsics
+        )
+
+
+class PredictorLike(Protocol):
+    def predict(self, frames: list[np.ndarray], query_points: np.ndarray | None = None) -> Any: ...
+
+
+class PerceptionPipeline:
+    """Keyframes, windows, inference, chaining, scale and map for one robot.
+
+    Args:
+        config: the PipelineConfig.
+        predictor: ``vggt_ros.engine.Predictor`` or anything with the same ``predict(frames,
+            query_points)`` returning a Prediction-like object.
+
+    Attributes:
+        global_map: the VoxelMap (map frame).
+        stats: counters for diagnostics (frames, keyframes, windows, rejections, segments, ...).
+        last_decision: the last KeyframeDecision per camera.
+    """
+
+    def __init__(self, config: PipelineConfig, predictor: PredictorLike) -> None:
+        self.config = config
+        self.predictor = predictor
+        self._lock = threading.RLock()
+        self.reset()
+
+    # ---------------------------------------------------------------- state
+
+    def reset(self) -> None:
+        """Forget everything: keyframes, windows, trajectory, scale and map."""
+        cfg = self.config
+        with getattr(self, "_lock", threading.RLock()):
+            self._selectors: dict[str, KeyframeSelector] = {}
+            self._grouper = RigGrouper(
+                cfg.window.rig_cameras, cfg.window.rig_time_tolerance_s, cfg.window.rig_max_wait_s
+            )
+            self._builder = WindowBuilder(cfg.window)
+            self._store: OrderedDict[int, Keyframe] = OrderedDict()
+            self._next_keyframe_id = 0
+            self._next_time_index = 0
+            self._last_time_stamp: float | None = None
+            self._chainer = WindowChainer(cfg.chaining, dense_memory=4 * cfg.window.size * 4)
+            self._scale = ScaleEstimator(cfg.scale)
+            self.global_map = VoxelMap(cfg.map.voxel_size_m, cfg.map.max_points, cfg.map.radius_m)
+            self._map_applied = Sim3.identity()  # map <- G used for the voxels now in the map
+            self._anchor: np.ndarray | None = None  # map <- first camera, metres
+            self._orientation = ""
+            self._keyframe_info: dict[int, KeyframeInfo] = {}  # mapped keyframes, without images
+            self._segment = 0
+            self._rejections_in_row = 0
+            self._map_to_odom: np.ndarray | None = None
+            self.last_decision: dict[str, KeyframeDecision] = {}
+            self._trigger_reasons: dict[tuple[str, float], str] = {}
+            self.stats = {
+                "frames": 0,
+                "frames_ignored": 0,
+                "keyframes": 0,
+                "keyframe_times": 0,
+                "incomplete_times": 0,
+                "windows": 0,
+                "windows_accepted": 0,
+                "windows_rejected": 0,
+                "segments": 1,
+            }
+
+    @property
+    def scale(self) -> ScaleEstimate:
+        with self._lock:
+            return self._scale.estimate()
+
+    @property
+    def orientation(self) -> str:
+        """How the map was made z-up (empty before the first window)."""
+        return self._orientation
+
+    @property
+    def reference_camera(self) -> str | None:
+        return self._grouper.reference_camera
+
+    # ------------------------------------------------------------ frames in
+
+    def add_frame(self, frame: Frame) -> WindowJob | None:
+        """Keyframe test and window bookkeeping (cheap; callback thread).
+
+        Returns:
+            A WindowJob when a window is due, else None.
+        """
+        self.stats["frames"] += 1
+        if not self._grouper.accepts(frame.camera_id):
+            self.stats["frames_ignored"] += 1
+            return None
+        self._grouper.observe(frame)
+        selector = self._selectors.get(frame.camera_id)
+        if selector is None:
+            selector = self._selectors[frame.camera_id] = KeyframeSelector(self.config.keyframe)
+        decision = selector.evaluate(frame, self._last_time_stamp)
+        self.last_decision[frame.camera_id] = decision
+        if decision.is_keyframe and not self._grouper.pending_near(frame.stamp):
+            self._grouper.trigger(frame)
+            selector.accept(frame)
+            self._last_time_stamp = frame.stamp
+            self._trigger_reasons[(frame.camera_id, frame.stamp)] = decision.reason
+        job = None
+        for frames in self._grouper.pop_ready():
+            job = self._add_time(frames) or job
+        self.stats["incomplete_times"] = self._grouper.incomplete_times
+        return job
+
+    def _add_time(self, frames: list[Frame]) -> WindowJob | None:
+        time_index = self._next_time_index
+        self._next_time_index += 1
+        keyframes = []
+        for frame in frames:
+            selector = self._selectors[frame.camera_id]
+            if selector.last_keyframe_stamp != frame.stamp:
+                selector.accept(frame)
+            # Cameras that joined another camera's keyframe time are marked "rig".
+            reason = self._trigger_reasons.pop((frame.camera_id, frame.stamp), "rig")
+            keyframes.append(Keyframe(self._next_keyframe_id, time_index, frame, reason))
+            self._next_keyframe_id += 1
+        self.stats["keyframes"] += len(keyframes)
+        self.stats["keyframe_times"] += 1
+        with self._lock:
+            for kf in keyframes:
+                self._store[kf.id] = kf
+            limit = STORE_WINDOWS * self.config.window.size
+            times = sorted({kf.time_index for kf in self._store.values()})
+            for old in [
+                k for k, kf in self._store.items() if kf.time_index < times[max(0, len(times) - limit)]
+            ]:
+                del self._store[old]
+        job = self._builder.add_time(keyframes)
+        if job is not None:
+            self.stats["windows"] += 1
+            n = self.config.window.num_track_queries
+            if n > 0:
+                job.query_points = select_query_points(job.keyframes[0].frame.image, n)
+        return job
+
+    # -------------------------------------------------------------- process
+
+    def process(self, job: WindowJob) -> WindowResult:
+        """Inference, chaining, scale and map for one window (heavy; worker thread)."""
+        t0 = time.perf_counter()
+        keyframes, note = self._with_anchors(job)
+        prediction = self.predictor.predict([kf.frame.image for kf in keyframes], job.query_points)
+        t1 = time.perf_counter()
+        ids = [kf.id for kf in keyframes]
+        with self._lock:
+            outcome = self._chainer.align(prediction, ids, job.window_id)
+            segment_note = ""
+            if not outcome.accepted:
+                if self._rejections_in_row >= self.config.chaining.max_consecutive_rejections:
+                    outcome, segment_note = self._new_segment(prediction, keyframes, outcome)
+                else:
+                    self._rejections_in_row += 1
+            t2 = time.perf_counter()
+            if outcome.accepted:
+                self._rejections_in_row = 0
+                self._chainer.commit(prediction, ids, outcome.transform, job.window_id, self._segment)
+                for kf in keyframes:
+                    self._keyframe_info.setdefault(kf.id, KeyframeInfo.of(kf))
+                if self._anchor is None:
+                    self._anchor, self._orientation = map_anchor(
+                        keyframes[0].frame.odom_pose, keyframes[0].frame.camera_to_base
+                    )
+                self._update_scale(prediction, keyframes, outcome.transform)
+                self.stats["windows_accepted"] += 1
+            else:
+                self.stats["windows_rejected"] += 1
+            t3 = time.perf_counter()
+            scale = self._scale.estimate()
+            map_from_g = self._map_from_g(scale)
+            to_map = map_from_g @ outcome.transform
+            cam_to_map = to_map.transform_poses(np.asarray(prediction.cam_to_world, np.float64))
+            points = PointsMap.empty()
+            # A new segment's window could not be checked against the map: its poses are kept
+            # (the trajectory goes on) but its points wait until a later window chains to it.
+            if outcome.accepted and not segment_note:
+                self._sync_map(map_from_g)
+                points = self._window_points(prediction, to_map)
+                center = self._robot_position(keyframes, cam_to_map)
+                self.global_map.insert(points.xyz, points.rgb, points.conf, center=center)
+                self._map_to_odom = self._compute_map_to_odom(map_from_g)
+            t4 = time.perf_counter()
+            tracks = self._tracks(prediction, keyframes, job.query_points, cam_to_map, to_map.scale)
+            reason = outcome.reason + segment_note + note
+            if not outcome.accepted:
+                reason = f"rejected: {reason}"
+            depth_factor = to_map.scale
+            result = WindowResult(
+                accepted=outcome.accepted,
+                reason=reason,
+                residual=outcome.residual,
+                window_id=job.window_id,
+                keyframe_ids=ids,
+                stamps=np.array([kf.stamp for kf in keyframes]),
+                camera_ids=[kf.camera_id for kf in keyframes],
+                cam_to_map=cam_to_map,
+                depth=(np.asarray(prediction.depth, np.float32) * depth_factor).astype(np.float32),
+                depth_conf=np.asarray(prediction.depth_conf, np.float32),
+                model_intrinsics=np.asarray(prediction.model_intrinsics, np.float64),
+                intrinsics=np.asarray(prediction.intrinsics, np.float64),
+                points_map=points,
+                tracks=tracks,
+                scale=scale,
+                map_to_odom=None if self._map_to_odom is None else self._map_to_odom.copy(),
+                segment_id=self._segment,
+                inlier_ratio=outcome.inlier_ratio,
+                num_shared=outcome.num_shared,
+                orientation=self._orientation,
+            )
+        t5 = time.perf_counter()
+        result.timings = {
+            "predict_ms": (t1 - t0) * 1e3,
+            "chain_ms": (t2 - t1) * 1e3,
+            "scale_ms": (t3 - t2) * 1e3,
+            "map_ms": (t4 - t3) * 1e3,
+            "total_ms": (t5 - t0) * 1e3,
+            **{f"predictor_{k}": float(v) for k, v in getattr(prediction, "timings", {}).items()},
+        }
+        return result
+
+    def _with_anchors(self, job: WindowJob) -> tuple[list[Keyframe], str]:
+        """The job's keyframes, plus the newest mapped ones when too few of its own are mapped.
+
+        After a rejected window the next one may share keyframes only with that window; adding
+        the newest mapped keyframe times (at the end, so frame 0 and the query points stay the
+        job's) re-anchors it to the map.
+        """
+        with self._lock:
+            if self._chainer.empty:
+                return list(job.keyframes), ""
+            need = self.config.chaining.min_shared_keyframes
+            mapped = [kf for kf in job.keyframes if self._chainer.has_dense(kf.id)]
+            if len(mapped) >= need:
+                return list(job.keyframes), ""
+            in_job = set(job.keyframe_ids)
+            candidates = [
+                kf for kf in self._store.values() if kf.id not in in_job and self._chainer.has_dense(kf.id)
+            ]
+            if not candidates:
+                return list(job.keyframes), ""
+            times = sorted({kf.time_index for kf in candidates})[-max(need, self.config.window.overlap) :]
+            extra = [kf for kf in candidates if kf.time_index in times]
+            return list(job.keyframes) + extra, f" (re-anchored on keyframes {[kf.id for kf in extra]})"
+
+    def _new_segment(
+        self, prediction: Any, keyframes: list[Keyframe], failed: ChainOutcome
+    ) -> tuple[ChainOutcome, str]:
+        """Place a window that cannot be chained: odometry if it exists, else continuity.
+
+        Its first camera goes where odometry (through the current map -> odom) puts it, or else
+        onto the newest mapped keyframe of the same camera (the robot did not teleport); its scale
+        matches that keyframe's median depth. The map stays one frame; the segment id tells
+        consumers the trajectory may jump here.
+        """
+        self._segment += 1
+        self.stats["segments"] += 1
+        self._rejections_in_row = 0
+        first = keyframes[0]
+        previous = [k for k, kf in self._keyframe_info.items() if kf.camera_id == first.camera_id]
+        ref_id = max(previous) if previous else next(reversed(self._chainer.keyframes))
+        ref = self._chainer.keyframes[ref_id]
+        valid = np.asarray(prediction.valid_mask[0]) & (np.asarray(prediction.depth[0]) > 0)
+        depth_w = float(np.median(np.asarray(prediction.depth[0])[valid])) if valid.any() else 1.0
+        depth_g = self._chainer.median_depth(ref_id)
+        scale = depth_g / depth_w if np.isfinite(depth_g) and depth_w > 0 else 1.0
+        pose = ref.pose
+        how = f"continuity with keyframe {ref_id}"
+        estimate = self._scale.estimate()
+        if first.frame.odom_pose is not None and self._map_to_odom is not None and estimate.metric:
+            cam_map = self._map_to_odom @ camera_in_odom(first.frame.odom_pose, first.frame.camera_to_base)
+            pose = self._map_from_g(estimate).inverse().transform_poses(cam_map)
+            how = "odometry"
+        transform = Sim3(scale, pose[:3, :3].copy(), pose[:3, 3].copy())
+        outcome = ChainOutcome(True, f"new segment {self._segment}", transform, failed.residual, 0.0, 0)
+        return outcome, f" placed by {how} after: {failed.reason}"
+
+    # ---------------------------------------------------------------- scale
+
+    def _update_scale(self, prediction: Any, keyframes: list[Keyframe], transform: Sim3) -> None:
+        cfg = self.config.scale
+        poses_g = transform.transform_poses(np.asarray(prediction.cam_to_world, np.float64))
+        if cfg.source == "odometry":
+            ref = self.reference_camera
+            sel = [
+                i for i, kf in enumerate(keyframes) if kf.camera_id == ref and kf.frame.odom_pose is not None
+            ]
+            if len(sel) >= 2:
+                odom = np.array(
+                    [
+                        camera_in_odom(keyframes[i].frame.odom_pose, keyframes[i].frame.camera_to_base)[:3, 3]
+                        for i in sel
+                    ]
+                )
+                self._scale.add_samples(odometry_ratios(poses_g[sel, :3, 3], odom, cfg.min_baseline_m))
+        elif cfg.source == "depth":
+            for i, kf in enumerate(keyframes):
+                if kf.frame.metric_depth is None:
+                    continue
+                predicted = prediction.depth_original(i) * transform.scale
+                conf = prediction.depth_conf_original(i)
+                ratio = depth_ratio(
+                    predicted,
+                    conf,
+                    kf.frame.metric_depth,
+                    cfg.depth_conf_percentile,
+                    cfg.depth_min_m,
+                    cfg.depth_max_m,
+                )
+                self._scale.add_samples([ratio])
+        elif cfg.source == "rig":
+            by_time: dict[int, list[int]] = {}
+            for i, kf in enumerate(keyframes):
+                if kf.frame.camera_to_base is not None:
+                    by_time.setdefault(kf.time_index, []).append(i)
+            for members in by_time.values():
+                if len(members) >= 2:
+                    metric = np.array([keyframes[i].frame.camera_to_base[:3, 3] for i in members])
+                    self._scale.add_samples(rig_ratios(poses_g[members, :3, 3], metric, cfg.min_baseline_m))
+
+    # ------------------------------------------------------------------ map
+
+    def _map_from_g(self, scale: ScaleEstimate) -> Sim3:
+        """map <- G for the given scale (see the module docstring)."""
+        if self._anchor is None:
+            return Sim3.identity()
+        t = self._anchor[:3, 3] if scale.metric else np.zeros(3)
+        return Sim3(scale.value if scale.metric else 1.0, self._anchor[:3, :3], t.copy())
+
+    def _sync_map(self, map_from_g: Sim3) -> None:
+        """Re-express the voxel map when map <- G changed (new scale estimate or anchor)."""
+        delta = map_from_g @ self._map_applied.inverse()
+        moved = np.abs(delta.translation).max() > 1e-9 or not np.allclose(
+            delta.rotation, np.eye(3), atol=1e-9
+        )
+        if abs(delta.scale - 1.0) > RESCALE_TOLERANCE or moved:
+            # delta(p) = s R p + t: scale about the origin, then rotate and shift.
+            self.global_map.rescale(delta.scale)
+            self.global_map.transform(delta.rotation, delta.translation)
+            self._map_applied = map_from_g
+
+    def _window_points(self, prediction: Any, to_map: Sim3) -> PointsMap:
+        cfg = self.config.map
+        st = cfg.pixel_stride
+        xyz = np.asarray(prediction.points_from_depth())[:, ::st, ::st]
+        conf = np.asarray(prediction.depth_conf)[:, ::st, ::st]
+        rgb = np.asarray(prediction.colors)[:, ::st, ::st]
+        keep = (
+            np.asarray(prediction.valid_mask)[:, ::st, ::st]
+            & np.isfinite(xyz).all(axis=-1)
+            & np.isfinite(conf)
+        )
+        keep &= conf > 1e-5
+        if keep.any():
+            keep &= conf >= max(np.percentile(conf[keep], cfg.conf_percentile), cfg.min_confidence)
+        pts = to_map.apply(xyz[keep].astype(np.float64)).astype(np.float32)
+        return PointsMap(pts, rgb[keep].astype(np.uint8), conf[keep].astype(np.float32))
+
+    def _robot_position(self, keyframes: list[Keyframe], cam_to_map: np.ndarray) -> np.ndarray:
+        ref = self.reference_camera
+        idx = [i for i, kf in enumerate(keyframes) if kf.camera_id == ref] or list(range(len(keyframes)))
+        newest = max(idx, key=lambda i: keyframes[i].stamp)
+        return cam_to_map[newest, :3, 3].copy()
+
+    def _compute_map_to_odom(self, map_from_g: Sim3) -> np.ndarray | None:
+        scale = self._scale.estimate()
+        if not scale.metric:
+            return None
+        ref = self.reference_camera
+        candidates = [
+            (kf.stamp, k)
+            for k, kf in self._keyframe_info.items()
+            if kf.camera_id == ref and kf.odom_pose is not None
+        ]
+        if not candidates:
+            return None
+        _, k = max(candidates)
+        kf = self._keyframe_info[k]
+        cam_map = map_from_g.transform_poses(self._chainer.keyframes[k].pose)
+        return map_to_odom(cam_map, kf.odom_pose, kf.camera_to_base)
+
+    # --------------------------------------------------------------- tracks
+
+    def _tracks(
+        self,
+        prediction: Any,
+        keyframes: list[Keyframe],
+        queries: np.ndarray | None,
+        cam_to_map: np.ndarray,
+        depth_scale: float,
+    ) -> Tracks | None:
+        if queries is None or getattr(prediction, "tracks", None) is None:
+            return None
+        depth = prediction.depth_original(0)
+        h, w = depth.shape
+        cols = np.clip(np.rint(queries[:, 0]).astype(np.int64), 0, w - 1)
+        rows = np.clip(np.rint(queries[:, 1]).astype(np.int64), 0, h - 1)
+        cam = unproject_pixels(depth * depth_scale, np.asarray(prediction.intrinsics[0]), rows, cols)
+        # unproject_pixels reads integer pixels; use the exact query position for x, y.
+        K = np.asarray(prediction.intrinsics[0])
+        z = cam[:, 2]
+        y = (queries[:, 1] - K[1, 2]) / K[1, 1]
+        x = (queries[:, 0] - K[0, 2] - K[0, 1] * y) / K[0, 0]
+        cam = np.stack((x * z, y * z, z), axis=1)
+        pts = cam @ cam_to_map[0, :3, :3].T + cam_to_map[0, :3, 3]
+        pts[~(np.isfinite(z) & (z > 0))] = np.nan
+        n_frames = len(keyframes)
+        return Tracks(
+            query_keyframe_id=keyframes[0].id,
+            query_pixels=np.asarray(queries, np.float64).copy(),
+            keyframe_ids=[kf.id for kf in keyframes],
+            pixels=np.asarray(prediction.tracks, np.float64)[:n_frames],
+            visibility=np.asarray(prediction.track_vis, np.float32)[:n_frames],
+            confidence=np.asarray(prediction.track_conf, np.float32)[:n_frames],
+            points_map=pts,
+        )
+
+    # -------------------------------------------------------------- queries
+
+    def keyframe_poses(self) -> dict[int, np.ndarray]:
+        """{keyframe_id: [4, 4] cam_to_map} of every mapped keyframe (current scale)."""
+        with self._lock:
+            to_map = self._map_from_g(self._scale.estimate())
+            return {k: to_map.transform_poses(kf.pose) for k, kf in self._chainer.keyframes.items()}
+
+    def path(self) -> list[tuple[float, np.ndarray]]:
+        """[(stamp, [4, 4] cam_to_map)] of the reference camera's mapped keyframes, by stamp."""
+        with self._lock:
+            ref = self.reference_camera
+            poses = self.keyframe_poses()
+            out = [
+                (self._keyframe_info[k].stamp, T)
+                for k, T in poses.items()
+                if self._keyframe_info[k].camera_id == ref
+            ]
+            return sorted(out, key=lambda item: item[0])
+
+    def keyframe(self, keyframe_id: int) -> KeyframeInfo | None:
+        """A mapped keyframe's metadata (stamp, camera, odometry, mounting)."""
+        with self._lock:
+            return self._keyframe_info.get(keyframe_id)

@@ -1,0 +1,250 @@
+"""PerceptionPipeline end to end on rendered sequences with a ground-truth-derived fake predictor.
+
+Every window comes in its own first-camera frame with a random scale in [0.2, 5], 0.1 deg /
+0.2 % pose noise, 1 % depth noise and 5 % depth outliers (``test_mapping_fakes``). Error bounds
+asserted here are listed in docs/mapping.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_mapping_fakes import FakePredictor, sequence_tuple, trajectory_error
+
+from vggt_ros.eval.synthetic import render_sequence
+from vggt_ros.mapping import (
+    ChainingConfig,
+    Frame,
+    KeyframeConfig,
+    MapConfig,
+    PerceptionPipeline,
+    PipelineConfig,
+    ScaleConfig,
+    WindowConfig,
+    WindowResult,
+)
+from vggt_ros.mapping.frames import default_camera_to_base
+
+FPS = 10.0
+
+
+@pytest.fixture(scope="module")
+def orbit():
+    return render_sequence(80, 120, 160, seed=1, path="orbit")
+
+
+@pytest.fixture(scope="module")
+def rig():
+    return render_sequence(40, 120, 160, seed=2, path="orbit", second_camera_baseline=0.3)
+
+
+def config(**sections) -> PipelineConfig:
+    sections.setdefault("window", WindowConfig(size=6, stride=3))
+    sections.setdefault("keyframe", KeyframeConfig(min_parallax_px=12.0))
+    return PipelineConfig(**sections)
+
+
+def odom_of(cam_to_world: np.ndarray) -> np.ndarray:
+    """odom <- base_link for a base at the camera with the default mounting (odom = world)."""
+    return cam_to_world @ np.linalg.inv(default_camera_to_base())
+
+
+def run(pipeline: PerceptionPipeline, seq, odometry: bool = False, depth: bool = False) -> list[WindowResult]:
+    results = []
+    for i in range(seq.num_frames):
+        frame = Frame(
+            seq.stamps[i],
+            "cam",
+            seq.images[i],
+            intrinsics=seq.intrinsics,
+            odom_pose=odom_of(seq.cam_to_world[i]) if odometry else None,
+            metric_depth=seq.depth[i] * (1 + 0.02 * np.random.default_rng(i).normal(size=seq.depth[i].shape))
+            if depth
+            else None,
+        )
+        job = pipeline.add_frame(frame)
+        if job is not None:
+            results.append(pipeline.process(job))
+    return results
+
+
+def estimated_and_truth(pipeline: PerceptionPipeline, seq) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    path = pipeline.path()
+    idx = [int(round(stamp * FPS)) for stamp, _ in path]
+    est = np.stack([pose for _, pose in path])
+    return est, seq.cam_to_world[idx], np.array(idx)
+
+
+def test_chained_trajectory_matches_truth_after_one_sim3(orbit) -> None:
+    fake = FakePredictor([sequence_tuple(orbit)], seed=0)
+    pipeline = PerceptionPipeline(config(), fake)
+    results = run(pipeline, orbit)
+    assert len(results) >= 6 and all(r.accepted for r in results), [r.reason for r in results]
+    assert not pipeline.scale.metric and pipeline.scale.source == "none"
+    assert all(not r.scale.metric for r in results)
+    est, truth, _ = estimated_and_truth(pipeline, orbit)
+    assert len(est) >= 20
+    extent = np.ptp(truth[:, :3, 3], axis=0).max()
+    # Bound: 1 % of the trajectory extent (~4.8 m orbit arc -> < 4.8 cm; measured ~0.8 cm).
+    assert trajectory_error(est[:, :3, 3], truth[:, :3, 3], with_scale=True) < 0.01 * extent
+    # The map frame is z-up by the optical -> REP-103 axis swap (first camera level here).
+    assert results[0].orientation == "optical-axes"
+    assert all(0 < r.residual < 0.03 for r in results[1:])
+    assert len(pipeline.global_map) > 1000
+
+
+def test_corrupted_window_is_rejected_and_the_map_survives(orbit) -> None:
+    fake = FakePredictor([sequence_tuple(orbit)], seed=1, corrupt_calls=(3,))
+    pipeline = PerceptionPipeline(config(), fake)
+    results = run(pipeline, orbit)
+    bad = results[3]
+    assert not bad.accepted and bad.reason.startswith("rejected")
+    assert bad.residual > 0.03 or bad.inlier_ratio < 0.6
+    assert len(bad.points_map.xyz) == 0
+    # Everything else chains (the window after the rejected one re-anchors on mapped keyframes).
+    assert all(r.accepted for i, r in enumerate(results) if i != 3)
+    assert "re-anchored" in results[4].reason
+    assert pipeline.stats["windows_rejected"] == 1
+    est, truth, _ = estimated_and_truth(pipeline, orbit)
+    extent = np.ptp(truth[:, :3, 3], axis=0).max()
+    assert trajectory_error(est[:, :3, 3], truth[:, :3, 3], with_scale=True) < 0.01 * extent
+    # No garbage in the map: after aligning, the map lies in the room except for the fake's
+    # depth outliers (5 % of pixels, at random confidence; a merged corrupted window would
+    # add tens of thousands of points outside).
+    from vggt_ros.geometry.alignment import umeyama
+
+    fit = umeyama(est[:, :3, 3], truth[:, :3, 3])
+    pts = fit.apply(pipeline.global_map.points(np.float64))
+    inside = np.all((pts > np.array([-4.3, -3.3, -0.3])) & (pts < np.array([4.3, 3.3, 3.3])), axis=1)
+    assert inside.mean() > 0.9
+
+
+def test_repeated_rejections_start_a_new_segment(orbit) -> None:
+    fake = FakePredictor([sequence_tuple(orbit)], seed=2, corrupt_calls=(2, 3))
+    cfg = config(chaining=ChainingConfig(max_consecutive_rejections=1))
+    pipeline = PerceptionPipeline(cfg, fake)
+    results = run(pipeline, orbit)
+    assert not results[2].accepted
+    assert results[3].accepted and results[3].reason.startswith("new segment 1")
+    assert results[3].segment_id == 1 and len(results[3].points_map.xyz) == 0
+    # Windows chained to the garbage segment fail too and restart once more; the run recovers.
+    assert pipeline.stats["segments"] >= 2 and all(r.accepted for r in results[-3:])
+
+
+def test_odometry_scale_gives_metric_poses(orbit) -> None:
+    fake = FakePredictor([sequence_tuple(orbit)], seed=3)
+    pipeline = PerceptionPipeline(config(scale=ScaleConfig(source="odometry")), fake)
+    results = run(pipeline, orbit, odometry=True)
+    scale = pipeline.scale
+    assert scale.metric and scale.source == "odometry" and np.isfinite(scale.sigma)
+    est, truth, _ = estimated_and_truth(pipeline, orbit)
+    # True scale: metres per unit of G = the first window's scale factor inverted.
+    true_scale = 1.0 / fake.window_scales[0]
+    assert scale.value == pytest.approx(true_scale, rel=0.02)
+    assert scale.sigma < 0.02 * scale.value
+    # After one SE(3) (no scale), in metres: < 3 cm RMS.
+    assert trajectory_error(est[:, :3, 3], truth[:, :3, 3], with_scale=False) < 0.03
+    # map = odom at the first keyframe and odom = world here: poses are directly comparable.
+    assert results[-1].orientation == "odometry"
+    assert np.sqrt(np.mean(np.sum((est[:, :3, 3] - truth[:, :3, 3]) ** 2, axis=1))) < 0.05
+    angles = [
+        np.degrees(np.arccos(np.clip((np.trace(a[:3, :3].T @ b[:3, :3]) - 1) / 2, -1, 1)))
+        for a, b in zip(est, truth)
+    ]
+    assert max(angles) < 1.0
+    # map -> odom: small correction (odometry is perfect here).
+    m2o = results[-1].map_to_odom
+    assert m2o is not None and np.linalg.norm(m2o[:3, 3]) < 0.05
+    # Depth is in metres.
+    r = results[-1]
+    k = int(round(r.stamps[0] * FPS))
+    assert np.median(r.depth[0] / orbit.depth[k]) == pytest.approx(1.0, rel=0.03)
+
+
+def test_depth_topic_scale(orbit) -> None:
+    fake = FakePredictor([sequence_tuple(orbit)], seed=4)
+    pipeline = PerceptionPipeline(config(scale=ScaleConfig(source="depth")), fake)
+    run(pipeline, orbit, depth=True)
+    scale = pipeline.scale
+    assert scale.metric and scale.num_samples >= 10
+    assert scale.value == pytest.approx(1.0 / fake.window_scales[0], rel=0.02)
+    est, truth, _ = estimated_and_truth(pipeline, orbit)
+    assert trajectory_error(est[:, :3, 3], truth[:, :3, 3], with_scale=False) < 0.03
+
+
+def test_rig_baseline_scale_and_grouping(rig) -> None:
+    right = rig.right
+    fake = FakePredictor([sequence_tuple(rig), sequence_tuple(right)], seed=5)
+    cfg = config(
+        window=WindowConfig(size=4, stride=2, rig_cameras=["left", "right"]), scale=ScaleConfig(source="rig")
+    )
+    pipeline = PerceptionPipeline(cfg, fake)
+    mount_l = default_camera_to_base()
+    mount_r = mount_l.copy()
+    mount_r[:3, 3] = mount_l[:3, :3] @ np.array([0.3, 0.0, 0.0])
+    results = []
+    for i in range(rig.num_frames):
+        for cam, seq, mount in (("left", rig, mount_l), ("right", right, mount_r)):
+            job = pipeline.add_frame(Frame(seq.stamps[i], cam, seq.images[i], camera_to_base=mount))
+            if job is not None:
+                # All cameras of a keyframe time are in the same window, reference camera first.
+                assert job.keyframes[0].camera_id == "left"
+                assert len(job.keyframes) == 2 * 4
+                results.append(pipeline.process(job))
+    assert results and all(r.accepted for r in results)
+    scale = pipeline.scale
+    assert scale.metric and scale.value == pytest.approx(1.0 / fake.window_scales[0], rel=0.03)
+    path = pipeline.path()
+    assert len(path) == len(
+        [k for k, v in pipeline.keyframe_poses().items() if pipeline.keyframe(k).camera_id == "left"]
+    )
+    assert results[0].orientation == "camera_to_base"
+
+
+def test_tracks_carry_map_points(orbit) -> None:
+    fake = FakePredictor([sequence_tuple(orbit)], seed=6)
+    cfg = config(
+        window=WindowConfig(size=6, stride=3, num_track_queries=16), scale=ScaleConfig(source="odometry")
+    )
+    pipeline = PerceptionPipeline(cfg, fake)
+    results = run(pipeline, orbit, odometry=True)
+    r = results[-1]
+    assert r.tracks is not None and r.tracks.pixels.shape == (len(r.keyframe_ids), 16, 2)
+    assert r.tracks.query_keyframe_id == r.keyframe_ids[0]
+    # Query pixels' 3D points against the true surface point (odom = world, metres).
+    k = int(round(r.stamps[0] * FPS))
+    q = r.tracks.query_pixels
+    z = orbit.depth[k][np.rint(q[:, 1]).astype(int), np.rint(q[:, 0]).astype(int)]
+    K = orbit.intrinsics
+    cam = np.stack(((q[:, 0] - K[0, 2]) / K[0, 0] * z, (q[:, 1] - K[1, 2]) / K[1, 1] * z, z), 1)
+    truth = cam @ orbit.cam_to_world[k, :3, :3].T + orbit.cam_to_world[k, :3, 3]
+    err = np.linalg.norm(r.tracks.points_map - truth, axis=1)
+    assert np.median(err) < 0.1
+
+
+def test_map_stays_within_budget_over_a_long_run() -> None:
+    seq = render_sequence(240, 90, 120, seed=7, path="orbit")
+    fake = FakePredictor([sequence_tuple(seq)], seed=7, outlier_share=0.02)
+    budget = 15000
+    cfg = config(map=MapConfig(voxel_size_m=0.02, max_points=budget, radius_m=0.0, pixel_stride=1))
+    pipeline = PerceptionPipeline(cfg, fake)
+    sizes = []
+    for i in range(seq.num_frames):
+        job = pipeline.add_frame(Frame(seq.stamps[i], "cam", seq.images[i]))
+        if job is not None:
+            pipeline.process(job)
+            sizes.append(len(pipeline.global_map))
+    assert len(sizes) >= 15
+    assert max(sizes) <= budget and sizes[-1] == budget
+    assert pipeline.global_map.dropped_by_budget > 0
+    # Bounded chaining memory too: dense maps only for recent keyframes.
+    dense = sum(kf.depth is not None for kf in pipeline._chainer.keyframes.values())
+    assert dense <= pipeline._chainer.dense_memory
+
+
+def test_reset_forgets_everything(orbit) -> None:
+    fake = FakePredictor([sequence_tuple(orbit)], seed=8)
+    pipeline = PerceptionPipeline(config(), fake)
+    run(pipeline, orbit)
+    pipeline.reset()
+    assert pipeline.path() == [] and len(pipeline.global_map) == 0 and pipeline.stats["frames"] == 0

@@ -1,0 +1,432 @@
+"""Evaluation report of a bag replay: metrics, report.json, report.md and PNG plots.
+
+:func:`evaluate` turns a :class:`vggt_ros.eval.replay.ReplayResult` into a JSON-friendly dict:
+
+* ``trajectory``: evo APE/RPE of the reference camera's keyframe poses against ground truth,
+  Sim(3)-aligned when the pipeline's scale is normalized, SE(3) when metric (or as asked);
+* ``depth``: AbsRel, SqRel, RMSE, delta<1.25^k pooled over the keyframes with ground-truth depth
+  (median-scaled per keyframe when normalized), plus per-keyframe rows;
+* ``latency``: per window (``process`` wall time and queue wait, ms, and the pipeline's stage
+  timings) and per frame (``add_frame``, ms);
+* ``rates``: keyframes per second of bag time, share of frames that became keyframes, replay
+  speed; ``dropped``: windows/frames refused by the full queue (rate mode) and undecodable images.
+
+:func:`write_report` writes ``report.json``, ``report.md`` and the plots (matplotlib, Agg).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vggt_ros.eval.exports import json_ready
+from vggt_ros.eval.metrics import (
+    DepthErrors,
+    TrajectoryErrors,
+    depth_errors,
+    pool_depth_errors,
+    relative_depth_error_map,
+    trajectory_errors,
+)
+from vggt_ros.eval.replay import KeyframeRecord, ReplayResult
+
+logger = logging.getLogger(__name__)
+ALIGN_CHOICES = ("auto", "sim3", "se3", "none")
+PLOT_FILES = ("trajectory_top.png", "trajectory_error.png", "depth_error_hist.png", "depth_grid.png")
+
+
+def _stats(values: np.ndarray | list[float]) -> dict[str, float]:
+    v = np.asarray(values, np.float64)
+    if v.size == 0:
+        return {"count": 0}
+    return {
+        "count": int(v.size),
+        "mean": float(v.mean()),
+        "median": float(np.median(v)),
+        "p90": float(np.percentile(v, 90)),
+        "max": float(v.max()),
+        "min": float(v.min()),
+    }
+
+
+def depth_at(record: KeyframeRecord, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The keyframe's model-resolution depth and confidence sampled (nearest) on a [Hg, Wg] grid
+    covering its original image (the ground-truth depth's grid; same field of view assumed).
+
+    Returns:
+        depth [Hg, Wg] float32 and confidence [Hg, Wg] float32; NaN where no model pixel maps.
+    """
+    hg, wg = shape
+    h, w = record.image.shape[:2] if record.image.size else (hg, wg)
+    v, u = np.mgrid[0:hg, 0:wg].astype(np.float64)
+    # Ground-truth grid -> original pixels (pixel centres at integers) -> model pixels.
+    x = (u + 0.5) * w / wg - 0.5
+    y = (v + 0.5) * h / hg - 0.5
+    M = record.model_intrinsics @ np.linalg.inv(record.intrinsics)
+    xm = M[0, 0] * x + M[0, 1] * y + M[0, 2]
+    ym = M[1, 1] * y + M[1, 2]
+    hm, wm = record.depth.shape
+    ui, vi = np.rint(xm).astype(np.int64), np.rint(ym).astype(np.int64)
+    ok = (ui >= 0) & (ui < wm) & (vi >= 0) & (vi < hm)
+    depth = np.full(shape, np.nan, np.float32)
+    conf = np.full(shape, np.nan, np.float32)
+    depth[ok] = record.depth[vi[ok], ui[ok]]
+    conf[ok] = record.depth_conf[vi[ok], ui[ok]]
+    return depth, conf
+
+
+def evaluate(
+    result: ReplayResult,
+    align: str = "auto",
+    rpe_delta: int = 1,
+    max_depth: float | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics of a replay.
+
+    Returns:
+        (report dict, JSON-ready; details for plots: TrajectoryErrors or None, per-keyframe
+        DepthErrors, relative error maps).
+    """
+    if align not in ALIGN_CHOICES:
+        raise ValueError(f"align must be one of {ALIGN_CHOICES}, got {align!r}")
+    o = result.options
+    scale = result.scale
+    report: dict[str, Any] = {
+        "format": "vggt_ros.eval_report/1",
+        "inputs": {
+            "image_topics": o.image_topics,
+            "camera_info_topics": o.camera_info_topics,
+            "depth_gt_topic": o.depth_gt_topic or None,
+            "metric_depth_topic": o.metric_depth_topic or None,
+            "odom_topic": o.odom_topic or None,
+            "ground_truth": o.ground_truth.describe() if o.ground_truth else "none",
+            "mode": "as fast as possible" if o.rate is None else f"{o.rate:g}x recorded rate",
+        },
+        "scale": {
+            "value": float(getattr(scale, "value", 1.0)),
+            "sigma": float(getattr(scale, "sigma", 0.0)),
+            "source": str(getattr(scale, "source", "none")),
+            "metric": result.metric,
+        },
+    }
+    details: dict[str, Any] = {"trajectory": None, "depth": {}, "error_maps": {}}
+
+    # Trajectory.
+    alignment = ("se3" if result.metric else "sim3") if align == "auto" else align
+    if result.ground_truth is None:
+        report["trajectory"] = {"skipped": "no ground-truth poses (use --gt)"}
+    elif len(result.estimate) < 3:
+        report["trajectory"] = {"skipped": f"only {len(result.estimate)} estimated keyframe pose(s)"}
+    else:
+        try:
+            errors = trajectory_errors(
+                result.estimate, result.ground_truth, alignment, o.stamp_tolerance, rpe_delta
+            )
+        except ValueError as exc:
+            report["trajectory"] = {"skipped": str(exc)}
+        else:
+            report["trajectory"] = errors.summary()
+            details["trajectory"] = errors
+
+    # Depth.
+    rows, per_kf = [], {}
+    median_scale = not result.metric
+    for kf_id, rec in result.keyframes.items():
+        if rec.gt_depth is None:
+            continue
+        pred, _ = depth_at(rec, rec.gt_depth.shape)
+        try:
+            err = depth_errors(pred, rec.gt_depth, median_scale=median_scale, max_depth=max_depth)
+        except ValueError:
+            continue
+        per_kf[kf_id] = err
+        details["error_maps"][kf_id] = relative_depth_error_map(pred, rec.gt_depth, err.scale)
+        rows.append({"keyframe_id": kf_id, "stamp": rec.stamp, **err.summary()})
+    details["depth"] = per_kf
+    if per_kf:
+        pooled: DepthErrors = pool_depth_errors(list(per_kf.values()))
+        report["depth"] = {
+            "median_scaled": median_scale,
+            "keyframes": len(per_kf),
+            **pooled.summary(),
+            "per_keyframe": rows,
+        }
+    else:
+        why = (
+            "no ground-truth depth topic"
+            if not o.depth_gt_topic
+            else "no keyframe matched a ground-truth depth image"
+        )
+        report["depth"] = {"skipped": why}
+
+    # Latency, rates, drops.
+    win = result.windows
+    stage_names = sorted({k for w in win for k in w.timings})
+    report["latency_ms"] = {
+        "window": _stats([w.latency_ms for w in win]),
+        "window_queue": _stats([w.queue_ms for w in win]) if o.rate is not None else {"count": 0},
+        "window_stages": {k: _stats([w.timings[k] for w in win if k in w.timings]) for k in stage_names},
+        "frame_add": _stats(result.frame_latency_ms),
+        "per_keyframe": float(np.sum([w.latency_ms for w in win]) / max(1, len(result.keyframes))),
+    }
+    keyframes_seen = len(result.keyframes)
+    report["counts"] = {
+        "frames": result.num_frames,
+        "keyframes": keyframes_seen,
+        "windows": len(win),
+        "windows_accepted": int(sum(w.accepted for w in win)),
+        "windows_rejected": int(sum(not w.accepted for w in win)),
+        "rejections": [{"window_id": w.window_id, "reason": w.reason} for w in win if not w.accepted],
+        "map_points": int(len(result.points[0])),
+    }
+    report["rates"] = {
+        "bag_duration_s": result.duration_s,
+        "replay_wall_s": result.wall_s,
+        "keyframe_rate_hz": keyframes_seen / result.duration_s if result.duration_s > 0 else None,
+        "keyframe_ratio": keyframes_seen / result.num_frames if result.num_frames else None,
+        "frames_per_second": result.num_frames / result.wall_s if result.wall_s > 0 else None,
+        "realtime_factor": result.duration_s / result.wall_s if result.wall_s > 0 else None,
+    }
+    report["dropped"] = {
+        "windows": result.dropped_windows,
+        "frames": result.dropped_frames,
+        "decode_failures": result.decode_failures,
+    }
+    return json_ready(report), details
+
+
+# ------------------------------------------------------------------------------------------------
+# Files
+# ------------------------------------------------------------------------------------------------
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _row(label: str, stats: dict[str, Any], keys: tuple[str, ...]) -> str:
+    return "| " + " | ".join([label, *(_fmt(stats[k]) for k in keys)]) + " |"
+
+
+def markdown(report: dict[str, Any], bag: str) -> str:
+    """report.md: the headline numbers as tables."""
+    lines = [f"# vggt-ros eval: `{bag}`", ""]
+    inputs = report["inputs"]
+    lines += ["| input | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in inputs.items()]
+    sc = report["scale"]
+    lines += [
+        "",
+        f"Scale: **{'metric' if sc['metric'] else 'normalized'}** (source {sc['source']}, "
+        f"value {_fmt(sc['value'])} ± {_fmt(sc['sigma'])}).",
+        "",
+    ]
+    tr = report["trajectory"]
+    lines += ["## Trajectory", ""]
+    if "skipped" in tr:
+        lines.append(f"Skipped: {tr['skipped']}.")
+    else:
+        lines += [
+            f"{tr['matched']} keyframe poses, {tr['alignment'].upper()} alignment "
+            f"(scale {_fmt(tr['scale'])}), "
+            f"path length {_fmt(tr['path_length_m'])} m, RPE over {tr['rpe_delta_frames']} keyframe(s).",
+            "",
+            "| error | rmse | mean | median | max |",
+            "|---|---|---|---|---|",
+        ]
+        for key, label in (
+            ("ape_trans_m", "APE translation (m)"),
+            ("ape_rot_deg", "APE rotation (deg)"),
+            ("rpe_trans_m", "RPE translation (m)"),
+            ("rpe_rot_deg", "RPE rotation (deg)"),
+        ):
+            s = tr[key]
+            lines.append(_row(label, s, ("rmse", "mean", "median", "max")))
+    dp = report["depth"]
+    lines += ["", "## Depth", ""]
+    if "skipped" in dp:
+        lines.append(f"Skipped: {dp['skipped']}.")
+    else:
+        lines += [
+            f"{dp['keyframes']} keyframes, {dp['count']} pixels, "
+            f"{'median-scaled per keyframe' if dp['median_scaled'] else 'metric (no scaling)'}.",
+            "",
+            "| AbsRel | SqRel | RMSE | RMSE log | δ<1.25 | δ<1.25² | δ<1.25³ |",
+            "|---|---|---|---|---|---|---|",
+            f"| {_fmt(dp['abs_rel'])} | {_fmt(dp['sq_rel'])} | {_fmt(dp['rmse'])} | {_fmt(dp['rmse_log'])} | "
+            f"{_fmt(dp['delta1'])} | {_fmt(dp['delta2'])} | {_fmt(dp['delta3'])} |",
+        ]
+    lat, counts, rates, dropped = report["latency_ms"], report["counts"], report["rates"], report["dropped"]
+    lines += [
+        "",
+        "## Latency and rates",
+        "",
+        "| quantity | mean | median | p90 | max |",
+        "|---|---|---|---|---|",
+    ]
+    for key, label in (
+        ("window", "window process (ms)"),
+        ("window_queue", "window queue wait (ms)"),
+        ("frame_add", "per-frame add_frame (ms)"),
+    ):
+        s = lat[key]
+        if s.get("count"):
+            lines.append(
+                f"| {label} | {_fmt(s['mean'])} | {_fmt(s['median'])} | {_fmt(s['p90'])} | {_fmt(s['max'])} |"
+            )
+    for key, s in lat["window_stages"].items():
+        if s.get("count"):
+            lines.append(_row(f"stage {key}", s, ("mean", "median", "p90", "max")))
+    lines += [
+        "",
+        f"- frames {counts['frames']}, keyframes {counts['keyframes']} "
+        f"(ratio {_fmt(rates['keyframe_ratio'])}, {_fmt(rates['keyframe_rate_hz'])} Hz of bag time)",
+        f"- windows {counts['windows']}: {counts['windows_accepted']} accepted, "
+        f"{counts['windows_rejected']} rejected",
+        f"- inference latency per keyframe {_fmt(lat['per_keyframe'])} ms",
+        f"- dropped: {dropped['windows']} windows / {dropped['frames']} keyframes (queue full), "
+        f"{dropped['decode_failures']} undecodable images",
+        f"- replay: {_fmt(rates['replay_wall_s'])} s wall for {_fmt(rates['bag_duration_s'])} s of bag "
+        f"({_fmt(rates['realtime_factor'])}x real time)",
+        "",
+        "Plots: " + ", ".join(f"[{p}]({p})" for p in PLOT_FILES),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_plots(out: Path, result: ReplayResult, details: dict[str, Any], max_grid: int = 4) -> list[Path]:
+    """The PNG plots of the module docstring; plots without data say so in the image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    errors: TrajectoryErrors | None = details["trajectory"]
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    if errors is not None:
+        ax.plot(errors.reference[:, 0], errors.reference[:, 1], "k-", label="ground truth")
+        ax.plot(
+            errors.est_aligned[:, 0], errors.est_aligned[:, 1], "C1.-", label=f"estimate ({errors.alignment})"
+        )
+        ax.plot(*errors.reference[0, :2], "ko", ms=6)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.legend()
+    elif len(result.estimate):
+        ax.plot(
+            result.estimate.positions[:, 0], result.estimate.positions[:, 1], "C1.-", label="estimate (map)"
+        )
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no trajectory", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("x [m]")
+    ax.set_ylabel("y [m]")
+    ax.set_title("Trajectory, top view")
+    written.append(_save(fig, out / "trajectory_top.png"))
+
+    fig, axes = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    if errors is not None:
+        t = errors.stamps - errors.stamps[0]
+        axes[0].plot(t, errors.ape_trans, "C0.-", label="APE translation [m]")
+        axes[0].plot(t[errors.rpe_delta :], errors.rpe_trans, "C2.-", label="RPE translation [m]")
+        axes[1].plot(t, errors.ape_rot_deg, "C0.-", label="APE rotation [deg]")
+        axes[1].plot(t[errors.rpe_delta :], errors.rpe_rot_deg, "C2.-", label="RPE rotation [deg]")
+        for a in axes:
+            a.legend()
+            a.grid(alpha=0.3)
+    else:
+        axes[0].text(0.5, 0.5, "no ground-truth trajectory", ha="center", transform=axes[0].transAxes)
+    axes[1].set_xlabel("time [s]")
+    fig.suptitle("Trajectory error over time")
+    written.append(_save(fig, out / "trajectory_error.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    maps = details["error_maps"]
+    values = np.concatenate([m[np.isfinite(m)].ravel() for m in maps.values()]) if maps else np.zeros(0)
+    if values.size:
+        lim = float(np.clip(np.percentile(np.abs(values), 99), 1e-3, None))
+        ax.hist(np.clip(values, -lim, lim), bins=80, color="C0")
+        ax.set_xlabel("relative depth error (d - d*) / d*")
+        ax.set_ylabel("pixels")
+    else:
+        ax.text(0.5, 0.5, "no ground-truth depth", ha="center", transform=ax.transAxes)
+    ax.set_title("Depth error")
+    written.append(_save(fig, out / "depth_error_hist.png"))
+
+    chosen = [k for k in result.keyframes if k in details["depth"]] or list(result.keyframes)
+    if len(chosen) > max_grid:
+        chosen = [chosen[i] for i in np.linspace(0, len(chosen) - 1, max_grid).round().astype(int)]
+    rows = max(1, len(chosen))
+    fig, axes = plt.subplots(rows, 4, figsize=(12, 2.6 * rows), squeeze=False)
+    for r, kf in enumerate(chosen):
+        rec = result.keyframes[kf]
+        scale = details["depth"][kf].scale if kf in details["depth"] else 1.0
+        shape = rec.gt_depth.shape if rec.gt_depth is not None else rec.depth.shape
+        pred, conf = depth_at(rec, shape) if rec.gt_depth is not None else (rec.depth, rec.depth_conf)
+        finite = [d for d in (pred * scale, rec.gt_depth) if d is not None and np.isfinite(d).any()]
+        vmax = (
+            float(np.nanpercentile(np.concatenate([d[np.isfinite(d)] for d in finite]), 98))
+            if finite
+            else 1.0
+        )
+        panels = [
+            (rec.image if rec.image.size else np.zeros((2, 2, 3), np.uint8), "image", None),
+            (
+                rec.gt_depth if rec.gt_depth is not None else np.full((2, 2), np.nan),
+                "ground-truth depth",
+                "viridis",
+            ),
+            (pred * scale, "predicted depth" + (" (median-scaled)" if scale != 1.0 else ""), "viridis"),
+            (conf, "confidence", "magma"),
+        ]
+        for c, (img, title, cmap) in enumerate(panels):
+            ax = axes[r, c]
+            kwargs = {"vmin": 0.0, "vmax": vmax} if cmap == "viridis" else {}
+            im = ax.imshow(img, cmap=cmap, **kwargs) if cmap else ax.imshow(img)
+            if cmap:
+                fig.colorbar(im, ax=ax, fraction=0.046)
+            ax.set_title(f"{title}\nkeyframe {kf}" if c == 0 else title, fontsize=8)
+            ax.axis("off")
+    if not chosen:
+        axes[0, 0].text(0.5, 0.5, "no keyframes", ha="center", transform=axes[0, 0].transAxes)
+    written.append(_save(fig, out / "depth_grid.png"))
+    return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    out_dir: str | Path,
+    result: ReplayResult,
+    bag: str,
+    align: str = "auto",
+    rpe_delta: int = 1,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Evaluate and write report.json, report.md and (with ``plots``) the PNGs; returns the report."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report, details = evaluate(result, align, rpe_delta)
+    report["inputs"]["bag"] = bag
+    with (out / "report.json").open("w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, allow_nan=False)
+        f.write("\n")
+    (out / "report.md").write_text(markdown(report, bag))
+    if plots:
+        write_plots(out, result, details)
+    return report

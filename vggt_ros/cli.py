@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from vggt_ros.eval.commands import SUBCOMMAND_ADDERS as EVAL_SUBCOMMANDS
+
 logger = logging.getLogger("vggt_ros.cli")
 
 EXIT_OK = 0
@@ -417,7 +419,7 @@ def _bench_weights(spec: str, config: str) -> tuple[Callable[[], dict] | None, s
 # Each entry adds one subcommand parser (given the shared option parents) whose defaults carry
 # ``handler``; later issues append theirs (eval, bench, demo).
 SubcommandAdder = Callable[[argparse._SubParsersAction, list[argparse.ArgumentParser]], None]
-SUBCOMMANDS: list[SubcommandAdder] = [_add_predict, _add_convert, _add_bench]
+SUBCOMMANDS: list[SubcommandAdder] = [_add_predict, _add_convert, _add_bench, *EVAL_SUBCOMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:

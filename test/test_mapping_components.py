@@ -1,0 +1,205 @@
+"""Mapping building blocks: configuration, voxel map, rig grouping, windows, scale estimation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vggt_ros.mapping import (
+    BODY_FROM_OPTICAL,
+    Frame,
+    Keyframe,
+    KeyframeConfig,
+    PipelineConfig,
+    RigGrouper,
+    ScaleConfig,
+    ScaleEstimator,
+    VoxelMap,
+    WindowBuilder,
+    WindowConfig,
+    map_anchor,
+    select_query_points,
+)
+from vggt_ros.mapping.scale import depth_ratio, odometry_ratios
+
+IMG = np.zeros((8, 8, 3), np.uint8)
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"window.stride = 8: must be < size"):
+        WindowConfig(size=8, stride=8)
+    with pytest.raises(ValueError, match=r"keyframe.min_tracked_ratio"):
+        KeyframeConfig(min_tracked_ratio=1.5)
+    with pytest.raises(ValueError, match=r"scale.source"):
+        ScaleConfig(source="lidar")
+    with pytest.raises(ValueError, match=r"window.size"):
+        WindowConfig(size=True)
+    with pytest.raises(ValueError, match=r"min_shared_keyframes"):
+        PipelineConfig.from_flat({"window.size": 4, "window.stride": 3, "chaining.min_shared_keyframes": 2})
+    with pytest.raises(ValueError, match=r"unknown parameter window.sise"):
+        PipelineConfig.from_flat({"window.sise": 4})
+
+
+def test_config_round_trips_through_flat_parameters() -> None:
+    cfg = PipelineConfig(window=WindowConfig(size=5, stride=2, rig_cameras=["a", "b"]))
+    flat = cfg.to_flat()
+    assert flat["window.size"] == 5 and flat["window.rig_cameras"] == ["a", "b"]
+    assert all(isinstance(v, (int, float, str, bool, list)) for v in flat.values())
+    assert PipelineConfig.from_flat(flat) == cfg
+
+
+def test_frame_validation() -> None:
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        Frame(0.0, "c", np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="odom_pose"):
+        Frame(0.0, "c", IMG, odom_pose=np.eye(3))
+
+
+# -------------------------------------------------------------- voxel map
+
+
+def test_voxel_fusion_is_confidence_weighted() -> None:
+    vm = VoxelMap(voxel_size=1.0, max_points=10)
+    vm.insert(
+        np.array([[0.2, 0.2, 0.2], [0.8, 0.2, 0.2]]),
+        np.array([[0, 0, 0], [200, 200, 200]]),
+        np.array([1.0, 3.0]),
+    )
+    assert len(vm) == 1
+    np.testing.assert_allclose(vm.points(np.float64)[0], [0.65, 0.2, 0.2])
+    np.testing.assert_array_equal(vm.colors()[0], [150, 150, 150])
+    assert vm.confidences()[0] == pytest.approx(2.0) and vm.counts()[0] == 2
+    vm.insert(np.array([[5.5, 0.5, 0.5], [np.nan, 0, 0]]))
+    assert len(vm) == 2
+
+
+def test_voxel_budget_drops_oldest_then_least_confident() -> None:
+    vm = VoxelMap(voxel_size=1.0, max_points=3)
+    vm.insert(np.array([[0.5, 0, 0], [1.5, 0, 0]]), conf=np.array([5.0, 1.0]))
+    vm.insert(np.array([[2.5, 0, 0], [3.5, 0, 0]]), conf=np.array([1.0, 1.0]))
+    assert len(vm) == 3 and vm.dropped_by_budget == 1
+    assert sorted(vm.points()[:, 0].tolist()) == [0.5, 2.5, 3.5]
+
+
+def test_voxel_radius_and_rescale() -> None:
+    vm = VoxelMap(voxel_size=0.1, max_points=100, radius=2.0)
+    vm.insert(np.array([[0.05, 0, 0], [1.05, 0, 0], [5.05, 0, 0]]), center=np.zeros(3))
+    assert len(vm) == 2 and vm.dropped_by_radius == 1
+    vm.rescale(2.0, center=np.array([0.05, 0, 0]))
+    np.testing.assert_allclose(sorted(vm.points(np.float64)[:, 0]), [0.05, 2.05], atol=1e-9)
+    vm.transform(BODY_FROM_OPTICAL, np.array([0.0, 0.0, 1.0]))
+    np.testing.assert_allclose(vm.points(np.float64)[:, 2], [1.0, 1.0], atol=1e-9)
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".pcd"])
+def test_voxel_map_save(tmp_path, suffix: str) -> None:
+    rng = np.random.default_rng(0)
+    vm = VoxelMap(voxel_size=0.01, max_points=1000)
+    xyz = rng.uniform(-1, 1, (50, 3))
+    vm.insert(xyz, rng.integers(0, 255, (50, 3)), rng.uniform(1, 2, 50))
+    path = vm.save(tmp_path / f"map{suffix}")
+    data = path.read_bytes()
+    header, _, body = data.partition(b"end_header\n" if suffix == ".ply" else b"DATA binary\n")
+    assert len(body) == len(vm) * (19 if suffix == ".ply" else 20)
+    row = np.dtype(
+        [("xyz", "<f4", 3), ("rgb", "u1", 3), ("conf", "<f4")]
+        if suffix == ".ply"
+        else [("xyz", "<f4", 3), ("rgb", "<u4"), ("conf", "<f4")]
+    )
+    rows = np.frombuffer(body, row)
+    np.testing.assert_allclose(rows["xyz"], vm.points())
+    np.testing.assert_allclose(rows["conf"], vm.confidences())
+    if suffix == ".pcd":
+        rgb = rows["rgb"]
+        np.testing.assert_array_equal(np.stack((rgb >> 16 & 255, rgb >> 8 & 255, rgb & 255), 1), vm.colors())
+    try:
+        import open3d as o3d
+    except ImportError:  # open3d's wheel needs system libraries not every machine has
+        return
+    cloud = o3d.io.read_point_cloud(str(path))
+    np.testing.assert_allclose(np.asarray(cloud.points), vm.points(), atol=1e-6)
+    with pytest.raises(ValueError, match=r"\.ply or \.pcd"):
+        vm.save(tmp_path / "map.xyz")
+
+
+# ------------------------------------------------------------ rig, window
+
+
+def test_rig_grouping_by_time_tolerance() -> None:
+    g = RigGrouper(["left", "right"], tolerance_s=0.01, max_wait_s=0.5)
+    right0 = Frame(0.004, "right", IMG)
+    g.observe(right0)  # the secondary camera may come first
+    left0 = Frame(0.0, "left", IMG)
+    g.observe(left0)
+    g.trigger(left0)
+    ready = g.pop_ready()
+    assert [[f.camera_id for f in t] for t in ready] == [["left", "right"]]
+    # A time whose partner never arrives is released once the partner is past the tolerance.
+    left1 = Frame(1.0, "left", IMG)
+    g.observe(left1)
+    g.trigger(left1)
+    assert g.pop_ready() == []
+    g.observe(Frame(1.05, "right", IMG))
+    ready = g.pop_ready()
+    assert [[f.camera_id for f in t] for t in ready] == [["left"]] and g.incomplete_times == 1
+    g.observe(Frame(2.0, "other", IMG))
+    assert g.ignored_frames == 1
+
+
+def test_window_builder_size_stride_and_shared_ids() -> None:
+    wb = WindowBuilder(WindowConfig(size=4, stride=2))
+    jobs = []
+    for t in range(10):
+        kfs = [Keyframe(2 * t, t, Frame(t, "a", IMG), "x"), Keyframe(2 * t + 1, t, Frame(t, "b", IMG), "rig")]
+        job = wb.add_time(kfs)
+        if job is not None:
+            jobs.append(job)
+    assert [j.window_id for j in jobs] == [0, 1, 2, 3]
+    assert [kf.time_index for kf in jobs[1].keyframes] == [2, 2, 3, 3, 4, 4, 5, 5]
+    assert jobs[1].shared_ids == [4, 5, 6, 7] and jobs[0].shared_ids == []
+
+
+def test_query_points_fill_textureless_images() -> None:
+    pts = select_query_points(np.full((100, 120, 3), 90, np.uint8), 10)
+    assert pts.shape == (10, 2) and np.all(pts >= 0) and np.all(pts[:, 0] <= 119)
+
+
+# ------------------------------------------------------------------ scale
+
+
+def test_scale_estimator_is_robust_and_reports_uncertainty() -> None:
+    rng = np.random.default_rng(0)
+    est = ScaleEstimator(ScaleConfig(source="odometry", min_samples=5))
+    assert not est.estimate().metric and est.estimate().sigma == float("inf")
+    samples = 2.5 * np.exp(rng.normal(0, 0.02, 100))
+    samples[:20] = rng.uniform(0.1, 50, 20)  # 20 % wild samples
+    est.add_samples(samples)
+    e = est.estimate()
+    assert e.metric and e.value == pytest.approx(2.5, rel=0.02) and 0 < e.sigma < 0.05
+    assert ScaleEstimator(ScaleConfig(source="fixed", fixed_factor=0.3)).estimate().value == 0.3
+    assert not ScaleEstimator(ScaleConfig()).estimate().metric
+
+
+def test_scale_samples() -> None:
+    a = np.array([[0, 0, 0], [1, 0, 0], [1.01, 0, 0]], float)
+    r = odometry_ratios(a, 2.0 * a, min_baseline_m=0.1)
+    np.testing.assert_allclose(r, [2.0, 2.0])  # the 2 cm pair is skipped
+    pred = np.full((20, 20), 2.0)
+    sensor = np.full((10, 10), 3.0)  # other resolution: resampled
+    sensor[0, 0] = 50.0  # out of range
+    assert depth_ratio(pred, np.ones((20, 20)), sensor, 50.0, 0.1, 10.0) == pytest.approx(1.5)
+
+
+def test_map_anchor_prefers_odometry() -> None:
+    odom = np.eye(4)
+    odom[:3, 3] = [1, 2, 0]
+    pose, how = map_anchor(odom, None)
+    assert how == "odometry" and np.allclose(pose[:3, 3], [1, 2, 0])
+    # Optical z (forward) becomes map x, optical y (down) becomes map -z.
+    pose, how = map_anchor(None, None)
+    assert how == "optical-axes"
+    np.testing.assert_allclose(pose[:3, :3] @ [0, 0, 1], [1, 0, 0])
+    np.testing.assert_allclose(pose[:3, :3] @ [0, 1, 0], [0, 0, -1])

@@ -50,7 +50,8 @@ class TrajectoryErrors:
     """Result of :func:`trajectory_errors`.
 
     Attributes:
-        alignment: "sim3", "se3" or "none".
+        alignment: "sim3", "se3" or "none"; "sim3-origin" / "se3-origin" when the positions are
+            collinear (Umeyama undetermined) and the first poses were aligned instead.
         scale: the alignment's scale (1 unless Sim(3)): metres per estimate unit.
         alignment_transform: [4, 4] rigid part applied (after scaling) to the estimate.
         matched: number of associated pose pairs; unmatched: estimated poses with no reference.
@@ -113,6 +114,7 @@ def trajectory_errors(
             a bad ``alignment`` name.
     """
     from evo.core import metrics
+    from evo.core.geometry import GeometryException
 
     if alignment not in ALIGNMENTS:
         raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
@@ -129,9 +131,19 @@ def trajectory_errors(
     )
     scale, transform = 1.0, np.eye(4)
     if alignment != "none":
-        r, t, s = est_m.align(ref_m, correct_scale=alignment == "sim3")
-        scale = float(s) if alignment == "sim3" else 1.0
-        transform[:3, :3], transform[:3, 3] = r, t
+        try:
+            r, t, s = est_m.align(ref_m, correct_scale=alignment == "sim3")
+            scale = float(s) if alignment == "sim3" else 1.0
+            transform[:3, :3], transform[:3, 3] = r, t
+        except GeometryException:
+            # Collinear positions (a robot driving straight) leave the rotation about the line
+            # free: anchor on the first pose instead, with the path-length ratio as scale.
+            if alignment == "sim3":
+                est_len = Trajectory(est_m.timestamps, est.poses[i]).path_length()
+                scale = Trajectory(ref_m.timestamps, ref.poses[j]).path_length() / max(est_len, 1e-12)
+                est_m.scale(scale)
+            transform = np.asarray(est_m.align_origin(ref_m), np.float64)
+            alignment = f"{alignment}-origin"
 
     def run(metric: Any) -> np.ndarray:
         metric.process_data((ref_m, est_m))

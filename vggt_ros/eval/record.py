@@ -141,7 +141,7 @@ class OutputRecorder:
             track_ids=np.arange(n, dtype=np.uint64),
             query_frame=np.full(n, query_frame, np.uint32),
             query_pixels=np.asarray(tr.query_pixels, np.float32).ravel(),
-            has_point=np.isfinite(points).all(axis=1).tolist(),
+            has_point=np.isfinite(points).all(axis=1),
             points=points.ravel(),
             pixels=np.asarray(tr.pixels, np.float32).transpose(1, 0, 2).ravel(),
             visibility=np.asarray(tr.visibility, np.float32).T.ravel(),

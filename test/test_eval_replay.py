@@ -1,0 +1,153 @@
+"""`vggt-ros eval` on the shipped ground-truth bag with a predictor made of ground truth + known noise.
+
+The double (test/eval_doubles.py) perturbs every frame's pose and depth by a fixed, seeded
+amount; the real pipeline chains its windows, and the report must state exactly the error of
+the perturbed trajectory (and the depth noise), whichever ground-truth source is used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from eval_doubles import GroundTruthPredictor
+
+from vggt_ros.cli import build_parser, main
+from vggt_ros.eval.commands import run_eval
+from vggt_ros.eval.generate import DEFAULT_START
+from vggt_ros.eval.metrics import trajectory_errors
+from vggt_ros.eval.replay import GroundTruthSpec, ReplayOptions, replay_bag
+from vggt_ros.eval.synthetic import render_sequence
+from vggt_ros.eval.trajectory import Trajectory
+from vggt_ros.mapping import PerceptionPipeline, PipelineConfig
+
+BAG = Path(__file__).resolve().parent / "data" / "synthetic_orbit"
+PIPELINE_ARGS = ["--window-size", "4", "--param", "keyframe.min_parallax_px=5.0"]
+TRANS_NOISE, DEPTH_NOISE = 0.02, 0.1
+
+
+@pytest.fixture(scope="module")
+def seq():
+    return render_sequence(16, 120, 160, seed=0)  # what the shipped bag holds
+
+
+def config() -> PipelineConfig:
+    flat = PipelineConfig().to_flat()
+    flat.update({"window.size": 4, "window.stride": 2, "keyframe.min_parallax_px": 5.0})
+    return PipelineConfig.from_flat(flat)
+
+
+def expected_ape(predictor: GroundTruthPredictor, stamps: np.ndarray, seq) -> float:
+    idx = np.rint((stamps - DEFAULT_START) * 10).astype(int)
+    gt = Trajectory(seq.stamps + DEFAULT_START, seq.cam_to_world)
+    return trajectory_errors(Trajectory(stamps, predictor.noisy[idx]), gt, "sim3").summary()["ape_trans_m"][
+        "rmse"
+    ]
+
+
+@pytest.mark.parametrize(
+    "gt",
+    [None, GroundTruthSpec(tf=("world", "camera_optical_frame")), GroundTruthSpec(topic="/odom")],
+    ids=["gt-topic", "tf", "odometry+static-tf"],
+)
+def test_eval_reports_the_injected_noise(seq, gt: GroundTruthSpec | None) -> None:
+    from vggt_ros.eval.report import evaluate
+
+    predictor = GroundTruthPredictor(seq, trans_noise=TRANS_NOISE, depth_noise=DEPTH_NOISE)
+    result = replay_bag(BAG, PerceptionPipeline(config(), predictor), ReplayOptions(ground_truth=gt))
+    report, _ = evaluate(result)
+    assert report["counts"]["windows_rejected"] == 0 and report["counts"]["keyframes"] >= 6
+    tr = report["trajectory"]
+    assert tr["alignment"] == "sim3" and not report["scale"]["metric"]
+    # Exactly the error of the perturbed trajectory, which is of the injected size.
+    assert tr["ape_trans_m"]["rmse"] == pytest.approx(
+        expected_ape(predictor, result.estimate.stamps, seq), rel=1e-6
+    )
+    assert 0.3 * TRANS_NOISE * np.sqrt(3) < tr["ape_trans_m"]["rmse"] < 1.5 * TRANS_NOISE * np.sqrt(3)
+    # Depth: e ~ U(-a, a) gives AbsRel E|e| = a / 2 (median scaling leaves the factor ~1).
+    assert report["depth"]["abs_rel"] == pytest.approx(DEPTH_NOISE / 2, rel=0.05)
+    assert report["depth"]["keyframes"] == report["counts"]["keyframes"]
+
+
+def test_noise_free_double_gives_zero_error(seq) -> None:
+    from vggt_ros.eval.report import evaluate
+
+    predictor = GroundTruthPredictor(seq)
+    report, _ = evaluate(replay_bag(BAG, PerceptionPipeline(config(), predictor)))
+    assert report["trajectory"]["ape_trans_m"]["max"] < 1e-6
+    assert report["trajectory"]["scale"] == pytest.approx(1 / predictor.norm_scale, rel=1e-6)
+    assert report["depth"]["abs_rel"] < 1e-6 and report["depth"]["delta1"] == 1.0
+
+
+def test_cli_writes_report_plots_exports_and_recording(tmp_path, seq) -> None:
+    import pycolmap
+
+    from vggt_ros.eval import bags
+    from vggt_ros.eval.bundle import read_bundle
+
+    out, rec = tmp_path / "out", tmp_path / "rec"
+    args = build_parser().parse_args(
+        [
+            "eval",
+            str(BAG),
+            "--out",
+            str(out),
+            "--export",
+            "--record",
+            str(rec),
+            "-q",
+            "--tracks",
+            "16",
+            *PIPELINE_ARGS,
+        ]
+    )
+    predictor = GroundTruthPredictor(seq, trans_noise=TRANS_NOISE, depth_noise=DEPTH_NOISE)
+    assert run_eval(args, predictor=predictor) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["trajectory"]["ape_trans_m"]["rmse"] > 0 and report["dropped"]["windows"] == 0
+    assert report["latency_ms"]["window"]["count"] == report["counts"]["windows"]
+    assert report["rates"]["keyframe_ratio"] == pytest.approx(report["counts"]["keyframes"] / 16)
+    assert "APE translation" in (out / "report.md").read_text()
+    for name in ("trajectory_top.png", "trajectory_error.png", "depth_error_hist.png", "depth_grid.png"):
+        assert (out / name).stat().st_size > 5000, name
+    exp = out / "export"
+    bundle = read_bundle(exp / "keyframes.npz")
+    assert bundle.num_keyframes == report["counts"]["keyframes"] and len(bundle.obs_track) > 0
+    model = pycolmap.Reconstruction(str(exp / "colmap"))
+    assert model.num_images() == bundle.num_keyframes and model.num_points3D() > 100
+    assert (exp / "trajectory.tum").is_file() and (exp / "map.ply").is_file()
+    assert len(list((exp / "images").glob("*.png"))) == bundle.num_keyframes
+    topics = bags.bag_topics(rec)
+    for topic in ("/vggt/depth/image", "/vggt/points", "/vggt/map", "/vggt/tracks", "/vggt/path", "/tf"):
+        assert topic in topics, topic
+    assert topics["/vggt/depth/image"].count == bundle.num_keyframes
+
+
+def test_recorded_rate_mode_reports_queue_and_drops(seq) -> None:
+    from vggt_ros.eval.report import evaluate
+
+    predictor = GroundTruthPredictor(seq)
+    options = ReplayOptions(rate=20.0, queue_size=1)  # 1.5 s of bag in ~0.08 s per frame
+    result = replay_bag(BAG, PerceptionPipeline(config(), predictor), options)
+    report, _ = evaluate(result)
+    assert report["inputs"]["mode"] == "20x recorded rate"
+    assert report["latency_ms"]["window_queue"]["count"] == len(result.windows)
+    assert result.wall_s >= 1.5 / 20.0
+    # Every window either ran (one predict call each) or was dropped at the full queue.
+    assert predictor.calls == len(result.windows)
+    assert report["dropped"]["frames"] >= report["dropped"]["windows"] >= 0
+
+
+def test_user_errors_are_one_line_exit_2(tmp_path, capsys) -> None:
+    assert main(["eval", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "bag not found" in capsys.readouterr().err
+    assert main(["eval", str(BAG), "--out", str(tmp_path / "o"), "--image-topic", "/nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "image topic /nope not in the bag" in err
+    assert main(["eval", str(BAG), "--out", str(tmp_path / "o"), "--gt", "/camera/image_raw"]) == 2
+    assert "expected geometry_msgs/msg/PoseStamped" in capsys.readouterr().err
+    assert main(["eval", str(BAG), "--out", str(tmp_path / "o"), "--param", "window.bogus=1"]) == 2
+    assert main(["generate", str(BAG)]) == 2
+    assert "exists already" in capsys.readouterr().err

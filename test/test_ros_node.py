@@ -1,0 +1,417 @@
+"""End-to-end tests of perception_node: the built node runs as its own process (tiny model,
+untrained weights, CPU) and the test talks to it over DDS with real rclpy.
+
+One node with a two-camera rig (left: raw images in rotating encodings with camera_info; right:
+jpeg/png CompressedImage without camera_info) serves the output, service and bad-input tests;
+further short-lived nodes check parameter refusal and shutdown.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ros_helpers import (
+    TINY_PARAMS,
+    Listener,
+    NodeProcess,
+    diagnostics_values,
+    require_ros,
+    wait_for,
+)
+
+require_ros()
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from nav_msgs.msg import Path as PathMsg  # noqa: E402
+from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
+from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
+from vggt_ros.msg import KeypointTracks  # noqa: E402
+from vggt_ros.srv import ExportKeyframes, SaveMap  # noqa: E402
+
+from vggt_ros.eval.synthetic import render_sequence  # noqa: E402
+from vggt_ros.ros import conversions as conv  # noqa: E402
+
+NS = "/vggt_perception"
+LEFT_ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "yuv422", "yuv422_yuy2", "bayer_rggb8"]
+H, W = 140, 196
+T0 = 1000.0  # first stamp (s)
+FPS = 10.0
+
+
+@pytest.fixture(scope="module")
+def seq():
+    return render_sequence(num_frames=12, height=H, width=W, seed=1, second_camera_baseline=0.2)
+
+
+@pytest.fixture(scope="module")
+def listener():
+    lis = Listener()
+    latched = QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+    )
+    for msg_type, topic in [
+        (Image, f"{NS}/depth/image"),
+        (CameraInfo, f"{NS}/depth/camera_info"),
+        (Image, f"{NS}/depth/confidence"),
+        (PointCloud2, f"{NS}/points"),
+        (KeypointTracks, f"{NS}/tracks"),
+        (Odometry, f"{NS}/odometry"),
+        (PathMsg, f"{NS}/path"),
+        (DiagnosticArray, "/diagnostics"),
+        (TFMessage, "/tf"),
+    ]:
+        lis.subscribe(msg_type, topic)
+    lis.subscribe(PointCloud2, f"{NS}/map", latched)
+    lis.pub_left = lis.node.create_publisher(Image, "/rig/left/image_raw", 10)
+    lis.pub_left_info = lis.node.create_publisher(CameraInfo, "/rig/left/camera_info", 10)
+    lis.pub_right = lis.node.create_publisher(CompressedImage, "/rig/right/image_raw/compressed", 10)
+    yield lis
+    lis.close()
+
+
+RIG_PARAMS = {
+    **TINY_PARAMS,
+    "cameras": ["left", "right"],
+    "camera.left.topic": "/rig/left/image_raw",
+    "camera.left.transport": "raw",
+    "camera.left.camera_info_topic": "/rig/left/camera_info",
+    "camera.right.topic": "/rig/right/image_raw/compressed",
+    "camera.right.transport": "compressed",
+    "camera.right.frame_id": "right_cam_optical",
+    "queue.size": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def rig_node(listener, tmp_path_factory):
+    out = tmp_path_factory.mktemp("node_out")
+    node = NodeProcess({**RIG_PARAMS, "output_dir": str(out)})
+    node.output_dir = out
+    wait_for(lambda: "ready:" in node.log(), 120, "node start-up", node)
+    # DDS discovery between the two processes
+    wait_for(
+        lambda: (
+            listener.pub_left.get_subscription_count() > 0 and listener.pub_right.get_subscription_count() > 0
+        ),
+        30,
+        "the node's image subscriptions",
+        node,
+    )
+    yield node
+    if node.alive():
+        node.stop()
+
+
+def _publish_frame(
+    listener, seq, i: int, *, left_encoding: str | None = None, info: bool = True, stamp: float | None = None
+) -> float:
+    t = T0 + i / FPS if stamp is None else stamp
+    header = conv.make_header(t, "left_optical")
+    enc = left_encoding or LEFT_ENCODINGS[i % len(LEFT_ENCODINGS)]
+    if info:
+        listener.pub_left_info.publish(conv.camera_info(seq.intrinsics, H, W, header))
+    listener.pub_left.publish(conv.rgb_to_image(seq.images[i % seq.num_frames], enc, header))
+    fmt = "jpeg" if i % 2 == 0 else "png"
+    right_header = conv.make_header(t, "")
+    listener.pub_right.publish(
+        conv.rgb_to_compressed(seq.right.images[i % seq.num_frames], fmt, right_header)
+    )
+    return t
+
+
+@pytest.fixture(scope="module")
+def streamed(listener, rig_node, seq):
+    """Stream 12 rig frames at 10 Hz (after a camera_info warm-up) and wait for outputs."""
+    stamps = []
+    for i in range(seq.num_frames):
+        stamps.append(_publish_frame(listener, seq, i))
+        time.sleep(1.0 / FPS)
+    wait_for(lambda: len(listener.get(f"{NS}/points")) >= 2, 120, "two point clouds", rig_node)
+    wait_for(lambda: listener.get(f"{NS}/tracks"), 30, "tracks", rig_node)
+    time.sleep(1.0)
+    return stamps
+
+
+def _stamp(msg) -> float:
+    return conv.stamp_to_sec(msg.header.stamp)
+
+
+def test_depth_camera_info_and_confidence(listener, streamed):
+    depths = listener.get(f"{NS}/depth/image")
+    infos = listener.get(f"{NS}/depth/camera_info")
+    confs = listener.get(f"{NS}/depth/confidence")
+    assert depths and infos and confs
+    frames = {d.header.frame_id for d in depths}
+    assert frames <= {"left_optical", "right_cam_optical"} and "left_optical" in frames
+    published = {round(s, 6) for s in streamed}
+    for d in depths:
+        assert d.encoding == "32FC1" and d.step == 4 * d.width and len(d.data) == d.step * d.height
+        assert round(_stamp(d), 6) in published
+        match = [
+            i for i in infos if i.header.stamp == d.header.stamp and i.header.frame_id == d.header.frame_id
+        ]
+        assert match, "every depth image has a camera_info with its stamp and frame"
+        assert (match[0].height, match[0].width) == (d.height, d.width)
+        K = np.asarray(match[0].k).reshape(3, 3)
+        assert K[0, 0] > 0 and abs(K[0, 2] - d.width / 2) < 1 and abs(K[1, 2] - d.height / 2) < 1
+        c = [c for c in confs if c.header.stamp == d.header.stamp and c.header.frame_id == d.header.frame_id]
+        assert c and (c[0].height, c[0].width, c[0].encoding) == (d.height, d.width, "32FC1")
+        assert np.isfinite(conv.image_to_float(d)).any()
+
+
+def test_points_and_map_layout(listener, streamed):
+    for topic in (f"{NS}/points", f"{NS}/map"):
+        msgs = listener.get(topic)
+        assert msgs, topic
+        pc = msgs[-1]
+        assert pc.header.frame_id == "map"
+        assert [f.name for f in pc.fields] == ["x", "y", "z", "rgb", "confidence"]
+        assert [f.offset for f in pc.fields] == [0, 4, 8, 12, 16]
+        assert all(f.datatype == 7 and f.count == 1 for f in pc.fields)  # FLOAT32
+        assert pc.point_step == 20 and pc.row_step == 20 * pc.width and pc.height == 1
+        assert len(pc.data) == pc.row_step and pc.width > 0
+        pts = conv.read_pointcloud2(pc)
+        assert np.isfinite(pts["x"]).all() and np.isfinite(pts["confidence"]).all()
+    assert round(_stamp(listener.get(f"{NS}/points")[-1]), 6) in {round(s, 6) for s in streamed}
+
+
+def test_map_is_transient_local(listener, streamed):
+    late = Listener("vggt_late_joiner")
+    try:
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        late.subscribe(PointCloud2, f"{NS}/map", latched)
+        wait_for(lambda: late.get(f"{NS}/map"), 20, "the latched map for a late subscriber")
+    finally:
+        late.close()
+
+
+def test_tf_odometry_and_path(listener, streamed):
+    tfs = [t for m in listener.get("/tf") for t in m.transforms]
+    assert tfs
+    assert {t.header.frame_id for t in tfs} == {"map"}
+    assert {t.child_frame_id for t in tfs} <= {"left_optical", "right_cam_optical"}
+    published = {round(s, 6) for s in streamed}
+    for t in tfs:
+        q = t.transform.rotation
+        assert abs(q.x**2 + q.y**2 + q.z**2 + q.w**2 - 1) < 1e-6
+        assert round(conv.stamp_to_sec(t.header.stamp), 6) in published
+    odom = listener.get(f"{NS}/odometry")[-1]
+    assert odom.header.frame_id == "map" and odom.child_frame_id == "left_optical"
+    path = listener.get(f"{NS}/path")[-1]
+    assert path.header.frame_id == "map" and len(path.poses) >= 2
+    stamps = [conv.stamp_to_sec(p.header.stamp) for p in path.poses]
+    assert stamps == sorted(stamps)
+
+
+def test_tracks_layout(listener, streamed):
+    msg = listener.get(f"{NS}/tracks")[-1]
+    N, F = msg.num_tracks, msg.num_frames
+    assert N > 0 and F >= 3
+    assert msg.header.frame_id == "map"
+    assert len(msg.frame_stamps) == len(msg.frame_ids) == len(msg.camera_ids) == len(msg.keyframe_ids) == F
+    assert len(msg.track_ids) == len(msg.query_frame) == len(msg.has_point) == N
+    assert len(msg.query_pixels) == 2 * N and len(msg.points) == 3 * N
+    assert len(msg.pixels) == 2 * N * F and len(msg.visibility) == N * F and len(msg.confidence) == N * F
+    assert set(msg.camera_ids) <= {"left", "right"} and set(msg.frame_ids) <= {
+        "left_optical",
+        "right_cam_optical",
+    }
+    assert all(0 <= q < F for q in msg.query_frame)
+    pixels = np.asarray(msg.pixels).reshape(N, F, 2)
+    query = np.asarray(msg.query_pixels).reshape(N, 2)
+    assert np.all((query >= -0.5) & (query <= np.array([W, H])))
+    assert np.isfinite(pixels).all()
+    vis = np.asarray(msg.visibility)
+    assert np.all((vis >= 0) & (vis <= 1))
+    pts = np.asarray(msg.points).reshape(N, 3)
+    assert np.array_equal(np.isfinite(pts).all(axis=1), np.asarray(msg.has_point))
+    published = {round(s, 6) for s in streamed}
+    assert {round(conv.stamp_to_sec(s), 6) for s in msg.frame_stamps} <= published
+
+
+def test_diagnostics(listener, streamed):
+    msgs = listener.get("/diagnostics")
+    assert msgs
+    inf = diagnostics_values(msgs, "inference")
+    for key in (
+        "queue_depth",
+        "dropped_windows_queue_full",
+        "inference_rate_hz",
+        "latency_ms_mean",
+        "gpu_memory_allocated_mb",
+        "weights_trained",
+        "windows_processed",
+    ):
+        assert key in inf, key
+    assert inf["weights_trained"] == "False"
+    left = diagnostics_values(msgs, "camera left")
+    assert int(left["received"]) >= 12 and float(left["rate_hz"]) >= 0.0
+    assert "camera right" in " ".join(st.name for m in msgs for st in m.status)
+
+
+def test_services_save_map_and_export(listener, rig_node, streamed):
+    out = rig_node.output_dir
+    ply = listener.call(SaveMap, f"{NS}/save_map", SaveMap.Request(path="maps/m.ply"))
+    assert ply.success, ply.message
+    assert Path(ply.path) == (out / "maps" / "m.ply").resolve() and ply.num_points > 0
+    assert Path(ply.path).read_bytes().startswith(b"ply\n")
+    pcd = listener.call(SaveMap, f"{NS}/save_map", SaveMap.Request(path=str(out / "m.pcd")))
+    assert pcd.success and Path(pcd.path).read_bytes().startswith(b"# .PCD")
+    bad = listener.call(SaveMap, f"{NS}/save_map", SaveMap.Request(path="m.xyz"))
+    assert not bad.success and ".ply or .pcd" in bad.message
+    exp = listener.call(
+        ExportKeyframes, f"{NS}/export_keyframes", ExportKeyframes.Request(directory="export")
+    )
+    assert exp.success, exp.message
+    assert exp.num_keyframes >= 3
+    colmap = Path(exp.colmap_dir)
+    assert (colmap / "cameras.txt").exists() and (colmap / "images.txt").exists()
+    assert len(list((colmap / "images").glob("*.jpg"))) == exp.num_keyframes
+    rows = [r for r in Path(exp.tum_path).read_text().splitlines() if r and not r.startswith("#")]
+    assert rows and all(len(r.split()) == 8 for r in rows)
+
+
+def test_bad_input_is_counted_and_node_survives(listener, rig_node, seq, streamed):
+    base = T0 + 100.0
+    header = conv.make_header(base, "left_optical")
+    img = conv.rgb_to_image(seq.images[0], "rgb8", header)
+    img.encoding = "weird16"
+    listener.pub_left.publish(img)  # unknown encoding
+    img = conv.rgb_to_image(seq.images[0], "rgb8", conv.make_header(base + 0.1, "left_optical"))
+    img.data = bytes(img.data)[: len(img.data) // 2]
+    listener.pub_left.publish(img)  # truncated
+    bad_jpeg = conv.rgb_to_compressed(seq.right.images[0], "jpeg", conv.make_header(base + 0.1, ""))
+    bad_jpeg.data = b"\xff\xd8\xff\xe0garbage" * 10
+    listener.pub_right.publish(bad_jpeg)  # corrupt jpeg
+    t = base + 0.3
+    listener.pub_left_info.publish(
+        conv.camera_info(seq.intrinsics, H * 2, W * 2, conv.make_header(t, "left_optical"))
+    )
+    time.sleep(0.2)
+    listener.pub_left.publish(conv.rgb_to_image(seq.images[1], "rgb8", conv.make_header(t, "left_optical")))
+    time.sleep(0.2)
+    listener.pub_left.publish(
+        conv.rgb_to_image(seq.images[1], "rgb8", conv.make_header(t, "left_optical"))
+    )  # repeat
+    listener.pub_left.publish(
+        conv.rgb_to_image(seq.images[1], "rgb8", conv.make_header(t - 50, "left_optical"))
+    )
+
+    def counted():
+        v = diagnostics_values(listener.get("/diagnostics"), "camera left")
+        r = diagnostics_values(listener.get("/diagnostics"), "camera right")
+        return (
+            int(v.get("decode_errors", 0)) >= 2
+            and int(v.get("repeated_stamps", 0)) >= 1
+            and int(v.get("out_of_order", 0)) >= 1
+            and int(v.get("camera_info_size_mismatch", 0)) >= 1
+            and int(r.get("decode_errors", 0)) >= 1
+        )
+
+    wait_for(counted, 20, "bad input counted in diagnostics", rig_node)
+    log = rig_node.log()
+    for text in (
+        "unsupported encoding 'weird16'",
+        "truncated data",
+        "corrupt or undecodable",
+        "camera_info is",
+        "repeated_stamp",
+        "out_of_order",
+    ):
+        assert text in log, text
+    assert rig_node.alive()
+    # the node keeps working afterwards
+    n = len(listener.get(f"{NS}/points"))
+    for i in range(4):
+        _publish_frame(listener, seq, i, stamp=base + 1.0 + i / FPS)
+        time.sleep(1.0 / FPS)
+    wait_for(lambda: len(listener.get(f"{NS}/points")) > n, 60, "outputs after bad input", rig_node)
+
+
+def test_burst_faster_than_inference_drops_and_counts(listener, rig_node, seq, streamed):
+    base = T0 + 200.0
+    for i in range(40):
+        _publish_frame(listener, seq, i, stamp=base + i / FPS, left_encoding="rgb8", info=False)
+        time.sleep(0.005)
+
+    def dropped():
+        v = diagnostics_values(listener.get("/diagnostics"), "inference")
+        return int(v.get("dropped_windows_queue_full", 0)) > 0
+
+    wait_for(dropped, 30, "queue drops counted", rig_node)
+    assert "inference queue full" in rig_node.log()
+    assert rig_node.alive()
+
+
+def test_set_parameters_validation(listener, rig_node, streamed):
+    def param(name: str, value) -> ParameterMsg:
+        if isinstance(value, str):
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+        return ParameterMsg(name=name, value=pv)
+
+    res = listener.call(
+        SetParameters,
+        f"{NS}/set_parameters",
+        SetParameters.Request(parameters=[param("queue.drop_policy", "random")]),
+    ).results[0]
+    assert not res.successful and "must be one of" in res.reason
+    res = listener.call(
+        SetParameters, f"{NS}/set_parameters", SetParameters.Request(parameters=[param("window.stride", 5)])
+    ).results[0]
+    assert not res.successful and "window.stride" in res.reason
+    res = listener.call(
+        SetParameters,
+        f"{NS}/set_parameters",
+        SetParameters.Request(parameters=[param("model.config", "vggt-1b")]),
+    ).results[0]
+    assert not res.successful  # read-only: needs a restart
+    res = listener.call(
+        SetParameters,
+        f"{NS}/set_parameters",
+        SetParameters.Request(parameters=[param("queue.drop_policy", "newest")]),
+    ).results[0]
+    assert res.successful
+
+
+def test_reset_then_shutdown_is_clean(listener, rig_node, streamed):
+    res = listener.call(Trigger, f"{NS}/reset", Trigger.Request())
+    assert res.success and "cleared" in res.message
+    empty = listener.call(SaveMap, f"{NS}/save_map", SaveMap.Request(path="after_reset.ply"))
+    assert not empty.success and "empty" in empty.message
+    assert rig_node.stop(signal.SIGINT) == 0
+    log = rig_node.log()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_refuses_bad_parameters_with_reason():
+    node = NodeProcess({**TINY_PARAMS, "window.stride": 3, "window.size": 3})
+    assert node.wait(120) == 2
+    assert "refused parameter" in node.log() and "window.stride" in node.log()
+    node = NodeProcess({**TINY_PARAMS, "queue.size": 0})
+    assert node.wait(120) == 2
+    assert "queue.size" in node.log()
+    node = NodeProcess({**TINY_PARAMS, "model.allow_untrained": False})
+    assert node.wait(120) == 2
+    assert "model.checkpoint is empty" in node.log()
+
+
+def test_sigterm_with_single_camera_default_config(listener):
+    node = NodeProcess({**TINY_PARAMS, "camera.front.topic": "/solo/image"})
+    try:
+        wait_for(lambda: "ready:" in node.log(), 120, "start-up", node)
+    finally:
+        assert node.stop(signal.SIGTERM) == 0, node.log()[-3000:]

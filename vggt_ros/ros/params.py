@@ -1,0 +1,281 @@
+"""Parameters of ``perception_node``: declarations (description, range, read-only), validation.
+
+Two groups:
+
+* node parameters (:data:`NODE_PARAMS`): model, topics, frames, queue, outputs;
+* mapping parameters: every field of ``vggt_ros.mapping.PipelineConfig`` as ``<section>.<field>``
+  (``window.size``, ``keyframe.min_parallax_px``, ...), described by the field's docstring and
+  validated by the dataclass itself, so the node never duplicates the mapping rules.
+
+Cameras come from the string list ``cameras`` and, per name, ``camera.<name>.topic``,
+``camera.<name>.transport`` ("raw" or "compressed"), ``camera.<name>.camera_info_topic``
+(empty = none) and ``camera.<name>.frame_id`` (empty = the image header's frame).
+
+This module imports no rclpy at module level beyond message types, so its tables are usable in
+tests (e.g. to check that the launch file and YAML name only declared parameters).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import math
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+TRANSPORTS = ("raw", "compressed")
+MODEL_CONFIGS = ("vggt-1b", "vggt-small", "vggt-tiny")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DROP_POLICIES = ("oldest", "newest")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter.
+
+    Attributes:
+        default: default value (its Python type fixes the ROS type: bool, int, float, str, list).
+        description: shown by ``ros2 param describe``.
+        low, high: inclusive numeric range (None = open).
+        choices: allowed strings.
+        read_only: needs a restart (topics, model); changes at run time are refused.
+        pattern: regular expression a string value must match.
+    """
+
+    default: Any
+    description: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    read_only: bool = False
+    pattern: str | None = None
+
+
+NODE_PARAMS: dict[str, ParamSpec] = {
+    # model
+    "model.checkpoint": ParamSpec(
+        "",
+        "VGGT checkpoint: local file (.pt/.safetensors) or Hugging Face repo id (e.g. facebook/VGGT-1B). "
+        "Empty: untrained random weights (outputs meaningless; needs model.allow_untrained).",
+        read_only=True,
+    ),
+    "model.config": ParamSpec(
+        "vggt-1b",
+        "Model architecture: vggt-1b (released checkpoints), vggt-small, vggt-tiny (tests).",
+        choices=MODEL_CONFIGS,
+        read_only=True,
+    ),
+    "model.device": ParamSpec(
+        "auto",
+        "Torch device: auto (first CUDA GPU, else CPU), cpu, cuda or cuda:N.",
+        read_only=True,
+        pattern=_DEVICE_RE.pattern,
+    ),
+    "model.precision": ParamSpec(
+        "auto",
+        "Compute precision: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16.",
+        choices=PRECISIONS,
+        read_only=True,
+    ),
+    "model.image_size": ParamSpec(
+        518,
+        "Longest side of the model input in pixels (multiple of 14; VGGT was trained at 518).",
+        low=112,
+        high=1036,
+        read_only=True,
+    ),
+    "model.allow_untrained": ParamSpec(
+        False,
+        "Run with untrained random weights when model.checkpoint is empty (demo and tests only).",
+        read_only=True,
+    ),
+    # inputs
+    "cameras": ParamSpec(
+        ["camera"],
+        "Camera names; each has camera.<name>.topic / .transport / .camera_info_topic / "
+        ".frame_id. The first is the reference camera (its keyframes form the path).",
+        read_only=True,
+    ),
+    "odom_topic": ParamSpec(
+        "",
+        "nav_msgs/Odometry topic (odom <- base_link); enables map -> odom TF and odometry scale. "
+        "Empty: none.",
+        read_only=True,
+    ),
+    "metric_depth_topic": ParamSpec(
+        "",
+        "Metric depth image (32FC1 metres or 16UC1 millimetres) registered to the reference camera, "
+        "for scale.source = depth. Empty: none.",
+        read_only=True,
+    ),
+    # frames
+    "map_frame": ParamSpec(
+        "map", "Fixed frame of poses, points and the map (REP-105, z up).", read_only=True
+    ),
+    "odom_frame": ParamSpec("odom", "Odometry frame (parent of base_frame in the odometry).", read_only=True),
+    "base_frame": ParamSpec("base_link", "Robot base frame (child of the odometry).", read_only=True),
+    "publish_tf": ParamSpec(True, "Publish map -> odom (with odometry) or map -> camera frames on /tf."),
+    "tf_child_frame": ParamSpec(
+        "",
+        "Without odometry: publish map -> this frame (e.g. base_link, using the camera -> "
+        "child transform from /tf_static) instead of map -> camera optical frame. Empty: the camera frame.",
+        read_only=True,
+    ),
+    "tf_republish_period_s": ParamSpec(
+        0.1,
+        "Re-send the latest map -> odom at this period with the current time (Nav2 needs a fresh "
+        "transform); 0 disables re-sending.",
+        low=0.0,
+        high=10.0,
+    ),
+    "use_tf2_ros": ParamSpec(
+        True,
+        "Use tf2_ros when it is installed; false (or tf2_ros absent) publishes /tf and reads "
+        "/tf_static directly.",
+        read_only=True,
+    ),
+    # work queue
+    "queue.size": ParamSpec(
+        2,
+        "Windows waiting for inference at most; more are dropped by queue.drop_policy and counted.",
+        low=1,
+        high=64,
+        read_only=True,
+    ),
+    "queue.drop_policy": ParamSpec(
+        "oldest",
+        "When the queue is full: drop the oldest waiting window (keeps latency low) or the newest.",
+        choices=DROP_POLICIES,
+    ),
+    # outputs
+    "publish_depth": ParamSpec(True, "Publish ~/depth/image, ~/depth/camera_info and ~/depth/confidence."),
+    "publish_points": ParamSpec(True, "Publish the newest window's points on ~/points."),
+    "map_publish_period_s": ParamSpec(
+        2.0,
+        "Publish the accumulated map on ~/map at most this often (seconds); 0 = after every window.",
+        low=0.0,
+        high=3600.0,
+    ),
+    "diagnostics_period_s": ParamSpec(1.0, "Period of /diagnostics (seconds).", low=0.1, high=60.0),
+    "output_dir": ParamSpec(
+        "~/.ros/vggt_ros",
+        "Directory for save_map / export_keyframes requests with relative or empty paths.",
+    ),
+}
+
+
+def camera_param_specs(name: str) -> dict[str, ParamSpec]:
+    """The per-camera parameters of camera ``name``."""
+    return {
+        f"camera.{name}.topic": ParamSpec(
+            f"/{name}/image_raw",
+            f"Image topic of camera {name} (for compressed transport the "
+            "CompressedImage topic, e.g. /cam/image_raw/compressed).",
+            read_only=True,
+        ),
+        f"camera.{name}.transport": ParamSpec(
+            "raw",
+            "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage, jpeg/png).",
+            choices=TRANSPORTS,
+            read_only=True,
+        ),
+        f"camera.{name}.camera_info_topic": ParamSpec(
+            "",
+            f"CameraInfo topic of camera {name}; empty: VGGT estimates the intrinsics.",
+            read_only=True,
+        ),
+        f"camera.{name}.frame_id": ParamSpec(
+            "",
+            "Optical frame id of this camera; empty: the image header's frame_id.",
+            read_only=True,
+        ),
+    }
+
+
+def validate_node_value(name: str, value: Any, spec: ParamSpec) -> str | None:
+    """None when ``value`` is acceptable for ``spec``, else the reason it is not."""
+    want = type(spec.default)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if want is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            return f"{name} must be a list of strings, got {value!r}"
+    elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        return f"{name} must be a {want.__name__}, got {type(value).__name__} {value!r}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be finite, got {value}"
+    if spec.low is not None and value < spec.low:
+        return f"{name} = {value} is below its minimum {spec.low}"
+    if spec.high is not None and value > spec.high:
+        return f"{name} = {value} is above its maximum {spec.high}"
+    if spec.choices and value not in spec.choices:
+        return f"{name} = {value!r} must be one of {', '.join(spec.choices)}"
+    if spec.pattern and not re.match(spec.pattern, value):
+        return f"{name} = {value!r} does not match {spec.pattern}"
+    if name == "model.image_size" and value % 14:
+        return f"model.image_size = {value} must be a multiple of 14 (the ViT patch size)"
+    if name == "cameras":
+        if not value:
+            return "cameras must name at least one camera"
+        bad = [v for v in value if not _NAME_RE.match(v)]
+        if bad:
+            return f"camera names must be letters, digits and _ (starting with a letter): {bad}"
+        if len(set(value)) != len(value):
+            return f"cameras lists a camera twice: {list(value)}"
+    if name.endswith(".topic") and name.startswith("camera.") and not value:
+        return f"{name} must not be empty"
+    return None
+
+
+# ----------------------------------------------------------------------------- mapping params
+
+
+@cache
+def _field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string literal after each field)."""
+    try:
+        tree = ast.parse(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for prev, node in zip(body, body[1:]):
+        if (
+            isinstance(prev, ast.AnnAssign)
+            and isinstance(prev.target, ast.Name)
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            docs[prev.target.id] = " ".join(node.value.value.split())
+    return docs
+
+
+def mapping_param_specs() -> dict[str, tuple[Any, str]]:
+    """``{"section.field": (default, description)}`` for every PipelineConfig field."""
+    from vggt_ros.mapping import PipelineConfig
+
+    cfg = PipelineConfig()
+    out: dict[str, tuple[Any, str]] = {}
+    for section_field in dataclasses.fields(cfg):
+        section = getattr(cfg, section_field.name)
+        docs = _field_docs(type(section))
+        for f in dataclasses.fields(section):
+            out[f"{section_field.name}.{f.name}"] = (getattr(section, f.name), docs.get(f.name, ""))
+    return out
+
+
+def validate_mapping(values: dict[str, Any]) -> str | None:
+    """None when the mapping parameters build a valid PipelineConfig, else the reason."""
+    from vggt_ros.mapping import PipelineConfig
+
+    try:
+        PipelineConfig.from_flat(values)
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return None

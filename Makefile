@@ -73,7 +73,7 @@ ros-install: $(VENV)/.ros-installed
 
 # Interfaces + node into install/ (re-run after changing msg/, srv/, vggt_ros/, launch/ or config/).
 ros: ros-install
-	mkdir -p log && $(COLCON_ENV) $(VENV)/bin/colcon build --paths . ros_deps/tf2_msgs --event-handlers console_cohesion- \
+	mkdir -p log && $(COLCON_ENV) $(VENV)/bin/colcon build --paths . ros_deps/tf2_msgs \
 		> log/make_colcon.txt 2>&1 || { tail -60 log/make_colcon.txt; exit 1; }
 	@echo "colcon build ok: install/ (source install/setup.bash)"
 

@@ -312,6 +312,12 @@ def _add_bench(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
     p.add_argument("--tracks", default="0", help="comma-separated numbers of query points")
     p.add_argument("--modes", default="official,bf16", help=f"comma-separated, from {', '.join(MODES)}")
     p.add_argument("--backends", default="eager", help="comma-separated: eager, torch, tensorrt, auto")
+    p.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"),
+        help="torch.compile mode for the 'torch' backend",
+    )
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--accuracy", default="8x350x518", help="FRAMESxHxW[xTRACKS] case for accuracy, or 'none'")
@@ -373,6 +379,7 @@ def run_bench(args: argparse.Namespace) -> int:
         accuracy_case=accuracy_case,
         progress=lambda message: logger.info("bench %s", message),
         weights_label=label,
+        backend_options={"torch_compile_mode": args.compile_mode},
     )
     print(f"device {report.device}, torch {report.torch_version}, config {report.config}, weights {label}")
     print(bench.format_table(report))

@@ -181,6 +181,7 @@ def run_benchmark(
     accuracy_case: BenchCase | None = None,
     progress: Callable[[str], None] = lambda message: None,
     weights_label: str = "seeded",
+    backend_options: dict[str, Any] | None = None,
 ) -> BenchReport:
     """Time every (mode, backend) on every case; measure accuracy against fp32 on one case.
 
@@ -202,7 +203,7 @@ def run_benchmark(
                 model = VGGT(cfg)
             model.load_state_dict(state, strict=True, assign=True)
             model.reset_non_persistent_buffers()
-        return ModelRunner(model, device, get_mode(mode), backend=backend)
+        return ModelRunner(model, device, get_mode(mode), backend=backend, options=backend_options)
 
     frames_cache: dict[BenchCase, torch.Tensor] = {}
     for mode in modes:

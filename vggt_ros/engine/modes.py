@@ -3,12 +3,15 @@
 A mode is a recipe for :class:`~vggt_ros.engine.runner.ModelRunner`:
 
 - ``fp32``: everything in float32; the reference for accuracy.
-- ``official``: what the official README runs (float32 weights, bf16 autocast over the trunk,
-  heads in float32, all 24 aggregator layers kept). The baseline that speed and memory are
-  compared against, measured side by side in the same process.
-- ``bf16`` / ``fp16``: weights stored in that dtype (half the memory, no per-call casts),
-  only the layers the heads read are kept; the camera head (a few tokens per frame) stays in
-  float32 because it costs nothing and pose accuracy matters most.
+- ``official``: what the official README runs (float32 weights, bf16 autocast over the trunk
+  and the track head, camera/depth/point heads in float32, all 24 aggregator layers kept in
+  float32). The baseline that speed and memory are compared against, side by side.
+- ``bf16`` / ``fp16``: matrix weights (linear and convolution layers) *stored* in that dtype,
+  so nothing is cast per call and the weights take half the memory; norms, layer scales,
+  learned tokens and the residual stream stay float32 under autocast, which keeps the error
+  close to the official mode's. Only the layers the heads read are kept, in the reduced dtype.
+  The camera head (a few tokens per frame, where pose accuracy is decided) stays float32, and
+  the correlation tracker keeps float32 state (pixel coordinates).
 """
 
 from __future__ import annotations
@@ -24,46 +27,51 @@ class InferenceMode:
 
     Attributes:
         name: the mode's name (``MODES`` key).
-        trunk_dtype: dtype of the aggregator's weights.
-        heads_dtype: dtype of the depth, point and track heads' weights.
-        camera_dtype: dtype of the camera head's weights.
-        autocast_dtype: autocast dtype around the trunk, or None for none.
+        matmul_dtype: storage dtype of the linear/convolution weights of the trunk, the dense
+            heads and the track feature extractor (norms and other parameters stay float32).
+        autocast_dtype: autocast dtype for the trunk (and for the heads when
+            ``heads_autocast``), or None for plain float32.
+        heads_autocast: run the depth, point and track heads under autocast too (the official
+            code runs its camera, depth and point heads in float32).
         keep_all_layers: keep every aggregator layer's output (the official behaviour) instead of
             only those the heads read.
-        tracker_dtype: dtype of the correlation tracker's weights and state. Track coordinates
-            are pixel positions up to ~518 that move by fractions of a pixel: bf16 (8-bit
-            mantissa, 2-pixel steps above 256) cannot hold them, so reduced-precision modes keep
-            the tracker in float32 and run its matrix products under ``tracker_autocast``.
-        tracker_autocast: autocast dtype for the tracker's matrix products, or None.
+        keep_dtype: dtype the kept layer outputs are stored in (None: as computed).
+        tracker_autocast: autocast dtype for the correlation tracker's matrix products. Its
+            weights and state stay float32: track coordinates are pixel positions up to ~518
+            moving by fractions of a pixel, which bf16 (2-pixel steps above 256) cannot hold.
     """
 
     name: str
-    trunk_dtype: torch.dtype
-    heads_dtype: torch.dtype
-    camera_dtype: torch.dtype = torch.float32
+    matmul_dtype: torch.dtype = torch.float32
     autocast_dtype: torch.dtype | None = None
+    heads_autocast: bool = False
     keep_all_layers: bool = False
-    tracker_dtype: torch.dtype = torch.float32
+    keep_dtype: torch.dtype | None = None
     tracker_autocast: torch.dtype | None = None
 
     @property
     def reduced_precision(self) -> bool:
-        return self.trunk_dtype != torch.float32 or self.autocast_dtype is not None
+        return self.matmul_dtype != torch.float32 or self.autocast_dtype is not None
+
+
+def _reduced(name: str, dtype: torch.dtype) -> InferenceMode:
+    return InferenceMode(
+        name,
+        matmul_dtype=dtype,
+        autocast_dtype=dtype,
+        heads_autocast=True,
+        keep_dtype=dtype,
+        tracker_autocast=dtype,
+    )
 
 
 MODES: dict[str, InferenceMode] = {
-    "fp32": InferenceMode("fp32", torch.float32, torch.float32),
-    # The official model runs its track head under the same bf16 autocast as the trunk.
+    "fp32": InferenceMode("fp32"),
     "official": InferenceMode(
-        "official",
-        torch.float32,
-        torch.float32,
-        autocast_dtype=torch.bfloat16,
-        keep_all_layers=True,
-        tracker_autocast=torch.bfloat16,
+        "official", autocast_dtype=torch.bfloat16, keep_all_layers=True, tracker_autocast=torch.bfloat16
     ),
-    "bf16": InferenceMode("bf16", torch.bfloat16, torch.bfloat16, tracker_autocast=torch.bfloat16),
-    "fp16": InferenceMode("fp16", torch.float16, torch.float16, tracker_autocast=torch.float16),
+    "bf16": _reduced("bf16", torch.bfloat16),
+    "fp16": _reduced("fp16", torch.float16),
 }
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from vggt_ros.engine.modes import InferenceMode, get_mode
 from vggt_ros.engine.timing import NullTimer, StageTimer
@@ -54,17 +54,30 @@ AUTO_ORDER_CUDA = ("tensorrt", "torch", "eager")
 AUTO_ORDER_CPU = ("eager",)  # compiling on CPU costs minutes and gains little for this model
 
 
+MATMUL_MODULES = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
+
+
+def store_matmul_weights(module: nn.Module, dtype: torch.dtype) -> None:
+    """Store the weights of every linear/convolution layer of ``module`` in ``dtype``.
+
+    Norms, layer scales and learned tokens keep float32: under autocast they (and the residual
+    stream they feed) stay in float32, which is where reduced precision loses most accuracy.
+    """
+    for m in module.modules():
+        if isinstance(m, MATMUL_MODULES):
+            m.to(dtype)
+
+
 def _prepare_model(model: VGGT, mode: InferenceMode, device: torch.device) -> VGGT:
-    """Move the model to ``device`` with each part stored in the mode's dtype."""
-    model = model.eval().to(device)
-    model.aggregator.to(mode.trunk_dtype)
-    if model.camera_head is not None:
-        model.camera_head.to(mode.camera_dtype)
-    for head in (model.depth_head, model.point_head, model.track_head):
-        if head is not None:
-            head.to(mode.heads_dtype)
-    if model.track_head is not None:
-        model.track_head.tracker.to(mode.tracker_dtype)
+    """Move the model to ``device`` with its matrix weights stored in the mode's dtype."""
+    model = model.eval().to(device, torch.float32)
+    if mode.matmul_dtype != torch.float32:
+        store_matmul_weights(model.aggregator, mode.matmul_dtype)
+        for head in (model.depth_head, model.point_head):
+            if head is not None:
+                store_matmul_weights(head, mode.matmul_dtype)
+        if model.track_head is not None:
+            store_matmul_weights(model.track_head.feature_extractor, mode.matmul_dtype)
     return model
 
 
@@ -157,7 +170,7 @@ class ModelRunner:
         """
         timer = timer or NullTimer()
         model = self.model
-        images = images.to(self.device, self.mode.trunk_dtype, non_blocking=True)
+        images = images.to(self.device, torch.float32, non_blocking=True)
         if query_points is not None:
             query_points = query_points.to(self.device)
         images, query_points = model.batched_inputs(images, query_points)
@@ -165,16 +178,19 @@ class ModelRunner:
         image_hw = (images.shape[-2], images.shape[-1])
         out: dict[str, Any] = {}
         with timer.stage("aggregator"), self._autocast(self.mode.autocast_dtype):
-            layers = self.sections["aggregator"](images, with_tracks, self.mode.keep_all_layers)
+            layers = self.sections["aggregator"](
+                images, with_tracks, self.mode.keep_all_layers, self.mode.keep_dtype
+            )
         if model.camera_head is not None:
             with timer.stage("camera"):
                 encodings = self.sections["camera"](layers)
             out["pose_enc"], out["pose_enc_list"] = encodings[-1], encodings
+        heads_autocast = self.mode.autocast_dtype if self.mode.heads_autocast else None
         if model.depth_head is not None:
-            with timer.stage("depth"):
+            with timer.stage("depth"), self._autocast(heads_autocast):
                 out["depth"], out["depth_conf"] = self.sections["depth"](layers, image_hw)
         if model.point_head is not None:
-            with timer.stage("points"):
+            with timer.stage("points"), self._autocast(heads_autocast):
                 out["world_points"], out["world_points_conf"] = self.sections["points"](layers, image_hw)
         if with_tracks:
             with timer.stage("tracks"), self._autocast(self.mode.tracker_autocast):

@@ -70,13 +70,19 @@ class Aggregator(nn.Module):
         self.image_mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
         self.image_std = torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)
 
-    def forward(self, images: Tensor, keep_layers: Iterable[int] | None = None) -> AggregatedTokens:
+    def forward(
+        self,
+        images: Tensor,
+        keep_layers: Iterable[int] | None = None,
+        keep_dtype: torch.dtype | None = None,
+    ) -> AggregatedTokens:
         """Run the trunk.
 
         Args:
             images: [B, S, 3, H, W] in [0, 1]; H and W multiples of the patch size.
             keep_layers: layer indices whose outputs to return (all when None). Keeping only
                 what the heads read saves most of the trunk's activation memory.
+            keep_dtype: store the returned layers in this dtype (None: as computed).
         """
         b, s, c, h, w = images.shape
         if c != 3:
@@ -106,5 +112,6 @@ class Aggregator(nn.Module):
             frame_out = tokens.reshape(b, s, t, dim)
             tokens = self.global_blocks[i](tokens.reshape(b, s * t, dim), global_rope)
             if i in keep:
-                outputs[i] = torch.cat((frame_out, tokens.reshape(b, s, t, dim)), dim=-1)
+                layer = torch.cat((frame_out, tokens.reshape(b, s, t, dim)), dim=-1)
+                outputs[i] = layer if keep_dtype is None else layer.to(keep_dtype)
         return outputs

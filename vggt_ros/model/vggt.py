@@ -62,10 +62,17 @@ class VGGT(nn.Module):
 
     # The stages below are what ``forward`` runs; the engine calls them one by one to time
     # them, to run them in different precisions and to compile them separately.
-    def aggregate(self, images: Tensor, with_tracks: bool, keep_all_layers: bool = False) -> AggregatedTokens:
-        """Aggregator layers [B, S, T, 2 * dim] that the enabled heads read (or all of them)."""
+    def aggregate(
+        self,
+        images: Tensor,
+        with_tracks: bool,
+        keep_all_layers: bool = False,
+        keep_dtype: torch.dtype | None = None,
+    ) -> AggregatedTokens:
+        """Aggregator layers [B, S, T, 2 * dim] that the enabled heads read (or all of them),
+        stored in ``keep_dtype`` when given."""
         keep = None if keep_all_layers else self.layers_needed(with_tracks)
-        return self.aggregator(images, keep_layers=keep)
+        return self.aggregator(images, keep_layers=keep, keep_dtype=keep_dtype)
 
     def predict_cameras(self, layers: AggregatedTokens) -> list[Tensor]:
         """Pose encodings [B, S, 9], one per refinement step (the last is the prediction)."""

@@ -165,3 +165,17 @@ def test_rejects_bad_shapes():
         model(torch.rand(3, 56, 56))
     with pytest.raises(ValueError, match="query_points"):
         model(torch.rand(2, 3, 56, 56), query_points=torch.rand(4, 3))
+
+
+def test_token_chunked_blocks_compute_the_same_function():
+    """Chunking the per-token steps (long windows) must not change the result."""
+    model = _tiny_model(seed=4)
+    images = torch.rand(3, 3, 56, 70)
+    with torch.no_grad():
+        plain = model(images)
+        blocks = (*model.aggregator.patch_embed.blocks, *model.aggregator.frame_blocks)
+        for block in (*blocks, *model.aggregator.global_blocks):
+            block.token_chunk = 37  # not a divisor of the 3 * 26 tokens: uneven last chunk
+        chunked = model(images)
+    for key in ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf"):
+        torch.testing.assert_close(chunked[key], plain[key], rtol=1e-4, atol=1e-5)

@@ -36,6 +36,8 @@ class InferenceMode:
         keep_all_layers: keep every aggregator layer's output (the official behaviour) instead of
             only those the heads read.
         keep_dtype: dtype the kept layer outputs are stored in (None: as computed).
+        token_chunk: above this many tokens per block call, the trunk's per-token steps run in
+            chunks of this size (exact; bounds memory on long windows). None: never.
         tracker_autocast: autocast dtype for the correlation tracker's matrix products. Its
             weights and state stay float32: track coordinates are pixel positions up to ~518
             moving by fractions of a pixel, which bf16 (2-pixel steps above 256) cannot hold.
@@ -47,6 +49,7 @@ class InferenceMode:
     heads_autocast: bool = False
     keep_all_layers: bool = False
     keep_dtype: torch.dtype | None = None
+    token_chunk: int | None = None
     tracker_autocast: torch.dtype | None = None
 
     @property
@@ -61,6 +64,7 @@ def _reduced(name: str, dtype: torch.dtype) -> InferenceMode:
         autocast_dtype=dtype,
         heads_autocast=True,
         keep_dtype=dtype,
+        token_chunk=16384,
         tracker_autocast=dtype,
     )
 

@@ -71,6 +71,9 @@ def store_matmul_weights(module: nn.Module, dtype: torch.dtype) -> None:
 def _prepare_model(model: VGGT, mode: InferenceMode, device: torch.device) -> VGGT:
     """Move the model to ``device`` with its matrix weights stored in the mode's dtype."""
     model = model.eval().to(device, torch.float32)
+    aggregator = model.aggregator
+    for block in (*aggregator.patch_embed.blocks, *aggregator.frame_blocks, *aggregator.global_blocks):
+        block.token_chunk = mode.token_chunk
     if mode.matmul_dtype != torch.float32:
         store_matmul_weights(model.aggregator, mode.matmul_dtype)
         for head in (model.depth_head, model.point_head):

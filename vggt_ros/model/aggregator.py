@@ -112,6 +112,8 @@ class Aggregator(nn.Module):
             frame_out = tokens.reshape(b, s, t, dim)
             tokens = self.global_blocks[i](tokens.reshape(b, s * t, dim), global_rope)
             if i in keep:
-                layer = torch.cat((frame_out, tokens.reshape(b, s, t, dim)), dim=-1)
-                outputs[i] = layer if keep_dtype is None else layer.to(keep_dtype)
+                halves = (frame_out, tokens.reshape(b, s, t, dim))
+                if keep_dtype is not None:  # cast before concatenating: no full-size float32 copy
+                    halves = tuple(h.to(keep_dtype) for h in halves)
+                outputs[i] = torch.cat(halves, dim=-1)
         return outputs

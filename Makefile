@@ -40,7 +40,8 @@ ROS_BUILD := catkin_pkg colcon-core colcon-ros colcon-cmake colcon-python-setup-
 	ros-jazzy-rcutils ros-jazzy-rcpputils
 # Used by the node's export_keyframes service (COLMAP model) and its tests.
 ROS_EXTRAS := pyyaml pycolmap scipy "setuptools<80"
-# The wheels' exported CMake targets name these two paths of their build machine.
+# The wheels' exported CMake targets name these two paths of their build machine. The NumPy one
+# is also handed to CMake, since CMake refuses include paths inside the source tree (where .venv is).
 WHEEL_PY_INCLUDE := /opt/python/cp311-cp311/include/python3.11
 WHEEL_NP_INCLUDE := /opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include
 COLCON_ENV = PATH="$(ABS_VENV)/bin:$$PATH" AMENT_PREFIX_PATH="$(ABS_VENV)" CMAKE_PREFIX_PATH="$(ABS_VENV)"
@@ -74,6 +75,7 @@ ros-install: $(VENV)/.ros-installed
 # Interfaces + node into install/ (re-run after changing msg/, srv/, vggt_ros/, launch/ or config/).
 ros: ros-install
 	mkdir -p log && $(COLCON_ENV) $(VENV)/bin/colcon build --paths . ros_deps/tf2_msgs \
+		--cmake-args -DPython3_NumPy_INCLUDE_DIR=$(WHEEL_NP_INCLUDE) \
 		> log/make_colcon.txt 2>&1 || { tail -60 log/make_colcon.txt; exit 1; }
 	@echo "colcon build ok: install/ (source install/setup.bash)"
 

@@ -310,13 +310,24 @@ def _add_bench(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
     p.add_argument("--frames", default="1,8,32,100", help="comma-separated frame counts")
     p.add_argument("--sizes", default="350x518", help="comma-separated HEIGHTxWIDTH (multiples of 14)")
     p.add_argument("--tracks", default="0", help="comma-separated numbers of query points")
-    p.add_argument("--modes", default="official,bf16", help=f"comma-separated, from {', '.join(MODES)}")
+    p.add_argument(
+        "--modes",
+        default="official:eager,bf16",
+        help=f"comma-separated MODE[:BACKEND] from {', '.join(MODES)}; a bare MODE runs on every --backends",
+    )
     p.add_argument("--backends", default="eager", help="comma-separated: eager, torch, tensorrt, auto")
     p.add_argument(
         "--compile-mode",
         default="default",
         choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"),
         help="torch.compile mode for the 'torch' backend",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="runner/backend option, e.g. channels_last_heads=true, graph_camera=false (repeatable)",
     )
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
@@ -356,10 +367,12 @@ def run_bench(args: argparse.Namespace) -> int:
     ]
     if any(c.frames < 1 or c.height % 14 or c.width % 14 for c in cases):
         raise CliError("frame counts must be >= 1 and sizes multiples of 14")
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    for m in modes:
-        get_mode(m)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    runs = []  # "bf16:torch" pins a backend; a bare mode runs with every --backends entry
+    for item in (m.strip() for m in args.modes.split(",") if m.strip()):
+        mode, _, backend = item.partition(":")
+        get_mode(mode)
+        runs += [(mode, backend)] if backend else [(mode, b) for b in backends]
     accuracy_case = None
     if args.accuracy != "none":
         parts = _int_list(args.accuracy.replace("x", ","), "accuracy")
@@ -371,15 +384,14 @@ def run_bench(args: argparse.Namespace) -> int:
         args.config,
         weights,
         cases,
-        modes,
-        backends,
+        runs,
         device,
         repeats=args.repeats,
         warmup=args.warmup,
         accuracy_case=accuracy_case,
         progress=lambda message: logger.info("bench %s", message),
         weights_label=label,
-        backend_options={"torch_compile_mode": args.compile_mode},
+        backend_options={"torch_compile_mode": args.compile_mode, **_parse_options(args.option)},
     )
     print(f"device {report.device}, torch {report.torch_version}, config {report.config}, weights {label}")
     print(bench.format_table(report))
@@ -389,6 +401,22 @@ def run_bench(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(bench.report_json(report), indent=2) + "\n", encoding="utf-8")
     return EXIT_OK
+
+
+def _parse_options(items: Sequence[str]) -> dict[str, Any]:
+    """['a=true', 'n=3', 's=x'] -> {'a': True, 'n': 3, 's': 'x'}."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--option takes KEY=VALUE, got {item!r}")
+        value: Any = text
+        if text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        elif text.lstrip("-").isdigit():
+            value = int(text)
+        options[key.strip()] = value
+    return options
 
 
 def _bench_weights(spec: str, config: str) -> tuple[Callable[[], dict] | None, str]:

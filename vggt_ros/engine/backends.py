@@ -24,6 +24,10 @@ def torch_compile_backend(ctx: BackendContext) -> Sections:
     if ctx.device.type == "cuda" and importlib.util.find_spec("triton") is None:
         raise BackendUnavailableError("Triton is not installed (torch.compile needs it on CUDA)")
     mode = ctx.options.get("torch_compile_mode", "default")
+    # One compiled block function serves encoder, frame and global blocks, each at a few token
+    # counts (window sizes, token chunks): allow more specialisations than dynamo's default 8
+    # before it gives up and runs eager.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     model = ctx.model
     aggregator = model.aggregator
     for block in (*aggregator.patch_embed.blocks, *aggregator.frame_blocks, *aggregator.global_blocks):
@@ -31,8 +35,7 @@ def torch_compile_backend(ctx: BackendContext) -> Sections:
     for head in (model.depth_head, model.point_head):
         if head is not None:
             head.compile(mode=mode, dynamic=False)
-    if model.camera_head is not None:
-        model.camera_head.trunk.compile(mode=mode, dynamic=False)
+    # The camera head is left to the runner's CUDA graph: it is launch-bound, not compute-bound.
     # The sections keep their eager entry points: the modules they call are now compiled.
     return {}
 

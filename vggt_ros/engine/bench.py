@@ -68,6 +68,7 @@ class BenchRow:
     first_call_s: float
     repeats: int
     error: str | None = None
+    stage_peak_gb: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,6 +137,8 @@ def time_case(
     first_call_s = time.perf_counter() - t0
     for _ in range(max(warmup - 1, 0)):
         runner.run(images, queries)
+    memory = StageTimer(device, track_memory=True)  # one untimed pass: peak memory per stage
+    runner.run(images, queries, timer=memory)
     _reset_peak(device)
     totals: list[float] = []
     stages: dict[str, list[float]] = {}
@@ -160,6 +163,7 @@ def time_case(
         peak_gb=_peak_gb(device),
         first_call_s=first_call_s,
         repeats=repeats,
+        stage_peak_gb=memory.peak_gb,
     )
 
 
@@ -173,8 +177,7 @@ def run_benchmark(
     config: str | VGGTConfig,
     weights: Callable[[], dict[str, torch.Tensor]] | None,
     cases: Sequence[BenchCase],
-    modes: Sequence[str],
-    backends: Sequence[str],
+    runs: Sequence[tuple[str, str]],
     device: torch.device,
     repeats: int = 10,
     warmup: int = 3,
@@ -183,9 +186,10 @@ def run_benchmark(
     weights_label: str = "seeded",
     backend_options: dict[str, Any] | None = None,
 ) -> BenchReport:
-    """Time every (mode, backend) on every case; measure accuracy against fp32 on one case.
+    """Time every (mode, backend) run on every case; measure accuracy against fp32 on one case.
 
     Args:
+        runs: (mode name, backend name) pairs, timed in this order.
         weights: returns a CPU state dict for the model (called once), or None for the
             model's own random initialisation.
     """
@@ -206,35 +210,32 @@ def run_benchmark(
         return ModelRunner(model, device, get_mode(mode), backend=backend, options=backend_options)
 
     frames_cache: dict[BenchCase, torch.Tensor] = {}
-    for mode in modes:
-        for backend in backends:
-            runner = build(mode, backend)
-            for case in cases:
-                progress(
-                    f"{mode}/{runner.backend} {case.frames}x{case.height}x{case.width} tracks={case.tracks}"
+    for mode, backend in runs:  # one runner per run, every case on it
+        runner = build(mode, backend)
+        for case in cases:
+            progress(f"{mode}/{runner.backend} {case.frames}x{case.height}x{case.width} tracks={case.tracks}")
+            frames = frames_cache.setdefault(case, synthetic_frames(case))
+            try:
+                row = time_case(runner, case, repeats, warmup, frames)
+            except Exception as exc:  # noqa: BLE001 - one failing case (OOM, compile error) must not end the run
+                logger.warning("bench case failed: %s", exc)
+                row = BenchRow(
+                    mode,
+                    runner.backend,
+                    case.frames,
+                    case.height,
+                    case.width,
+                    case.tracks,
+                    float("nan"),
+                    {},
+                    float("nan"),
+                    float("nan"),
+                    0,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
                 )
-                frames = frames_cache.setdefault(case, synthetic_frames(case))
-                try:
-                    row = time_case(runner, case, repeats, warmup, frames)
-                except Exception as exc:  # noqa: BLE001 - one failing case (OOM, compile error) must not end the run
-                    logger.warning("bench case failed: %s", exc)
-                    row = BenchRow(
-                        mode,
-                        runner.backend,
-                        case.frames,
-                        case.height,
-                        case.width,
-                        case.tracks,
-                        float("nan"),
-                        {},
-                        float("nan"),
-                        float("nan"),
-                        0,
-                        error=f"OOM: {exc}",
-                    )
-                report.rows.append(row)
-            del runner
-            _free(device)
+            report.rows.append(row)
+        del runner
+        _free(device)
 
     if accuracy_case is not None:
         report.accuracy_case = asdict(accuracy_case)
@@ -250,15 +251,14 @@ def run_benchmark(
         }
         del reference_runner
         _free(device)
-        for mode in modes:
+        for mode, backend in runs:
             if mode == "fp32":
                 continue
-            for backend in backends:
-                runner = build(mode, backend)
-                out = runner.run(images, queries)
-                report.accuracy[f"{mode}/{runner.backend}"] = relative_errors(out, reference)
-                del runner, out
-                _free(device)
+            runner = build(mode, backend)
+            out = runner.run(images, queries)
+            report.accuracy[f"{mode}/{runner.backend}"] = relative_errors(out, reference)
+            del runner, out
+            _free(device)
     return report
 
 
@@ -276,12 +276,14 @@ def format_table(report: BenchReport) -> str:
         *[f"{s} ms" for s in stage_names],
         "total ms",
         "peak GB",
+        "stage peaks GB",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report.rows:
         cells = [r.mode, r.backend, str(r.frames), f"{r.height}x{r.width}", str(r.tracks)]
         cells += [f"{r.stages_ms.get(s, float('nan')):.1f}" for s in stage_names]
         cells += [f"{r.total_ms:.1f}" if r.error is None else "failed", f"{r.peak_gb:.2f}"]
+        cells.append(" ".join(f"{k[:3]}:{v:.2f}" for k, v in r.stage_peak_gb.items()) or "-")
         lines.append("| " + " | ".join(cells) + " |")
     if report.accuracy:
         keys = sorted({k for errs in report.accuracy.values() for k in errs}, key=ACCURACY_KEYS.index)

@@ -21,8 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vggt_ros.engine.cuda_graphs import GraphedFunction
 from vggt_ros.engine.modes import InferenceMode, get_mode
 from vggt_ros.engine.timing import NullTimer, StageTimer
+from vggt_ros.model.aggregator import AggregatedTokens
 from vggt_ros.model.vggt import VGGT
 
 logger = logging.getLogger(__name__)
@@ -71,9 +73,6 @@ def store_matmul_weights(module: nn.Module, dtype: torch.dtype) -> None:
 def _prepare_model(model: VGGT, mode: InferenceMode, device: torch.device) -> VGGT:
     """Move the model to ``device`` with its matrix weights stored in the mode's dtype."""
     model = model.eval().to(device, torch.float32)
-    aggregator = model.aggregator
-    for block in (*aggregator.patch_embed.blocks, *aggregator.frame_blocks, *aggregator.global_blocks):
-        block.token_chunk = mode.token_chunk
     if mode.matmul_dtype != torch.float32:
         store_matmul_weights(model.aggregator, mode.matmul_dtype)
         for head in (model.depth_head, model.point_head):
@@ -93,7 +92,10 @@ class ModelRunner:
         mode: an :class:`InferenceMode` or its name.
         backend: "eager", "torch", "tensorrt", or "auto" (ordered fallback), or a sequence of
             names to try in order.
-        options: backend options (e.g. ``cache_dir`` for TensorRT engines, ``weights_identity``).
+        options: runner and backend options: ``graph_camera`` (default True: replay the camera
+            head as a CUDA graph on GPUs), ``channels_last_heads`` (NHWC dense heads),
+            ``token_chunk`` (override the mode's; 0 disables),
+            ``torch_compile_mode``, and the TensorRT backend's (``cache_dir``, ``weights_identity``...).
     """
 
     def __init__(
@@ -116,10 +118,26 @@ class ModelRunner:
             "points": self.model.predict_points,
             "tracks": self.model.predict_tracks,
         }
+        options = dict(options or {})
+        token_chunk = options.get("token_chunk", self.mode.token_chunk) or None
+        aggregator = self.model.aggregator
+        for block in (*aggregator.patch_embed.blocks, *aggregator.frame_blocks, *aggregator.global_blocks):
+            block.token_chunk = token_chunk
+        if (
+            self.device.type == "cuda"
+            and self.model.camera_head is not None
+            and options.get("graph_camera", True)
+        ):
+            eager["camera"] = self._graphed_camera_section()
+        if options.get("channels_last_heads", False):
+            # cuDNN's fastest reduced-precision convolutions take NHWC; outputs follow the weights.
+            for head in (self.model.depth_head, self.model.point_head):
+                if head is not None:
+                    head.to(memory_format=torch.channels_last)
         self.sections: Sections = dict(eager)
         self.backend = "eager"
         self.fallback_log: list[str] = []
-        context = BackendContext(self.model, self.mode, self.device, eager, dict(options or {}))
+        context = BackendContext(self.model, self.mode, self.device, eager, options)
         for name in self._backend_order(backend):
             if name == "eager":
                 break
@@ -137,6 +155,17 @@ class ModelRunner:
             self.backend = name
             break
         logger.info("VGGT runs in mode %s with backend %s on %s", self.mode.name, self.backend, self.device)
+
+    def _graphed_camera_section(self) -> Callable[[AggregatedTokens], list[Tensor]]:
+        """The camera head replayed as a CUDA graph (launch-bound: ~250 kernels on S tokens)."""
+        head = self.model.camera_head
+        last = self.model.config.aggregator.depth - 1
+        graphed = GraphedFunction(lambda tokens: head.refine(tokens, head.iterations))
+
+        def camera(layers: AggregatedTokens) -> list[Tensor]:
+            return graphed(layers[last][:, :, 0].to(head.token_norm.weight.dtype))
+
+        return camera
 
     def _backend_order(self, backend: str | Sequence[str]) -> tuple[str, ...]:
         if isinstance(backend, str):

@@ -16,15 +16,24 @@ import torch
 class StageTimer:
     """Collects named stage durations in milliseconds for one run."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, track_memory: bool = False) -> None:
         self.device = device
         self._cuda = device.type == "cuda"
         self._events: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
         self._cpu_ms: dict[str, float] = {}
+        # Per-stage peak memory costs a synchronisation per stage: only for memory passes.
+        self.track_memory = track_memory and self._cuda
+        self.peak_gb: dict[str, float] = {}
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        if self._cuda:
+        if self.track_memory:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            yield
+            torch.cuda.synchronize(self.device)
+            self.peak_gb[name] = torch.cuda.max_memory_allocated(self.device) / 1e9
+        elif self._cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             yield

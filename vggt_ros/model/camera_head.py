@@ -50,13 +50,22 @@ class CameraHead(nn.Module):
         self, layers: AggregatedTokens, last_layer: int, iterations: int | None = None
     ) -> list[Tensor]:
         """Returns the activated pose encoding [B, S, 9] after each refinement step."""
-        # [B, S, dim_in], cast to the head's own precision (the trunk may run in another one).
-        camera_tokens = self.token_norm(layers[last_layer][:, :, 0].to(self.token_norm.weight.dtype))
+        # Cast to the head's own precision (the trunk may run in another one).
+        tokens = layers[last_layer][:, :, 0].to(self.token_norm.weight.dtype)
+        return self.refine(tokens, iterations or self.iterations)
+
+    def refine(self, camera_tokens: Tensor, iterations: int) -> list[Tensor]:
+        """Raw camera tokens [B, S, dim_in] -> pose encodings [B, S, 9] after each step.
+
+        A fixed sequence of small kernels on a fixed-size input: the engine may replay it as a
+        CUDA graph, where launch latency would otherwise dominate.
+        """
+        camera_tokens = self.token_norm(camera_tokens)
         b, s, _ = camera_tokens.shape
         normalized = self.adaln_norm(camera_tokens)
         raw: Tensor | None = None
         encodings: list[Tensor] = []
-        for _ in range(iterations or self.iterations):
+        for _ in range(iterations):
             guess = self.empty_pose_tokens.expand(b, s, -1) if raw is None else raw.detach()
             shift, scale, gate = self.poseLN_modulation(self.embed_pose(guess)).chunk(3, dim=-1)
             modulated = gate * (normalized * (1 + scale) + shift) + camera_tokens

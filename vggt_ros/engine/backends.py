@@ -31,7 +31,11 @@ def torch_compile_backend(ctx: BackendContext) -> Sections:
     model = ctx.model
     aggregator = model.aggregator
     for block in (*aggregator.patch_embed.blocks, *aggregator.frame_blocks, *aggregator.global_blocks):
-        block.compile(mode=mode, dynamic=False)
+        # Compile the per-token row steps, not the whole block: the token-chunk loop and the
+        # attention call stay eager, so a long window keeps its bounded memory (a compiled
+        # unrolled loop lets Inductor keep every chunk's intermediates alive at once).
+        block.project_rows = torch.compile(block.project_rows, mode=mode, dynamic=False)
+        block.finish_rows = torch.compile(block.finish_rows, mode=mode, dynamic=False)
     for head in (model.depth_head, model.point_head):
         if head is not None:
             head.compile(mode=mode, dynamic=False)

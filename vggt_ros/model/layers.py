@@ -102,47 +102,66 @@ class TransformerBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ls2: nn.Module = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
 
-    # Inference on long windows: above this many tokens per call the per-token parts (norms,
-    # projections, MLP) run in chunks of this size, so their float32 and 4x-wide intermediates
-    # never exist for all tokens at once. None disables it. Set by the engine.
+    # Inference only: the per-token steps (norms, projections, MLP) run on at most this many
+    # tokens at a time, so their float32 and 4x-wide intermediates never exist for a whole long
+    # window at once; attention itself still sees all tokens. None: all tokens in one chunk.
+    # Set by the engine.
     token_chunk: int | None = None
 
     def forward(self, x: Tensor, rope_tables: RopeTables | None = None) -> Tensor:
         """``x`` [N, T, dim] -> [N, T, dim]."""
-        if self.token_chunk and x.shape[0] * x.shape[1] > self.token_chunk and not torch.is_grad_enabled():
-            return self._forward_in_token_chunks(x, rope_tables, self.token_chunk)
-        x = x + self.ls1(self.attn(self.norm1(x), rope_tables))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+        if torch.is_grad_enabled():
+            x = x + self.ls1(self.attn(self.norm1(x), rope_tables))
+            return x + self.ls2(self.mlp(self.norm2(x)))
+        # Inference: the same function through project_rows / finish_rows (which the engine may
+        # compile), in token chunks when the call is larger than token_chunk.
+        n, t, dim = x.shape
+        if self.token_chunk and n * t > self.token_chunk:
+            return self._infer_in_token_chunks(x, rope_tables, self.token_chunk)
+        tables = None if rope_tables is None else (rope_tables[0][:, None], rope_tables[1][:, None])
+        q, k, v = (y.transpose(1, 2) for y in self.project_rows(x, tables))  # [N, heads, T, head_dim]
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, t, dim)
+        return self.finish_rows(x, attended)
 
-    def _forward_in_token_chunks(self, x: Tensor, rope_tables: RopeTables | None, chunk: int) -> Tensor:
-        """The same function as the plain path, with every per-token step done ``chunk`` tokens
-        at a time; only attention itself sees all tokens. Peak memory drops from several
-        full-size float32 and MLP-wide tensors to one q/k/v buffer (inference only)."""
+    def _infer_in_token_chunks(self, x: Tensor, rope_tables: RopeTables | None, chunk: int) -> Tensor:
+        """Tokens handled as ``N * T`` rows, the per-token work ``chunk`` rows at a time; only
+        attention sees all tokens. Peak memory holds one q/k/v buffer instead of several
+        full-size float32 and MLP-wide intermediates."""
         n, t, dim = x.shape
         attn = self.attn
-        heads, head_dim = attn.num_heads, attn.head_dim
         rows = x.reshape(n * t, dim)
         spans = [(r0, min(r0 + chunk, n * t)) for r0 in range(0, n * t, chunk)]
         qkv: Tensor | None = None
         for r0, r1 in spans:
-            q, k, v = attn.qkv(self.norm1(rows[r0:r1])).view(r1 - r0, 3, heads, head_dim).unbind(1)
-            q, k = attn.q_norm(q), attn.k_norm(k)
-            if attn.rope is not None and rope_tables is not None:
+            tables = None
+            if rope_tables is not None:
                 token = torch.arange(r0, r1, device=x.device) % t  # position of each row in its sequence
                 tables = (rope_tables[0][token][:, None], rope_tables[1][token][:, None])
-                q, k = attn.rope(q, tables), attn.rope(k, tables)
+            q, k, v = self.project_rows(rows[r0:r1], tables)
             if qkv is None:
-                qkv = torch.empty(n * t, 3, heads, head_dim, dtype=v.dtype, device=x.device)
+                qkv = torch.empty(n * t, 3, attn.num_heads, attn.head_dim, dtype=v.dtype, device=x.device)
             qkv[r0:r1, 0], qkv[r0:r1, 1], qkv[r0:r1, 2] = q, k, v
         assert qkv is not None
-        q, k, v = qkv.view(n, t, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = qkv.view(n, t, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n * t, dim)
         del qkv, q, k, v
         out = torch.empty_like(rows)
         for r0, r1 in spans:
-            out[r0:r1] = rows[r0:r1] + self.ls1(attn.proj(attended[r0:r1]))
-        del attended
-        for r0, r1 in spans:
-            part = out[r0:r1]
-            part += self.ls2(self.mlp(self.norm2(part)))
+            out[r0:r1] = self.finish_rows(rows[r0:r1], attended[r0:r1])
         return out.view(n, t, dim)
+
+    def project_rows(self, rows: Tensor, rope_tables: RopeTables | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Tokens [..., dim] -> q, k, v [..., heads, head_dim] (normed and rotated where enabled);
+        ``rope_tables`` (cos, sin) broadcast as [..., 1, head_dim]."""
+        attn = self.attn
+        qkv = attn.qkv(self.norm1(rows)).view(*rows.shape[:-1], 3, attn.num_heads, attn.head_dim)
+        q, k, v = qkv.unbind(-3)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        if attn.rope is not None and rope_tables is not None:
+            q, k = attn.rope(q, rope_tables), attn.rope(k, rope_tables)
+        return q, k, v
+
+    def finish_rows(self, rows: Tensor, attended: Tensor) -> Tensor:
+        """Both residual steps for tokens [..., dim] given their attention output [..., dim]."""
+        rows = rows + self.ls1(self.attn.proj(attended))
+        return rows + self.ls2(self.mlp(self.norm2(rows)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -28,8 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL = Path(os.environ.get("VGGT_ROS_INSTALL", REPO_ROOT / "install"))
 NODE_EXE = INSTALL / "vggt_ros" / "lib" / "vggt_ros" / "perception_node"
 
-# One DDS domain per test session, discovery on this machine only.
-os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
+# One DDS domain per test session, discovery on this machine only, and a namespace of its own in
+# case another session on this machine drew the same domain.
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+SESSION = f"t{os.getpid()}"
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 
@@ -89,7 +92,7 @@ class NodeProcess:
         self.workdir = Path(tempfile.mkdtemp(prefix="vggt_ros_node_"))
         files = [REPO_ROOT / "config" / "perception.yaml"] if base_config else []
         files.append(write_params(params, self.workdir))
-        cmd = [sys.executable, str(NODE_EXE), "--ros-args"]
+        cmd = [sys.executable, str(NODE_EXE), "--ros-args", "-r", f"__ns:=/{SESSION}"]
         for f in files:
             cmd += ["--params-file", str(f)]
         cmd += extra_args or []
@@ -194,7 +197,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, node: Node
                 f"node exited ({node.proc.returncode}) waiting for {what}:\n{node.log()[-4000:]}"
             )
         time.sleep(0.05)
-    tail = node.log()[-4000:] if node is not None else ""
+    if node is not None and node.alive():
+        node.proc.send_signal(signal.SIGUSR1)  # thread stacks into the log
+        time.sleep(1.0)
+    tail = node.log()[-8000:] if node is not None else ""
     raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tail}")
 
 

@@ -17,7 +17,9 @@ window, undecodable image, out-of-order or repeated stamp and mismatching camera
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
+import signal
 import threading
 import time
 from collections import OrderedDict, deque
@@ -525,6 +527,8 @@ class PerceptionNode(Node):
                 self.stats.tick("inference")
                 self._publish_result(job, result)
             except Exception as exc:  # noqa: BLE001 - a failed window must not kill the worker
+                if self._stop.is_set() or not self.context.ok():
+                    break  # shutting down: publishers are gone
                 self.stats.count("windows.failed")
                 text = f"{type(exc).__name__}: {exc}"
                 self._warn(
@@ -849,7 +853,9 @@ class PerceptionNode(Node):
         for cam in self.cameras:
             p = f"input.{cam.name}."
             errors = sum(v for k, v in counts.items() if k.startswith(p) and k != p + "received")
-            st = DiagnosticStatus(name=f"{NODE_NAME}: camera {cam.name}", hardware_id=hw)
+            st = DiagnosticStatus(
+                name=f"{self.get_fully_qualified_name()}: camera {cam.name}", hardware_id=hw
+            )
             rate = rates.get(f"input.{cam.name}", 0.0)
             st.level = DiagnosticStatus.WARN if errors or rate == 0.0 else DiagnosticStatus.OK
             st.message = f"{rate:.1f} Hz, {errors} bad frame(s)" if rate else "no images"
@@ -869,7 +875,7 @@ class PerceptionNode(Node):
             )
             arr.status.append(st)
 
-        st = DiagnosticStatus(name=f"{NODE_NAME}: inference", hardware_id=hw)
+        st = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: inference", hardware_id=hw)
         trained = bool(getattr(self.predictor, "weights", {}).get("trained", True))
         drops = counts.get("drop.queue_full", 0)
         failed = counts.get("windows.failed", 0)
@@ -938,6 +944,7 @@ class PerceptionNode(Node):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; exit 0 on a clean shutdown, 2 on a refused parameter."""
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
     rclpy.init(args=argv)
     node = None
     executor = MultiThreadedExecutor(num_threads=4)

@@ -21,3 +21,10 @@ def parity_dir() -> Path:
     if not path.is_dir():
         path = _find_shared() / "fixtures" / "vggt_parity"
     return path
+
+
+# Reduced-precision tests run bf16 matrix products on the CPU; on virtual machines that
+# advertise AMX without enabling it those crash with SIGILL unless oneDNN is capped first.
+from vggt_ros.engine.cpu_isa import make_cpu_bf16_safe  # noqa: E402
+
+make_cpu_bf16_safe()

@@ -1,0 +1,128 @@
+"""Inference modes and the stage-wise runner: numerics against float32, memory policy, bench."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from vggt_ros.cli import main
+from vggt_ros.engine.bench import BenchCase, query_grid, relative_errors, synthetic_frames
+from vggt_ros.engine.modes import MODES, get_mode
+from vggt_ros.engine.runner import ModelRunner
+from vggt_ros.model import VGGT, VGGT_TINY
+from vggt_ros.model.seeded import seeded_weights_for
+
+FAST_MODE_TOLERANCE = 2e-2  # DESIGN.md section 5: every fast mode within 2e-2 of float32
+
+
+def _seeded_tiny(cfg=VGGT_TINY) -> VGGT:
+    model = VGGT(cfg)
+    model.load_state_dict(seeded_weights_for(model, seed=0))
+    return model
+
+
+@pytest.fixture(scope="module")
+def case_inputs():
+    case = BenchCase(frames=3, height=140, width=182, tracks=8)
+    return synthetic_frames(case), query_grid(case.tracks, case.height, case.width)
+
+
+@pytest.fixture(scope="module")
+def fp32_reference(case_inputs):
+    images, queries = case_inputs
+    return ModelRunner(_seeded_tiny(), "cpu", "fp32").run(images, queries)
+
+
+@pytest.mark.parametrize("mode", ["official", "bf16", "fp16"])
+def test_fast_modes_stay_within_tolerance_of_fp32(mode, case_inputs, fp32_reference):
+    images, queries = case_inputs
+    out = ModelRunner(_seeded_tiny(), "cpu", mode).run(images, queries)
+    errors = relative_errors(out, fp32_reference)
+    for key in ("pose_enc", "depth", "world_points", "track"):
+        assert errors[key] < FAST_MODE_TOLERANCE, (mode, errors)
+    # Reduced precision really happened (a mode silently running fp32 would show 0 error).
+    assert errors["depth"] > 1e-6, (mode, errors)
+
+
+def test_fp32_runner_equals_model_forward(case_inputs, fp32_reference):
+    images, queries = case_inputs
+    model = _seeded_tiny().eval()
+    with torch.no_grad():
+        direct = model(images, query_points=queries)
+    for key in ("pose_enc", "depth", "world_points", "track", "vis"):
+        torch.testing.assert_close(fp32_reference[key], direct[key], rtol=0, atol=0)
+
+
+def test_reduced_modes_store_matmul_weights_and_keep_norms_in_float32():
+    runner = ModelRunner(_seeded_tiny(), "cpu", "bf16")
+    block = runner.model.aggregator.global_blocks[0]
+    assert block.attn.qkv.weight.dtype == torch.bfloat16
+    assert block.mlp.fc2.weight.dtype == torch.bfloat16
+    assert block.norm1.weight.dtype == torch.float32
+    assert block.ls1.gamma.dtype == torch.float32
+    assert runner.model.aggregator.camera_token.dtype == torch.float32
+    assert runner.model.camera_head.trunk[0].attn.qkv.weight.dtype == torch.float32  # poses stay fp32
+    assert runner.model.track_head.tracker.query_ref_token.dtype == torch.float32  # pixel coordinates
+    convs = [m for m in runner.model.depth_head.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.weight.dtype == torch.bfloat16 for c in convs)
+
+
+def test_official_mode_keeps_every_layer_and_bf16_only_what_heads_read():
+    cfg = dataclasses.replace(
+        VGGT_TINY,
+        aggregator=dataclasses.replace(VGGT_TINY.aggregator, depth=6),
+        dpt=dataclasses.replace(VGGT_TINY.dpt, layer_indices=(1, 2, 3, 5)),
+    )
+    images = torch.rand(1, 2, 3, 56, 56)
+    official = ModelRunner(_seeded_tiny(cfg), "cpu", "official")
+    layers = official.model.aggregate(images, False, official.mode.keep_all_layers, official.mode.keep_dtype)
+    assert sorted(layers) == [0, 1, 2, 3, 4, 5]
+    assert all(t.dtype == torch.float32 for t in layers.values())
+    fast = ModelRunner(_seeded_tiny(cfg), "cpu", "bf16")
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # as the runner runs it
+        layers = fast.model.aggregate(images, False, fast.mode.keep_all_layers, fast.mode.keep_dtype)
+    assert sorted(layers) == [1, 2, 3, 5]
+    assert all(t.dtype == torch.bfloat16 for t in layers.values())
+
+
+def test_runner_times_each_stage(case_inputs):
+    from vggt_ros.engine.timing import StageTimer
+
+    images, queries = case_inputs
+    timer = StageTimer(torch.device("cpu"))
+    ModelRunner(_seeded_tiny(), "cpu", "fp32").run(images, queries, timer=timer)
+    assert set(timer.results()) == {"aggregator", "camera", "depth", "points", "tracks"}
+    assert all(ms > 0 for ms in timer.results().values())
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="unknown inference mode 'int4'"):
+        get_mode("int4")
+    assert {"fp32", "official", "bf16", "fp16"} <= set(MODES)
+
+
+def test_bench_command_on_cpu_with_tiny_config(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench", "--config", "vggt-tiny", "--device", "cpu", "--frames", "1,2", "--sizes", "140x140",
+            "--tracks", "0,4", "--modes", "official:eager,bf16", "--repeats", "2", "--warmup", "1",
+            "--accuracy", "2x140x140x4", "--json", str(out), "-q",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert len(rows) == 2 * 2 * 2  # modes x frame counts x track counts
+    assert {r["mode"] for r in rows} == {"official", "bf16"}
+    for row in rows:
+        assert row["error"] is None and row["total_ms"] > 0
+        assert {"aggregator", "camera", "depth", "points"} <= set(row["stages_ms"])
+        assert ("tracks" in row["stages_ms"]) == (row["tracks"] > 0)
+    assert report["accuracy"]["bf16/eager"]["depth"] < FAST_MODE_TOLERANCE
+    printed = capsys.readouterr().out
+    assert "| mode | backend | frames |" in printed and "mode vs fp32" in printed

@@ -90,12 +90,13 @@ test: lint ros
 test-ros: ros
 	. ./install/setup.sh && $(PY) -m pytest -q test/test_ros_*.py
 
-demo: install
-	$(VENV)/bin/vggt-ros demo
-
-# The ROS node end to end on a bundled synthetic sequence (in one process, over DDS).
-demo-node: ros
+# The demo: the ROS node end to end on a bundled synthetic two-camera sequence (over DDS),
+# writing the map, a COLMAP/TUM export and the keyframes to out/demo_node/. Without
+# DEMO_ARGS="--checkpoint FILE_OR_REPO" it runs clearly labelled untrained weights.
+demo: ros
 	. ./install/setup.sh && $(PY) -m vggt_ros.ros.demo $(DEMO_ARGS)
+
+demo-node: demo
 
 clean:
 	rm -rf $(VENV) build install log *.egg-info

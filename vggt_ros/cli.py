@@ -95,6 +95,12 @@ def _add_predict(subparsers: argparse._SubParsersAction, parents: list[argparse.
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="compute precision (default auto)")
     p.add_argument(
+        "--backend",
+        default="eager",
+        choices=("eager", "torch", "tensorrt", "auto"),
+        help="compiled sections: torch.compile, TensorRT, or auto (ordered fallback); default eager",
+    )
+    p.add_argument(
         "--mode", default="resize", choices=PREPROCESS_MODES, help="preprocessing (default resize)"
     )
     p.add_argument("--size", type=int, default=518, help="model image side, multiple of 14 (default 518)")
@@ -176,6 +182,7 @@ def run_predict(args: argparse.Namespace) -> int:
         precision=args.precision,
         mode=args.mode,
         target_size=args.size,
+        backend=args.backend,
     )
     logger.info("model %s on %s, %s", args.config, predictor.device, predictor.precision)
     queries = grid_points(args.tracks, h0, w0) if args.tracks else None

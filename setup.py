@@ -22,6 +22,9 @@ setup(
         "evo>=1.28",
         "pycolmap>=3.10",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.5"]},
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.5", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
+    },
     entry_points={"console_scripts": ["vggt-ros=vggt_ros.cli:main"]},
 )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vggt_ros.eval.bundle import KeyframeBundle, read_bundle, write_bundle
-from vggt_ros.eval.colmap import read_colmap, write_colmap
 from vggt_ros.eval.synthetic import render_sequence
+from vggt_ros.mapping.export.bundle import KeyframeBundle, read_bundle, write_bundle
+from vggt_ros.mapping.export.colmap import read_colmap, write_colmap
 
 
 @pytest.fixture(scope="module")

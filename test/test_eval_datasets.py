@@ -12,7 +12,7 @@ from vggt_ros.eval import bags
 from vggt_ros.eval.datasets import DatasetError, convert_dataset, detect_kind, tum_intrinsics
 from vggt_ros.eval.generate import GT_POSE_TOPIC, LEFT, RIGHT
 from vggt_ros.eval.synthetic import render_sequence
-from vggt_ros.eval.trajectory import Trajectory, write_tum
+from vggt_ros.mapping.export.trajectory import Trajectory, write_tum
 
 
 @pytest.fixture(scope="module")

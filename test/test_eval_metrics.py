@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from vggt_ros.eval.metrics import depth_errors, pool_depth_errors, relative_depth_error_map, trajectory_errors
-from vggt_ros.eval.trajectory import Trajectory, associate, interpolate, read_tum, write_tum
+from vggt_ros.mapping.export.trajectory import Trajectory, associate, interpolate, read_tum, write_tum
 
 
 def straight_line(n: int = 10, step: float = 1.0) -> Trajectory:

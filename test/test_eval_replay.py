@@ -20,8 +20,8 @@ from vggt_ros.eval.generate import DEFAULT_START
 from vggt_ros.eval.metrics import trajectory_errors
 from vggt_ros.eval.replay import GroundTruthSpec, ReplayOptions, replay_bag
 from vggt_ros.eval.synthetic import render_sequence
-from vggt_ros.eval.trajectory import Trajectory
 from vggt_ros.mapping import PerceptionPipeline, PipelineConfig
+from vggt_ros.mapping.export.trajectory import Trajectory
 
 BAG = Path(__file__).resolve().parent / "data" / "synthetic_orbit"
 PIPELINE_ARGS = ["--window-size", "4", "--param", "keyframe.min_parallax_px=5.0"]
@@ -85,7 +85,7 @@ def test_cli_writes_report_plots_exports_and_recording(tmp_path, seq) -> None:
     import pycolmap
 
     from vggt_ros.eval import bags
-    from vggt_ros.eval.bundle import read_bundle
+    from vggt_ros.mapping.export.bundle import read_bundle
 
     out, rec = tmp_path / "out", tmp_path / "rec"
     args = build_parser().parse_args(

@@ -299,7 +299,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from vggt_ros.eval.bags import BagError
     from vggt_ros.eval.generate import ground_truth_trajectory, write_sequence_bag
     from vggt_ros.eval.synthetic import render_sequence
-    from vggt_ros.eval.trajectory import write_tum
+    from vggt_ros.mapping.export.trajectory import write_tum
 
     if args.out.exists():
         raise BagError(f"{args.out} exists already; bags are never overwritten")

@@ -38,7 +38,7 @@ from vggt_ros.eval.generate import (
     WORLD_FRAME,
     CameraTopics,
 )
-from vggt_ros.eval.trajectory import Trajectory, associate, interpolate, read_tum
+from vggt_ros.mapping.export.trajectory import Trajectory, associate, interpolate, read_tum
 
 DATASET_KINDS = ("tum", "euroc")
 TUM_DEPTH_SCALE = 5000.0  # TUM depth PNG units per metre

@@ -38,7 +38,7 @@ import numpy as np
 
 from vggt_ros.eval import bags
 from vggt_ros.eval.synthetic import SyntheticSequence, render_sequence
-from vggt_ros.eval.trajectory import Trajectory
+from vggt_ros.mapping.export.trajectory import Trajectory
 
 # Points in the optical frame (x right, y down, z forward) -> REP-103 body (x forward, y left,
 # z up): columns are the optical axes expressed in the body.

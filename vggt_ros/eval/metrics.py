@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vggt_ros.eval.trajectory import Trajectory, associate
+from vggt_ros.mapping.export.trajectory import Trajectory, associate
 
 ALIGNMENTS = ("sim3", "se3", "none")
 DELTA_BASE = 1.25
@@ -93,6 +93,13 @@ class TrajectoryErrors:
         }
 
 
+def _to_evo(trajectory: Trajectory):  # -> evo.core.trajectory.PoseTrajectory3D
+    """The trajectory as evo's PoseTrajectory3D (evo imported lazily: it is slow)."""
+    from evo.core.trajectory import PoseTrajectory3D
+
+    return PoseTrajectory3D(poses_se3=list(trajectory.poses), timestamps=trajectory.stamps.copy())
+
+
 def trajectory_errors(
     estimate: Trajectory,
     reference: Trajectory,
@@ -126,8 +133,8 @@ def trajectory_errors(
             f"({len(est)} estimated, {len(ref)} reference); need at least 3"
         )
     est_m, ref_m = (
-        Trajectory(ref.stamps[j], est.poses[i]).to_evo(),
-        Trajectory(ref.stamps[j], ref.poses[j]).to_evo(),
+        _to_evo(Trajectory(ref.stamps[j], est.poses[i])),
+        _to_evo(Trajectory(ref.stamps[j], ref.poses[j])),
     )
     scale, transform = 1.0, np.eye(4)
     if alignment != "none":

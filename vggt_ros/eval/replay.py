@@ -30,7 +30,7 @@ import numpy as np
 
 from vggt_ros.eval import bags
 from vggt_ros.eval.tf import TfBuffer, TfError
-from vggt_ros.eval.trajectory import Trajectory, associate, interpolate, read_tum
+from vggt_ros.mapping.export.trajectory import Trajectory, associate, interpolate, read_tum
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from vggt_ros.eval.trajectory import Trajectory, interpolate
+from vggt_ros.mapping.export.trajectory import Trajectory, interpolate
 
 
 class TfError(LookupError):

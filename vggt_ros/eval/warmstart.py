@@ -2,7 +2,7 @@
 
 Layout written by :func:`export_warm_start` into ``out_dir``::
 
-    keyframes.npz      KeyframeBundle (layout in vggt_ros.eval.bundle)
+    keyframes.npz      KeyframeBundle (layout in vggt_ros.mapping.export.bundle)
     colmap/            cameras, images, points3D (+ rigs, frames) .bin, readable by pycolmap
     images/            the keyframe images under the names the COLMAP model uses
     trajectory.tum     reference camera keyframe poses (optical frame -> map)
@@ -16,11 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vggt_ros.eval.bundle import KeyframeBundle, write_bundle
-from vggt_ros.eval.colmap import write_colmap
 from vggt_ros.eval.exports import write_ply
 from vggt_ros.eval.replay import ReplayResult
-from vggt_ros.eval.trajectory import write_tum
+from vggt_ros.mapping.export.bundle import KeyframeBundle, write_bundle
+from vggt_ros.mapping.export.colmap import write_colmap
+from vggt_ros.mapping.export.trajectory import write_tum
 
 
 def bundle_from_replay(result: ReplayResult) -> KeyframeBundle:

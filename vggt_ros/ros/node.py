@@ -764,9 +764,9 @@ class PerceptionNode(Node):
     ) -> ExportKeyframes.Response:
         out = self._output_path(request.directory, f"export_{int(time.time())}")
         try:
-            from vggt_ros.eval.bundle import KeyframeBundle, write_bundle
-            from vggt_ros.eval.colmap import write_colmap
-            from vggt_ros.eval.trajectory import Trajectory, write_tum
+            from vggt_ros.mapping.export.bundle import KeyframeBundle, write_bundle
+            from vggt_ros.mapping.export.colmap import write_colmap
+            from vggt_ros.mapping.export.trajectory import Trajectory, write_tum
         except ImportError as exc:
             response.success, response.message = False, f"exports unavailable: {exc}"
             return response

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vggt_ros.eval.bundle import KeyframeBundle
+from vggt_ros.mapping.export.bundle import KeyframeBundle
 
 COLMAP_PIXEL_OFFSET = 0.5
 

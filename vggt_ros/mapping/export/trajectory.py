@@ -59,11 +59,6 @@ class Trajectory:
         """Total distance travelled, in the trajectory's units."""
         return float(np.linalg.norm(np.diff(self.positions, axis=0), axis=1).sum()) if len(self) > 1 else 0.0
 
-    def to_evo(self):  # -> evo.core.trajectory.PoseTrajectory3D (evo imported lazily: it is slow)
-        from evo.core.trajectory import PoseTrajectory3D
-
-        return PoseTrajectory3D(poses_se3=list(self.poses), timestamps=self.stamps.copy())
-
 
 def read_tum(path: str | Path) -> Trajectory:
     """Read a TUM trajectory file (``stamp tx ty tz qx qy qz qw`` per line; ``#`` comments;

@@ -12,6 +12,7 @@ import sys
 import types
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -38,7 +39,7 @@ def test_every_encoding_decodes(encoding):
     out = conv.image_to_rgb(conv.rgb_to_image(rgb, encoding))
     assert out.shape == rgb.shape and out.dtype == np.uint8
     if encoding.startswith(("mono", "8UC1", "16UC1")):
-        ref = np.repeat(conv.cv2.cvtColor(rgb, conv.cv2.COLOR_RGB2GRAY)[..., None], 3, 2)
+        ref = np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, 2)
     else:
         ref = rgb
     err = np.abs(out.astype(int) - ref.astype(int))
@@ -97,7 +98,7 @@ def test_pointcloud_and_transforms():
     assert np.allclose(np.stack([arr["x"], arr["y"], arr["z"]], 1), xyz[keep], atol=1e-6)
     assert np.array_equal(conv.unpack_rgb(arr["rgb"]), rgb[keep])
     T = np.eye(4)
-    T[:3, :3] = conv.cv2.Rodrigues(np.array([0.3, -0.2, 1.0]))[0]
+    T[:3, :3] = cv2.Rodrigues(np.array([0.3, -0.2, 1.0]))[0]
     T[:3, 3] = [1, -2, 3]
     assert np.allclose(conv.transform_to_matrix(conv.transform_stamped(T, "a", "b", 1.0).transform), T)
     assert conv.stamp_to_sec(conv.sec_to_stamp(1234.000000001)) == pytest.approx(1234.000000001, abs=1e-9)
@@ -108,7 +109,7 @@ def test_static_tree_composes_chains():
     a = np.eye(4)
     a[:3, 3] = [1, 0, 0]
     b = np.eye(4)
-    b[:3, :3] = conv.cv2.Rodrigues(np.array([0, 0, np.pi / 2]))[0]
+    b[:3, :3] = cv2.Rodrigues(np.array([0, 0, np.pi / 2]))[0]
     tree.add("base_link", "camera_link", a)
     tree.add("camera_link", "camera_optical", b)
     T = tree.lookup("base_link", "camera_optical")

@@ -8,7 +8,8 @@ this module needs no ROS install. Conventions:
 * Quaternions in messages are (x, y, z, w).
 * Stamps are float seconds in Python and (sec, nanosec) in messages; bag timestamps are ns.
 * Colour images decode to [H, W, 3] uint8 RGB whatever their encoding; depth images decode to
-  [H, W] float32 metres (16UC1/mono16 is millimetres by REP-118, 0 = no depth -> NaN).
+  [H, W] float32 metres (16UC1/mono16 is millimetres by REP-118, 0 = no depth -> NaN); the
+  codec is :mod:`vggt_ros.engine.image_encodings`, the one the ROS node uses.
 
 A path ending in ``.bag`` is a ROS 1 bag; anything else is a rosbag2 directory whose storage
 (sqlite3 or mcap) the reader detects and the writer takes as an argument.
@@ -17,14 +18,16 @@ A path ending in ``.bag`` is a ROS 1 bag; anything else is a rosbag2 directory w
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
+
+from vggt_ros.engine import image_encodings
 
 STORAGES = ("sqlite3", "mcap")
 # tf2_msgs is missing from the ROS 1 store of rosbags; its definition is this one line.
@@ -191,34 +194,14 @@ def path_message(store: Any, stamps: Iterable[float], poses: Iterable[np.ndarray
 # ------------------------------------------------------------------------------------------------
 # Images and camera info
 # ------------------------------------------------------------------------------------------------
-# Bayer patterns as ROS names them -> OpenCV codes. OpenCV names a pattern after the second
-# row's second and third pixels, so ROS "rggb" is OpenCV "BG" (the mapping cv_bridge uses).
-_BAYER = {
-    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
-    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
-    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
-    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
-}
-# encoding -> (numpy dtype, channels)
-_LAYOUT = {
-    "rgb8": (np.uint8, 3),
-    "bgr8": (np.uint8, 3),
-    "rgba8": (np.uint8, 4),
-    "bgra8": (np.uint8, 4),
-    "mono8": (np.uint8, 1),
-    "8UC1": (np.uint8, 1),
-    "8UC3": (np.uint8, 3),
-    "mono16": (np.uint16, 1),
-    "16UC1": (np.uint16, 1),
-    "32FC1": (np.float32, 1),
-    "64FC1": (np.float64, 1),
-    "yuv422": (np.uint8, 2),
-    "uyvy": (np.uint8, 2),
-    "yuv422_yuy2": (np.uint8, 2),
-    "yuyv": (np.uint8, 2),
-    **{name: (np.uint8, 1) for name in _BAYER},
-}
-IMAGE_ENCODINGS = tuple(_LAYOUT)
+# The pixel codec is vggt_ros.engine.image_encodings (shared with the ROS node); these functions
+# move message fields in and out and turn codec errors into BagError.
+@contextmanager
+def _codec_errors() -> Iterator[None]:
+    try:
+        yield
+    except image_encodings.ImageEncodingError as exc:
+        raise BagError(str(exc)) from exc
 
 
 def image_message(
@@ -230,119 +213,56 @@ def image_message(
         array: [H, W, 3] uint8 (default encoding rgb8), [H, W] uint8 (mono8), [H, W] uint16
             (16UC1, millimetres for depth), [H, W] float32 (32FC1, metres for depth).
         encoding: override, e.g. "bgr8" when the array already is BGR; it must match the
-            array's dtype and channel count.
+            array's dtype and channel count (ValueError otherwise).
     """
-    a = np.ascontiguousarray(array)
-    if encoding is None:
-        encoding = {
-            (np.dtype(np.uint8), 3): "rgb8",
-            (np.dtype(np.uint8), 4): "rgba8",
-            (np.dtype(np.uint8), 1): "mono8",
-            (np.dtype(np.uint16), 1): "16UC1",
-            (np.dtype(np.float32), 1): "32FC1",
-            (np.dtype(np.float64), 1): "64FC1",
-        }.get((a.dtype, a.shape[2] if a.ndim == 3 else 1))
-        if encoding is None:
-            raise ValueError(f"no default image encoding for dtype {a.dtype} and shape {a.shape}")
-    if encoding not in _LAYOUT:
-        raise ValueError(f"unsupported image encoding {encoding!r}; known: {', '.join(IMAGE_ENCODINGS)}")
-    dtype, channels = _LAYOUT[encoding]
-    if a.dtype != dtype or (a.shape[2] if a.ndim == 3 else 1) != channels:
-        raise ValueError(
-            f"encoding {encoding} needs {channels} channel(s) of {np.dtype(dtype)}, got {a.dtype} {a.shape}"
-        )
-    h, w = a.shape[:2]
-    data = np.frombuffer(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes(), np.uint8)
+    encoding, step, data = image_encodings.encode_pixels(array, encoding)
+    h, w = np.shape(array)[:2]
     return store.types["sensor_msgs/msg/Image"](
         header=header(store, stamp, frame_id),
         height=h,
         width=w,
         encoding=encoding,
         is_bigendian=0,
-        step=w * channels * np.dtype(dtype).itemsize,
-        data=data,
+        step=step,
+        data=np.frombuffer(data, np.uint8),
     )
 
 
-def _image_array(msg: Any) -> np.ndarray:
-    """The raw pixel array of a sensor_msgs/Image ([H, W] or [H, W, C]), honouring step/endianness."""
-    encoding = msg.encoding
-    if encoding not in _LAYOUT:
-        raise BagError(f"unsupported image encoding {encoding!r}; known: {', '.join(IMAGE_ENCODINGS)}")
-    dtype, channels = _LAYOUT[encoding]
-    dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    row = w * channels * dt.itemsize
-    raw = np.asarray(msg.data, np.uint8)
-    if step < row or raw.size < step * h:
-        raise BagError(f"image {w}x{h} {encoding}: step {step} / data size {raw.size} do not fit")
-    # Rows may be padded (step > packed row size): cut the padding before reinterpreting.
-    rows = raw[: step * h].reshape(h, step)[:, :row]
-    arr = np.ascontiguousarray(rows).view(dt).reshape((h, w, channels) if channels > 1 else (h, w))
-    return arr.astype(dt.newbyteorder("="), copy=False)
-
-
 def rgb_from_image(msg: Any) -> np.ndarray:
-    """[H, W, 3] uint8 RGB from a sensor_msgs/Image of any supported colour or mono encoding.
-
-    mono16 is scaled to 8 bits (>> 8); float images are clipped from [0, 1].
-    """
-    enc = msg.encoding
-    a = _image_array(msg)
-    if enc in ("rgb8", "8UC3"):
-        return a
-    if enc == "bgr8":
-        return a[..., ::-1].copy()
-    if enc == "rgba8":
-        return a[..., :3].copy()
-    if enc == "bgra8":
-        return a[..., 2::-1].copy()
-    if enc in _BAYER:
-        return cv2.cvtColor(a, _BAYER[enc])
-    if enc in ("yuv422", "uyvy"):  # ROS "yuv422" is UYVY byte order
-        return cv2.cvtColor(a, cv2.COLOR_YUV2RGB_UYVY)
-    if enc in ("yuv422_yuy2", "yuyv"):
-        return cv2.cvtColor(a, cv2.COLOR_YUV2RGB_YUY2)
-    if a.dtype == np.uint16:
-        a = (a >> 8).astype(np.uint8)
-    elif a.dtype.kind == "f":
-        a = np.clip(np.nan_to_num(a) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return np.repeat(a[..., None], 3, axis=-1)
+    """[H, W, 3] uint8 RGB from a sensor_msgs/Image of any supported colour or mono encoding
+    (:data:`vggt_ros.engine.image_encodings.ENCODINGS`; 16-bit scaled to 8 bits over the full
+    range, float images clipped from [0, 1])."""
+    with _codec_errors():
+        return image_encodings.decode_image(
+            msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian)
+        )
 
 
 def depth_from_image(msg: Any, depth_scale: float | None = None) -> np.ndarray:
-    """[H, W] float32 depth in metres from a depth image; invalid pixels are NaN.
+    """[H, W] float32 depth in metres from a depth image (16UC1, mono16, 32FC1, 64FC1); invalid
+    pixels are NaN.
 
     Args:
         depth_scale: stored units per metre for integer images (default 1000: REP-118
             millimetres); float images are metres already.
     """
-    a = _image_array(msg)
-    if a.ndim != 2:
-        raise BagError(f"depth image must have one channel, got encoding {msg.encoding!r}")
-    if a.dtype.kind == "f":
-        d = a.astype(np.float32)
-    else:
-        d = a.astype(np.float32) / float(depth_scale or 1000.0)
-    d[~(np.isfinite(d) & (d > 0))] = np.nan
-    return d
+    with _codec_errors():
+        return image_encodings.decode_depth(
+            msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian), depth_scale
+        )
 
 
 def rgb_from_compressed(msg: Any) -> np.ndarray:
     """[H, W, 3] uint8 RGB from a sensor_msgs/CompressedImage (jpeg/png)."""
-    bgr = cv2.imdecode(np.asarray(msg.data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise BagError(f"could not decode compressed image (format {msg.format!r})")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    with _codec_errors():
+        return image_encodings.decode_compressed(msg.data, msg.format)
 
 
 def compressed_message(store: Any, rgb: np.ndarray, stamp: float, frame_id: str, fmt: str = "jpeg") -> Any:
     """sensor_msgs/CompressedImage (jpeg or png) from [H, W, 3] uint8 RGB."""
-    ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"could not encode {fmt}")
+    data = image_encodings.encode_compressed(rgb, fmt)
     return store.types["sensor_msgs/msg/CompressedImage"](
-        header=header(store, stamp, frame_id), format=fmt, data=np.asarray(buf, np.uint8).ravel()
+        header=header(store, stamp, frame_id), format=fmt, data=np.frombuffer(data, np.uint8)
     )
 
 

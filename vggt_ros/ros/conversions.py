@@ -1,6 +1,7 @@
 """Message conversions: images, PointCloud2, TF, odometry, stamps. The only codec module.
 
-Everything is vectorised numpy or OpenCV (no per-pixel Python). Decoding never trusts a
+Everything is vectorised numpy or OpenCV (no per-pixel Python); image pixels go through
+:mod:`vggt_ros.engine.image_encodings`, the codec shared with the bag tools. Decoding never trusts a
 message: wrong sizes, short buffers and unknown encodings raise :class:`DecodeError` with a
 reason that the node logs and counts.
 
@@ -11,9 +12,9 @@ Conventions: images come out as HxWx3 uint8 RGB; 4x4 matrices are ``parent <- ch
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
-import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, PoseStamped, Transform, TransformStamped
@@ -21,6 +22,7 @@ from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
+from vggt_ros.engine import image_encodings as encodings
 from vggt_ros.geometry import quaternion_to_rotation_matrix, rotation_matrix_to_quaternion
 
 
@@ -50,111 +52,34 @@ def make_header(stamp: Time | float, frame_id: str) -> Header:
 
 # --------------------------------------------------------------------------------------- images
 
-# encoding -> (channels, numpy dtype) of the raw buffer, for plain (non-packed) encodings.
-_PLAIN: dict[str, tuple[int, np.dtype]] = {
-    "rgb8": (3, np.dtype(np.uint8)),
-    "bgr8": (3, np.dtype(np.uint8)),
-    "rgba8": (4, np.dtype(np.uint8)),
-    "bgra8": (4, np.dtype(np.uint8)),
-    "rgb16": (3, np.dtype(np.uint16)),
-    "bgr16": (3, np.dtype(np.uint16)),
-    "rgba16": (4, np.dtype(np.uint16)),
-    "bgra16": (4, np.dtype(np.uint16)),
-    "mono8": (1, np.dtype(np.uint8)),
-    "8UC1": (1, np.dtype(np.uint8)),
-    "8UC3": (3, np.dtype(np.uint8)),  # OpenCV's default channel order: BGR
-    "8UC4": (4, np.dtype(np.uint8)),
-    "mono16": (1, np.dtype(np.uint16)),
-    "16UC1": (1, np.dtype(np.uint16)),
-}
-# Bayer patterns, named by their top-left 2x2 block; OpenCV names them by the second row's
-# first two pixels, hence the apparent mismatch (the mapping cv_bridge uses).
-_BAYER = {
-    "rggb": cv2.COLOR_BayerBG2RGB,
-    "bggr": cv2.COLOR_BayerRG2RGB,
-    "gbrg": cv2.COLOR_BayerGR2RGB,
-    "grbg": cv2.COLOR_BayerGB2RGB,
-}
-# 4:2:2 packed YUV: ROS "yuv422" and "uyvy" are U Y0 V Y1; "yuv422_yuy2" and "yuyv" are Y0 U Y1 V.
-_YUV422 = {
-    "yuv422": cv2.COLOR_YUV2RGB_UYVY,
-    "uyvy": cv2.COLOR_YUV2RGB_UYVY,
-    "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2,
-    "yuyv": cv2.COLOR_YUV2RGB_YUY2,
-}
-
-SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(
-    sorted(list(_PLAIN) + list(_YUV422) + [f"bayer_{p}{bits}" for p in _BAYER for bits in (8, 16)])
-)
+# The codec itself is vggt_ros.engine.image_encodings (ROS-free, shared with the bag tools);
+# these functions only move message fields in and out.
+SUPPORTED_ENCODINGS: tuple[str, ...] = encodings.CAMERA_ENCODINGS
 
 
-def _rows(msg: Image, bytes_per_pixel: int) -> np.ndarray:
-    """The message's pixel bytes as [H, W * bytes_per_pixel] uint8 (row padding removed)."""
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0:
-        raise DecodeError(f"empty image ({w}x{h})")
-    row = w * bytes_per_pixel
-    if step < row:
-        raise DecodeError(f"step {step} is smaller than width {w} x {bytes_per_pixel} bytes per pixel")
-    buf = np.frombuffer(memoryview(msg.data), dtype=np.uint8)
-    need = step * (h - 1) + row
-    if buf.size < need:
-        raise DecodeError(f"truncated data: {buf.size} bytes for {w}x{h} {msg.encoding} (need {need})")
-    if step == row and buf.size >= h * row:
-        return buf[: h * row].reshape(h, row)
-    padded = np.zeros(h * step, np.uint8)
-    padded[: min(buf.size, h * step)] = buf[: h * step]
-    return padded.reshape(h, step)[:, :row]
-
-
-def _to8(values: np.ndarray) -> np.ndarray:
-    """uint16 -> uint8 over the full 16-bit range (65535 -> 255)."""
-    return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+@contextmanager
+def _decode_errors() -> Iterator[None]:
+    try:
+        yield
+    except encodings.ImageEncodingError as exc:
+        raise DecodeError(str(exc)) from exc
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:
-    """sensor_msgs/Image in any common encoding -> HxWx3 uint8 RGB (a new, contiguous array).
+    """sensor_msgs/Image in any common encoding -> HxWx3 uint8 RGB.
 
     Supported: rgb8, bgr8, rgba8, bgra8 (alpha dropped), rgb16/bgr16/rgba16/bgra16, mono8,
     mono16 (full 16-bit range scaled to 8 bits), 8UC1/8UC3 (BGR)/8UC4 (BGRA), 16UC1,
-    yuv422/uyvy, yuv422_yuy2/yuyv, bayer_{rggb,bggr,gbrg,grbg}{8,16}.
+    yuv422/uyvy, yuv422_yuy2/yuyv, bayer_{rggb,bggr,gbrg,grbg}{8,16} (and 32FC1/64FC1 as
+    [0, 1] gray); see :mod:`vggt_ros.engine.image_encodings`.
 
     Raises:
         DecodeError: unknown encoding, odd width for 4:2:2, short buffer, bad step.
     """
-    enc = str(msg.encoding)
-    h, w = int(msg.height), int(msg.width)
-    if enc in _PLAIN:
-        ch, dtype = _PLAIN[enc]
-        raw = _rows(msg, ch * dtype.itemsize)
-        if dtype.itemsize == 2:
-            order = ">" if msg.is_bigendian else "<"
-            px = raw.view(np.dtype(f"{order}u2")).reshape(h, w, ch)
-            px = _to8(px)
-        else:
-            px = raw.reshape(h, w, ch)
-        if ch == 1:
-            return np.repeat(px, 3, axis=2)
-        if enc.startswith("bgr") or enc in ("8UC3", "8UC4"):
-            px = px[..., 2::-1]
-        return np.ascontiguousarray(px[..., :3])
-    if enc in _YUV422:
-        if w % 2:
-            raise DecodeError(f"{enc} needs an even width, got {w}")
-        raw = _rows(msg, 2).reshape(h, w, 2)
-        return cv2.cvtColor(np.ascontiguousarray(raw), _YUV422[enc])
-    if enc.startswith("bayer_") and enc[6:10] in _BAYER and enc[10:] in ("8", "16"):
-        sixteen = enc.endswith("16")
-        raw = _rows(msg, 2 if sixteen else 1)
-        if sixteen:
-            order = ">" if msg.is_bigendian else "<"
-            mosaic = _to8(raw.view(np.dtype(f"{order}u2")).reshape(h, w))
-        else:
-            mosaic = raw.reshape(h, w)
-        if h < 2 or w < 2:
-            raise DecodeError(f"a bayer image needs at least 2x2 pixels, got {w}x{h}")
-        return cv2.cvtColor(np.ascontiguousarray(mosaic), _BAYER[enc[6:10]])
-    raise DecodeError(f"unsupported encoding {enc!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+    with _decode_errors():
+        return encodings.decode_image(
+            str(msg.encoding), msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian)
+        )
 
 
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
@@ -164,114 +89,48 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     Raises:
         DecodeError: compressedDepth or another unsupported format, empty or corrupt data.
     """
-    fmt = str(msg.format).lower()
-    if "compresseddepth" in fmt:
-        raise DecodeError(f"compressedDepth images are not camera images (format {msg.format!r})")
-    if fmt and not any(k in fmt for k in ("jpeg", "jpg", "png")):
-        raise DecodeError(f"unsupported compressed format {msg.format!r} (expected jpeg or png)")
-    buf = np.frombuffer(memoryview(msg.data), dtype=np.uint8)
-    if buf.size == 0:
-        raise DecodeError("empty compressed image")
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise DecodeError(f"corrupt or undecodable {msg.format or 'compressed'} data ({buf.size} bytes)")
-    if img.dtype == np.uint16:
-        img = _to8(img)
-    if img.ndim == 2:
-        return np.repeat(img[..., None], 3, axis=2)
-    if img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    with _decode_errors():
+        return encodings.decode_compressed(msg.data, str(msg.format))
 
 
 def rgb_to_image(rgb: np.ndarray, encoding: str, header: Header | None = None) -> Image:
     """HxWx3 uint8 RGB -> sensor_msgs/Image in ``encoding`` (the inverse of :func:`image_to_rgb`;
     used by the demo and tests to publish every encoding). Bayer encodings sample the pattern,
     4:2:2 encodings subsample chroma, so those round trips are lossy."""
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    h, w = rgb.shape[:2]
-    msg = Image(header=header or Header(), height=h, width=w, encoding=encoding, is_bigendian=0)
-    if encoding in ("rgb8", "bgr8", "rgba8", "bgra8", "8UC3", "8UC4"):
-        px = rgb[..., ::-1] if encoding in ("bgr8", "bgra8", "8UC3", "8UC4") else rgb
-        if encoding.endswith("a8") or encoding == "8UC4":
-            px = np.concatenate([px, np.full((h, w, 1), 255, np.uint8)], axis=2)
-        data = np.ascontiguousarray(px)
-    elif encoding in ("mono8", "8UC1"):
-        data = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    elif encoding in ("mono16", "16UC1"):
-        data = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257
-    elif encoding in ("rgb16", "bgr16", "rgba16", "bgra16"):
-        px = rgb[..., ::-1] if encoding.startswith("bgr") else rgb
-        if encoding.endswith("a16"):
-            px = np.concatenate([px, np.full((h, w, 1), 255, np.uint8)], axis=2)
-        data = np.ascontiguousarray(px).astype(np.uint16) * 257
-    elif encoding in _YUV422:
-        if w % 2:
-            raise ValueError(f"{encoding} needs an even width, got {w}")
-        # BT.601 video range, the inverse of OpenCV's YUV2RGB_UYVY / _YUY2.
-        f = rgb.astype(np.float32) / 255.0
-        y = 16 + 65.481 * f[..., 0] + 128.553 * f[..., 1] + 24.966 * f[..., 2]
-        cb = 128 - 37.797 * f[..., 0] - 74.203 * f[..., 1] + 112.0 * f[..., 2]
-        cr = 128 + 112.0 * f[..., 0] - 93.786 * f[..., 1] - 18.214 * f[..., 2]
-        u = 0.5 * (cb[:, 0::2] + cb[:, 1::2])
-        v = 0.5 * (cr[:, 0::2] + cr[:, 1::2])
-        packed = np.empty((h, w // 2, 4), np.float32)
-        if encoding in ("yuv422", "uyvy"):
-            packed[..., 0], packed[..., 1], packed[..., 2], packed[..., 3] = u, y[:, 0::2], v, y[:, 1::2]
-        else:
-            packed[..., 0], packed[..., 1], packed[..., 2], packed[..., 3] = y[:, 0::2], u, y[:, 1::2], v
-        data = np.clip(np.round(packed), 0, 255).astype(np.uint8).reshape(h, w * 2)
-    elif encoding.startswith("bayer_") and encoding[6:10] in _BAYER:
-        pattern = encoding[6:10]
-        chan = {"r": 0, "g": 1, "b": 2}
-        mosaic = np.empty((h, w), np.uint8)
-        for dy in (0, 1):
-            for dx in (0, 1):
-                mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, chan[pattern[2 * dy + dx]]]
-        data = mosaic.astype(np.uint16) * 257 if encoding.endswith("16") else mosaic
-    else:
-        raise ValueError(f"cannot encode {encoding!r}")
-    data = np.ascontiguousarray(data)
-    msg.step = int(data.nbytes // h)
-    msg.data = data.tobytes()
-    return msg
+    step, data = encodings.encode_image(rgb, encoding)
+    h, w = np.shape(rgb)[:2]
+    return Image(
+        header=header or Header(), height=h, width=w, encoding=encoding, is_bigendian=0, step=step, data=data
+    )
 
 
 def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", header: Header | None = None) -> CompressedImage:
     """HxWx3 uint8 RGB -> CompressedImage ("jpeg" or "png") as image_transport would publish it."""
-    ext = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}[fmt]
-    ok, buf = cv2.imencode(ext, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"OpenCV could not encode {fmt}")
-    return CompressedImage(
-        header=header or Header(), format=f"rgb8; {fmt} compressed bgr8", data=buf.tobytes()
-    )
+    data = encodings.encode_compressed(rgb, fmt)
+    return CompressedImage(header=header or Header(), format=f"rgb8; {fmt} compressed bgr8", data=data)
 
 
 def float_image(values: np.ndarray, header: Header) -> Image:
     """HxW float -> 32FC1 sensor_msgs/Image (depth in metres or normalized units, confidence)."""
-    arr = np.ascontiguousarray(values, dtype=np.float32)
+    arr = np.asarray(values, dtype=np.float32)
     if arr.ndim != 2:
         raise ValueError(f"expected an HxW array, got shape {arr.shape}")
+    encoding, step, data = encodings.encode_pixels(arr, "32FC1")
     h, w = arr.shape
-    return Image(
-        header=header, height=h, width=w, encoding="32FC1", is_bigendian=0, step=4 * w, data=arr.tobytes()
-    )
+    return Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0, step=step, data=data)
 
 
 def image_to_float(msg: Image) -> np.ndarray:
-    """32FC1 / 16UC1 (millimetres, REP-118) / mono16 depth image -> HxW float32 (metres for 16UC1)."""
-    h, w = int(msg.height), int(msg.width)
-    if msg.encoding == "32FC1":
-        order = ">" if msg.is_bigendian else "<"
-        return _rows(msg, 4).view(np.dtype(f"{order}f4")).reshape(h, w).astype(np.float32)
-    if msg.encoding in ("16UC1", "mono16"):
-        order = ">" if msg.is_bigendian else "<"
-        mm = _rows(msg, 2).view(np.dtype(f"{order}u2")).reshape(h, w).astype(np.float32)
-        out = mm / 1000.0
-        out[mm == 0] = np.nan
-        return out
-    raise DecodeError(f"unsupported depth encoding {msg.encoding!r} (expected 32FC1 or 16UC1)")
+    """Depth image -> HxW float32 metres, NaN where there is no depth: 32FC1/64FC1 (metres),
+    16UC1/mono16 (millimetres, REP-118).
+
+    Raises:
+        DecodeError: another encoding, short buffer, bad step.
+    """
+    with _decode_errors():
+        return encodings.decode_depth(
+            str(msg.encoding), msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian)
+        )
 
 
 def camera_info_intrinsics(msg: CameraInfo) -> np.ndarray:

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from vggt_ros.cli import main
-from vggt_ros.engine.bench import BenchCase, query_grid, relative_errors, synthetic_frames
 from vggt_ros.engine.modes import MODES, get_mode
 from vggt_ros.engine.runner import ModelRunner
+from vggt_ros.eval.bench import BenchCase, query_grid, relative_errors, synthetic_frames
 from vggt_ros.model import VGGT, VGGT_TINY
 from vggt_ros.model.seeded import seeded_weights_for
 

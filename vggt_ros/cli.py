@@ -356,9 +356,9 @@ def _int_list(text: str, what: str) -> list[int]:
 
 def run_bench(args: argparse.Namespace) -> int:
     """The ``bench`` subcommand."""
-    from vggt_ros.engine import bench
     from vggt_ros.engine.modes import get_mode
     from vggt_ros.engine.precision import resolve_device
+    from vggt_ros.eval import bench
 
     device = resolve_device(args.device)
     if device.type == "cpu":

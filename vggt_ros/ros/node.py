@@ -16,7 +16,6 @@ window, undecodable image, out-of-order or repeated stamp and mismatching camera
 
 from __future__ import annotations
 
-import contextlib
 import faulthandler
 import os
 import signal
@@ -955,8 +954,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             rclpy.logging.get_logger(NODE_NAME).fatal(f"refused parameter: {exc}")
             return 2
         executor.add_node(node)
-        with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
+        try:
             executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except Exception:
+            # A SIGINT/SIGTERM that shuts the context down while the executor is building its
+            # wait set makes rclpy raise (RCLError) instead of returning: still a clean stop.
+            if rclpy.ok():
+                raise
         return 0
     finally:
         if node is not None:

@@ -24,19 +24,12 @@ from typing import Any
 import numpy as np
 
 from vggt_ros.eval.commands import SUBCOMMAND_ADDERS as EVAL_SUBCOMMANDS
+from vggt_ros.eval.model_options import add_model_options, check_model_options, predictor_from_options
 
 logger = logging.getLogger("vggt_ros.cli")
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # user errors: bad input, bad checkpoint, bad options (argparse uses 2 as well)
-
-UNTRAINED_BANNER = (
-    "\n" + "!" * 78 + "\n"
-    "!!  NO --checkpoint GIVEN: running VGGT with UNTRAINED, RANDOM weights.\n"
-    "!!  Every output (cameras, depth, point cloud, tracks) is MEANINGLESS; use this only\n"
-    "!!  to test the pipeline. For real results pass --checkpoint facebook/VGGT-1B or a\n"
-    "!!  local checkpoint file.\n" + "!" * 78
-)
 
 
 class CliError(Exception):
@@ -71,10 +64,6 @@ def grid_points(n: int, height: int, width: int) -> np.ndarray:
 
 
 def _add_predict(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
-    from vggt_ros.engine.precision import PRECISIONS
-    from vggt_ros.engine.preprocess import PREPROCESS_MODES
-    from vggt_ros.model.config import CONFIGS
-
     p = subparsers.add_parser(
         "predict",
         parents=parents,
@@ -88,22 +77,7 @@ def _add_predict(subparsers: argparse._SubParsersAction, parents: list[argparse.
     )
     p.add_argument("input", type=Path, help="folder of images, a single image, or a video file")
     p.add_argument("--out", "-o", type=Path, required=True, help="output folder (created)")
-    p.add_argument(
-        "--checkpoint", default=None, help="checkpoint file, folder or HF repo id (e.g. facebook/VGGT-1B)"
-    )
-    p.add_argument("--config", default="vggt-1b", choices=sorted(CONFIGS), help="model configuration")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="compute precision (default auto)")
-    p.add_argument(
-        "--backend",
-        default="eager",
-        choices=("eager", "torch", "tensorrt", "auto"),
-        help="compiled sections: torch.compile, TensorRT, or auto (ordered fallback); default eager",
-    )
-    p.add_argument(
-        "--mode", default="resize", choices=PREPROCESS_MODES, help="preprocessing (default resize)"
-    )
-    p.add_argument("--size", type=int, default=518, help="model image side, multiple of 14 (default 518)")
+    add_model_options(p)
     p.add_argument("--every", type=int, default=1, help="use every N-th image / video frame")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument(
@@ -133,8 +107,6 @@ def _check_predict_args(args: argparse.Namespace) -> None:
         raise CliError(f"--every must be >= 1, got {args.every}")
     if args.max_frames is not None and args.max_frames < 1:
         raise CliError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if args.size <= 0 or args.size % 14:
-        raise CliError(f"--size must be a positive multiple of 14, got {args.size}")
     if not 0.0 <= args.conf_percentile <= 100.0:
         raise CliError(f"--conf-percentile must be in [0, 100], got {args.conf_percentile}")
     if args.tracks < 0:
@@ -143,17 +115,14 @@ def _check_predict_args(args: argparse.Namespace) -> None:
         raise CliError(f"--depth-scale must be positive, got {args.depth_scale}")
     if not args.input.exists():
         raise CliError(f"input not found: {args.input}")
-    from vggt_ros.engine.precision import resolve_device, resolve_precision
-
     # Fail on an unusable device before minutes of reading and loading, not after.
-    resolve_precision(args.precision, resolve_device(args.device))
+    check_model_options(args)
 
 
 def run_predict(args: argparse.Namespace) -> int:
     """The ``predict`` subcommand (see its --help)."""
     from tqdm import tqdm
 
-    from vggt_ros.engine.predictor import Predictor
     from vggt_ros.eval import exports
     from vggt_ros.eval.media import load_frames
 
@@ -173,17 +142,7 @@ def run_predict(args: argparse.Namespace) -> int:
     h0, w0 = frames[0].shape[:2]
     logger.info("read %d frame(s) from %s (first %dx%d WxH)", len(frames), args.input, w0, h0)
 
-    if args.checkpoint is None:
-        logger.warning("%s", UNTRAINED_BANNER)
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint,
-        config=args.config,
-        device=args.device,
-        precision=args.precision,
-        mode=args.mode,
-        target_size=args.size,
-        backend=args.backend,
-    )
+    predictor = predictor_from_options(args)
     logger.info("model %s on %s, %s", args.config, predictor.device, predictor.precision)
     queries = grid_points(args.tracks, h0, w0) if args.tracks else None
     prediction = predictor.predict(frames, queries)

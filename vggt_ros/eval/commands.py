@@ -17,6 +17,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from vggt_ros.eval.model_options import add_model_options, check_model_options, predictor_from_options
+
 logger = logging.getLogger("vggt_ros.eval")
 
 
@@ -25,12 +27,9 @@ logger = logging.getLogger("vggt_ros.eval")
 # ------------------------------------------------------------------------------------------------
 def add_eval(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``vggt-ros eval``."""
-    from vggt_ros.engine.precision import PRECISIONS
-    from vggt_ros.engine.preprocess import PREPROCESS_MODES
     from vggt_ros.eval.bags import STORAGES
     from vggt_ros.eval.report import ALIGN_CHOICES
     from vggt_ros.mapping.config import SCALE_SOURCES
-    from vggt_ros.model.config import CONFIGS
 
     p = subparsers.add_parser(
         "eval",
@@ -47,14 +46,7 @@ def add_eval(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     p.add_argument("bag", type=Path, help="rosbag2 directory (or its .db3/.mcap) or ROS 1 .bag")
     p.add_argument("--out", "-o", type=Path, required=True, help="output folder (created)")
     g = p.add_argument_group("model")
-    g.add_argument(
-        "--checkpoint", default=None, help="checkpoint file or HF repo id (default: untrained weights)"
-    )
-    g.add_argument("--config", default="vggt-1b", choices=sorted(CONFIGS), help="model configuration")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--precision", default="auto", choices=PRECISIONS, help="compute precision")
-    g.add_argument("--mode", default="resize", choices=PREPROCESS_MODES, help="preprocessing")
-    g.add_argument("--size", type=int, default=518, help="model image side, multiple of 14 (default 518)")
+    add_model_options(g)
     g = p.add_argument_group("topics (defaults follow `vggt-ros generate` bags)")
     g.add_argument(
         "--image-topic", action="append", default=None, help="camera image topic (repeat for a rig)"
@@ -181,19 +173,8 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
     # Fail on an unreadable bag or a wrong topic before minutes of model loading.
     resolve_options(options, {t: i.msgtype for t, i in topics.items()})
     if predictor is None:
-        from vggt_ros.cli import UNTRAINED_BANNER
-        from vggt_ros.engine.predictor import Predictor
-
-        if args.checkpoint is None:
-            logger.warning("%s", UNTRAINED_BANNER)
-        predictor = Predictor.from_checkpoint(
-            args.checkpoint,
-            config=args.config,
-            device=args.device,
-            precision=args.precision,
-            mode=args.mode,
-            target_size=args.size,
-        )
+        check_model_options(args)
+        predictor = predictor_from_options(args)
     pipeline = PerceptionPipeline(config, predictor)
     recorder = None
     if args.record is not None:

@@ -119,6 +119,8 @@ class CorrelationTracker(nn.Module):
         self.max_scale = cfg.max_scale
         # Transformer input: motion embedding (C + 4), correlation features (C), descriptor (C).
         self.token_dim = 3 * latent + 4
+        # (H, W, device, dtype) -> fixed grid embedding; derived from sizes only, never from weights.
+        self._grid_cache: dict[tuple, Tensor] = {}
 
         window = (2 * cfg.corr_radius + 1) ** 2
         self.corr_mlp = FeedForward(cfg.corr_levels * window, cfg.hidden_size, latent)
@@ -138,6 +140,19 @@ class CorrelationTracker(nn.Module):
         self.ffeat_updater = nn.Sequential(nn.Linear(latent, latent), nn.GELU())
         self.vis_predictor = nn.Sequential(nn.Linear(latent, 1))
         self.conf_predictor = nn.Sequential(nn.Linear(latent, 1))
+
+    def _grid_embedding(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """The fixed per-pixel embedding [token_dim, H, W], built once per size, device and dtype.
+
+        It is computed in float64 on the CPU; rebuilding and uploading it on every call was a
+        synchronous 70 MB host-to-device copy per window at 518 px.
+        """
+        key = (height, width, device, dtype)
+        table = self._grid_cache.get(key)
+        if table is None:
+            table = sincos_grid_embedding(self.token_dim, height, width).to(device, dtype)
+            self._grid_cache[key] = table
+        return table
 
     def _frame_tokens(self, frames: int, dtype: torch.dtype) -> Tensor:
         """Query-frame / search-frame marker per frame: [S, token_dim]."""
@@ -182,7 +197,7 @@ class CorrelationTracker(nn.Module):
         # Iteration-invariant token parts, laid out [B*N, S, token_dim] like the transformer input:
         # the fixed position embedding of each query (interpolated from the per-pixel table) and
         # the query/search frame markers.
-        grid_embedding = sincos_grid_embedding(self.token_dim, height, width).to(fmaps.device, fmaps.dtype)
+        grid_embedding = self._grid_embedding(height, width, fmaps.device, fmaps.dtype)
         query_position = sample_point_features(grid_embedding[None].expand(batch, -1, -1, -1), queries)
         query_position = query_position.reshape(batch * num_tracks, 1, self.token_dim)
         frame_tokens = self._frame_tokens(frames, fmaps.dtype)  # [S, D]

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from vggt_ros.model.config import TrackHeadConfig
+from vggt_ros.model.layers import Mlp
 from vggt_ros.model.tracker_blocks import (
-    FeedForward,
     TrackUpdateTransformer,
     correlation_window_offsets,
     displacement_embedding,
@@ -123,7 +123,7 @@ class CorrelationTracker(nn.Module):
         self._grid_cache: dict[tuple, Tensor] = {}
 
         window = (2 * cfg.corr_radius + 1) ** 2
-        self.corr_mlp = FeedForward(cfg.corr_levels * window, cfg.hidden_size, latent)
+        self.corr_mlp = Mlp(cfg.corr_levels * window, cfg.hidden_size, latent)
         # Learned offsets telling the transformer which frame holds the query ([0]) and which
         # frames are searched ([1]).
         self.query_ref_token = nn.Parameter(torch.randn(1, 2, self.token_dim))

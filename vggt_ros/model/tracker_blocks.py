@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vggt_ros.model.layers import Mlp
+
 # ----------------------------------------------------------------------------------------------
 # Sampling and fixed embeddings
 # ----------------------------------------------------------------------------------------------
@@ -107,19 +109,6 @@ def displacement_embedding(offsets: Tensor, dim: int) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-class FeedForward(nn.Module):
-    """``fc2(gelu(fc1(x)))``: [..., in_dim] -> [..., out_dim]."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int | None = None) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(in_dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, out_dim or in_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class SelfAttentionBlock(nn.Module):
     """Pre-norm self-attention block: [M, L, D] -> [M, L, D].
 
@@ -132,7 +121,7 @@ class SelfAttentionBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = FeedForward(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.norm1(x)
@@ -153,7 +142,7 @@ class CrossAttentionBlock(nn.Module):
         self.norm_context = nn.LayerNorm(dim)
         self.cross_attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = FeedForward(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         h = self.norm1(x)
@@ -258,7 +247,6 @@ def correlation_window_offsets(radius: int, device: torch.device, dtype: torch.d
 
 __all__ = [
     "CrossAttentionBlock",
-    "FeedForward",
     "SelfAttentionBlock",
     "TrackUpdateTransformer",
     "correlation_window_offsets",

@@ -46,6 +46,8 @@ def test_fast_modes_stay_within_tolerance_of_fp32(mode, case_inputs, fp32_refere
         assert errors[key] < FAST_MODE_TOLERANCE, (mode, errors)
     # Reduced precision really happened (a mode silently running fp32 would show 0 error).
     assert errors["depth"] > 1e-6, (mode, errors)
+    # Pose guesses accumulate in float32 even where the camera head's products are 16-bit.
+    assert out["pose_enc"].dtype == torch.float32
 
 
 def test_fp32_runner_equals_model_forward(case_inputs, fp32_reference):
@@ -65,7 +67,9 @@ def test_reduced_modes_store_matmul_weights_and_keep_norms_in_float32():
     assert block.norm1.weight.dtype == torch.float32
     assert block.ls1.gamma.dtype == torch.float32
     assert runner.model.aggregator.camera_token.dtype == torch.float32
-    assert runner.model.camera_head.trunk[0].attn.qkv.weight.dtype == torch.float32  # poses stay fp32
+    camera = runner.model.camera_head
+    assert camera.trunk[0].attn.qkv.weight.dtype == torch.bfloat16  # 0.9 GB read per window at 1B
+    assert camera.token_norm.weight.dtype == torch.float32
     assert runner.model.track_head.tracker.query_ref_token.dtype == torch.float32  # pixel coordinates
     convs = [m for m in runner.model.depth_head.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(c.weight.dtype == torch.bfloat16 for c in convs)

@@ -167,15 +167,21 @@ def test_rejects_bad_shapes():
         model(torch.rand(2, 3, 56, 56), query_points=torch.rand(4, 3))
 
 
-def test_token_chunked_blocks_compute_the_same_function():
-    """Chunking the per-token steps (long windows) must not change the result."""
+@pytest.mark.parametrize("inplace", [False, True])
+def test_token_chunked_blocks_compute_the_same_function(inplace):
+    """Chunking the per-token steps (long windows) must not change the result, nor must
+    writing block outputs over their inputs (the aggregator must store each kept layer's
+    frame half before the global block overwrites it)."""
     model = _tiny_model(seed=4)
     images = torch.rand(3, 3, 56, 70)
     with torch.no_grad():
         plain = model(images)
         blocks = (*model.aggregator.patch_embed.blocks, *model.aggregator.frame_blocks)
         for block in (*blocks, *model.aggregator.global_blocks):
-            block.token_chunk = 37  # not a divisor of the 3 * 26 tokens: uneven last chunk
+            # Not a divisor of the 3 * 26 global tokens: uneven last chunk; frame and encoder
+            # blocks (3 sequences) get whole-sequence chunks.
+            block.token_chunk = 37
+            block.inplace_residual = inplace
         chunked = model(images)
     for key in ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf"):
         torch.testing.assert_close(chunked[key], plain[key], rtol=1e-4, atol=1e-5)

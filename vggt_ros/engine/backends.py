@@ -36,7 +36,8 @@ def torch_compile_backend(ctx: BackendContext) -> Sections:
         # unrolled loop lets Inductor keep every chunk's intermediates alive at once).
         block.project_rows = torch.compile(block.project_rows, mode=mode, dynamic=False)
         block.finish_rows = torch.compile(block.finish_rows, mode=mode, dynamic=False)
-    for head in (model.depth_head, model.point_head):
+    track_features = model.track_head.feature_extractor if model.track_head is not None else None
+    for head in (model.depth_head, model.point_head, track_features):
         if head is not None:
             head.compile(mode=mode, dynamic=False)
     # The camera head is left to the runner's CUDA graph: it is launch-bound, not compute-bound.

@@ -1,53 +1,96 @@
 """Replay fixed-shape GPU work as CUDA graphs, where kernel-launch latency would dominate.
 
-The camera head runs ~250 tiny kernels on a handful of tokens per frame: on a GPU it takes
-milliseconds of launch time for microseconds of arithmetic. A CUDA graph launches them all at
-once. One graph is captured per input shape (a robot's window size is fixed, so in practice one).
+The camera head runs ~250 tiny kernels on a handful of tokens per frame, and the correlation
+tracker ~3000 small kernels per window: on a GPU both take milliseconds of launch time for
+little arithmetic. A CUDA graph launches them all at once. One graph is captured per input
+shape (a robot's window size is fixed, so in practice one).
+
+Memory: a captured graph keeps its intermediates in a private pool between replays, so each
+shape holds about the memory of one eager call (plus a copy of its inputs) for as long as the
+wrapper lives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+logger = logging.getLogger(__name__)
+
 
 class GraphedFunction:
-    """Wraps ``fn(x: Tensor) -> list[Tensor]`` (pure, fixed kernels for a given shape).
+    """Wraps ``fn(*inputs: Tensor) -> Sequence[Tensor]`` (pure, fixed kernels for given shapes).
 
-    The first call for a shape warms ``fn`` up on a side stream and captures it; later calls
-    copy the input into the captured buffer, replay, and return clones of the outputs (the
-    captured buffers are overwritten by the next replay).
+    The first call for a set of input shapes warms ``fn`` up on a side stream and captures it;
+    later calls copy the inputs into the captured buffers, replay, and return clones of the
+    outputs (the captured buffers are overwritten by the next replay). Inputs on the CPU run
+    ``fn`` directly.
+
+    Args:
+        fn: the function; it must not synchronise with the host (no ``.item()``, no
+            data-dependent shapes).
+        warmup: eager calls before capture (lazy initialisation stays out of the graph).
+        autocast_dtype: run ``fn`` under CUDA autocast in this dtype. Autocast's weight-cast
+            cache is disabled inside: cached casts made outside the capture would be freed
+            when the caller's autocast region ends while the graph still reads them.
+        name: what the log line calls it when a capture fails (it then runs eagerly).
     """
 
-    def __init__(self, fn: Callable[[Tensor], list[Tensor]], warmup: int = 2) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Sequence[Tensor]],
+        warmup: int = 2,
+        autocast_dtype: torch.dtype | None = None,
+        name: str = "function",
+    ) -> None:
         self.fn = fn
         self.warmup = warmup
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensor, list[Tensor]]] = {}
+        self.autocast_dtype = autocast_dtype
+        self.name = name
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[Tensor], list[Tensor]]] = {}
+        self._eager_keys: set[tuple] = set()  # shapes whose capture failed
 
-    def __call__(self, x: Tensor) -> list[Tensor]:
-        if x.device.type != "cuda":
-            return self.fn(x)
-        key = (tuple(x.shape), x.dtype, x.device)
+    def _call(self, *inputs: Tensor) -> Sequence[Tensor]:
+        if self.autocast_dtype is None:
+            with torch.autocast("cuda", enabled=False):
+                return self.fn(*inputs)
+        with torch.autocast("cuda", dtype=self.autocast_dtype, cache_enabled=False):
+            return self.fn(*inputs)
+
+    def __call__(self, *inputs: Tensor) -> list[Tensor]:
+        if inputs[0].device.type != "cuda":
+            return list(self.fn(*inputs))
+        key = tuple((tuple(x.shape), x.dtype, x.device) for x in inputs)
+        if key in self._eager_keys:
+            return list(self._call(*inputs))
         entry = self._graphs.get(key)
         if entry is None:
-            entry = self._capture(x)
+            try:
+                entry = self._capture(inputs)
+            except RuntimeError as exc:  # e.g. an op that synchronises with the host
+                logger.warning("CUDA graph capture failed for %s, running it eagerly: %s", self.name, exc)
+                self._eager_keys.add(key)
+                return list(self._call(*inputs))
             self._graphs[key] = entry
-        graph, static_in, static_out = entry
-        static_in.copy_(x)
+        graph, static_inputs, static_outputs = entry
+        for static, x in zip(static_inputs, inputs, strict=True):
+            static.copy_(x)
         graph.replay()
-        return [t.clone() for t in static_out]
+        return [t.clone() for t in static_outputs]
 
-    def _capture(self, x: Tensor) -> tuple[torch.cuda.CUDAGraph, Tensor, list[Tensor]]:
-        static_in = x.clone()
-        side = torch.cuda.Stream(device=x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
+    def _capture(self, inputs: Sequence[Tensor]) -> tuple[torch.cuda.CUDAGraph, list[Tensor], list[Tensor]]:
+        static_inputs = [x.clone() for x in inputs]
+        device = static_inputs[0].device
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(self.warmup):  # lazy inits (cuBLAS handles, workspaces) stay out of the graph
-                self.fn(static_in)
-        torch.cuda.current_stream(x.device).wait_stream(side)
+                self._call(*static_inputs)
+        torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_out = self.fn(static_in)
-        return graph, static_in, list(static_out)
+            static_outputs = self._call(*static_inputs)
+        return graph, static_inputs, list(static_outputs)

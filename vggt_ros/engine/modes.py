@@ -9,9 +9,11 @@ A mode is a recipe for :class:`~vggt_ros.engine.runner.ModelRunner`:
 - ``bf16`` / ``fp16``: matrix weights (linear and convolution layers) *stored* in that dtype,
   so nothing is cast per call and the weights take half the memory; norms, layer scales,
   learned tokens and the residual stream stay float32 under autocast, which keeps the error
-  close to the official mode's. Only the layers the heads read are kept, in the reduced dtype.
-  The camera head (a few tokens per frame, where pose accuracy is decided) stays float32, and
-  the correlation tracker keeps float32 state (pixel coordinates).
+  close to the official mode's. Only the layers the heads read are kept, in the reduced dtype,
+  and long windows' blocks update the residual stream in place. The camera head's matrix
+  weights are stored in that dtype too (it reads 0.9 GB of float32 weights for a few tokens
+  per frame; its pose guess still accumulates in float32), and the correlation tracker keeps
+  float32 state (pixel coordinates).
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ class InferenceMode:
         tracker_autocast: autocast dtype for the correlation tracker's matrix products. Its
             weights and state stay float32: track coordinates are pixel positions up to ~518
             moving by fractions of a pixel, which bf16 (2-pixel steps above 256) cannot hold.
+        camera_dtype: storage and autocast dtype of the camera head's matrix weights (None:
+            float32, no autocast, as the official code runs it).
+        inplace_residual: chunked trunk blocks (long windows) write their output over their
+            input instead of a new buffer (same numbers, one [S*T, dim] float32 buffer less).
+        head_chunk_frames: frames per chunk of the dense heads (None: the configuration's,
+            8 for VGGT-1B). Smaller chunks lower the heads' peak memory on long windows.
     """
 
     name: str
@@ -51,6 +59,9 @@ class InferenceMode:
     keep_dtype: torch.dtype | None = None
     token_chunk: int | None = None
     tracker_autocast: torch.dtype | None = None
+    camera_dtype: torch.dtype | None = None
+    inplace_residual: bool = False
+    head_chunk_frames: int | None = None
 
     @property
     def reduced_precision(self) -> bool:
@@ -66,6 +77,8 @@ def _reduced(name: str, dtype: torch.dtype) -> InferenceMode:
         keep_dtype=dtype,
         token_chunk=16384,
         tracker_autocast=dtype,
+        camera_dtype=dtype,
+        inplace_residual=True,
     )
 
 

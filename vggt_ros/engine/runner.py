@@ -80,6 +80,8 @@ def _prepare_model(model: VGGT, mode: InferenceMode, device: torch.device) -> VG
                 store_matmul_weights(head, mode.matmul_dtype)
         if model.track_head is not None:
             store_matmul_weights(model.track_head.feature_extractor, mode.matmul_dtype)
+    if mode.camera_dtype is not None and model.camera_head is not None:
+        store_matmul_weights(model.camera_head, mode.camera_dtype)
     return model
 
 
@@ -92,9 +94,10 @@ class ModelRunner:
         mode: an :class:`InferenceMode` or its name.
         backend: "eager", "torch", "tensorrt", or "auto" (ordered fallback), or a sequence of
             names to try in order.
-        options: runner and backend options: ``graph_camera`` (default True: replay the camera
-            head as a CUDA graph on GPUs), ``channels_last_heads`` (NHWC dense heads),
-            ``token_chunk`` (override the mode's; 0 disables),
+        options: runner and backend options: ``graph_camera`` and ``graph_tracks`` (default
+            True: replay the camera head / the correlation tracker as CUDA graphs on GPUs),
+            ``channels_last_heads`` (NHWC dense heads), ``token_chunk`` (override the mode's;
+            0 disables), ``inplace_residual`` and ``head_chunk_frames`` (override the mode's),
             ``torch_compile_mode``, and the TensorRT backend's (``cache_dir``, ``weights_identity``...).
     """
 
@@ -120,15 +123,24 @@ class ModelRunner:
         }
         options = dict(options or {})
         token_chunk = options.get("token_chunk", self.mode.token_chunk) or None
+        inplace = bool(options.get("inplace_residual", self.mode.inplace_residual))
         aggregator = self.model.aggregator
+        # The aggregator and the encoder never read a block's input after the block has run,
+        # so their blocks may update it in place.
         for block in (*aggregator.patch_embed.blocks, *aggregator.frame_blocks, *aggregator.global_blocks):
             block.token_chunk = token_chunk
-        if (
-            self.device.type == "cuda"
-            and self.model.camera_head is not None
-            and options.get("graph_camera", True)
-        ):
+            block.inplace_residual = inplace
+        head_chunk = options.get("head_chunk_frames", self.mode.head_chunk_frames)
+        if head_chunk:
+            track_features = self.model.track_head.feature_extractor if self.model.track_head else None
+            for head in (self.model.depth_head, self.model.point_head, track_features):
+                if head is not None:
+                    head.frames_chunk_size = int(head_chunk)
+        on_gpu = self.device.type == "cuda"
+        if on_gpu and self.model.camera_head is not None and options.get("graph_camera", True):
             eager["camera"] = self._graphed_camera_section()
+        if on_gpu and self.model.track_head is not None and options.get("graph_tracks", True):
+            eager["tracks"] = self._graphed_track_section()
         if options.get("channels_last_heads", False):
             # cuDNN's fastest reduced-precision convolutions take NHWC; outputs follow the weights.
             for head in (self.model.depth_head, self.model.point_head):
@@ -160,12 +172,37 @@ class ModelRunner:
         """The camera head replayed as a CUDA graph (launch-bound: ~250 kernels on S tokens)."""
         head = self.model.camera_head
         last = self.model.config.aggregator.depth - 1
-        graphed = GraphedFunction(lambda tokens: head.refine(tokens, head.iterations))
+        graphed = GraphedFunction(
+            lambda tokens: head.refine(tokens, head.iterations),
+            autocast_dtype=self.mode.camera_dtype,
+            name="the camera head",
+        )
 
         def camera(layers: AggregatedTokens) -> list[Tensor]:
             return graphed(layers[last][:, :, 0].to(head.token_norm.weight.dtype))
 
         return camera
+
+    def _graphed_track_section(self) -> Callable[..., tuple[list[Tensor], Tensor, Tensor]]:
+        """Track features eagerly (or compiled), then the correlation tracker as a CUDA graph:
+        its ~3000 small kernels per window are launch-bound (about 25 ms of kernels took 45 ms
+        on an H200)."""
+        head = self.model.track_head
+        patch_start = self.model.aggregator.patch_start_idx
+
+        def track(query_points: Tensor, feature_maps: Tensor) -> list[Tensor]:
+            tracks, vis, conf = head.track(query_points, feature_maps)
+            return [*tracks, vis, conf]
+
+        graphed = GraphedFunction(track, autocast_dtype=self.mode.tracker_autocast, name="the tracker")
+
+        def tracks(
+            layers: AggregatedTokens, image_hw: tuple[int, int], query_points: Tensor
+        ) -> tuple[list[Tensor], Tensor, Tensor]:
+            outputs = graphed(query_points, head.features(layers, image_hw, patch_start))
+            return outputs[:-2], outputs[-2], outputs[-1]
+
+        return tracks
 
     def _backend_order(self, backend: str | Sequence[str]) -> tuple[str, ...]:
         if isinstance(backend, str):
@@ -214,7 +251,7 @@ class ModelRunner:
                 images, with_tracks, self.mode.keep_all_layers, self.mode.keep_dtype
             )
         if model.camera_head is not None:
-            with timer.stage("camera"):
+            with timer.stage("camera"), self._autocast(self.mode.camera_dtype):
                 encodings = self.sections["camera"](layers)
             out["pose_enc"], out["pose_enc_list"] = encodings[-1], encodings
         heads_autocast = self.mode.autocast_dtype if self.mode.heads_autocast else None

@@ -69,7 +69,9 @@ class CameraHead(nn.Module):
             guess = self.empty_pose_tokens.expand(b, s, -1) if raw is None else raw.detach()
             shift, scale, gate = self.poseLN_modulation(self.embed_pose(guess)).chunk(3, dim=-1)
             modulated = gate * (normalized * (1 + scale) + shift) + camera_tokens
-            delta = self.pose_branch(self.trunk_norm(self.trunk(modulated)))
+            # The guess accumulates in the tokens' precision (float32), also when the trunk's
+            # matrix products run in bf16: a bf16 sum would quantise translations to ~1 %.
+            delta = self.pose_branch(self.trunk_norm(self.trunk(modulated))).to(camera_tokens.dtype)
             raw = delta if raw is None else raw + delta
             encodings.append(activate_pose_encoding(raw))
         return encodings

@@ -107,6 +107,10 @@ class TransformerBlock(nn.Module):
     # window at once; attention itself still sees all tokens. None: all tokens in one chunk.
     # Set by the engine.
     token_chunk: int | None = None
+    # Inference only, chunked calls only: write the output over the input tensor instead of a
+    # new one (saves one [N, T, dim] float32 buffer). Only for callers that never read a block's
+    # input after the call (the aggregator and the encoder). Set by the engine.
+    inplace_residual: bool = False
 
     def forward(self, x: Tensor, rope_tables: RopeTables | None = None) -> Tensor:
         """``x`` [N, T, dim] -> [N, T, dim]."""
@@ -126,11 +130,20 @@ class TransformerBlock(nn.Module):
     def _infer_in_token_chunks(self, x: Tensor, rope_tables: RopeTables | None, chunk: int) -> Tensor:
         """Tokens handled as ``N * T`` rows, the per-token work ``chunk`` rows at a time; only
         attention sees all tokens. Peak memory holds one q/k/v buffer instead of several
-        full-size float32 and MLP-wide intermediates."""
+        full-size float32 and MLP-wide intermediates.
+
+        With several sequences (``N > 1``) a chunk holds whole sequences, so that each chunk's
+        attention output is one slice of SDPA's [N, T, heads, head_dim] result (no full-size
+        transposed copy of it).
+        """
         n, t, dim = x.shape
         attn = self.attn
         rows = x.reshape(n * t, dim)
+        if n > 1:
+            chunk = max(chunk // t, 1) * t
         spans = [(r0, min(r0 + chunk, n * t)) for r0 in range(0, n * t, chunk)]
+        # q, k and v each contiguous [N*T, heads, head_dim]: the [N, T, heads, head_dim] layout
+        # fused attention kernels read without a copy.
         qkv: Tensor | None = None
         for r0, r1 in spans:
             tables = None
@@ -139,15 +152,19 @@ class TransformerBlock(nn.Module):
                 tables = (rope_tables[0][token][:, None], rope_tables[1][token][:, None])
             q, k, v = self.project_rows(rows[r0:r1], tables)
             if qkv is None:
-                qkv = torch.empty(n * t, 3, attn.num_heads, attn.head_dim, dtype=v.dtype, device=x.device)
-            qkv[r0:r1, 0], qkv[r0:r1, 1], qkv[r0:r1, 2] = q, k, v
+                qkv = torch.empty(3, n * t, attn.num_heads, attn.head_dim, dtype=v.dtype, device=x.device)
+            qkv[0, r0:r1], qkv[1, r0:r1], qkv[2, r0:r1] = q, k, v
         assert qkv is not None
-        q, k, v = qkv.view(n, t, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n * t, dim)
+        q, k, v = qkv.view(3, n, t, attn.num_heads, attn.head_dim).transpose(2, 3).unbind(0)
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # [N, T, heads, head_dim]
         del qkv, q, k, v
-        out = torch.empty_like(rows)
+        out = rows if self.inplace_residual else torch.empty_like(rows)
         for r0, r1 in spans:
-            out[r0:r1] = self.finish_rows(rows[r0:r1], attended[r0:r1])
+            if n == 1:
+                attended_rows = attended[0, r0:r1].reshape(r1 - r0, dim)
+            else:  # whole sequences r0 // t .. r1 // t
+                attended_rows = attended[r0 // t : r1 // t].reshape(r1 - r0, dim)
+            out[r0:r1] = self.finish_rows(rows[r0:r1], attended_rows)
         return out.view(n, t, dim)
 
     def project_rows(self, rows: Tensor, rope_tables: RopeTables | None) -> tuple[Tensor, Tensor, Tensor]:

@@ -39,7 +39,17 @@ class TrackHead(nn.Module):
         query_points: Tensor,
         iterations: int | None = None,
     ) -> tuple[list[Tensor], Tensor, Tensor]:
-        feature_maps = self.feature_extractor(layers, image_hw, patch_start_idx)  # [B, S, C, H/2, W/2]
+        feature_maps = self.features(layers, image_hw, patch_start_idx)
+        return self.track(query_points, feature_maps, iterations)
+
+    def features(self, layers: AggregatedTokens, image_hw: tuple[int, int], patch_start_idx: int) -> Tensor:
+        """Dense track features [B, S, C, H / stride, W / stride] from the aggregated tokens."""
+        return self.feature_extractor(layers, image_hw, patch_start_idx)
+
+    def track(
+        self, query_points: Tensor, feature_maps: Tensor, iterations: int | None = None
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Query pixels [B, N, 2] through ``feature_maps``: per-iteration tracks, vis, conf."""
         # The tracker may keep a higher precision than the feature extractor (pixel coordinates).
         dtype = self.tracker.query_ref_token.dtype
         return self.tracker(query_points.to(dtype), feature_maps.to(dtype), iterations)

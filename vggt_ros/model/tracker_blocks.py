@@ -19,6 +19,8 @@ part of the function the released weights were trained for.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,6 +30,18 @@ from vggt_ros.model.layers import Mlp
 # ----------------------------------------------------------------------------------------------
 # Sampling and fixed embeddings
 # ----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _pixels_to_unit(width: int, height: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Scale [2] from pixels (x, y) to grid_sample's [-1, 1] span, -1/+1 at the outer pixel
+    centres (align_corners=True). A map one pixel wide keeps the scale finite; grid_sample then
+    reads its single column everywhere.
+
+    Cached: building it is a host-to-device copy, which a CUDA graph capture of the tracker
+    cannot contain.
+    """
+    return torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], dtype=dtype, device=device)
 
 
 def sample_at_pixels(maps: Tensor, points: Tensor, padding_mode: str = "border") -> Tensor:
@@ -47,12 +61,7 @@ def sample_at_pixels(maps: Tensor, points: Tensor, padding_mode: str = "border")
     samples, only through what it samples.
     """
     height, width = maps.shape[-2:]
-    # grid_sample wants [-1, 1] with -1/+1 at the outer pixel centres (align_corners=True). A map
-    # one pixel wide keeps the scale finite; grid_sample then reads its single column everywhere.
-    to_unit = torch.tensor(
-        [2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], dtype=maps.dtype, device=maps.device
-    )
-    grid = points.detach().to(maps.dtype) * to_unit - 1.0
+    grid = points.detach().to(maps.dtype) * _pixels_to_unit(width, height, maps.dtype, maps.device) - 1.0
     return F.grid_sample(maps, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
 
 

@@ -150,6 +150,49 @@ def memory_walk(runner: ModelRunner, frames: int) -> None:
         print(f"| {name} | {before:.2f} | {peak:.2f} | {peak - before:.2f} |")
 
 
+def _our_frame(frames: list[dict]) -> str:
+    """The innermost stack frame in this package (where an allocation was asked for)."""
+    for frame in frames:
+        if "vggt_ros" in frame["filename"]:
+            return f"{frame['filename'].split('vggt_ros/')[-1]}:{frame['line']} {frame['name']}"
+    return frames[0]["name"] if frames else "?"
+
+
+def peak_breakdown(runner: ModelRunner, frames: int, top: int = 14) -> None:
+    """Live allocations at the peak of one window, grouped by the line that made them."""
+    images = synthetic_frames(BenchCase(frames, 350, 518)).cuda()
+    runner.run(images)  # warm (compiles)
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    torch.cuda.memory._record_memory_history(max_entries=2_000_000, stacks="python")
+    runner.run(images)
+    torch.cuda.synchronize()
+    snapshot = torch.cuda.memory._snapshot()
+    torch.cuda.memory._record_memory_history(enabled=None)
+    live: dict[int, tuple[int, str]] = {}
+    current = peak = 0
+    at_peak: dict[int, tuple[int, str]] = {}
+    for event in snapshot["device_traces"][0]:
+        action = event["action"]
+        if action == "alloc":
+            live[event["addr"]] = (event["size"], _our_frame(event.get("frames", [])))
+            current += event["size"]
+            if current > peak:
+                peak, at_peak = current, dict(live)
+        elif action == "free_completed" and event["addr"] in live:
+            current -= live.pop(event["addr"])[0]
+    groups: dict[str, float] = defaultdict(float)
+    for size, where in at_peak.values():
+        groups[where] += size / 1e9
+    print(f"\n## peak breakdown, {frames} frames, mode {runner.mode.name}/{runner.backend}")
+    peak_gb = torch.cuda.max_memory_allocated() / 1e9
+    print(f"allocated before the window {base / 1e9:.2f} GB; peak {peak_gb:.2f} GB")
+    print(f"allocated during the window and live at its peak: {peak / 1e9:.2f} GB")
+    for where, gb in sorted(groups.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {gb:6.3f} GB  {where}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -161,6 +204,7 @@ def main() -> None:
     parser.add_argument("--option", action="append", default=[], help="runner option KEY=VALUE (int/bool)")
     parser.add_argument("--memory-frames", type=int, default=0)
     parser.add_argument("--memory-backend", default="eager")
+    parser.add_argument("--peak-frames", type=int, default=0, help="peak breakdown at this window size")
     args = parser.parse_args()
     make_cpu_bf16_safe()
     options = {}
@@ -179,6 +223,11 @@ def main() -> None:
         gc.collect()
         torch.cuda.empty_cache()
         memory_walk(build_runner(args.mode, args.memory_backend, options), args.memory_frames)
+    if args.peak_frames:
+        torch._dynamo.reset()
+        gc.collect()
+        torch.cuda.empty_cache()
+        peak_breakdown(build_runner(args.mode, args.backend, options), args.peak_frames)
 
 
 if __name__ == "__main__":

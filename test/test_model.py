@@ -185,3 +185,26 @@ def test_token_chunked_blocks_compute_the_same_function(inplace):
         chunked = model(images)
     for key in ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf"):
         torch.testing.assert_close(chunked[key], plain[key], rtol=1e-4, atol=1e-5)
+
+
+def test_dense_heads_in_smaller_chunks_on_long_windows_compute_the_same_function():
+    """``long_window_chunk_size`` only regroups frames: same outputs, and short windows (up to
+    one configured chunk) are not split."""
+    model = _tiny_model(seed=5)
+    head = model.depth_head
+    images = torch.rand(head.frames_chunk_size + 2, 3, 28, 42)
+    with torch.no_grad():
+        layers = model.aggregate(images[None], with_tracks=False)
+        plain = head(layers, (28, 42), model.aggregator.patch_start_idx)
+        head.long_window_chunk_size = 3
+        calls = []
+        original = head._forward_frames
+        head._forward_frames = lambda *a: calls.append(a[-1] - a[-2]) or original(*a)
+        chunked = head(layers, (28, 42), model.aggregator.patch_start_idx)
+        assert calls == [3, 3, 3, 1]
+        calls.clear()
+        short = {i: t[:, : head.frames_chunk_size] for i, t in layers.items()}
+        head(short, (28, 42), model.aggregator.patch_start_idx)
+        assert calls == [head.frames_chunk_size]
+    for a, b in zip(chunked, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

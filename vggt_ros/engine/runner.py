@@ -135,7 +135,7 @@ class ModelRunner:
             track_features = self.model.track_head.feature_extractor if self.model.track_head else None
             for head in (self.model.depth_head, self.model.point_head, track_features):
                 if head is not None:
-                    head.frames_chunk_size = int(head_chunk)
+                    head.long_window_chunk_size = int(head_chunk)
         on_gpu = self.device.type == "cuda"
         if on_gpu and self.model.camera_head is not None and options.get("graph_camera", True):
             eager["camera"] = self._graphed_camera_section()

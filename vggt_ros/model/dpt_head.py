@@ -134,6 +134,9 @@ class DPTHead(nn.Module):
         self.patch_size = patch_size
         self.layer_indices = tuple(cfg.layer_indices)
         self.frames_chunk_size = cfg.frames_chunk_size
+        # Windows longer than one chunk may use smaller chunks (set by the engine): the
+        # full-resolution tail of each chunk is the peak memory of a long window.
+        self.long_window_chunk_size: int | None = None
         self.activation = activation
         self.feature_only = feature_only
         self.down_ratio = down_ratio
@@ -170,6 +173,8 @@ class DPTHead(nn.Module):
         """Run the head over all frames in chunks of ``frames_chunk_size``."""
         frames = layers[self.layer_indices[0]].shape[1]
         chunk = self.frames_chunk_size if self.frames_chunk_size > 0 else frames
+        if self.long_window_chunk_size and frames > chunk:
+            chunk = self.long_window_chunk_size
         results = [
             self._forward_frames(layers, image_hw, patch_start_idx, start, min(start + chunk, frames))
             for start in range(0, frames, chunk)

@@ -198,8 +198,8 @@ def test_dense_heads_in_smaller_chunks_on_long_windows_compute_the_same_function
         plain = head(layers, (28, 42), model.aggregator.patch_start_idx)
         head.long_window_chunk_size = 3
         calls = []
-        original = head._forward_frames
-        head._forward_frames = lambda *a: calls.append(a[-1] - a[-2]) or original(*a)
+        original = head.forward_chunk
+        head.forward_chunk = lambda tokens, hw: calls.append(tokens[0].shape[1]) or original(tokens, hw)
         chunked = head(layers, (28, 42), model.aggregator.patch_start_idx)
         assert calls == [3, 3, 3, 1]
         calls.clear()

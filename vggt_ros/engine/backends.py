@@ -34,12 +34,15 @@ def torch_compile_backend(ctx: BackendContext) -> Sections:
         # Compile the per-token row steps, not the whole block: the token-chunk loop and the
         # attention call stay eager, so a long window keeps its bounded memory (a compiled
         # unrolled loop lets Inductor keep every chunk's intermediates alive at once).
-        block.project_rows = torch.compile(block.project_rows, mode=mode, dynamic=False)
-        block.finish_rows = torch.compile(block.finish_rows, mode=mode, dynamic=False)
+        for step in ("project_rows", "project_q_rows", "project_kv_rows", "finish_rows"):
+            setattr(block, step, torch.compile(getattr(block, step), mode=mode, dynamic=False))
     track_features = model.track_head.feature_extractor if model.track_head is not None else None
     for head in (model.depth_head, model.point_head, track_features):
         if head is not None:
-            head.compile(mode=mode, dynamic=False)
+            # Per frame chunk, not the whole head: a compiled chunk loop is unrolled and kept
+            # several chunks' buffers alive at once (measured 1.7 GB live in the heads at 100
+            # frames of 350x518).
+            head.forward_chunk = torch.compile(head.forward_chunk, mode=mode, dynamic=False)
     # The camera head is left to the runner's CUDA graph: it is launch-bound, not compute-bound.
     # The sections keep their eager entry points: the modules they call are now compiled.
     return {}

@@ -173,9 +173,8 @@ class DenseHeadChunk(nn.Module):
 
     def forward(self, first: Tensor, second: Tensor, third: Tensor, fourth: Tensor) -> tuple[Tensor, Tensor]:
         layers = (first, second, third, fourth)  # DPT reads exactly four layers
-        by_index = dict(zip(self.head.layer_indices, layers, strict=True))
-        frames = first.shape[1]
-        return self.head._forward_frames(by_index, self.image_hw, self.patch_start_idx, 0, frames)
+        patches = [layer[:, :, self.patch_start_idx :] for layer in layers]
+        return self.head.forward_chunk(patches, self.image_hw)
 
 
 class CameraHeadExport(nn.Module):

@@ -170,37 +170,53 @@ class DPTHead(nn.Module):
             )
 
     def forward(self, layers: AggregatedTokens, image_hw: tuple[int, int], patch_start_idx: int):
-        """Run the head over all frames in chunks of ``frames_chunk_size``."""
+        """Run the head over all frames in chunks of ``frames_chunk_size``.
+
+        Each chunk's result is written into outputs allocated once for the window (no list of
+        chunk results plus a concatenated copy).
+        """
         frames = layers[self.layer_indices[0]].shape[1]
         chunk = self.frames_chunk_size if self.frames_chunk_size > 0 else frames
         if self.long_window_chunk_size and frames > chunk:
             chunk = self.long_window_chunk_size
-        results = [
-            self._forward_frames(layers, image_hw, patch_start_idx, start, min(start + chunk, frames))
-            for start in range(0, frames, chunk)
-        ]
-        if len(results) == 1:
-            return results[0]
-        if self.feature_only:
-            return torch.cat(results, dim=1)
-        return torch.cat([r[0] for r in results], dim=1), torch.cat([r[1] for r in results], dim=1)
+        outputs: list[Tensor] = []
+        for start in range(0, frames, chunk):
+            stop = min(start + chunk, frames)
+            tokens = [layers[i][:, start:stop, patch_start_idx:] for i in self.layer_indices]
+            result = self.forward_chunk(tokens, image_hw)
+            parts = [result] if self.feature_only else list(result)
+            if stop - start == frames:
+                return result
+            if not outputs:
+                outputs = [p.new_empty((p.shape[0], frames, *p.shape[2:])) for p in parts]
+            for out, part in zip(outputs, parts, strict=True):
+                out[:, start:stop] = part
+        return outputs[0] if self.feature_only else tuple(outputs)
 
     def _add_positions(self, x: Tensor, image_hw: tuple[int, int]) -> Tensor:
         h, w = image_hw
         pos = sincos_position_map(tuple(x.shape[-2:]), x.shape[1], w / h, x.device, x.dtype)
         return x + (pos * 0.1).to(x.dtype)
 
-    def _forward_frames(
-        self, layers: AggregatedTokens, image_hw: tuple[int, int], patch_start_idx: int, start: int, stop: int
-    ):
+    def forward_chunk(self, tokens: list[Tensor], image_hw: tuple[int, int]):
+        """One chunk of frames.
+
+        Args:
+            tokens: the patch tokens [B, s, P, 2 * dim] of each layer in ``layer_indices``.
+            image_hw: the model input size (H, W).
+
+        This is the unit the engine compiles: one compiled call per chunk keeps one chunk's
+        intermediates alive (compiling ``forward`` would unroll the chunk loop, and Inductor
+        may then keep several chunks' buffers at once).
+        """
         h, w = image_hw
         gh, gw = h // self.patch_size, w // self.patch_size
         pyramid: list[Tensor] = []
-        for level, layer_idx in enumerate(self.layer_indices):
+        for level, layer_tokens in enumerate(tokens):
             # Cast to the head's own precision: the trunk may run in another one.
-            tokens = layers[layer_idx][:, start:stop, patch_start_idx:].to(self.norm.weight.dtype)
-            b, s = tokens.shape[:2]
-            x = self.norm(tokens.reshape(b * s, gh * gw, -1))
+            layer_tokens = layer_tokens.to(self.norm.weight.dtype)
+            b, s = layer_tokens.shape[:2]
+            x = self.norm(layer_tokens.reshape(b * s, gh * gw, -1))
             x = x.transpose(1, 2).reshape(b * s, -1, gh, gw)
             x = self.projects[level](x)
             if self.position_embedding:

@@ -128,13 +128,15 @@ class TransformerBlock(nn.Module):
         return self.finish_rows(x, attended)
 
     def _infer_in_token_chunks(self, x: Tensor, rope_tables: RopeTables | None, chunk: int) -> Tensor:
-        """Tokens handled as ``N * T`` rows, the per-token work ``chunk`` rows at a time; only
-        attention sees all tokens. Peak memory holds one q/k/v buffer instead of several
-        full-size float32 and MLP-wide intermediates.
+        """Tokens handled as ``N * T`` rows, the per-token work ``chunk`` rows at a time.
 
-        With several sequences (``N > 1``) a chunk holds whole sequences, so that each chunk's
-        attention output is one slice of SDPA's [N, T, heads, head_dim] result (no full-size
-        transposed copy of it).
+        First the keys and values of all rows (attention needs them all); then, chunk by chunk,
+        the chunk's queries, their attention over all keys, and both residual steps. Peak memory
+        holds the key/value buffer and one chunk's intermediates: no full-size query, attention
+        output or MLP-wide buffer. Each row's output depends only on its own input row and the
+        keys/values, so with ``inplace_residual`` a chunk's output can overwrite its input rows.
+
+        With several sequences (``N > 1``) a chunk holds whole sequences.
         """
         n, t, dim = x.shape
         attn = self.attn
@@ -142,29 +144,34 @@ class TransformerBlock(nn.Module):
         if n > 1:
             chunk = max(chunk // t, 1) * t
         spans = [(r0, min(r0 + chunk, n * t)) for r0 in range(0, n * t, chunk)]
-        # q, k and v each contiguous [N*T, heads, head_dim]: the [N, T, heads, head_dim] layout
-        # fused attention kernels read without a copy.
-        qkv: Tensor | None = None
+
+        def chunk_tables(r0: int, r1: int) -> RopeTables | None:
+            if rope_tables is None:
+                return None
+            token = torch.arange(r0, r1, device=x.device) % t  # position of each row in its sequence
+            return rope_tables[0][token][:, None], rope_tables[1][token][:, None]
+
+        # Keys and values, each contiguous [N*T, heads, head_dim] (the [N, T, heads, head_dim]
+        # layout fused attention kernels read without a copy).
+        kv: Tensor | None = None
         for r0, r1 in spans:
-            tables = None
-            if rope_tables is not None:
-                token = torch.arange(r0, r1, device=x.device) % t  # position of each row in its sequence
-                tables = (rope_tables[0][token][:, None], rope_tables[1][token][:, None])
-            q, k, v = self.project_rows(rows[r0:r1], tables)
-            if qkv is None:
-                qkv = torch.empty(3, n * t, attn.num_heads, attn.head_dim, dtype=v.dtype, device=x.device)
-            qkv[0, r0:r1], qkv[1, r0:r1], qkv[2, r0:r1] = q, k, v
-        assert qkv is not None
-        q, k, v = qkv.view(3, n, t, attn.num_heads, attn.head_dim).transpose(2, 3).unbind(0)
-        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # [N, T, heads, head_dim]
-        del qkv, q, k, v
+            k, v = self.project_kv_rows(rows[r0:r1], chunk_tables(r0, r1))
+            if kv is None:
+                kv = torch.empty(2, n * t, attn.num_heads, attn.head_dim, dtype=v.dtype, device=x.device)
+            kv[0, r0:r1], kv[1, r0:r1] = k, v
+        assert kv is not None
+        keys, values = kv.view(2, n, t, attn.num_heads, attn.head_dim).transpose(2, 3).unbind(0)
+
         out = rows if self.inplace_residual else torch.empty_like(rows)
         for r0, r1 in spans:
+            q = self.project_q_rows(rows[r0:r1], chunk_tables(r0, r1))  # [rows, heads, head_dim]
             if n == 1:
-                attended_rows = attended[0, r0:r1].reshape(r1 - r0, dim)
+                q, k, v = q[None].transpose(1, 2), keys, values
             else:  # whole sequences r0 // t .. r1 // t
-                attended_rows = attended[r0 // t : r1 // t].reshape(r1 - r0, dim)
-            out[r0:r1] = self.finish_rows(rows[r0:r1], attended_rows)
+                q = q.view(-1, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+                k, v = keys[r0 // t : r1 // t], values[r0 // t : r1 // t]
+            attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(r1 - r0, dim)
+            out[r0:r1] = self.finish_rows(rows[r0:r1], attended)
         return out.view(n, t, dim)
 
     def project_rows(self, rows: Tensor, rope_tables: RopeTables | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -177,6 +184,29 @@ class TransformerBlock(nn.Module):
         if attn.rope is not None and rope_tables is not None:
             q, k = attn.rope(q, rope_tables), attn.rope(k, rope_tables)
         return q, k, v
+
+    def project_q_rows(self, rows: Tensor, rope_tables: RopeTables | None) -> Tensor:
+        """The query part of :meth:`project_rows`: [..., dim] -> q [..., heads, head_dim]."""
+        attn = self.attn
+        dim = rows.shape[-1]
+        bias = None if attn.qkv.bias is None else attn.qkv.bias[:dim]
+        q = F.linear(self.norm1(rows), attn.qkv.weight[:dim], bias)
+        q = attn.q_norm(q.view(*rows.shape[:-1], attn.num_heads, attn.head_dim))
+        if attn.rope is not None and rope_tables is not None:
+            q = attn.rope(q, rope_tables)
+        return q
+
+    def project_kv_rows(self, rows: Tensor, rope_tables: RopeTables | None) -> tuple[Tensor, Tensor]:
+        """The key/value part of :meth:`project_rows`: [..., dim] -> k, v [..., heads, head_dim]."""
+        attn = self.attn
+        dim = rows.shape[-1]
+        bias = None if attn.qkv.bias is None else attn.qkv.bias[dim:]
+        kv = F.linear(self.norm1(rows), attn.qkv.weight[dim:], bias)
+        k, v = kv.view(*rows.shape[:-1], 2, attn.num_heads, attn.head_dim).unbind(-3)
+        k = attn.k_norm(k)
+        if attn.rope is not None and rope_tables is not None:
+            k = attn.rope(k, rope_tables)
+        return k, v
 
     def finish_rows(self, rows: Tensor, attended: Tensor) -> Tensor:
         """Both residual steps for tokens [..., dim] given their attention output [..., dim]."""

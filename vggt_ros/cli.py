@@ -293,7 +293,10 @@ def _add_bench(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="runner/backend option, e.g. channels_last_heads=true, graph_camera=false (repeatable)",
+        help=(
+            "runner/backend option (repeatable), e.g. graph_camera=false, graph_tracks=false, "
+            "head_chunk_frames=8, token_chunk=8192, inplace_residual=false, channels_last_heads=true"
+        ),
     )
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)

@@ -21,6 +21,18 @@ from torch import Tensor
 logger = logging.getLogger(__name__)
 
 
+_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    """One warm-up stream per device for every capture: each new stream that runs a matrix
+    product gets its own cuBLAS workspace, which is never freed."""
+    stream = _SIDE_STREAMS.get(device)
+    if stream is None:
+        stream = _SIDE_STREAMS[device] = torch.cuda.Stream(device=device)
+    return stream
+
+
 class GraphedFunction:
     """Wraps ``fn(*inputs: Tensor) -> Sequence[Tensor]`` (pure, fixed kernels for given shapes).
 
@@ -84,7 +96,7 @@ class GraphedFunction:
     def _capture(self, inputs: Sequence[Tensor]) -> tuple[torch.cuda.CUDAGraph, list[Tensor], list[Tensor]]:
         static_inputs = [x.clone() for x in inputs]
         device = static_inputs[0].device
-        side = torch.cuda.Stream(device=device)
+        side = _side_stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(self.warmup):  # lazy inits (cuBLAS handles, workspaces) stay out of the graph

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from vggt_ros.model.aggregator import Aggregator, _first_and_rest
-from vggt_ros.model.dpt_head import DPTHead, sincos_position_map
+from vggt_ros.model.dpt_head import DPTHead
 from vggt_ros.model.vggt import VGGT
 
 logger = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ def export_dense_head(
         module(*example)
     inputs = tuple(f"layer_{i}" for i in head.layer_indices)
     _export(module, example, Path(path), inputs, ("values", "conf"), 1, max_frames)
-    sincos_position_map.cache_clear()  # drop anything the tracer may have left behind
+    head._position_cache.clear()  # drop anything the tracer may have left behind
     tokens, width = _token_count(model, image_hw), example[0].shape[-1]
     shapes = {name: (1, -1, tokens, width) for name in inputs}
     return ExportedSection(

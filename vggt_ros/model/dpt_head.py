@@ -10,7 +10,6 @@ window grows.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -32,7 +31,6 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.cat([F.interpolate(p, size=size, mode="bilinear", align_corners=True) for p in parts])
 
 
-@functools.lru_cache(maxsize=64)
 def sincos_position_map(
     grid_hw: tuple[int, int], channels: int, aspect: float, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
@@ -43,7 +41,7 @@ def sincos_position_map(
     centres. The first half of the channels encode x, the second half y, each as
     ``[sin(p * w_k), cos(p * w_k)]`` with ``w_k = 100 ** (-k / (channels / 4))``.
 
-    Cached per arguments: it depends only on shapes, so it is built once per window size.
+    It depends only on shapes: each head caches what it adds (see ``DPTHead._add_positions``).
     Coordinates are evaluated in float32 for reduced-precision heads (a bf16 ``linspace`` is
     too coarse) and in the feature dtype otherwise, as the reference does.
     """
@@ -137,6 +135,8 @@ class DPTHead(nn.Module):
         # Windows longer than one chunk may use smaller chunks (set by the engine): the
         # full-resolution tail of each chunk is the peak memory of a long window.
         self.long_window_chunk_size: int | None = None
+        # (grid, channels, aspect, device, dtype) -> 0.1 x position map in that dtype.
+        self._position_cache: dict[tuple, Tensor] = {}
         self.activation = activation
         self.feature_only = feature_only
         self.down_ratio = down_ratio
@@ -194,9 +194,20 @@ class DPTHead(nn.Module):
         return outputs[0] if self.feature_only else tuple(outputs)
 
     def _add_positions(self, x: Tensor, image_hw: tuple[int, int]) -> Tensor:
+        """``x`` [N, C, h, w] plus 0.1 x the sin/cos position map, cast to ``x``'s dtype."""
         h, w = image_hw
-        pos = sincos_position_map(tuple(x.shape[-2:]), x.shape[1], w / h, x.device, x.dtype)
-        return x + (pos * 0.1).to(x.dtype)
+        key = (tuple(x.shape[-2:]), x.shape[1], w / h, x.device, x.dtype)
+        if torch.compiler.is_dynamo_compiling():
+            # Traced by torch.compile: built inline, Inductor folds the table into the addition
+            # (a cache lookup would make Dynamo guard on the cache's contents).
+            return x + (sincos_position_map(*key) * 0.1).to(x.dtype)
+        table = self._position_cache.get(key)
+        if table is None:
+            # Per head, so it is freed with the model (a process-wide cache kept every size and
+            # dtype ever seen, 93 MB each at full resolution).
+            table = (sincos_position_map(*key) * 0.1).to(x.dtype)
+            self._position_cache[key] = table
+        return x + table
 
     def forward_chunk(self, tokens: list[Tensor], image_hw: tuple[int, int]):
         """One chunk of frames.

@@ -103,6 +103,25 @@ def test_runner_times_each_stage(case_inputs):
     assert all(ms > 0 for ms in timer.results().values())
 
 
+def test_graph_sections_compute_the_eager_function(case_inputs, fp32_reference):
+    """The sections the runner replays as CUDA graphs on GPUs (camera head, tracker) split and
+    regroup the heads' work; on the CPU the graph wrapper calls through, so the same wiring
+    must reproduce the eager outputs exactly."""
+    images, queries = case_inputs
+    runner = ModelRunner(_seeded_tiny(), "cpu", "fp32")
+    model = runner.model
+    with torch.inference_mode():
+        batched, batched_queries = model.batched_inputs(images, queries)
+        layers = model.aggregate(batched, True)
+        tracks, vis, conf = runner._graphed_track_section()(layers, tuple(images.shape[-2:]), batched_queries)
+        encodings = runner._graphed_camera_section()(layers)
+    assert len(tracks) == model.track_head.tracker.iterations
+    torch.testing.assert_close(tracks[-1], fp32_reference["track"], rtol=0, atol=0)
+    torch.testing.assert_close(vis, fp32_reference["vis"], rtol=0, atol=0)
+    torch.testing.assert_close(conf, fp32_reference["conf"], rtol=0, atol=0)
+    torch.testing.assert_close(encodings[-1], fp32_reference["pose_enc"], rtol=0, atol=0)
+
+
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="unknown inference mode 'int4'"):
         get_mode("int4")

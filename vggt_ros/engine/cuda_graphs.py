@@ -6,13 +6,15 @@ little arithmetic. A CUDA graph launches them all at once. One graph is captured
 shape (a robot's window size is fixed, so in practice one).
 
 Memory: a captured graph keeps its intermediates in a private pool between replays, so each
-shape holds about the memory of one eager call (plus a copy of its inputs) for as long as the
-wrapper lives.
+shape holds about the memory of one eager call (plus a copy of its inputs). Only the most
+recently used shapes keep their graphs (``max_graphs``): a node's first windows grow frame by
+frame before reaching their steady size, and every size would otherwise stay resident.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
@@ -49,6 +51,8 @@ class GraphedFunction:
             cache is disabled inside: cached casts made outside the capture would be freed
             when the caller's autocast region ends while the graph still reads them.
         name: what the log line calls it when a capture fails (it then runs eagerly).
+        max_graphs: how many input shapes keep a captured graph; the least recently used
+            one is dropped (and its memory pool freed) to make room.
     """
 
     def __init__(
@@ -57,12 +61,16 @@ class GraphedFunction:
         warmup: int = 2,
         autocast_dtype: torch.dtype | None = None,
         name: str = "function",
+        max_graphs: int = 2,
     ) -> None:
         self.fn = fn
         self.warmup = warmup
         self.autocast_dtype = autocast_dtype
         self.name = name
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[Tensor], list[Tensor]]] = {}
+        self.max_graphs = max(1, max_graphs)
+        self._graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, list[Tensor], list[Tensor]]] = (
+            OrderedDict()
+        )
         self._eager_keys: set[tuple] = set()  # shapes whose capture failed
 
     def _call(self, *inputs: Tensor) -> Sequence[Tensor]:
@@ -79,7 +87,11 @@ class GraphedFunction:
         if key in self._eager_keys:
             return list(self._call(*inputs))
         entry = self._graphs.get(key)
-        if entry is None:
+        if entry is not None:
+            self._graphs.move_to_end(key)
+        else:
+            while len(self._graphs) >= self.max_graphs:
+                self._graphs.popitem(last=False)  # frees that graph's pool for the new capture
             try:
                 entry = self._capture(inputs)
             except RuntimeError as exc:  # e.g. an op that synchronises with the host

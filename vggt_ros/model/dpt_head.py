@@ -184,9 +184,9 @@ class DPTHead(nn.Module):
             stop = min(start + chunk, frames)
             tokens = [layers[i][:, start:stop, patch_start_idx:] for i in self.layer_indices]
             result = self.forward_chunk(tokens, image_hw)
-            parts = [result] if self.feature_only else list(result)
             if stop - start == frames:
                 return result
+            parts = [result] if self.feature_only else list(result)
             if not outputs:
                 outputs = [p.new_empty((p.shape[0], frames, *p.shape[2:])) for p in parts]
             for out, part in zip(outputs, parts, strict=True):

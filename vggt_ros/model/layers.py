@@ -151,11 +151,13 @@ class TransformerBlock(nn.Module):
             token = torch.arange(r0, r1, device=x.device) % t  # position of each row in its sequence
             return rope_tables[0][token][:, None], rope_tables[1][token][:, None]
 
+        tables = [chunk_tables(r0, r1) for r0, r1 in spans]  # both passes below read them
+
         # Keys and values, each contiguous [N*T, heads, head_dim] (the [N, T, heads, head_dim]
         # layout fused attention kernels read without a copy).
         kv: Tensor | None = None
-        for r0, r1 in spans:
-            k, v = self.project_kv_rows(rows[r0:r1], chunk_tables(r0, r1))
+        for (r0, r1), chunk_rope in zip(spans, tables, strict=True):
+            k, v = self.project_kv_rows(rows[r0:r1], chunk_rope)
             if kv is None:
                 kv = torch.empty(2, n * t, attn.num_heads, attn.head_dim, dtype=v.dtype, device=x.device)
             kv[0, r0:r1], kv[1, r0:r1] = k, v
@@ -163,8 +165,8 @@ class TransformerBlock(nn.Module):
         keys, values = kv.view(2, n, t, attn.num_heads, attn.head_dim).transpose(2, 3).unbind(0)
 
         out = rows if self.inplace_residual else torch.empty_like(rows)
-        for r0, r1 in spans:
-            q = self.project_q_rows(rows[r0:r1], chunk_tables(r0, r1))  # [rows, heads, head_dim]
+        for (r0, r1), chunk_rope in zip(spans, tables, strict=True):
+            q = self.project_q_rows(rows[r0:r1], chunk_rope)  # [rows, heads, head_dim]
             if n == 1:
                 q, k, v = q[None].transpose(1, 2), keys, values
             else:  # whole sequences r0 // t .. r1 // t
@@ -177,36 +179,38 @@ class TransformerBlock(nn.Module):
     def project_rows(self, rows: Tensor, rope_tables: RopeTables | None) -> tuple[Tensor, Tensor, Tensor]:
         """Tokens [..., dim] -> q, k, v [..., heads, head_dim] (normed and rotated where enabled);
         ``rope_tables`` (cos, sin) broadcast as [..., 1, head_dim]."""
-        attn = self.attn
-        qkv = attn.qkv(self.norm1(rows)).view(*rows.shape[:-1], 3, attn.num_heads, attn.head_dim)
-        q, k, v = qkv.unbind(-3)
-        q, k = attn.q_norm(q), attn.k_norm(k)
-        if attn.rope is not None and rope_tables is not None:
-            q, k = attn.rope(q, rope_tables), attn.rope(k, rope_tables)
-        return q, k, v
+        q, k, v = self._projected(rows, first=0, count=3).unbind(-3)
+        return (
+            self._normed_rotated(q, self.attn.q_norm, rope_tables),
+            self._normed_rotated(k, self.attn.k_norm, rope_tables),
+            v,
+        )
 
     def project_q_rows(self, rows: Tensor, rope_tables: RopeTables | None) -> Tensor:
         """The query part of :meth:`project_rows`: [..., dim] -> q [..., heads, head_dim]."""
-        attn = self.attn
-        dim = rows.shape[-1]
-        bias = None if attn.qkv.bias is None else attn.qkv.bias[:dim]
-        q = F.linear(self.norm1(rows), attn.qkv.weight[:dim], bias)
-        q = attn.q_norm(q.view(*rows.shape[:-1], attn.num_heads, attn.head_dim))
-        if attn.rope is not None and rope_tables is not None:
-            q = attn.rope(q, rope_tables)
-        return q
+        q = self._projected(rows, first=0, count=1).squeeze(-3)
+        return self._normed_rotated(q, self.attn.q_norm, rope_tables)
 
     def project_kv_rows(self, rows: Tensor, rope_tables: RopeTables | None) -> tuple[Tensor, Tensor]:
         """The key/value part of :meth:`project_rows`: [..., dim] -> k, v [..., heads, head_dim]."""
+        k, v = self._projected(rows, first=1, count=2).unbind(-3)
+        return self._normed_rotated(k, self.attn.k_norm, rope_tables), v
+
+    def _projected(self, rows: Tensor, first: int, count: int) -> Tensor:
+        """Normed rows through ``count`` parts of the q/k/v projection from part ``first``
+        (0 q, 1 k, 2 v): [..., count, heads, head_dim]."""
         attn = self.attn
-        dim = rows.shape[-1]
-        bias = None if attn.qkv.bias is None else attn.qkv.bias[dim:]
-        kv = F.linear(self.norm1(rows), attn.qkv.weight[dim:], bias)
-        k, v = kv.view(*rows.shape[:-1], 2, attn.num_heads, attn.head_dim).unbind(-3)
-        k = attn.k_norm(k)
-        if attn.rope is not None and rope_tables is not None:
-            k = attn.rope(k, rope_tables)
-        return k, v
+        lo, hi = first * rows.shape[-1], (first + count) * rows.shape[-1]
+        bias = None if attn.qkv.bias is None else attn.qkv.bias[lo:hi]
+        out = F.linear(self.norm1(rows), attn.qkv.weight[lo:hi], bias)
+        return out.view(*rows.shape[:-1], count, attn.num_heads, attn.head_dim)
+
+    def _normed_rotated(self, x: Tensor, norm: nn.Module, rope_tables: RopeTables | None) -> Tensor:
+        """Query/key norm, then RoPE where the block uses it."""
+        x = norm(x)
+        if self.attn.rope is not None and rope_tables is not None:
+            x = self.attn.rope(x, rope_tables)
+        return x
 
     def finish_rows(self, rows: Tensor, attended: Tensor) -> Tensor:
         """Both residual steps for tokens [..., dim] given their attention output [..., dim]."""

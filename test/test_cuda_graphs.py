@@ -1,4 +1,5 @@
-"""CUDA-graph replay of the camera head and the tracker (GPU only; skipped on CPU-only CI).
+"""CUDA-graph replay of the camera head, the tracker and whole windows (GPU only; skipped on
+CPU-only CI).
 
 Run on a GPU machine: ``python3 -m pytest -q test/test_cuda_graphs.py``.
 """
@@ -8,8 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vggt_ros.engine.cuda_graphs import GraphedFunction
+from vggt_ros.engine.cuda_graphs import GraphedFunction, GraphStage, WindowGraphs
 from vggt_ros.engine.runner import ModelRunner
+from vggt_ros.engine.timing import NullTimer, StageTimer
 from vggt_ros.eval.bench import BenchCase, query_grid, synthetic_frames
 from vggt_ros.model import VGGT, VGGT_TINY
 from vggt_ros.model.seeded import seeded_weights_for
@@ -62,3 +64,76 @@ def test_capture_failure_falls_back_to_eager(caplog):
     torch.testing.assert_close(graphed(x)[0], x * 3)
     torch.testing.assert_close(graphed(x)[0], x * 3)
     assert "CUDA graph capture failed for the test function" in caplog.text
+
+
+WINDOW_OUTPUTS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
+WINDOW_OUTPUTS += ("track", "vis", "conf")
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_window_graphs_equal_eager_runs(mode):
+    """Whole-window replays match plain eager runs for every output, across window sizes that
+    repeat (captured), change (evicted, eager on first sight) and come back."""
+    graphed = _runner(mode, graph_window_frames=16)
+    eager = _runner(mode, graph_window=False, graph_camera=False, graph_tracks=False)
+    frames_sequence = (2, 2, 2, 3, 3, 2, 2)
+    for step, frames in enumerate(frames_sequence):
+        images = synthetic_frames(BenchCase(frames, 140, 182), seed=step)  # new pixels each window
+        queries = query_grid(6, 140, 182) + step
+        a, b = graphed.run(images, queries), eager.run(images, queries)
+        for key in WINDOW_OUTPUTS:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5, msg=f"{mode} step {step} {key}")
+    # One graph kept (the default), for the last shape: 2 frames, 6 query points.
+    (key,) = graphed._window_graphs._graphs
+    ((images_shape, _, _),) = dict(key[1])["images"]
+    assert images_shape[:2] == (1, 2)
+
+
+def test_window_replays_return_fresh_tensors_and_time_each_stage():
+    runner = _runner("bf16")
+    first_images = synthetic_frames(BenchCase(2, 140, 182), seed=0)
+    runner.run(first_images)  # first sight: eager
+    first = runner.run(first_images)  # captured and replayed
+    kept = first["depth"].clone()
+    timer = StageTimer(torch.device("cuda"))
+    runner.run(synthetic_frames(BenchCase(2, 140, 182), seed=1), timer=timer)  # replayed
+    assert runner._window_graphs._graphs, "the repeated window shape was not captured"
+    torch.testing.assert_close(first["depth"], kept, rtol=0, atol=0)  # not overwritten by the replay
+    assert set(timer.results()) == {"aggregator", "camera", "depth", "points"}
+
+
+def test_window_capture_waits_for_a_repeated_shape():
+    calls = []
+
+    def double(state):
+        calls.append(state["x"].shape[0])
+        state["y"] = state["x"] * 2
+
+    graphs = WindowGraphs(max_graphs=1)
+    stages = [GraphStage("double", double)]
+    for n in (1, 2, 2, 2, 3, 2):
+        x = torch.arange(n, device="cuda", dtype=torch.float32)
+        out = graphs.replay({"x": x}, stages, ["y"], NullTimer().stage)
+        if out is None:  # the caller runs the stages eagerly
+            state = {"x": x}
+            double(state)
+            out = state
+        torch.testing.assert_close(out["y"], x * 2)
+    # 1: eager (first sight). 2: eager; again: 1 warm-up + 1 capture, then replays (no call).
+    # 3: eager (first sight, not captured), so the graph of 2 is still kept and replayed.
+    assert calls == [1, 2, 2, 2, 3]
+    assert len(graphs._graphs) == 1
+
+
+def test_window_capture_failure_runs_eagerly(caplog):
+    def synchronising(state):
+        state["y"] = state["x"] * float(state["x"].sum().item())  # a host sync: not capturable
+
+    graphs = WindowGraphs(name="the test window")
+    stages = [GraphStage("sync", synchronising)]
+    x = torch.ones(3, device="cuda")
+    assert graphs.replay({"x": x}, stages, ["y"], NullTimer().stage) is None  # first sight
+    assert graphs.replay({"x": x}, stages, ["y"], NullTimer().stage) is None  # capture fails
+    assert graphs.replay({"x": x}, stages, ["y"], NullTimer().stage) is None  # remembered
+    assert "CUDA graph capture failed for the test window" in caplog.text
+    assert caplog.text.count("capture failed") == 1

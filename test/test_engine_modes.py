@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from vggt_ros.cli import main
+from vggt_ros.engine.cuda_graphs import GraphStage, WindowGraphs
 from vggt_ros.engine.modes import MODES, get_mode
 from vggt_ros.engine.runner import ModelRunner
+from vggt_ros.engine.timing import NullTimer
 from vggt_ros.eval.bench import BenchCase, query_grid, relative_errors, synthetic_frames
 from vggt_ros.model import VGGT, VGGT_TINY
 from vggt_ros.model.seeded import seeded_weights_for
@@ -149,3 +151,19 @@ def test_bench_command_on_cpu_with_tiny_config(tmp_path, capsys):
     assert report["accuracy"]["bf16/eager"]["depth"] < FAST_MODE_TOLERANCE
     printed = capsys.readouterr().out
     assert "| mode | backend | frames |" in printed and "mode vs fp32" in printed
+
+
+def test_unknown_runner_option_is_refused():
+    with pytest.raises(ValueError, match="unknown runner option.*graph_windw"):
+        ModelRunner(_seeded_tiny(), "cpu", "bf16", options={"graph_windw": False})
+
+
+def test_window_graphs_stay_out_of_cpu_runs():
+    """Whole-window CUDA graphs are a GPU feature: CPU runners never build them, and the graph
+    wrapper hands CPU inputs back to the caller to run eagerly."""
+    assert ModelRunner(_seeded_tiny(), "cpu", "bf16")._window_graphs is None
+    graphs = WindowGraphs()
+    stage = GraphStage("noop", lambda state: None)
+    for _ in range(3):  # a repeated shape would be captured on a GPU
+        assert graphs.replay({"x": torch.ones(2)}, [stage], [], NullTimer().stage) is None
+    assert not graphs._graphs

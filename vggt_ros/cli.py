@@ -294,8 +294,9 @@ def _add_bench(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
         default=[],
         metavar="KEY=VALUE",
         help=(
-            "runner/backend option (repeatable), e.g. graph_camera=false, graph_tracks=false, "
-            "head_chunk_frames=8, token_chunk=8192, inplace_residual=false, channels_last_heads=true"
+            "runner/backend option (repeatable), e.g. graph_window=false, graph_window_frames=32, "
+            "graph_camera=false, graph_tracks=false, head_chunk_frames=8, token_chunk=8192, "
+            "inplace_residual=false, channels_last_heads=true"
         ),
     )
     p.add_argument("--repeats", type=int, default=10)
@@ -336,6 +337,7 @@ def run_bench(args: argparse.Namespace) -> int:
     ]
     if any(c.frames < 1 or c.height % 14 or c.width % 14 for c in cases):
         raise CliError("frame counts must be >= 1 and sizes multiples of 14")
+    options = {"torch_compile_mode": args.compile_mode, **_parse_options(args.option)}
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     runs = []  # "bf16:torch" pins a backend; a bare mode runs with every --backends entry
     for item in (m.strip() for m in args.modes.split(",") if m.strip()):
@@ -360,7 +362,7 @@ def run_bench(args: argparse.Namespace) -> int:
         accuracy_case=accuracy_case,
         progress=lambda message: logger.info("bench %s", message),
         weights_label=label,
-        backend_options={"torch_compile_mode": args.compile_mode, **_parse_options(args.option)},
+        backend_options=options,
     )
     print(f"device {report.device}, torch {report.torch_version}, config {report.config}, weights {label}")
     print(bench.format_table(report))
@@ -385,6 +387,12 @@ def _parse_options(items: Sequence[str]) -> dict[str, Any]:
         elif text.lstrip("-").isdigit():
             value = int(text)
         options[key.strip()] = value
+    from vggt_ros.engine.runner import BACKEND_OPTIONS, RUNNER_OPTIONS
+
+    unknown = sorted(set(options) - RUNNER_OPTIONS - BACKEND_OPTIONS)
+    if unknown:
+        known = ", ".join(sorted(RUNNER_OPTIONS | BACKEND_OPTIONS))
+        raise CliError(f"unknown --option {', '.join(unknown)}; known: {known}")
     return options
 
 

@@ -51,6 +51,11 @@ class InferenceMode:
             configuration's chunk (8 for VGGT-1B); None: the configuration's. Smaller chunks
             lower the heads' peak memory on long windows; short windows keep one chunk (at 8
             frames, chunks of 4 cost 1.2 ms per head on an H200).
+        graph_window_frames: on GPUs, windows of at most this many frames (batch x frames)
+            are replayed as CUDA graphs once their shape repeats (see
+            :class:`~vggt_ros.engine.cuda_graphs.WindowGraphs`); 0: never. Short windows are
+            launch-bound: 1 frame of 350x518 took 26 ms eagerly and 11 ms replayed on an H200.
+            Each captured shape holds about one window's peak memory between windows.
     """
 
     name: str
@@ -64,6 +69,7 @@ class InferenceMode:
     camera_dtype: torch.dtype | None = None
     inplace_residual: bool = False
     head_chunk_frames: int | None = None
+    graph_window_frames: int = 0
 
     @property
     def reduced_precision(self) -> bool:
@@ -84,6 +90,8 @@ def _reduced(name: str, dtype: torch.dtype) -> InferenceMode:
         # Half the official 8 on long windows: the heads' full-resolution tail is the peak of a
         # long window (measured 1.97 -> 1.11 GB of transient at 100 frames of 350x518, eager).
         head_chunk_frames=4,
+        # Above 16 frames a window is GPU-bound: replaying saves nothing measurable.
+        graph_window_frames=16,
     )
 
 

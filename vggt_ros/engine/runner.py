@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vggt_ros.engine.cuda_graphs import GraphedFunction
+from vggt_ros.engine.cuda_graphs import GraphedFunction, GraphStage, WindowGraphs
 from vggt_ros.engine.modes import InferenceMode, get_mode
 from vggt_ros.engine.timing import NullTimer, StageTimer
 from vggt_ros.model.aggregator import AggregatedTokens
@@ -55,6 +55,34 @@ BACKENDS: dict[str, Callable[[BackendContext], Sections]] = {}
 AUTO_ORDER_CUDA = ("tensorrt", "torch", "eager")
 AUTO_ORDER_CPU = ("eager",)  # compiling on CPU costs minutes and gains little for this model
 
+
+# Every option a runner or a built-in backend reads; anything else is a typo and is refused.
+RUNNER_OPTIONS = frozenset(
+    {
+        "graph_camera",
+        "graph_tracks",
+        "graph_window",
+        "graph_window_frames",
+        "channels_last_heads",
+        "token_chunk",
+        "inplace_residual",
+        "head_chunk_frames",
+    }
+)
+BACKEND_OPTIONS = frozenset(
+    {
+        "torch_compile_mode",
+        # TensorRT (vggt_ros.engine.tensorrt_backend)
+        "image_hw",
+        "min_frames",
+        "opt_frames",
+        "max_frames",
+        "cache_dir",
+        "weights_identity",
+        "tensorrt_sections",
+        "workspace_gb",
+    }
+)
 
 MATMUL_MODULES = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
 
@@ -96,6 +124,9 @@ class ModelRunner:
             names to try in order.
         options: runner and backend options: ``graph_camera`` and ``graph_tracks`` (default
             True: replay the camera head / the correlation tracker as CUDA graphs on GPUs),
+            ``graph_window`` (default True) and ``graph_window_frames`` (override the mode's:
+            replay whole windows of at most that many frames as CUDA graphs on GPUs, once a
+            window shape repeats),
             ``channels_last_heads`` (NHWC dense heads), ``token_chunk`` (override the mode's;
             0 disables), ``inplace_residual`` and ``head_chunk_frames`` (override the mode's),
             ``torch_compile_mode``, and the TensorRT backend's (``cache_dir``, ``weights_identity``...).
@@ -122,6 +153,10 @@ class ModelRunner:
             "tracks": self.model.predict_tracks,
         }
         options = dict(options or {})
+        unknown = sorted(set(options) - RUNNER_OPTIONS - BACKEND_OPTIONS)
+        if unknown:
+            known = ", ".join(sorted(RUNNER_OPTIONS | BACKEND_OPTIONS))
+            raise ValueError(f"unknown runner option(s) {', '.join(unknown)}; known: {known}")
         token_chunk = options.get("token_chunk", self.mode.token_chunk) or None
         inplace = bool(options.get("inplace_residual", self.mode.inplace_residual))
         aggregator = self.model.aggregator
@@ -166,6 +201,21 @@ class ModelRunner:
             self.sections.update(replaced)
             self.backend = name
             break
+        # Whole windows as CUDA graphs (short windows are launch-bound). Not over TensorRT
+        # engines: their capture was never run here. Captured with the heads' plain functions:
+        # a graph cannot capture the camera/tracker graphs inside it.
+        window_frames = options.get("graph_window_frames", self.mode.graph_window_frames)
+        self._graph_window_frames = int(window_frames or 0)
+        self._window_graphs: WindowGraphs | None = None
+        self._capturable_sections: Sections = {}
+        graph_windows = options.get("graph_window", True) and self._graph_window_frames > 0
+        if on_gpu and graph_windows and self.backend != "tensorrt":
+            self._window_graphs = WindowGraphs()
+            self._capturable_sections = {
+                **self.sections,
+                "camera": self.model.predict_cameras,
+                "tracks": self.model.predict_tracks,
+            }
         logger.info("VGGT runs in mode %s with backend %s on %s", self.mode.name, self.backend, self.device)
 
     def _graphed_camera_section(self) -> Callable[[AggregatedTokens], list[Tensor]]:
@@ -244,26 +294,77 @@ class ModelRunner:
             query_points = query_points.to(self.device)
         images, query_points = model.batched_inputs(images, query_points)
         with_tracks = query_points is not None and model.track_head is not None
-        image_hw = (images.shape[-2], images.shape[-1])
+        inputs = {"images": images, "query_points": query_points if with_tracks else None}
+        state: dict[str, Any] | None = None
+        if self._window_graphs is not None and images.shape[0] * images.shape[1] <= self._graph_window_frames:
+            stages = self._stages(self._capturable_sections, with_tracks)
+            state = self._window_graphs.replay(inputs, stages, self._output_names(with_tracks), timer.stage)
+        if state is None:  # eagerly (CPU, long windows, or a window shape seen for the first time)
+            state = dict(inputs)
+            for stage in self._stages(self.sections, with_tracks):
+                with timer.stage(stage.name), self._autocast(stage.autocast_dtype):
+                    stage.run(state)
         out: dict[str, Any] = {}
-        with timer.stage("aggregator"), self._autocast(self.mode.autocast_dtype):
-            layers = self.sections["aggregator"](
-                images, with_tracks, self.mode.keep_all_layers, self.mode.keep_dtype
-            )
-        if model.camera_head is not None:
-            with timer.stage("camera"), self._autocast(self.mode.camera_dtype):
-                encodings = self.sections["camera"](layers)
-            out["pose_enc"], out["pose_enc_list"] = encodings[-1], encodings
-        heads_autocast = self.mode.autocast_dtype if self.mode.heads_autocast else None
-        if model.depth_head is not None:
-            with timer.stage("depth"), self._autocast(heads_autocast):
-                out["depth"], out["depth_conf"] = self.sections["depth"](layers, image_hw)
-        if model.point_head is not None:
-            with timer.stage("points"), self._autocast(heads_autocast):
-                out["world_points"], out["world_points_conf"] = self.sections["points"](layers, image_hw)
+        if "pose_enc_list" in state:
+            out["pose_enc"], out["pose_enc_list"] = state["pose_enc_list"][-1], state["pose_enc_list"]
+        for key in ("depth", "depth_conf", "world_points", "world_points_conf"):
+            if key in state:
+                out[key] = state[key]
         if with_tracks:
-            with timer.stage("tracks"), self._autocast(self.mode.tracker_autocast):
-                tracks, vis, conf = self.sections["tracks"](layers, image_hw, query_points)
-            out["track"], out["vis"], out["conf"] = tracks[-1], vis, conf
+            out["track"], out["vis"], out["conf"] = state["tracks"][-1], state["vis"], state["conf"]
         out["images"] = images
         return out
+
+    def _stages(self, sections: Sections, with_tracks: bool) -> list[GraphStage]:
+        """The window's work as stages over a state dict holding ``images`` [B, S, 3, H, W] and
+        ``query_points`` [B, N, 2] (or None); each stage adds its results to the state."""
+        model, mode = self.model, self.mode
+
+        def aggregate(state: dict[str, Any]) -> None:
+            state["layers"] = sections["aggregator"](
+                state["images"], with_tracks, mode.keep_all_layers, mode.keep_dtype
+            )
+
+        def cameras(state: dict[str, Any]) -> None:
+            state["pose_enc_list"] = sections["camera"](state["layers"])
+
+        def depth(state: dict[str, Any]) -> None:
+            state["depth"], state["depth_conf"] = sections["depth"](state["layers"], _image_hw(state))
+
+        def points(state: dict[str, Any]) -> None:
+            points_and_conf = sections["points"](state["layers"], _image_hw(state))
+            state["world_points"], state["world_points_conf"] = points_and_conf
+
+        def tracks(state: dict[str, Any]) -> None:
+            state["tracks"], state["vis"], state["conf"] = sections["tracks"](
+                state["layers"], _image_hw(state), state["query_points"]
+            )
+
+        heads_autocast = mode.autocast_dtype if mode.heads_autocast else None
+        stages = [GraphStage("aggregator", aggregate, mode.autocast_dtype)]
+        if model.camera_head is not None:
+            stages.append(GraphStage("camera", cameras, mode.camera_dtype))
+        if model.depth_head is not None:
+            stages.append(GraphStage("depth", depth, heads_autocast))
+        if model.point_head is not None:
+            stages.append(GraphStage("points", points, heads_autocast))
+        if with_tracks:
+            stages.append(GraphStage("tracks", tracks, mode.tracker_autocast))
+        return stages
+
+    def _output_names(self, with_tracks: bool) -> list[str]:
+        """The state entries :meth:`run` returns for the enabled heads."""
+        model = self.model
+        names = ["pose_enc_list"] if model.camera_head is not None else []
+        if model.depth_head is not None:
+            names += ["depth", "depth_conf"]
+        if model.point_head is not None:
+            names += ["world_points", "world_points_conf"]
+        if with_tracks:
+            names += ["tracks", "vis", "conf"]
+        return names
+
+
+def _image_hw(state: dict[str, Any]) -> tuple[int, int]:
+    images = state["images"]
+    return images.shape[-2], images.shape[-1]

@@ -34,6 +34,10 @@ from torch import Tensor
 logger = logging.getLogger(__name__)
 
 
+# Captures run on the node's inference thread while its executor threads keep receiving
+# messages: only this thread's own CUDA calls may break a capture, not theirs.
+CAPTURE_ERROR_MODE = "thread_local"
+
 _SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 
 
@@ -154,7 +158,7 @@ class GraphedFunction(_GraphCache[tuple[torch.cuda.CUDAGraph, list[Tensor], list
                 self._call(*static_inputs)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
             static_outputs = self._call(*static_inputs)
         return graph, static_inputs, list(static_outputs)
 
@@ -271,7 +275,7 @@ class WindowGraphs(_GraphCache[_CapturedWindow]):
         graphs: list[tuple[str, torch.cuda.CUDAGraph]] = []
         for stage in stages:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
+            with torch.cuda.graph(graph, pool=pool, capture_error_mode=CAPTURE_ERROR_MODE):
                 run_stage(stage, state)
             graphs.append((stage.name, graph))
         # The warm-up's blocks sit cached in the ordinary pool while the graphs hold their own:

@@ -36,6 +36,7 @@ ARGUMENTS = {
     "camera_info_topic": ("/camera/camera_info", "CameraInfo topic of the first camera"),
     "device": ("auto", "Torch device: auto, cpu, cuda or cuda:N"),
     "precision": ("auto", "Compute precision: auto, fp32, bf16 or fp16"),
+    "backend": ("eager", "Compiled sections: eager or torch (torch.compile, compiles once per window size)"),
     "model_config": ("vggt-1b", "Model architecture: vggt-1b, vggt-small or vggt-tiny"),
     "allow_untrained": ("false", "Run on untrained random weights when checkpoint is empty"),
     "namespace": ("", "Namespace of the node and its topics"),
@@ -46,6 +47,7 @@ PARAMETER_ARGUMENTS = {
     "checkpoint": "model.checkpoint",
     "device": "model.device",
     "precision": "model.precision",
+    "backend": "model.backend",
     "model_config": "model.config",
     "allow_untrained": "model.allow_untrained",
 }
@@ -67,6 +69,7 @@ def generate_launch_description() -> LaunchDescription:
         "model.checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
         "model.device": LaunchConfiguration("device"),
         "model.precision": LaunchConfiguration("precision"),
+        "model.backend": LaunchConfiguration("backend"),
         "model.config": LaunchConfiguration("model_config"),
         "model.allow_untrained": ParameterValue(LaunchConfiguration("allow_untrained"), value_type=bool),
     }

@@ -146,6 +146,7 @@ def test_node_parameter_specs_are_described_and_valid():
         assert validate_node_value(name, spec.default, spec) is None, name
     assert "multiple of 14" in validate_node_value("model.image_size", 500, NODE_PARAMS["model.image_size"])
     assert "below its minimum" in validate_node_value("queue.size", 0, NODE_PARAMS["queue.size"])
+    assert "tensorrt" in validate_node_value("model.backend", "tensorrt", NODE_PARAMS["model.backend"])
 
 
 class _Rec:

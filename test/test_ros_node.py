@@ -508,11 +508,17 @@ def test_refuses_bad_parameters_with_reason():
     node = NodeProcess({**TINY_PARAMS, "model.allow_untrained": False})
     assert node.wait(120) == 2
     assert "model.checkpoint is empty" in node.log()
+    node = NodeProcess({**TINY_PARAMS, "model.backend": "tensorrt"})
+    assert node.wait(120) == 2
+    assert "refused parameter" in node.log() and "model.backend" in node.log()
 
 
 def test_sigterm_with_single_camera_default_config(listener):
-    node = NodeProcess({**TINY_PARAMS, "camera.front.topic": "solo/image"})
+    # The torch backend only wraps the model here (it compiles on the first window, and none
+    # comes): the node must report the backend it runs with.
+    node = NodeProcess({**TINY_PARAMS, "camera.front.topic": "solo/image", "model.backend": "torch"})
     try:
         wait_for(lambda: "ready:" in node.log(), 120, "start-up", node)
+        assert "torch backend" in node.log()
     finally:
         assert node.stop(signal.SIGTERM) == 0, node.log()[-3000:]

@@ -172,8 +172,8 @@ class PerceptionNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"ready: {len(self.cameras)} camera(s) {[c.topic for c in self.cameras]}, model "
-            f"{self._p['model.config']} on {self.predictor.device} ({self._precision_name()}), "
-            f"TF backend {self.tf.backend}"
+            f"{self._p['model.config']} on {self.predictor.device} ({self._precision_name()}, "
+            f"{self._inference_backend()} backend), TF backend {self.tf.backend}"
         )
 
     # ----------------------------------------------------------------------------- parameters
@@ -290,6 +290,7 @@ class PerceptionNode(Node):
             device=self._p["model.device"],
             precision=self._p["model.precision"],
             target_size=int(self._p["model.image_size"]),
+            backend=self._p["model.backend"],
         )
         if source is None:
             self.get_logger().warning(
@@ -300,6 +301,11 @@ class PerceptionNode(Node):
 
     def _precision_name(self) -> str:
         return str(getattr(self.predictor, "dtype", "?")).replace("torch.", "")
+
+    def _inference_backend(self) -> str:
+        """The compiled-section backend the model runs with (after any fallback)."""
+        runner = getattr(self.predictor, "runner", None)
+        return runner.backend if runner is not None else "eager"
 
     def _make_interfaces(self) -> None:
         sensor_qos = qos_profile_sensor_data
@@ -897,6 +903,7 @@ class PerceptionNode(Node):
             ("weights_trained", trained),
             ("device", hw),
             ("precision", self._precision_name()),
+            ("inference_backend", self._inference_backend()),
             ("tf_backend", self.tf.backend),
             ("inference_rate_hz", rates.get("inference", 0.0)),
             ("queue_depth", self.queue_depth()),

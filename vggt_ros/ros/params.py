@@ -29,6 +29,9 @@ from typing import Any
 TRANSPORTS = ("raw", "compressed")
 MODEL_CONFIGS = ("vggt-1b", "vggt-small", "vggt-tiny")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# TensorRT is left out: its engines are built for one image size, which the node does not know
+# before the first image (see docs/tensorrt.md).
+NODE_BACKENDS = ("eager", "torch")
 DROP_POLICIES = ("oldest", "newest")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -80,6 +83,15 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         "auto",
         "Compute precision: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16.",
         choices=PRECISIONS,
+        read_only=True,
+    ),
+    "model.backend": ParamSpec(
+        "eager",
+        "Compiled sections: eager (none), or torch (torch.compile: each new window size compiles "
+        "once, about 12 s for VGGT-1B on an H200 and minutes on a CPU, then runs faster; see "
+        "docs/benchmarks.md). Either way, on a GPU in bf16/fp16, windows of up to 16 frames are "
+        "replayed as CUDA graphs once their size repeats.",
+        choices=NODE_BACKENDS,
         read_only=True,
     ),
     "model.image_size": ParamSpec(

@@ -102,6 +102,16 @@ def test_window_replays_return_fresh_tensors_and_time_each_stage():
     assert set(timer.results()) == {"aggregator", "camera", "depth", "points"}
 
 
+def test_long_windows_release_the_short_window_graph():
+    runner = _runner("bf16", graph_window_frames=3)
+    short = synthetic_frames(BenchCase(2, 140, 182))
+    runner.run(short)
+    runner.run(short)
+    assert runner._window_graphs._graphs
+    runner.run(synthetic_frames(BenchCase(4, 140, 182)))  # above the limit: eager, graph dropped
+    assert not runner._window_graphs._graphs  # (its memory pool goes with the last reference)
+
+
 def test_window_capture_waits_for_a_repeated_shape():
     calls = []
 

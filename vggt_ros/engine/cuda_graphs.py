@@ -82,6 +82,10 @@ class _GraphCache(Generic[Captured]):
         self._graphs: OrderedDict[tuple, Captured] = OrderedDict()
         self._eager_keys: set[tuple] = set()  # shapes whose capture failed
 
+    def clear(self) -> None:
+        """Drop every captured graph and free its memory pool (failed shapes stay remembered)."""
+        self._graphs.clear()
+
     def _get_or_capture(self, key: tuple, capture: Callable[[], Captured]) -> Captured | None:
         """The graph for ``key``, captured now if needed; None when this shape runs eagerly."""
         if key in self._eager_keys:

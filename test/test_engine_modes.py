@@ -146,11 +146,17 @@ def test_bench_command_on_cpu_with_tiny_config(tmp_path, capsys):
     assert {r["mode"] for r in rows} == {"official", "bf16"}
     for row in rows:
         assert row["error"] is None and row["total_ms"] > 0
-        assert {"aggregator", "camera", "depth", "points"} <= set(row["stages_ms"])
-        assert ("tracks" in row["stages_ms"]) == (row["tracks"] > 0)
+        stages = row["stages_ms"]
+        assert {"preprocess", "aggregator", "camera", "depth", "points", "postprocess"} <= set(stages)
+        assert ("tracks" in stages) == (row["tracks"] > 0)
+        assert list(stages)[0] == "preprocess" and list(stages)[-1] == "postprocess"  # in run order
+        network = sum(ms for name, ms in stages.items() if name not in ("preprocess", "postprocess"))
+        assert network <= row["total_ms"] * 1.05  # the network total holds its stages
+        assert row["end_to_end_ms"] >= row["total_ms"] + stages["preprocess"] + stages["postprocess"] - 1.0
     assert report["accuracy"]["bf16/eager"]["depth"] < FAST_MODE_TOLERANCE
     printed = capsys.readouterr().out
     assert "| mode | backend | frames |" in printed and "mode vs fp32" in printed
+    assert "| preprocess ms | aggregator ms |" in printed and "| tracks ms | postprocess ms |" in printed
 
 
 def test_unknown_runner_option_is_refused():

@@ -407,6 +407,21 @@ def test_tiny_model_mixed_sizes_shapes_and_frames(tiny_model: VGGT) -> None:
     assert pred.weights["trained"] is False
 
 
+def test_stage_timer_sees_every_stage_in_run_order(tiny_model: VGGT) -> None:
+    from vggt_ros.engine.timing import StageTimer
+
+    predictor = Predictor(tiny_model, device="cpu", precision="fp32", target_size=182)
+    timer = StageTimer(torch.device("cpu"))
+    predictor.predict([rgb(280, 364), rgb(280, 364)], np.array([[20.0, 30.0]]), timer=timer)
+    ms = timer.results()
+    # "inference" closes after the network's own stages, which it contains.
+    network_stages = ["aggregator", "camera", "depth", "points", "tracks"]
+    assert list(ms) == ["preprocess", *network_stages, "inference", "postprocess"]
+    assert all(v > 0 for v in ms.values())
+    network = sum(ms[k] for k in network_stages)
+    assert network <= ms["inference"]
+
+
 def test_from_checkpoint_untrained_reports_it() -> None:
     predictor = Predictor.from_checkpoint(None, config="vggt-tiny", device="cpu", target_size=112)
     assert predictor.precision == "fp32" and predictor.device.type == "cpu"

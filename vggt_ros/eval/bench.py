@@ -5,6 +5,12 @@ Every mode runs in the same process on the same inputs and weights, so the ratio
 fast mode is measured, not assumed. Accuracy is the relative L2 error of each output against
 the ``fp32`` mode: ``||out - ref|| / ||ref||``.
 
+Each timed window runs the node's own path, :meth:`Predictor.predict`: ``preprocess`` (camera
+frames of twice the model size, uint8, resized to it and uploaded), the network stage by stage
+(``aggregator``, ``camera``, ``depth``, ``points``, ``tracks``; their sum with the gaps between
+them is "total"), and ``postprocess`` (download, camera decoding, frames). "end-to-end" is the
+wall time of the whole call.
+
 Inputs are frames of the procedural scene renderer (real image statistics, not noise); weights
 are the seeded recipe weights (realistic magnitudes, offline) unless a checkpoint is given.
 """
@@ -23,7 +29,7 @@ import numpy as np
 import torch
 
 from vggt_ros.engine.modes import get_mode
-from vggt_ros.engine.runner import ModelRunner
+from vggt_ros.engine.predictor import Predictor
 from vggt_ros.engine.timing import StageTimer
 from vggt_ros.model.config import VGGTConfig, get_config
 from vggt_ros.model.vggt import VGGT
@@ -69,6 +75,7 @@ class BenchRow:
     repeats: int
     error: str | None = None
     stage_peak_gb: dict[str, float] = field(default_factory=dict)
+    end_to_end_ms: float = float("nan")
 
 
 @dataclass
@@ -94,6 +101,23 @@ def synthetic_frames(case: BenchCase, seed: int = 0) -> torch.Tensor:
     images = torch.from_numpy(seq.images[:unique]).permute(0, 3, 1, 2).float() / 255.0
     reps = -(-case.frames // unique)
     return images.repeat(reps, 1, 1, 1)[: case.frames].contiguous()
+
+
+STAGE_ORDER = ("preprocess", "aggregator", "camera", "depth", "points", "tracks", "postprocess")
+
+CAMERA_SCALE = 2
+"""Bench camera frames are rendered at this multiple of the model size and resized down by the
+predictor's preprocessing, as a camera driver's frames would be (700x1036 for 350x518)."""
+
+
+def camera_frames(case: BenchCase, seed: int = 0) -> list[np.ndarray]:
+    """S uint8 RGB frames [CAMERA_SCALE * H, CAMERA_SCALE * W, 3] (distinct views, cycled)."""
+    from vggt_ros.eval.synthetic import render_sequence
+
+    unique = min(case.frames, 16)
+    height, width = CAMERA_SCALE * case.height, CAMERA_SCALE * case.width
+    seq = render_sequence(num_frames=max(unique, 2), height=height, width=width, seed=seed)
+    return [seq.images[i % unique] for i in range(case.frames)]
 
 
 def query_grid(n: int, height: int, width: int) -> torch.Tensor:
@@ -123,31 +147,36 @@ def _reset_peak(device: torch.device) -> None:
 
 
 def time_case(
-    runner: ModelRunner, case: BenchCase, repeats: int, warmup: int, frames: torch.Tensor | None = None
+    predictor: Predictor, case: BenchCase, repeats: int, warmup: int, frames: list[np.ndarray] | None = None
 ) -> BenchRow:
-    """Median per-stage and total time of ``repeats`` runs after ``warmup`` runs."""
-    device = runner.device
-    images = (frames if frames is not None else synthetic_frames(case)).to(device)
-    queries = query_grid(case.tracks, case.height, case.width).to(device) if case.tracks else None
+    """Median per-stage, network and end-to-end time of ``repeats`` windows after ``warmup``."""
+    device = predictor.device
+    runner = predictor.runner
+    assert runner is not None  # the bench builds VGGT predictors
+    frames = frames if frames is not None else camera_frames(case)
+    queries = None
+    if case.tracks:  # spread over the model image, given in camera pixels
+        queries = query_grid(case.tracks, case.height, case.width).numpy() * CAMERA_SCALE
     _reset_peak(device)
     t0 = time.perf_counter()
-    runner.run(images, queries)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    predictor.predict(frames, queries)  # returns numpy: the device is idle afterwards
     first_call_s = time.perf_counter() - t0
     for _ in range(max(warmup - 1, 0)):
-        runner.run(images, queries)
+        predictor.predict(frames, queries)
     memory = StageTimer(device, track_memory=True)  # one untimed pass: peak memory per stage
-    runner.run(images, queries, timer=memory)
+    predictor.predict(frames, queries, timer=memory)
+    memory.peak_gb.pop("inference", None)  # nested: it would repeat its last stage's peak
     _reset_peak(device)
     totals: list[float] = []
+    end_to_end: list[float] = []
     stages: dict[str, list[float]] = {}
     for _ in range(repeats):
         timer = StageTimer(device)
-        with timer.stage("total"):
-            runner.run(images, queries, timer=timer)
+        t0 = time.perf_counter()
+        predictor.predict(frames, queries, timer=timer)
+        end_to_end.append(1000.0 * (time.perf_counter() - t0))
         for name, ms in timer.results().items():
-            if name == "total":
+            if name == "inference":
                 totals.append(ms)
             else:
                 stages.setdefault(name, []).append(ms)
@@ -164,6 +193,7 @@ def time_case(
         first_call_s=first_call_s,
         repeats=repeats,
         stage_peak_gb=memory.peak_gb,
+        end_to_end_ms=statistics.median(end_to_end),
     )
 
 
@@ -199,7 +229,7 @@ def run_benchmark(
     if device.type == "cuda":
         report.device = f"{device} ({torch.cuda.get_device_name(device)})"
 
-    def build(mode: str, backend: str) -> ModelRunner:
+    def build(mode: str, backend: str) -> Predictor:
         if state is None:
             model = VGGT(cfg)
         else:
@@ -207,16 +237,26 @@ def run_benchmark(
                 model = VGGT(cfg)
             model.load_state_dict(state, strict=True, assign=True)
             model.reset_non_persistent_buffers()
-        return ModelRunner(model, device, get_mode(mode), backend=backend, options=backend_options)
+        return Predictor(
+            model,
+            device=device,
+            inference_mode=get_mode(mode).name,
+            backend=backend,
+            runner_options=backend_options,
+        )
 
-    frames_cache: dict[BenchCase, torch.Tensor] = {}
-    for mode, backend in runs:  # one runner per run, every case on it
-        runner = build(mode, backend)
+    frames_cache: dict[BenchCase, list[np.ndarray]] = {}
+    for mode, backend in runs:  # one model per run, every case on it
+        predictor = build(mode, backend)
+        runner = predictor.runner
+        assert runner is not None
         for case in cases:
             progress(f"{mode}/{runner.backend} {case.frames}x{case.height}x{case.width} tracks={case.tracks}")
-            frames = frames_cache.setdefault(case, synthetic_frames(case))
+            frames = frames_cache.setdefault(case, camera_frames(case))
+            # Camera frames are CAMERA_SCALE x the case's size: this resizes them to exactly it.
+            predictor.target_size = max(case.height, case.width)
             try:
-                row = time_case(runner, case, repeats, warmup, frames)
+                row = time_case(predictor, case, repeats, warmup, frames)
             except Exception as exc:  # noqa: BLE001 - one failing case (OOM, compile error) must not end the run
                 logger.warning("bench case failed: %s", exc)
                 row = BenchRow(
@@ -234,7 +274,7 @@ def run_benchmark(
                     error=f"{type(exc).__name__}: {exc}"[:300],
                 )
             report.rows.append(row)
-        del runner
+        del predictor, runner
         _free(device)
 
     if accuracy_case is not None:
@@ -245,7 +285,9 @@ def run_benchmark(
             if accuracy_case.tracks
             else None
         )
-        reference_runner = build("fp32", "eager")
+        # The network's own outputs: post-processing is float64 numpy, the same for every mode.
+        reference_runner = build("fp32", "eager").runner
+        assert reference_runner is not None
         reference = {
             k: v.float().cpu() for k, v in reference_runner.run(images, queries).items() if torch.is_tensor(v)
         }
@@ -254,7 +296,8 @@ def run_benchmark(
         for mode, backend in runs:
             if mode == "fp32":
                 continue
-            runner = build(mode, backend)
+            runner = build(mode, backend).runner
+            assert runner is not None
             out = runner.run(images, queries)
             report.accuracy[f"{mode}/{runner.backend}"] = relative_errors(out, reference)
             del runner, out
@@ -267,6 +310,8 @@ def format_table(report: BenchReport) -> str:
     stage_names: list[str] = []
     for row in report.rows:
         stage_names += [s for s in row.stages_ms if s not in stage_names]
+    # Run order (rows without tracks must not push the tracks column after postprocess).
+    stage_names.sort(key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
     head = [
         "mode",
         "backend",
@@ -275,6 +320,7 @@ def format_table(report: BenchReport) -> str:
         "tracks",
         *[f"{s} ms" for s in stage_names],
         "total ms",
+        "end-to-end ms",
         "peak GB",
         "stage peaks GB",
     ]
@@ -282,7 +328,8 @@ def format_table(report: BenchReport) -> str:
     for r in report.rows:
         cells = [r.mode, r.backend, str(r.frames), f"{r.height}x{r.width}", str(r.tracks)]
         cells += [f"{r.stages_ms.get(s, float('nan')):.1f}" for s in stage_names]
-        cells += [f"{r.total_ms:.1f}" if r.error is None else "failed", f"{r.peak_gb:.2f}"]
+        cells += [f"{r.total_ms:.1f}" if r.error is None else "failed", f"{r.end_to_end_ms:.1f}"]
+        cells.append(f"{r.peak_gb:.2f}")
         cells.append(" ".join(f"{k[:3]}:{v:.2f}" for k, v in r.stage_peak_gb.items()) or "-")
         lines.append("| " + " | ".join(cells) + " |")
     if report.accuracy:

@@ -228,3 +228,34 @@ def test_bad_input_messages(frames, kwargs, pattern):
 def test_plan_transform_rejects_bad_size():
     with pytest.raises(ValueError, match="positive"):
         plan_transform((0, 10))
+
+
+def _mixed_batches() -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(3)
+    return [
+        [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((120, 160), (200, 120))],
+        [rng.random((120, 160, 3)), rng.integers(0, 256, (90, 90, 3), dtype=np.uint8)],
+    ]
+
+
+@pytest.mark.parametrize("mode", PREPROCESS_MODES)
+def test_uint8_batches_convert_exactly_like_numpy(mode):
+    """The uint8 canvas path gives the float32 ``x / 255`` of the pixels, padding 1.0."""
+    frame = np.random.default_rng(4).integers(0, 256, (140, 182, 3), dtype=np.uint8)
+    if mode == "resize":  # model size = frame size: no resampling, so the values are known
+        batch = preprocess_frames([frame, frame], mode, 182, 14)
+        expected = torch.from_numpy(frame.astype(np.float32) / 255.0).permute(2, 0, 1)
+        assert torch.equal(batch.images[1], expected)
+    for frames in _mixed_batches():
+        images = preprocess_frames(frames, mode, 182, 14).images
+        assert images.dtype == torch.float32 and images.min() >= 0.0 and images.max() <= 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", PREPROCESS_MODES)
+def test_preprocessing_on_the_gpu_equals_the_cpu(mode):
+    for frames in _mixed_batches():
+        on_cpu = preprocess_frames(frames, mode, 182, 14).images
+        on_gpu = preprocess_frames(frames, mode, 182, 14, device="cuda").images
+        assert on_gpu.device.type == "cuda"
+        assert torch.equal(on_gpu.cpu(), on_cpu)

@@ -458,7 +458,11 @@ class Predictor:
         t0 = time.perf_counter()
         with timer.host_stage("preprocess"):
             batch = preprocess_frames(
-                frames, mode=self.mode, target_size=self.target_size, patch_size=self.patch_size
+                frames,
+                mode=self.mode,
+                target_size=self.target_size,
+                patch_size=self.patch_size,
+                device=self.device,
             )
             queries = None if query_points is None else self._check_queries(query_points, batch.transforms[0])
             images = batch.images.to(self.device)

@@ -193,6 +193,7 @@ def preprocess_frames(
     target_size: int = 518,
     patch_size: int = 14,
     min_side: int = 1,
+    device: torch.device | str | None = None,
 ) -> PreprocessedBatch:
     """Turn RGB frames into one VGGT input batch.
 
@@ -203,10 +204,13 @@ def preprocess_frames(
         target_size: model side length, a multiple of ``patch_size``.
         patch_size: ViT patch size.
         min_side: reject frames whose smaller side is below this many pixels.
+        device: where the returned images live (default: the CPU). uint8 batches are copied
+            there as uint8 and converted on that device: a quarter of the bytes to move, and
+            no float pass on the host.
 
     Returns:
-        PreprocessedBatch with images [S, 3, H, W] float32 in [0, 1], per-frame transforms and
-        model_hw.
+        PreprocessedBatch with images [S, 3, H, W] float32 in [0, 1] (on ``device``), per-frame
+        transforms and model_hw.
 
     Raises:
         ValueError: bad arguments or a bad frame (the message names the frame index).
@@ -241,9 +245,14 @@ def preprocess_frames(
     for f, t, out in zip(checked, transforms, canvas, strict=True):
         _render(f, t, out)
     # [S, H, W, 3] -> [S, 3, H, W] float32 in one strided copy; uint8 / 255 rounds exactly as
-    # numpy's float32 division does.
-    tensor = torch.empty((len(checked), 3, *first.model_hw), dtype=torch.float32)
-    tensor.copy_(torch.from_numpy(canvas).permute(0, 3, 1, 2))
+    # numpy's float32 division does (IEEE float32 division, on any device).
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    source = torch.from_numpy(canvas)
+    if all_uint8:
+        source = source.to(target)
+    tensor = torch.empty((len(checked), 3, *first.model_hw), dtype=torch.float32, device=source.device)
+    tensor.copy_(source.permute(0, 3, 1, 2))
     if all_uint8:
         tensor.div_(255.0)
+    tensor = tensor.to(target)
     return PreprocessedBatch(images=tensor, transforms=transforms, model_hw=first.model_hw)

@@ -244,8 +244,10 @@ def preprocess_frames(
     )
     for f, t, out in zip(checked, transforms, canvas, strict=True):
         _render(f, t, out)
-    # [S, H, W, 3] -> [S, 3, H, W] float32 in one strided copy; uint8 / 255 rounds exactly as
-    # numpy's float32 division does (IEEE float32 division, on any device).
+    # [S, H, W, 3] -> [S, 3, H, W] float32 in one strided copy, then uint8 / 255 rounded as
+    # numpy's float32 division. The divisor is a tensor on the images' device: PyTorch's CUDA
+    # kernels turn a division by a Python number into a multiplication by its reciprocal, which
+    # rounds 126 of the 256 values differently.
     target = torch.device(device) if device is not None else torch.device("cpu")
     source = torch.from_numpy(canvas)
     if all_uint8:
@@ -253,6 +255,6 @@ def preprocess_frames(
     tensor = torch.empty((len(checked), 3, *first.model_hw), dtype=torch.float32, device=source.device)
     tensor.copy_(source.permute(0, 3, 1, 2))
     if all_uint8:
-        tensor.div_(255.0)
+        tensor.div_(torch.tensor(255.0, device=tensor.device))
     tensor = tensor.to(target)
     return PreprocessedBatch(images=tensor, transforms=transforms, model_hw=first.model_hw)

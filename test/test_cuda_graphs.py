@@ -123,7 +123,7 @@ def test_window_capture_waits_for_a_repeated_shape():
     stages = [GraphStage("double", double)]
     for n in (1, 2, 2, 2, 3, 2):
         x = torch.arange(n, device="cuda", dtype=torch.float32)
-        out = graphs.replay({"x": x}, stages, ["y"], NullTimer().stage)
+        out = graphs.replay({"x": x}, stages, NullTimer().stage)
         if out is None:  # the caller runs the stages eagerly
             state = {"x": x}
             double(state)
@@ -142,8 +142,8 @@ def test_window_capture_failure_runs_eagerly(caplog):
     graphs = WindowGraphs(name="the test window")
     stages = [GraphStage("sync", synchronising)]
     x = torch.ones(3, device="cuda")
-    assert graphs.replay({"x": x}, stages, ["y"], NullTimer().stage) is None  # first sight
-    assert graphs.replay({"x": x}, stages, ["y"], NullTimer().stage) is None  # capture fails
-    assert graphs.replay({"x": x}, stages, ["y"], NullTimer().stage) is None  # remembered
+    assert graphs.replay({"x": x}, stages, NullTimer().stage) is None  # first sight
+    assert graphs.replay({"x": x}, stages, NullTimer().stage) is None  # capture fails
+    assert graphs.replay({"x": x}, stages, NullTimer().stage) is None  # remembered
     assert "CUDA graph capture failed for the test window" in caplog.text
     assert caplog.text.count("capture failed") == 1

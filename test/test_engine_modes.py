@@ -171,5 +171,5 @@ def test_window_graphs_stay_out_of_cpu_runs():
     graphs = WindowGraphs()
     stage = GraphStage("noop", lambda state: None)
     for _ in range(3):  # a repeated shape would be captured on a GPU
-        assert graphs.replay({"x": torch.ones(2)}, [stage], [], NullTimer().stage) is None
+        assert graphs.replay({"x": torch.ones(2)}, [stage], NullTimer().stage) is None
     assert not graphs._graphs

@@ -387,9 +387,9 @@ def _parse_options(items: Sequence[str]) -> dict[str, Any]:
         elif text.lstrip("-").isdigit():
             value = int(text)
         options[key.strip()] = value
-    from vggt_ros.engine.runner import BACKEND_OPTIONS, RUNNER_OPTIONS
+    from vggt_ros.engine.runner import BACKEND_OPTIONS, RUNNER_OPTIONS, unknown_options
 
-    unknown = sorted(set(options) - RUNNER_OPTIONS - BACKEND_OPTIONS)
+    unknown = unknown_options(options)
     if unknown:
         known = ", ".join(sorted(RUNNER_OPTIONS | BACKEND_OPTIONS))
         raise CliError(f"unknown --option {', '.join(unknown)}; known: {known}")

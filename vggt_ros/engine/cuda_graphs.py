@@ -8,7 +8,7 @@ Two wrappers:
   arithmetic.
 - :class:`WindowGraphs` replays a whole window, stage by stage (aggregator, heads), one graph
   per stage in one shared memory pool so per-stage timing survives. A 1-frame window of
-  VGGT-1B launches about 1500 kernels from Python: eagerly it took 26 ms of host time for
+  VGGT-1B launches about 1700 kernels from Python: eagerly it took 26 ms of host time for
   about 11 ms of GPU work on an H200.
 
 One graph is captured per input shape (a robot's window size is fixed, so in practice one).
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -219,8 +219,8 @@ class WindowGraphs(_GraphCache[_CapturedWindow]):
         self,
         inputs: dict[str, Tensor | None],
         stages: Sequence[GraphStage],
-        outputs: Sequence[str],
         stage_context: Callable[[str], AbstractContextManager[Any]],
+        internal: Collection[str] = (),
     ) -> dict[str, Any] | None:
         """Run ``stages`` on ``inputs`` from graphs; None when this call must run eagerly.
 
@@ -228,13 +228,13 @@ class WindowGraphs(_GraphCache[_CapturedWindow]):
             inputs: the window's input tensors by state name (CUDA; None entries stay None).
             stages: the stages in run order (their functions are captured, not called, on a
                 replay).
-            outputs: state entries to return (cloned: the next replay overwrites the graphs'
-                buffers).
             stage_context: wraps each stage's replay, e.g. a timer's ``stage``.
+            internal: stage results passed between stages only, not returned.
 
         Returns:
-            ``{name: value}`` for ``outputs``, or None: the caller runs the stages itself (first
-            call of a shape, CPU inputs, or a shape whose capture failed).
+            The stages' results by name, cloned (the next replay overwrites the graphs'
+            buffers); or None: the caller runs the stages itself (first call of a shape, CPU
+            inputs, or a shape whose capture failed).
         """
         present = {name: x for name, x in inputs.items() if x is not None}
         if not present or any(x.device.type != "cuda" for x in present.values()):
@@ -255,7 +255,11 @@ class WindowGraphs(_GraphCache[_CapturedWindow]):
         for name, graph in entry.graphs:
             with stage_context(name):
                 graph.replay()
-        return {name: _cloned(entry.state[name]) for name in outputs}
+        return {
+            name: _cloned(value)
+            for name, value in entry.state.items()
+            if name not in inputs and name not in internal
+        }
 
     def _capture(self, inputs: dict[str, Tensor | None], stages: Sequence[GraphStage]) -> _CapturedWindow:
         static_inputs = {name: x.clone() for name, x in inputs.items() if x is not None}

@@ -465,7 +465,7 @@ class Predictor:
                 device=self.device,
             )
             queries = None if query_points is None else self._check_queries(query_points, batch.transforms[0])
-            images = batch.images.to(self.device)
+            images = batch.images  # already on self.device
             model_queries = None
             if queries is not None:
                 model_queries = torch.from_numpy(batch.transforms[0].original_to_model_points(queries)).to(

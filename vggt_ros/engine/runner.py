@@ -84,6 +84,12 @@ BACKEND_OPTIONS = frozenset(
     }
 )
 
+
+def unknown_options(options: dict[str, Any]) -> list[str]:
+    """The names in ``options`` that no runner or built-in backend reads, sorted."""
+    return sorted(set(options) - RUNNER_OPTIONS - BACKEND_OPTIONS)
+
+
 MATMUL_MODULES = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
 
 
@@ -153,7 +159,7 @@ class ModelRunner:
             "tracks": self.model.predict_tracks,
         }
         options = dict(options or {})
-        unknown = sorted(set(options) - RUNNER_OPTIONS - BACKEND_OPTIONS)
+        unknown = unknown_options(options)
         if unknown:
             known = ", ".join(sorted(RUNNER_OPTIONS | BACKEND_OPTIONS))
             raise ValueError(f"unknown runner option(s) {', '.join(unknown)}; known: {known}")
@@ -299,8 +305,7 @@ class ModelRunner:
         if self._window_graphs is not None:
             if images.shape[0] * images.shape[1] <= self._graph_window_frames:
                 stages = self._stages(self._capturable_sections, with_tracks)
-                outputs = self._output_names(with_tracks)
-                state = self._window_graphs.replay(inputs, stages, outputs, timer.stage)
+                state = self._window_graphs.replay(inputs, stages, timer.stage, internal=("layers",))
             else:
                 # The windows have outgrown the graphs: the short window's graph would only hold
                 # its memory pool (measured +0.21 GB at the peak of a 100-frame window).
@@ -357,18 +362,6 @@ class ModelRunner:
         if with_tracks:
             stages.append(GraphStage("tracks", tracks, mode.tracker_autocast))
         return stages
-
-    def _output_names(self, with_tracks: bool) -> list[str]:
-        """The state entries :meth:`run` returns for the enabled heads."""
-        model = self.model
-        names = ["pose_enc_list"] if model.camera_head is not None else []
-        if model.depth_head is not None:
-            names += ["depth", "depth_conf"]
-        if model.point_head is not None:
-            names += ["world_points", "world_points_conf"]
-        if with_tracks:
-            names += ["tracks", "vis", "conf"]
-        return names
 
 
 def _image_hw(state: dict[str, Any]) -> tuple[int, int]:

@@ -285,7 +285,7 @@ def run_benchmark(
             if accuracy_case.tracks
             else None
         )
-        # The network's own outputs: post-processing is float64 numpy, the same for every mode.
+        # The network's own outputs: post-processing is the same for every mode.
         reference_runner = build("fp32", "eager").runner
         assert reference_runner is not None
         reference = {

@@ -25,6 +25,7 @@ import numpy as np
 
 from vggt_ros.eval.commands import SUBCOMMAND_ADDERS as EVAL_SUBCOMMANDS
 from vggt_ros.eval.model_options import add_model_options, check_model_options, predictor_from_options
+from vggt_ros.train.commands import SUBCOMMAND_ADDERS as TRAIN_SUBCOMMANDS
 
 logger = logging.getLogger("vggt_ros.cli")
 
@@ -431,7 +432,13 @@ def _bench_weights(spec: str, config: str) -> tuple[Callable[[], dict] | None, s
 # Each entry adds one subcommand parser (given the shared option parents) whose defaults carry
 # ``handler``; later issues append theirs (eval, bench, demo).
 SubcommandAdder = Callable[[argparse._SubParsersAction, list[argparse.ArgumentParser]], None]
-SUBCOMMANDS: list[SubcommandAdder] = [_add_predict, _add_convert, _add_bench, *EVAL_SUBCOMMANDS]
+SUBCOMMANDS: list[SubcommandAdder] = [
+    _add_predict,
+    _add_convert,
+    _add_bench,
+    *EVAL_SUBCOMMANDS,
+    *TRAIN_SUBCOMMANDS,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from vggt_ros.model.config import VGGTConfig
 from vggt_ros.model.encoder import PatchEncoder
@@ -41,6 +42,10 @@ class Aggregator(nn.Module):
     ``T = 1 + num_registers + (H / patch) * (W / patch)``; patch tokens start at
     :attr:`patch_start_idx`. Token 0 of every frame is its camera token.
     """
+
+    # Training only: recompute each block's activations in the backward pass instead of keeping
+    # them (less memory, about a third more compute). Set through VGGT.set_gradient_checkpointing.
+    gradient_checkpointing: bool = False
 
     def __init__(self, cfg: VGGTConfig) -> None:
         super().__init__()
@@ -113,14 +118,19 @@ class Aggregator(nn.Module):
         # frame half is therefore stored before the global block runs. Kept layers are written
         # straight into their [B, S, T, 2 * dim] buffer (cast on copy, same rounding as
         # ``.to``), so no float32 half or concatenation copy outlives a layer.
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled()
+
+        def run(block: nn.Module, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+            return checkpoint(block, x, rope, use_reentrant=False) if recompute else block(x, rope)
+
         outputs: AggregatedTokens = {}
         for i in range(self.depth):
-            tokens = self.frame_blocks[i](tokens.reshape(b * s, t, dim), frame_rope)
+            tokens = run(self.frame_blocks[i], tokens.reshape(b * s, t, dim), frame_rope)
             if i in keep:
                 kept = tokens.new_empty((b, s, t, 2 * dim), dtype=keep_dtype or tokens.dtype)
                 kept[..., :dim].copy_(tokens.reshape(b, s, t, dim))
                 outputs[i] = kept
-            tokens = self.global_blocks[i](tokens.reshape(b, s * t, dim), global_rope)
+            tokens = run(self.global_blocks[i], tokens.reshape(b, s * t, dim), global_rope)
             if i in keep:
                 outputs[i][..., dim:].copy_(tokens.reshape(b, s, t, dim))
         return outputs

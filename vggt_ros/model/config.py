@@ -145,11 +145,28 @@ VGGT_SMALL = VGGTConfig(
     track=TrackHeadConfig(features=64, hidden_size=192, depth=3, num_heads=4, num_virtual_tracks=32),
 )
 
-CONFIGS: dict[str, VGGTConfig] = {cfg.name: cfg for cfg in (VGGT_1B, VGGT_SMALL, VGGT_TINY)}
+# About 6.8 M parameters (13.5 MB as fp16): the embedded default model, trained from scratch on
+# procedural scenes (docs/model_card_compact.md). Every head of VGGT-1B at a width of 128, four
+# encoder blocks and six frame/global pairs; runs at 182 px (140x182 for 4:3 frames), where an
+# 8-frame window takes about 0.3 s on two CPU cores.
+VGGT_COMPACT = VGGTConfig(
+    name="vggt-compact",
+    img_size=182,
+    embed_dim=128,
+    encoder=EncoderConfig(embed_dim=128, depth=4, num_heads=4, pos_embed_grid=16),
+    aggregator=AggregatorConfig(depth=6, num_heads=4),
+    camera=CameraHeadConfig(trunk_depth=1, num_heads=4),
+    dpt=DPTHeadConfig(features=48, out_channels=(32, 64, 128, 128), layer_indices=(1, 2, 4, 5)),
+    track=TrackHeadConfig(
+        features=32, hidden_size=64, depth=2, num_heads=4, num_virtual_tracks=16, max_scale=182
+    ),
+)
+
+CONFIGS: dict[str, VGGTConfig] = {cfg.name: cfg for cfg in (VGGT_1B, VGGT_SMALL, VGGT_COMPACT, VGGT_TINY)}
 
 
 def get_config(name_or_config: str | VGGTConfig) -> VGGTConfig:
-    """Look up a named configuration (``vggt-1b``, ``vggt-small``, ``vggt-tiny``)."""
+    """Look up a named configuration (``vggt-1b``, ``vggt-small``, ``vggt-compact``, ``vggt-tiny``)."""
     if isinstance(name_or_config, VGGTConfig):
         return name_or_config
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from vggt_ros.model.config import EncoderConfig
 from vggt_ros.model.layers import TransformerBlock
@@ -31,6 +32,10 @@ class PatchEncoder(nn.Module):
     ``P = (H / patch) * (W / patch)`` in row-major order. The class and register tokens are
     used inside the encoder and dropped from the output, as VGGT does.
     """
+
+    # Training only: recompute each block's activations in the backward pass instead of keeping
+    # them (less memory, about a third more compute). Set by the trainer.
+    gradient_checkpointing: bool = False
 
     def __init__(self, cfg: EncoderConfig, patch_size: int) -> None:
         super().__init__()
@@ -78,6 +83,7 @@ class PatchEncoder(nn.Module):
         x = x + self.position_embedding(grid_hw).to(x.dtype)
         # Registers go between the class token and the patches and carry no position.
         x = torch.cat((x[:, :1], self.register_tokens.expand(n, -1, -1), x[:, 1:]), dim=1)
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return self.norm(x)[:, 1 + self.num_register_tokens :]

@@ -47,6 +47,12 @@ class VGGT(nn.Module):
         )
         self.track_head = TrackHead(cfg) if cfg.enable_track else None
 
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Training: recompute the encoder's and the aggregator's block activations in the
+        backward pass (memory for compute). No effect on inference."""
+        self.aggregator.gradient_checkpointing = enabled
+        self.aggregator.patch_embed.gradient_checkpointing = enabled
+
     def reset_non_persistent_buffers(self) -> None:
         """Refill buffers that checkpoints do not carry (after building on the ``meta`` device)."""
         self.aggregator.reset_non_persistent_buffers()

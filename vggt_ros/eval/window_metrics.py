@@ -1,0 +1,123 @@
+"""Accuracy of one window's prediction against ground truth, the way the model card reports it.
+
+VGGT predicts each window in its own frame (camera 0) at its own scale, so window metrics use
+only what that frame and scale cannot change:
+
+* depth AbsRel after aligning the whole window's depth with one median scale
+  (``median(gt) / median(pred)`` over the window's valid pixels), and delta < 1.25;
+* the relative rotation error between every pair of frames of the window, in degrees
+  (``angle(R_pred_ij^T R_gt_ij)``, with ``R_ij`` the rotation from frame j's camera to frame i's);
+* the relative translation direction error of every pair, in degrees (scale-free).
+
+All functions take numpy arrays (float64 inside).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class WindowScores:
+    """Scores of one window (see the module docstring); NaN when not computable."""
+
+    abs_rel: float
+    delta1: float
+    rotation_deg_mean: float
+    rotation_deg_max: float
+    translation_deg_mean: float
+    frames: int
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(vars(self))
+
+
+def window_depth_errors(
+    pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None
+) -> tuple[float, float]:
+    """AbsRel and delta<1.25 of a window's depth after one median scale.
+
+    Args:
+        pred, gt: [S, H, W] depth (pred in any scale); valid: [S, H, W] bool (default: both
+            finite and positive).
+    """
+    pred = np.asarray(pred, np.float64)
+    gt = np.asarray(gt, np.float64)
+    ok = np.isfinite(pred) & np.isfinite(gt) & (pred > 0) & (gt > 0)
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    if ok.sum() < 10:
+        return float("nan"), float("nan")
+    p, g = pred[ok], gt[ok]
+    p = p * (np.median(g) / np.median(p))
+    abs_rel = float(np.mean(np.abs(p - g) / g))
+    delta1 = float(np.mean(np.maximum(p / g, g / p) < 1.25))
+    return abs_rel, delta1
+
+
+def _angle_deg(rotation: np.ndarray) -> np.ndarray:
+    cos = (np.trace(rotation, axis1=-2, axis2=-1) - 1.0) / 2.0
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def relative_pose_errors(pred_c2w: np.ndarray, gt_c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation and translation-direction errors (degrees) of every frame pair i < j.
+
+    Args:
+        pred_c2w, gt_c2w: [S, 4, 4] camera-to-world poses (each in its own world and scale).
+
+    Returns:
+        rotation errors [P] and translation direction errors [P] (NaN where the true or the
+        predicted baseline is zero), P = S (S - 1) / 2.
+    """
+    P = np.asarray(pred_c2w, np.float64)
+    G = np.asarray(gt_c2w, np.float64)
+    s = P.shape[0]
+    rot, trans = [], []
+    for i in range(s):
+        for j in range(i + 1, s):
+            rel_p = np.linalg.inv(P[i]) @ P[j]  # camera j -> camera i
+            rel_g = np.linalg.inv(G[i]) @ G[j]
+            rot.append(_angle_deg(rel_p[:3, :3].T @ rel_g[:3, :3]))
+            tp, tg = rel_p[:3, 3], rel_g[:3, 3]
+            npn, ngn = np.linalg.norm(tp), np.linalg.norm(tg)
+            if npn < 1e-9 or ngn < 1e-9:
+                trans.append(np.nan)
+            else:
+                trans.append(np.degrees(np.arccos(np.clip(tp @ tg / (npn * ngn), -1.0, 1.0))))
+    return np.asarray(rot), np.asarray(trans)
+
+
+def score_window(
+    pred_depth: np.ndarray,
+    gt_depth: np.ndarray | None,
+    pred_c2w: np.ndarray,
+    gt_c2w: np.ndarray,
+    valid: np.ndarray | None = None,
+) -> WindowScores:
+    """All scores of one window (depth ones NaN without ground-truth depth)."""
+    abs_rel = delta1 = float("nan")
+    if gt_depth is not None:
+        abs_rel, delta1 = window_depth_errors(pred_depth, gt_depth, valid)
+    rot, trans = relative_pose_errors(pred_c2w, gt_c2w)
+    return WindowScores(
+        abs_rel=abs_rel,
+        delta1=delta1,
+        rotation_deg_mean=float(rot.mean()) if rot.size else float("nan"),
+        rotation_deg_max=float(rot.max()) if rot.size else float("nan"),
+        translation_deg_mean=float(np.nanmean(trans)) if np.isfinite(trans).any() else float("nan"),
+        frames=int(pred_c2w.shape[0]),
+    )
+
+
+def summarize(scores: list[WindowScores]) -> dict[str, float]:
+    """Means over windows (NaN-aware) and the window count."""
+    if not scores:
+        return {"windows": 0}
+    out: dict[str, float] = {"windows": len(scores)}
+    for key in ("abs_rel", "delta1", "rotation_deg_mean", "rotation_deg_max", "translation_deg_mean"):
+        values = np.array([getattr(s, key) for s in scores], np.float64)
+        out[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    return out

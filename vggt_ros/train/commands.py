@@ -1,0 +1,262 @@
+"""``vggt-ros train`` and ``vggt-ros export-model`` (registered by :mod:`vggt_ros.cli`).
+
+    vggt-ros train --out runs/compact --model vggt-compact --steps 20000 --batch-size 32
+    vggt-ros train --out runs/compact --resume --time-limit 9      # continue for 9 minutes
+    torchrun --nproc_per_node 2 -m vggt_ros.cli train --out runs/ddp ...   # several GPUs
+    vggt-ros train --out runs/ft --model vggt-1b --init-checkpoint facebook/VGGT-1B \
+        --freeze-encoder --bag recorded.mcap --no-procedural --batch-size 2
+    vggt-ros export-model runs/compact --out model.safetensors      # EMA weights, fp16
+
+See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger("vggt_ros.train")
+
+HEADS = ("camera", "depth", "point", "track")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, got {text!r}") from None
+    if h <= 0 or w <= 0 or h % 14 or w % 14:
+        raise argparse.ArgumentTypeError(
+            f"{text}: both sides must be positive multiples of 14 (the patch size)"
+        )
+    return h, w
+
+
+def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``vggt-ros train``."""
+    from vggt_ros.model.config import CONFIGS
+
+    p = subparsers.add_parser(
+        "train",
+        parents=parents,
+        help="train or fine-tune a VGGT model on procedural scenes and/or ground-truth bags",
+        description=(
+            "Train a named configuration from scratch or fine-tune one from a checkpoint with the VGGT "
+            "losses (camera, depth and point with confidence, tracks). Data: procedural rooms rendered on "
+            "the training device and/or bags with ground-truth poses (and depth) from `vggt-ros generate` "
+            "or `vggt-ros convert-dataset`. Checkpoints go to OUT/checkpoints (resumable exactly with "
+            "--resume), losses and validation metrics to OUT/tensorboard and OUT/log.jsonl. Several GPUs: "
+            "start with torchrun. See docs/training.md."
+        ),
+    )
+    p.add_argument("--out", "-o", type=Path, required=True, help="run directory (created)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out with its saved settings")
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        choices=sorted(CONFIGS),
+        default="vggt-compact",
+        help="configuration (default vggt-compact)",
+    )
+    g.add_argument("--init-checkpoint", default=None, help="start from these weights (fine-tuning)")
+    g.add_argument("--freeze-encoder", action="store_true", help="keep the per-frame encoder fixed")
+    g.add_argument("--heads", default=",".join(HEADS), help=f"heads to train (default {','.join(HEADS)})")
+    g = p.add_argument_group("data")
+    g.add_argument("--no-procedural", action="store_true", help="no procedural scenes (bags only)")
+    g.add_argument("--bag", action="append", default=[], type=Path, help="ground-truth bag (repeatable)")
+    g.add_argument("--bag-weight", type=float, default=0.5, help="share of bag windows next to procedural")
+    g.add_argument("--bag-max-gap", type=int, default=3, help="largest frame step inside a bag window")
+    g.add_argument("--size", type=_size, default=(140, 182), help="training image size HxW (default 140x182)")
+    g.add_argument("--frames", type=int, default=8, help="frames per window (default 8)")
+    g.add_argument("--track-queries", type=int, default=64, help="track queries per window (default 64)")
+    g.add_argument("--supersample", type=int, default=1, help="procedural colour rays per pixel side")
+    g.add_argument("--validation-windows", type=int, default=32, help="held-out windows per validation")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, default=10000)
+    g.add_argument("--batch-size", type=int, default=16, help="windows per step over all processes")
+    g.add_argument("--lr", type=float, default=3e-4)
+    g.add_argument("--min-lr-ratio", type=float, default=0.05, help="cosine floor as a share of --lr")
+    g.add_argument("--warmup-steps", type=int, default=500)
+    g.add_argument("--weight-decay", type=float, default=0.05)
+    g.add_argument("--grad-clip", type=float, default=1.0)
+    g.add_argument("--ema-decay", type=float, default=0.999, help="0 disables the EMA weights")
+    g.add_argument("--no-bf16", action="store_true", help="float32 on CUDA too (bf16 autocast by default)")
+    g.add_argument("--gradient-checkpointing", action="store_true", help="recompute trunk activations")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    g = p.add_argument_group("bookkeeping")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--checkpoint-every", type=int, default=500)
+    g.add_argument("--keep-checkpoints", type=int, default=2)
+    g.add_argument("--validate-every", type=int, default=1000)
+    g.add_argument("--log-every", type=int, default=20)
+    g.add_argument("--time-limit", type=float, default=0.0, help="stop (with a checkpoint) after N minutes")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(handler=run_train)
+
+
+# Options that --resume may change (the rest comes from the saved run).
+_RESUME_OVERRIDES = {
+    "steps": "steps",
+    "time_limit": "time_limit_minutes",
+    "checkpoint_every": "checkpoint_every",
+    "keep_checkpoints": "keep_checkpoints",
+    "validate_every": "validate_every",
+    "log_every": "log_every",
+    "device": "device",
+    "compile": "compile",
+}
+
+
+def config_from_args(args: argparse.Namespace):  # -> TrainConfig
+    """A :class:`~vggt_ros.train.config.TrainConfig` from the command line."""
+    from vggt_ros.eval.procedural import ProceduralSettings
+    from vggt_ros.train.config import TrainConfig
+
+    heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
+    if args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    procedural = None
+    if not args.no_procedural:
+        procedural = ProceduralSettings(
+            height=args.size[0],
+            width=args.size[1],
+            frames=args.frames,
+            track_queries=args.track_queries if "track" in heads else 0,
+            supersample=args.supersample,
+        )
+    for bag in args.bag:
+        if not bag.exists():
+            raise FileNotFoundError(f"--bag {bag}: not found")
+    if "track" in heads and min(args.size) < 128:
+        raise ValueError(
+            f"--size {args.size[0]}x{args.size[1]} is too small for the track head (>= 128 px per side); "
+            "drop 'track' from --heads or use a larger --size"
+        )
+    return TrainConfig(
+        model=args.model,
+        init_checkpoint=args.init_checkpoint,
+        freeze_encoder=args.freeze_encoder,
+        heads=heads,
+        procedural=procedural,
+        bags=tuple(str(b) for b in args.bag),
+        bag_weight=args.bag_weight,
+        bag_max_gap=args.bag_max_gap,
+        validation_windows=args.validation_windows,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        min_lr_ratio=args.min_lr_ratio,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        ema_decay=args.ema_decay,
+        bf16=not args.no_bf16,
+        gradient_checkpointing=args.gradient_checkpointing,
+        compile=args.compile,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        validate_every=args.validate_every,
+        log_every=args.log_every,
+        time_limit_minutes=args.time_limit,
+        device=args.device,
+        progress=not args.quiet,
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """The ``train`` subcommand."""
+    import dataclasses
+
+    from vggt_ros.train.config import TrainConfig
+    from vggt_ros.train.trainer import Trainer
+
+    saved = args.out / "config.json"
+    if args.resume:
+        if not saved.is_file():
+            raise FileNotFoundError(f"--resume: {args.out} holds no run (no config.json)")
+        config = TrainConfig.load(saved)
+        changes = {field: getattr(args, key) for key, field in _RESUME_OVERRIDES.items()}
+        changes["compile"] = args.compile or config.compile
+        changes["progress"] = not args.quiet
+        config = dataclasses.replace(config, **changes)
+    else:
+        if saved.is_file():
+            raise ValueError(
+                f"{args.out} already holds a run: add --resume to continue it, or choose a new --out"
+            )
+        config = config_from_args(args)
+    trainer = Trainer(config, args.out)
+    result = trainer.run()
+    if trainer.rank == 0:
+        summary = {
+            "step": result.step,
+            "samples": result.samples,
+            "stopped_by": result.stopped_by,
+            "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+            "seconds": round(result.seconds, 1),
+            "losses": result.last_losses,
+            "validation": result.validation,
+        }
+        logger.info("%s", json.dumps(summary))
+    return 0
+
+
+def add_export(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``vggt-ros export-model``."""
+    p = subparsers.add_parser(
+        "export-model",
+        parents=parents,
+        help="write a training run's weights as one safetensors model file",
+        description=(
+            "Export the newest checkpoint of a run (or --checkpoint DIR) as a safetensors file that "
+            "--checkpoint options and the node load; EMA weights in fp16 by default, with the model "
+            "config and the run's provenance (steps, windows seen, data) in the file's metadata."
+        ),
+    )
+    p.add_argument("run", type=Path, help="run directory of `vggt-ros train`")
+    p.add_argument("--out", "-o", type=Path, required=True, help="output .safetensors file")
+    p.add_argument("--checkpoint", type=Path, default=None, help="a specific checkpoint folder of the run")
+    p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA weights")
+    p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
+    p.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from vggt_ros.model.checkpoint import CheckpointError
+    from vggt_ros.train.checkpoints import STATE_FILE, export_model, latest_checkpoint
+    from vggt_ros.train.config import TrainConfig
+
+    config = TrainConfig.load(args.run / "config.json") if (args.run / "config.json").is_file() else None
+    if config is None:
+        raise FileNotFoundError(f"{args.run} holds no training run (no config.json)")
+    checkpoint = args.checkpoint or latest_checkpoint(args.run)
+    if checkpoint is None:
+        raise CheckpointError(f"{args.run} has no checkpoint yet")
+    state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+    provenance = {
+        "run": args.run.name,
+        "step": int(state["step"]),
+        "samples": int(state["samples"]),
+        "train_seconds": round(float(state["elapsed_seconds"]), 1),
+        "data": {
+            "procedural": None if config.procedural is None else config.procedural.to_dict(),
+            "bags": list(config.bags),
+        },
+        "seed": config.seed,
+    }
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    out = export_model(
+        checkpoint, args.out, config.model, use_ema=not args.raw, dtype=dtype, provenance=provenance
+    )
+    logger.info(
+        "wrote %s (%s, step %d, %.1f MB)", out, config.model, provenance["step"], out.stat().st_size / 1e6
+    )
+    return 0
+
+
+SUBCOMMAND_ADDERS = (add_train, add_export)

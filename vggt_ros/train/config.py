@@ -1,0 +1,155 @@
+"""Everything a training run is made of, in one dataclass saved next to its checkpoints.
+
+A run directory holds ``config.json`` (this), ``checkpoints/step_XXXXXXX/`` (see
+:mod:`vggt_ros.train.checkpoints`), ``tensorboard/`` and ``log.jsonl``. Resuming reads the
+saved config; options that would change the run's meaning (model, data, batch) must match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vggt_ros.eval.procedural import ProceduralSettings
+from vggt_ros.train.losses import LossWeights
+
+# Fields that may differ when a run is resumed (how long, how often, where): everything else
+# defines the run and must match the saved config.
+RESUMABLE_CHANGES = {
+    "steps",
+    "time_limit_minutes",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "validate_every",
+    "log_every",
+    "progress",
+    "device",
+    "compile",
+    "dataloader_prefetch",
+}
+
+
+@dataclass
+class TrainConfig:
+    """A training run.
+
+    Model:
+        model: named config (``vggt-compact``, ``vggt-tiny``, ``vggt-small``, ``vggt-1b``).
+        init_checkpoint: weights to start from (fine-tuning): file, folder or HF repo id.
+        freeze_encoder: keep the per-frame DINOv2 encoder fixed (only with init_checkpoint).
+        heads: which heads to train (a subset of camera, depth, point, track).
+    Data:
+        procedural: settings of the renderer (None: no procedural data).
+        bags: ground-truth bags (from ``vggt-ros generate`` / ``convert-dataset``).
+        bag_weight: share of windows drawn from the bags when both are used.
+        bag_max_gap: largest frame step inside a bag window.
+        validation_windows: held-out windows (procedural, validation seed stream, held-out
+            settings) scored every ``validate_every`` steps.
+    Optimisation:
+        steps, batch_size (windows per step, all processes together), lr, min_lr_ratio (cosine
+        floor), warmup_steps, weight_decay, betas, grad_clip, ema_decay (0: no EMA), bf16,
+        gradient_checkpointing, compile (torch.compile the training forward).
+    Bookkeeping:
+        seed, checkpoint_every, keep_checkpoints, validate_every, log_every,
+        time_limit_minutes (stop cleanly, with a checkpoint, after this long; 0: no limit).
+    """
+
+    model: str = "vggt-compact"
+    init_checkpoint: str | None = None
+    freeze_encoder: bool = False
+    heads: tuple[str, ...] = ("camera", "depth", "point", "track")
+    procedural: ProceduralSettings | None = field(default_factory=ProceduralSettings)
+    bags: tuple[str, ...] = ()
+    bag_weight: float = 0.5
+    bag_max_gap: int = 3
+    validation_windows: int = 32
+    steps: int = 10000
+    batch_size: int = 16
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 500
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    bf16: bool = True
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    loss: LossWeights = field(default_factory=LossWeights)
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    validate_every: int = 1000
+    log_every: int = 20
+    time_limit_minutes: float = 0.0
+    device: str = "auto"
+    progress: bool = True
+    dataloader_prefetch: bool = True
+
+    def __post_init__(self) -> None:
+        bad_heads = set(self.heads) - {"camera", "depth", "point", "track"}
+        if bad_heads or not self.heads:
+            raise ValueError(
+                f"heads must be a non-empty subset of camera, depth, point, track; got {self.heads}"
+            )
+        if self.freeze_encoder and not self.init_checkpoint:
+            raise ValueError("freeze_encoder needs init_checkpoint (a frozen random encoder learns nothing)")
+        if self.procedural is None and not self.bags:
+            raise ValueError("no training data: give procedural settings and/or bags")
+        for name in (
+            "steps",
+            "batch_size",
+            "checkpoint_every",
+            "validate_every",
+            "log_every",
+            "keep_checkpoints",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"lr must be > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.bag_weight <= 1:
+            raise ValueError(f"bag_weight must be in [0, 1], got {self.bag_weight}")
+
+    @property
+    def frames(self) -> int:
+        return self.procedural.frames if self.procedural is not None else 8
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["procedural"] = None if self.procedural is None else self.procedural.to_dict()
+        out["loss"] = dataclasses.asdict(self.loss)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(unknown)}")
+        if data.get("procedural") is not None:
+            data["procedural"] = ProceduralSettings.from_dict(data["procedural"])
+        if "loss" in data:
+            data["loss"] = LossWeights(**data["loss"])
+        for key in ("heads", "bags", "betas"):
+            if key in data and data[key] is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Fields that define the run and differ between the two configs."""
+        a, b = self.to_dict(), other.to_dict()
+        return sorted(k for k in a if k not in RESUMABLE_CHANGES and a[k] != b[k])

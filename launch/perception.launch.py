@@ -4,15 +4,15 @@
         image_topic:=/camera/color/image_raw camera_info_topic:=/camera/color/camera_info
 
 Arguments (``ros2 launch vggt_ros perception.launch.py --show-args``):
-    checkpoint          VGGT checkpoint file or Hugging Face repo id ("" = untrained, refused
-                        unless allow_untrained:=true)
+    checkpoint          VGGT checkpoint file or Hugging Face repo id ("" = the embedded compact
+                        model, docs/model_card_compact.md)
     params_file         parameter YAML (default: the package's config/perception.yaml)
     image_topic         image topic of the first camera (remaps /camera/image_raw)
     camera_info_topic   its CameraInfo topic (remaps /camera/camera_info)
     device              auto | cpu | cuda | cuda:N
     precision           auto | fp32 | bf16 | fp16
-    model_config        vggt-1b | vggt-small | vggt-tiny
-    allow_untrained     true to run on random weights (demo only)
+    model_config        "" (from the weights) | vggt-1b | vggt-small | vggt-compact | vggt-tiny
+    untrained           true to run on random weights (pipeline tests only)
     namespace           namespace of the node and its topics
 For several cameras, list them in a copy of the parameter file (``cameras`` and
 ``camera.<name>.*``) and pass it as params_file.
@@ -27,7 +27,7 @@ from launch_ros.substitutions import FindPackageShare
 from launch import LaunchDescription
 
 ARGUMENTS = {
-    "checkpoint": ("", "VGGT checkpoint file or Hugging Face repo id (empty: untrained weights)"),
+    "checkpoint": ("", "VGGT checkpoint file or Hugging Face repo id (empty: the embedded compact model)"),
     "params_file": (
         PathJoinSubstitution([FindPackageShare("vggt_ros"), "config", "perception.yaml"]),
         "Parameter YAML file",
@@ -37,8 +37,11 @@ ARGUMENTS = {
     "device": ("auto", "Torch device: auto, cpu, cuda or cuda:N"),
     "precision": ("auto", "Compute precision: auto, fp32, bf16 or fp16"),
     "backend": ("eager", "Compiled sections: eager or torch (torch.compile, compiles once per window size)"),
-    "model_config": ("vggt-1b", "Model architecture: vggt-1b, vggt-small or vggt-tiny"),
-    "allow_untrained": ("false", "Run on untrained random weights when checkpoint is empty"),
+    "model_config": (
+        "",
+        "Model architecture (empty: from the weights): vggt-1b, vggt-small, vggt-compact, vggt-tiny",
+    ),
+    "untrained": ("false", "Run on untrained random weights (pipeline tests only)"),
     "namespace": ("", "Namespace of the node and its topics"),
 }
 
@@ -49,7 +52,7 @@ PARAMETER_ARGUMENTS = {
     "precision": "model.precision",
     "backend": "model.backend",
     "model_config": "model.config",
-    "allow_untrained": "model.allow_untrained",
+    "untrained": "model.untrained",
 }
 
 # topic the parameter file subscribes to -> launch argument that remaps it.
@@ -70,8 +73,8 @@ def generate_launch_description() -> LaunchDescription:
         "model.device": LaunchConfiguration("device"),
         "model.precision": LaunchConfiguration("precision"),
         "model.backend": LaunchConfiguration("backend"),
-        "model.config": LaunchConfiguration("model_config"),
-        "model.allow_untrained": ParameterValue(LaunchConfiguration("allow_untrained"), value_type=bool),
+        "model.config": ParameterValue(LaunchConfiguration("model_config"), value_type=str),
+        "model.untrained": ParameterValue(LaunchConfiguration("untrained"), value_type=bool),
     }
     node = Node(
         package="vggt_ros",

@@ -70,7 +70,7 @@ TINY_PARAMS: dict[str, Any] = {
     "model.device": "cpu",
     "model.precision": "fp32",
     "model.image_size": 196,
-    "model.allow_untrained": True,
+    "model.untrained": True,
     "window.size": 3,
     "window.stride": 1,
     "window.num_track_queries": 16,

@@ -505,12 +505,25 @@ def test_refuses_bad_parameters_with_reason():
     node = NodeProcess({**TINY_PARAMS, "queue.size": 0})
     assert node.wait(120) == 2
     assert "queue.size" in node.log()
-    node = NodeProcess({**TINY_PARAMS, "model.allow_untrained": False})
+    # No checkpoint and no model.untrained: only the embedded model's own config can load.
+    node = NodeProcess({**TINY_PARAMS, "model.untrained": False})
     assert node.wait(120) == 2
-    assert "model.checkpoint is empty" in node.log()
+    assert "the embedded model is 'vggt-compact'" in node.log()
     node = NodeProcess({**TINY_PARAMS, "model.backend": "tensorrt"})
     assert node.wait(120) == 2
     assert "refused parameter" in node.log() and "model.backend" in node.log()
+
+
+def test_default_model_is_the_embedded_compact_model(listener):
+    """Without model parameters the node runs the shipped compact model and names it."""
+    params = {k: v for k, v in TINY_PARAMS.items() if not k.startswith("model.")}
+    node = NodeProcess({**params, "model.device": "cpu", "camera.front.topic": "solo/image"})
+    try:
+        wait_for(lambda: "ready:" in node.log(), 120, "start-up", node)
+        assert "embedded model vggt-compact-v1" in node.log()
+        assert "UNTRAINED" not in node.log()
+    finally:
+        assert node.stop(signal.SIGTERM) == 0, node.log()[-3000:]
 
 
 def test_sigterm_with_single_camera_default_config(listener):

@@ -24,7 +24,12 @@ from typing import Any
 import numpy as np
 
 from vggt_ros.eval.commands import SUBCOMMAND_ADDERS as EVAL_SUBCOMMANDS
-from vggt_ros.eval.model_options import add_model_options, check_model_options, predictor_from_options
+from vggt_ros.eval.model_options import (
+    add_model_options,
+    check_model_options,
+    model_choice,
+    predictor_from_options,
+)
 from vggt_ros.train.commands import SUBCOMMAND_ADDERS as TRAIN_SUBCOMMANDS
 
 logger = logging.getLogger("vggt_ros.cli")
@@ -144,7 +149,8 @@ def run_predict(args: argparse.Namespace) -> int:
     logger.info("read %d frame(s) from %s (first %dx%d WxH)", len(frames), args.input, w0, h0)
 
     predictor = predictor_from_options(args)
-    logger.info("model %s on %s, %s", args.config, predictor.device, predictor.precision)
+    choice = model_choice(args)
+    logger.info("model %s on %s, %s", choice.description, predictor.device, predictor.precision)
     queries = grid_points(args.tracks, h0, w0) if args.tracks else None
     prediction = predictor.predict(frames, queries)
     logger.info(
@@ -188,7 +194,9 @@ def run_predict(args: argparse.Namespace) -> int:
         len(names),
         f", {args.tracks} tracks" if queries is not None else "",
         out,
-        "TRAINED" if prediction.weights.get("trained") else "UNTRAINED - outputs meaningless",
+        prediction.weights.get("model", "trained")
+        if prediction.weights.get("trained")
+        else "UNTRAINED - outputs meaningless",
     )
     return EXIT_OK
 
@@ -201,9 +209,9 @@ def _summary(
         "frames": len(names),
         "names": list(names),
         "model_hw": list(prediction.model_hw),
-        "config": args.config,
+        "config": model_choice(args).config,
         "mode": args.mode,
-        "size": args.size,
+        "size": model_choice(args).image_size,
         "weights": prediction.weights,
         "trained": bool(prediction.weights.get("trained")),
         "scale": "normalized",

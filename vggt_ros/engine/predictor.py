@@ -33,7 +33,7 @@ from vggt_ros.engine.precision import (
     resolve_precision,
     synchronize,
 )
-from vggt_ros.engine.preprocess import PREPROCESS_MODES, preprocess_frames
+from vggt_ros.engine.preprocess import PREPROCESS_MODES, plan_transform, preprocess_frames
 from vggt_ros.engine.runner import ModelRunner
 from vggt_ros.engine.timing import NullTimer, StageTimer
 from vggt_ros.geometry import (
@@ -384,6 +384,21 @@ class Predictor:
     @property
     def has_track_head(self) -> bool:
         return getattr(self.model, "track_head", None) is not None
+
+    def tracking_refusal(self, image_hw: tuple[int, int]) -> str | None:
+        """Why query points on frames of ``image_hw`` (H, W) would be refused, or None.
+
+        Lets a caller (the mapping pipeline) skip tracks up front instead of losing a window.
+        """
+        if not self.has_track_head:
+            return "the model has no track head"
+        mh, mw = plan_transform(image_hw, self.mode, self.target_size, self.patch_size).model_hw
+        if min(mh, mw) < TRACK_MIN_MODEL_SIDE:
+            return (
+                f"model images of {mh}x{mw} are below the track head's {TRACK_MIN_MODEL_SIDE} px per side "
+                "(raise the model image size)"
+            )
+        return None
 
     def _check_queries(self, query_points: Any, transform: ImageTransform) -> np.ndarray:
         if not self.has_track_head:

@@ -195,7 +195,13 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
         if recorder is not None:
             recorder.close(pipeline)
     report = write_report(
-        args.out, result, str(args.bag), args.align, args.rpe_delta, plots=not args.no_plots
+        args.out,
+        result,
+        str(args.bag),
+        args.align,
+        args.rpe_delta,
+        plots=not args.no_plots,
+        weights=getattr(predictor, "weights", None),
     )
     if args.export:
         from vggt_ros.eval.warmstart import export_warm_start
@@ -236,7 +242,19 @@ def _log_summary(report: dict[str, Any], args: argparse.Namespace) -> None:
             dp["rmse"],
             dp["delta1"],
         )
+    from vggt_ros.eval.report import accuracy_summary
+
+    for name, row in accuracy_summary(report).items():
+        logger.info(
+            "%s: window depth AbsRel %s, window rotation error %s deg, APE %s %% of the path length",
+            name,
+            *(_number(row[k]) for k in ("window_abs_rel", "window_rotation_deg", "ape_percent_of_length")),
+        )
     logger.info("wrote %s", args.out / "report.md")
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -77,14 +77,33 @@ class TrajectoryErrors:
     reference: np.ndarray
     path_length: float
 
+    @property
+    def ape_percent_of_length(self) -> float:
+        """APE translation RMSE as a percentage of the reference path length (NaN if it is 0)."""
+        rmse = float(np.sqrt(np.mean(self.ape_trans**2))) if self.ape_trans.size else float("nan")
+        return 100.0 * rmse / self.path_length if self.path_length > 0 else float("nan")
+
+    @property
+    def static_baseline_rmse(self) -> float:
+        """APE RMSE of a trajectory that never moves (identity poses), after its best alignment:
+        the RMS distance of the reference positions to their centroid."""
+        ref = self.reference
+        return float(np.sqrt(np.mean(np.sum((ref - ref.mean(axis=0)) ** 2, axis=1)))) if len(ref) else 0.0
+
     def summary(self) -> dict[str, Any]:
         """JSON-friendly statistics (rmse, mean, median, std, min, max of each error)."""
+        length = self.path_length
         return {
             "alignment": self.alignment,
             "scale": self.scale,
             "matched": self.matched,
             "unmatched": self.unmatched,
             "path_length_m": self.path_length,
+            "ape_percent_of_length": self.ape_percent_of_length,
+            "static_baseline": {
+                "ape_rmse_m": self.static_baseline_rmse,
+                "ape_percent_of_length": 100.0 * self.static_baseline_rmse / length if length > 0 else None,
+            },
             "rpe_delta_frames": self.rpe_delta,
             "ape_trans_m": _stats(self.ape_trans),
             "ape_rot_deg": _stats(self.ape_rot_deg),

@@ -16,16 +16,16 @@ BACKEND_CHOICES = ("eager", "torch", "tensorrt", "auto")
 
 UNTRAINED_BANNER = (
     "\n" + "!" * 78 + "\n"
-    "!!  NO --checkpoint GIVEN: running VGGT with UNTRAINED, RANDOM weights.\n"
+    "!!  --untrained: running VGGT with UNTRAINED, RANDOM weights.\n"
     "!!  Every output (cameras, depth, point cloud, tracks) is MEANINGLESS; use this only\n"
-    "!!  to test the pipeline. For real results pass --checkpoint facebook/VGGT-1B or a\n"
-    "!!  local checkpoint file.\n" + "!" * 78
+    "!!  to test the pipeline or as a baseline. Without --untrained and --checkpoint the\n"
+    "!!  embedded compact model runs; --checkpoint facebook/VGGT-1B gives the released one.\n" + "!" * 78
 )
 
 
 def add_model_options(parser: argparse.ArgumentParser | Any) -> None:
-    """Add --checkpoint, --config, --device, --precision, --backend, --mode, --size to a parser
-    (or an argument group)."""
+    """Add --checkpoint, --untrained, --config, --device, --precision, --backend, --mode, --size to
+    a parser (or an argument group)."""
     from vggt_ros.engine.precision import PRECISIONS
     from vggt_ros.engine.preprocess import PREPROCESS_MODES
     from vggt_ros.model.config import CONFIGS
@@ -33,9 +33,22 @@ def add_model_options(parser: argparse.ArgumentParser | Any) -> None:
     parser.add_argument(
         "--checkpoint",
         default=None,
-        help="checkpoint file, folder or HF repo id (e.g. facebook/VGGT-1B); default: untrained weights",
+        help=(
+            "checkpoint file, folder or HF repo id (e.g. facebook/VGGT-1B); default: the embedded "
+            "compact model shipped with the package (see docs/model_card_compact.md)"
+        ),
     )
-    parser.add_argument("--config", default="vggt-1b", choices=sorted(CONFIGS), help="model configuration")
+    parser.add_argument(
+        "--untrained",
+        action="store_true",
+        help="random weights instead of a checkpoint (pipeline tests and baselines only)",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        choices=sorted(CONFIGS),
+        help="model configuration (default: vggt-1b with --checkpoint, else the embedded model's)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument(
         "--precision", default="auto", choices=PRECISIONS, help="compute precision (default auto)"
@@ -50,7 +63,10 @@ def add_model_options(parser: argparse.ArgumentParser | Any) -> None:
         "--mode", default="resize", choices=PREPROCESS_MODES, help="preprocessing (default resize)"
     )
     parser.add_argument(
-        "--size", type=int, default=518, help="model image side, multiple of 14 (default 518)"
+        "--size",
+        type=int,
+        default=None,
+        help="model image side, multiple of 14 (default: 518 for vggt-1b, else the config's own size)",
     )
 
 
@@ -58,23 +74,40 @@ def check_model_options(args: argparse.Namespace) -> None:
     """Refuse bad values before minutes of reading and loading (raises ValueError)."""
     from vggt_ros.engine.precision import resolve_device, resolve_precision
 
-    if args.size <= 0 or args.size % 14:
+    if args.size is not None and (args.size <= 0 or args.size % 14):
         raise ValueError(f"--size must be a positive multiple of 14, got {args.size}")
     resolve_precision(args.precision, resolve_device(args.device))
+    model_choice(args)
+
+
+def model_choice(args: argparse.Namespace) -> Any:
+    """The :class:`~vggt_ros.model.embedded.ModelChoice` of the options (cached on ``args``)."""
+    from vggt_ros.model.embedded import choose_model
+
+    if getattr(args, "_model_choice", None) is None:
+        args._model_choice = choose_model(args.checkpoint, args.config, args.size, args.untrained)
+    return args._model_choice
 
 
 def predictor_from_options(args: argparse.Namespace) -> Any:
     """Load the model the options name and wrap it in a Predictor (warns when untrained)."""
     from vggt_ros.engine.predictor import Predictor
 
-    if args.checkpoint is None:
+    choice = model_choice(args)
+    if choice.untrained:
         logger.warning("%s", UNTRAINED_BANNER)
-    return Predictor.from_checkpoint(
-        args.checkpoint,
-        config=args.config,
+    else:
+        logger.info("model: %s", choice.description)
+    predictor = Predictor.from_checkpoint(
+        choice.source,
+        config=choice.config,
         device=args.device,
         precision=args.precision,
         mode=args.mode,
-        target_size=args.size,
+        target_size=choice.image_size,
         backend=args.backend,
     )
+    if choice.embedded is not None:
+        predictor.weights["model"] = choice.embedded.name
+        predictor.weights["card"] = choice.embedded.card
+    return predictor

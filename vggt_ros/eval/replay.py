@@ -192,6 +192,8 @@ class ReplayResult:
     options: ReplayOptions
     topics: dict[str, str]
     window_results: list[Any] = field(default_factory=list)
+    reference_camera: str | None = None
+    gt_depth_by_keyframe: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def metric(self) -> bool:
@@ -451,6 +453,7 @@ def replay_bag(
 
     wall0 = time.perf_counter()
     first_stamp: float | None = None
+    reference_camera: str | None = None
     try:
         for topic, msgtype, _, msg in bags.read_messages(path, o.image_topics):
             if (
@@ -476,6 +479,8 @@ def replay_bag(
                 logger.warning("skipping an image on %s at %.3f s: %s", topic, stamp, exc)
                 continue
             frame = _make_frame(Frame, msg, topic, stamp, rgb, info_of.get(topic, ""), ctx, metric_lookup)
+            if topic == o.image_topics[0] and reference_camera is None:
+                reference_camera = frame.camera_id
             t0 = time.perf_counter()
             job = pipeline.add_frame(frame)
             frame_ms.append((time.perf_counter() - t0) * 1e3)
@@ -505,13 +510,29 @@ def replay_bag(
 
     estimate = _estimate(pipeline)
     ground_truth = _ground_truth(ctx, o, estimate, keyframes)
-    if o.depth_gt_topic and keyframes:
+    # Ground-truth depth of every reference-camera keyframe of any window (accepted or not: the
+    # window metrics score every window the network saw).
+    gt_depth_by_kf: dict[int, np.ndarray] = {}
+    if o.depth_gt_topic:
+        wanted = {
+            int(kf_id): float(stamp)
+            for r in window_results
+            for kf_id, stamp, cam in zip(r.keyframe_ids, r.stamps, r.camera_ids)
+            if cam == reference_camera
+        }
+        wanted.update(
+            {kf_id: rec.stamp for kf_id, rec in keyframes.items() if rec.camera_id == reference_camera}
+        )
         lookup = _DepthLookup(path, o.depth_gt_topic, o.stamp_tolerance)
         try:
-            for rec in keyframes.values():
-                rec.gt_depth = lookup.get(rec.stamp)
+            for kf_id, stamp in sorted(wanted.items()):
+                depth = lookup.get(stamp)
+                if depth is not None:
+                    gt_depth_by_kf[kf_id] = depth
         finally:
             lookup.close()
+        for kf_id, rec in keyframes.items():
+            rec.gt_depth = gt_depth_by_kf.get(kf_id)
     # Final (possibly re-optimised) keyframe poses replace the per-window ones.
     for kf_id, pose in (pipeline.keyframe_poses() or {}).items():
         if int(kf_id) in keyframes:
@@ -537,6 +558,8 @@ def replay_bag(
         options=o,
         topics=topics,
         window_results=window_results,
+        reference_camera=reference_camera,
+        gt_depth_by_keyframe=gt_depth_by_kf,
     )
 
 

@@ -53,30 +53,98 @@ def _stats(values: np.ndarray | list[float]) -> dict[str, float]:
     }
 
 
-def depth_at(record: KeyframeRecord, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The keyframe's model-resolution depth and confidence sampled (nearest) on a [Hg, Wg] grid
-    covering its original image (the ground-truth depth's grid; same field of view assumed).
+def sample_model_depth(
+    depth: np.ndarray,
+    conf: np.ndarray,
+    model_intrinsics: np.ndarray,
+    intrinsics: np.ndarray,
+    original_hw: tuple[int, int],
+    shape: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model-resolution depth and confidence [Hm, Wm] sampled (nearest) on a [Hg, Wg] grid
+    covering the original image of size ``original_hw`` (same field of view assumed).
 
     Returns:
         depth [Hg, Wg] float32 and confidence [Hg, Wg] float32; NaN where no model pixel maps.
     """
     hg, wg = shape
-    h, w = record.image.shape[:2] if record.image.size else (hg, wg)
+    h, w = original_hw
     v, u = np.mgrid[0:hg, 0:wg].astype(np.float64)
     # Ground-truth grid -> original pixels (pixel centres at integers) -> model pixels.
     x = (u + 0.5) * w / wg - 0.5
     y = (v + 0.5) * h / hg - 0.5
-    M = record.model_intrinsics @ np.linalg.inv(record.intrinsics)
+    M = model_intrinsics @ np.linalg.inv(intrinsics)
     xm = M[0, 0] * x + M[0, 1] * y + M[0, 2]
     ym = M[1, 1] * y + M[1, 2]
-    hm, wm = record.depth.shape
+    hm, wm = depth.shape
     ui, vi = np.rint(xm).astype(np.int64), np.rint(ym).astype(np.int64)
     ok = (ui >= 0) & (ui < wm) & (vi >= 0) & (vi < hm)
-    depth = np.full(shape, np.nan, np.float32)
-    conf = np.full(shape, np.nan, np.float32)
-    depth[ok] = record.depth[vi[ok], ui[ok]]
-    conf[ok] = record.depth_conf[vi[ok], ui[ok]]
-    return depth, conf
+    out_depth = np.full(shape, np.nan, np.float32)
+    out_conf = np.full(shape, np.nan, np.float32)
+    out_depth[ok] = depth[vi[ok], ui[ok]]
+    out_conf[ok] = conf[vi[ok], ui[ok]]
+    return out_depth, out_conf
+
+
+def depth_at(record: KeyframeRecord, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The keyframe's model-resolution depth and confidence sampled (nearest) on a [Hg, Wg] grid
+    covering its original image (the ground-truth depth's grid; same field of view assumed)."""
+    original = record.image.shape[:2] if record.image.size else shape
+    return sample_model_depth(
+        record.depth, record.depth_conf, record.model_intrinsics, record.intrinsics, original, shape
+    )
+
+
+def window_accuracy(result: ReplayResult) -> dict[str, Any]:
+    """Per-window accuracy of every processed window (reference camera keyframes, >= 2 of them).
+
+    Each window is scored in its own frame and scale (:mod:`vggt_ros.eval.window_metrics`):
+    depth AbsRel after one median scale per window, relative rotation and translation-direction
+    errors between its frames. The same scores of a constant-depth, identity-pose baseline come
+    alongside. Ground-truth depth is assumed registered to the image at the image's resolution.
+    """
+    from vggt_ros.eval.window_metrics import score_window, summarize
+    from vggt_ros.mapping.export.trajectory import interpolate
+
+    gt = result.ground_truth
+    if gt is None or len(gt) < 2 or not result.window_results:
+        return {"skipped": "no ground-truth poses" if gt is None or len(gt) < 2 else "no window processed"}
+    model, baseline, rows = [], [], []
+    for r in result.window_results:
+        ref = [i for i, c in enumerate(r.camera_ids) if c == result.reference_camera]
+        if len(ref) < 2:
+            continue
+        stamps = np.asarray(r.stamps, np.float64)[ref]
+        at, ok = interpolate(gt, stamps, max_gap=1.0)
+        if not ok.all():
+            continue
+        gt_depths = [result.gt_depth_by_keyframe.get(int(r.keyframe_ids[i])) for i in ref]
+        pred_depth = gt_depth = None
+        if all(d is not None for d in gt_depths):
+            gt_depth = np.stack(gt_depths).astype(np.float64)
+            shape = gt_depth.shape[1:]
+            pred_depth = np.stack(
+                [
+                    sample_model_depth(
+                        r.depth[i], r.depth_conf[i], r.model_intrinsics[i], r.intrinsics[i], shape, shape
+                    )[0]
+                    for i in ref
+                ]
+            )
+        pred_c2w = np.asarray(r.cam_to_map, np.float64)[ref]
+        scores = score_window(pred_depth, gt_depth, pred_c2w, at.poses)
+        constant = None if gt_depth is None else np.ones_like(gt_depth)
+        base = score_window(constant, gt_depth, np.repeat(np.eye(4)[None], len(ref), 0), at.poses)
+        model.append(scores)
+        baseline.append(base)
+        rows.append({"window_id": int(r.window_id), "accepted": bool(r.accepted), **scores.to_dict()})
+    if not model:
+        return {"skipped": "no window had two reference-camera keyframes with ground truth"}
+    return {
+        "model": summarize(model),
+        "constant_identity_baseline": summarize(baseline),
+        "per_window": rows,
+    }
 
 
 def evaluate(
@@ -163,6 +231,8 @@ def evaluate(
         )
         report["depth"] = {"skipped": why}
 
+    report["windows"] = window_accuracy(result)
+
     # Latency, rates, drops.
     win = result.windows
     stage_names = sorted({k for w in win for k in w.timings})
@@ -214,6 +284,49 @@ def _row(label: str, stats: dict[str, Any], keys: tuple[str, ...]) -> str:
     return "| " + " | ".join([label, *(_fmt(stats[k]) for k in keys)]) + " |"
 
 
+def accuracy_summary(report: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """The headline accuracy of a report, for the model and the constant-depth / identity-pose
+    baseline: window depth AbsRel (one median scale per window), window relative rotation error
+    (deg), and the chained trajectory's APE RMSE as a percentage of its length."""
+    win, tr = report.get("windows", {}), report.get("trajectory", {})
+    out: dict[str, dict[str, float | None]] = {}
+    for name, key in (("model", "model"), ("constant/identity baseline", "constant_identity_baseline")):
+        w = win.get(key, {}) if "skipped" not in win else {}
+        ape = tr.get("ape_percent_of_length") if name == "model" else tr.get("static_baseline", {}).get(
+            "ape_percent_of_length"
+        )
+        out[name] = {
+            "window_abs_rel": w.get("abs_rel"),
+            "window_rotation_deg": w.get("rotation_deg_mean"),
+            "window_translation_deg": w.get("translation_deg_mean"),
+            "ape_percent_of_length": None if "skipped" in tr else ape,
+        }
+    return out
+
+
+def accuracy_lines(report: dict[str, Any]) -> list[str]:
+    """The accuracy table of report.md (see :func:`accuracy_summary`)."""
+    rows = accuracy_summary(report)
+    weights = report.get("weights", {})
+    who = weights.get("model") or weights.get("source") or "untrained random weights"
+    lines = [
+        "## Accuracy",
+        "",
+        f"Weights: {who}{'' if weights.get('trained', True) else ' (UNTRAINED)'}. Window scores use each "
+        "window's own frame and one median depth scale; APE is after one Sim(3) (or SE(3) when metric).",
+        "",
+        "| | depth AbsRel (window) | rotation error (deg, window pairs) | translation direction (deg) "
+        "| APE RMSE (% of length) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {_fmt(r['window_abs_rel'])} | {_fmt(r['window_rotation_deg'])} | "
+            f"{_fmt(r['window_translation_deg'])} | {_fmt(r['ape_percent_of_length'])} |"
+        )
+    return [*lines, ""]
+
+
 def markdown(report: dict[str, Any], bag: str) -> str:
     """report.md: the headline numbers as tables."""
     lines = [f"# vggt-ros eval: `{bag}`", ""]
@@ -227,6 +340,7 @@ def markdown(report: dict[str, Any], bag: str) -> str:
         f"value {_fmt(sc['value'])} ± {_fmt(sc['sigma'])}).",
         "",
     ]
+    lines += accuracy_lines(report)
     tr = report["trajectory"]
     lines += ["## Trajectory", ""]
     if "skipped" in tr:
@@ -417,12 +531,17 @@ def write_report(
     align: str = "auto",
     rpe_delta: int = 1,
     plots: bool = True,
+    weights: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate and write report.json, report.md and (with ``plots``) the PNGs; returns the report."""
+    """Evaluate and write report.json, report.md and (with ``plots``) the PNGs; returns the report.
+
+    ``weights``: the predictor's weights identity (``Predictor.weights``), recorded in the report.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report, details = evaluate(result, align, rpe_delta)
     report["inputs"]["bag"] = bag
+    report["weights"] = json_ready(dict(weights or {}))
     with (out / "report.json").open("w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, allow_nan=False)
         f.write("\n")

@@ -15,6 +15,7 @@ scale moves the whole trajectory consistently; the voxel map is re-scaled to mat
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -33,6 +34,8 @@ from vggt_ros.mapping.scale import ScaleEstimator, depth_ratio, odometry_ratios,
 from vggt_ros.mapping.types import Frame, Keyframe, PointsMap, ScaleEstimate, Tracks, WindowJob, WindowResult
 from vggt_ros.mapping.voxel_map import VoxelMap
 from vggt_ros.mapping.window import WindowBuilder, select_query_points
+
+logger = logging.getLogger(__name__)
 
 # Keyframe times kept (images and all) for re-anchoring after rejected windows, in windows.
 STORE_WINDOWS = 3
@@ -120,6 +123,7 @@ class PerceptionPipeline:
                 "windows": 0,
                 "windows_accepted": 0,
                 "windows_rejected": 0,
+                "windows_without_tracks": 0,
                 "segments": 1,
             }
 
@@ -193,9 +197,20 @@ class PerceptionPipeline:
         if job is not None:
             self.stats["windows"] += 1
             n = self.config.window.num_track_queries
-            if n > 0:
-                job.query_points = select_query_points(job.keyframes[0].frame.image, n)
+            image = job.keyframes[0].frame.image
+            refusal = self._tracking_refusal(image.shape[:2]) if n > 0 else None
+            if refusal:
+                self.stats["windows_without_tracks"] += 1
+                if self.stats["windows_without_tracks"] == 1:
+                    logger.warning("no keypoint tracks: %s", refusal)
+            elif n > 0:
+                job.query_points = select_query_points(image, n)
         return job
+
+    def _tracking_refusal(self, image_hw: tuple[int, int]) -> str | None:
+        """The predictor's reason to refuse query points on frames of this size (if it has one)."""
+        check = getattr(self.predictor, "tracking_refusal", None)
+        return check(tuple(image_hw)) if callable(check) else None
 
     # -------------------------------------------------------------- process
 

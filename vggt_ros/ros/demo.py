@@ -4,11 +4,16 @@ A publisher node streams a procedurally rendered two-camera sequence (raw rgb8 +
 the left camera, jpeg on the right) over DDS to a real ``PerceptionNode``; the demo then saves the
 map (PLY) and exports the keyframes (COLMAP + TUM) to ``--out`` and prints what was published.
 
-    python -m vggt_ros.ros.demo [--checkpoint FILE_OR_REPO] [--out out/demo_node]
+    python -m vggt_ros.ros.demo [--checkpoint FILE_OR_REPO | --untrained] [--out out/demo_node]
 
-Without ``--checkpoint`` no VGGT weights can be had offline: the demo says so and runs the tiny
-configuration on UNTRAINED random weights, so every stage and topic shows but the geometry is
-meaningless. With a checkpoint it runs VGGT-1B (slow on CPU: use ``--device cuda`` on a GPU).
+Without ``--checkpoint`` it runs the compact model embedded in the package (see
+docs/model_card_compact.md for what it has learned); ``--untrained`` runs random weights (the
+pipeline only). With a VGGT-1B checkpoint use ``--device cuda`` on a GPU (slow on a CPU).
+
+Afterwards it prints the accuracy of the same weights on the bundled sequence (its left camera,
+replayed through the same pipeline as ``vggt-ros eval``) next to untrained random weights and
+a constant-depth / identity-pose baseline: window depth AbsRel, window rotation error and the
+chained trajectory's APE as a percentage of its length.
 """
 
 from __future__ import annotations
@@ -30,28 +35,31 @@ from vggt_ros.ros.node import PerceptionNode
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns 0 when at least one window was published."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default="", help="VGGT-1B checkpoint file or Hugging Face repo id")
+    ap.add_argument("--checkpoint", default="", help="checkpoint file or Hugging Face repo id (VGGT-1B)")
+    ap.add_argument("--untrained", action="store_true", help="random weights (vggt-tiny): the pipeline only")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--out", default="out/demo_node")
+    ap.add_argument("--no-accuracy", action="store_true", help="skip the accuracy table")
     args = ap.parse_args(argv)
+    if args.checkpoint and args.untrained:
+        ap.error("--checkpoint and --untrained exclude each other")
 
     from vggt_ros.eval.synthetic import render_sequence
 
     out = Path(args.out).resolve()
-    trained = bool(args.checkpoint)
-    if not trained:
-        print("NOTE: no VGGT checkpoint given and none can be downloaded here: running on UNTRAINED random")
-        print("      weights (vggt-tiny). Every topic is published, but the geometry is meaningless.")
-    size = 518 if trained else 196
-    h, w = (294, 392) if trained else (140, 196)
+    large = bool(args.checkpoint)
+    if args.untrained:
+        print("NOTE: --untrained: running on UNTRAINED random weights (vggt-tiny). Every topic is published,")
+        print("      but the geometry is meaningless.")
+    h, w = (294, 392) if large else (140, 182)
     seq = render_sequence(num_frames=args.frames, height=h, width=w, seed=0, second_camera_baseline=0.2)
     overrides = {
         "model.checkpoint": args.checkpoint,
-        "model.config": "vggt-1b" if trained else "vggt-tiny",
-        "model.allow_untrained": not trained,
+        "model.config": "vggt-tiny" if args.untrained else "",
+        "model.untrained": args.untrained,
         "model.device": args.device,
-        "model.image_size": size,
+        "model.image_size": 196 if args.untrained else 0,
         "cameras": ["left", "right"],
         "camera.left.topic": "/demo/left/image_raw",
         "camera.left.camera_info_topic": "/demo/left/camera_info",
@@ -97,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             t_end = time.monotonic() + 0.2
             while time.monotonic() < t_end:
                 ex.spin_once(timeout_sec=0.02)
-        deadline = time.monotonic() + (600 if trained else 60)
+        deadline = time.monotonic() + (600 if large else 60)
         while time.monotonic() < deadline and (node.queue_depth() or counts["points"] == 0):
             ex.spin_once(timeout_sec=0.1)
         for _ in range(20):
@@ -106,11 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         saved = node._srv_save_map(SaveMap.Request(path="map.ply"), SaveMap.Response())
         exported = node._srv_export(ExportKeyframes.Request(directory="export"), ExportKeyframes.Response())
+        print(f"model: {node.model_description}")
         print(f"published: {dict(counts)}")
         print(f"save_map: {saved.message}")
         print(f"export_keyframes: {exported.message}")
-        if not trained:
+        if args.untrained:
             print("(UNTRAINED weights: the geometry above is meaningless)")
+        if not args.no_accuracy:
+            _print_accuracy(node, seq)
         return 0 if counts["points"] else 1
     finally:
         node.shutdown()
@@ -118,6 +129,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         node.destroy_node()
         pub.destroy_node()
         rclpy.try_shutdown()
+
+
+def _print_accuracy(node: PerceptionNode, seq: object) -> None:
+    """Accuracy of the node's weights, of untrained weights of the same architecture and of the
+    constant/identity baseline on the bundled sequence's left camera (same pipeline settings)."""
+    from vggt_ros.engine import Predictor
+    from vggt_ros.eval.accuracy import format_accuracy_table, synthetic_sequence_accuracy
+
+    untrained = Predictor.from_checkpoint(
+        None,
+        config=node.predictor.runner.model.config.name,
+        device=str(node.predictor.device),
+        target_size=node.predictor.target_size,
+    )
+    name = node.predictor.weights.get("model") or node.predictor.weights.get("source") or "untrained"
+    predictors = {f"{name} (this run)": node.predictor, "untrained random weights": untrained}
+    from vggt_ros.mapping import PipelineConfig
+
+    # The node's window and keyframe settings, for the one (left) camera replayed here.
+    flat = PipelineConfig().to_flat()
+    node_flat = node._pipeline_cfg.to_flat()
+    shared = ("window.size", "window.stride", "window.num_track_queries", "keyframe.", "chaining.")
+    flat.update({k: v for k, v in node_flat.items() if k.startswith(shared)})
+    rows = synthetic_sequence_accuracy(seq, predictors, PipelineConfig.from_flat(flat))
+    print("")
+    print("accuracy on the bundled sequence (left camera; vggt-ros eval's metrics):")
+    print(format_accuracy_table(rows))
 
 
 def _type_of(node: PerceptionNode, topic: str) -> type:

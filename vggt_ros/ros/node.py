@@ -171,8 +171,8 @@ class PerceptionNode(Node):
         self._worker = threading.Thread(target=self._work, name="vggt_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"ready: {len(self.cameras)} camera(s) {[c.topic for c in self.cameras]}, model "
-            f"{self._p['model.config']} on {self.predictor.device} ({self._precision_name()}, "
+            f"ready: {len(self.cameras)} camera(s) {[c.topic for c in self.cameras]}, "
+            f"{self.model_description} on {self.predictor.device} ({self._precision_name()}, "
             f"{self._inference_backend()} backend), TF backend {self.tf.backend}"
         )
 
@@ -277,26 +277,35 @@ class PerceptionNode(Node):
 
     def _load_predictor(self) -> Any:
         from vggt_ros.engine import Predictor
+        from vggt_ros.model.embedded import choose_model
 
-        source = self._p["model.checkpoint"].strip() or None
-        if source is None and not self._p["model.allow_untrained"]:
-            raise ConfigError(
-                "model.checkpoint is empty: give a VGGT checkpoint (file or facebook/VGGT-1B), or set "
-                "model.allow_untrained:=true to run on untrained random weights (meaningless geometry)"
+        try:
+            choice = choose_model(
+                self._p["model.checkpoint"].strip() or None,
+                self._p["model.config"] or None,
+                int(self._p["model.image_size"]) or None,
+                bool(self._p["model.untrained"]),
             )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.model_description = choice.description
         predictor = Predictor.from_checkpoint(
-            source,
-            config=self._p["model.config"],
+            choice.source,
+            config=choice.config,
             device=self._p["model.device"],
             precision=self._p["model.precision"],
-            target_size=int(self._p["model.image_size"]),
+            target_size=choice.image_size,
             backend=self._p["model.backend"],
         )
-        if source is None:
+        if choice.untrained:
             self.get_logger().warning(
-                "UNTRAINED WEIGHTS: model.checkpoint is empty, VGGT runs on random weights; every output "
-                "is produced but the geometry is meaningless"
+                "UNTRAINED WEIGHTS (model.untrained): VGGT runs on random weights; every output is "
+                "produced but the geometry is meaningless"
             )
+        else:
+            self.get_logger().info(f"model: {choice.description}")
+        if choice.embedded is not None:
+            predictor.weights["model"] = choice.embedded.name
         return predictor
 
     def _precision_name(self) -> str:
@@ -899,7 +908,7 @@ class PerceptionNode(Node):
             msgs.append("inference thread died")
         st.message = "; ".join(msgs) or "ok"
         pairs: list[tuple[str, Any]] = [
-            ("model", self._p["model.config"]),
+            ("model", self.model_description),
             ("weights_trained", trained),
             ("device", hw),
             ("precision", self._precision_name()),

@@ -27,7 +27,8 @@ from functools import cache
 from typing import Any
 
 TRANSPORTS = ("raw", "compressed")
-MODEL_CONFIGS = ("vggt-1b", "vggt-small", "vggt-tiny")
+# "" = the configuration of the weights (the embedded model's, or vggt-1b for a checkpoint).
+MODEL_CONFIGS = ("", "vggt-1b", "vggt-small", "vggt-compact", "vggt-tiny")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # TensorRT is left out: its engines are built for one image size, which the node does not know
 # before the first image (see docs/tensorrt.md).
@@ -64,12 +65,13 @@ NODE_PARAMS: dict[str, ParamSpec] = {
     "model.checkpoint": ParamSpec(
         "",
         "VGGT checkpoint: local file (.pt/.safetensors) or Hugging Face repo id (e.g. facebook/VGGT-1B). "
-        "Empty: untrained random weights (outputs meaningless; needs model.allow_untrained).",
+        "Empty: the compact model embedded in the package (docs/model_card_compact.md).",
         read_only=True,
     ),
     "model.config": ParamSpec(
-        "vggt-1b",
-        "Model architecture: vggt-1b (released checkpoints), vggt-small, vggt-tiny (tests).",
+        "",
+        "Model architecture: vggt-1b (released checkpoints), vggt-small, vggt-compact (the embedded "
+        "model), vggt-tiny (tests). Empty: vggt-1b with a checkpoint, else the embedded model's.",
         choices=MODEL_CONFIGS,
         read_only=True,
     ),
@@ -95,15 +97,17 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         read_only=True,
     ),
     "model.image_size": ParamSpec(
-        518,
-        "Longest side of the model input in pixels (multiple of 14; VGGT was trained at 518).",
-        low=112,
+        0,
+        "Longest side of the model input in pixels (multiple of 14). 0: the size the weights were "
+        "trained at (518 for VGGT-1B, 182 for the embedded compact model).",
+        low=0,
         high=1036,
         read_only=True,
     ),
-    "model.allow_untrained": ParamSpec(
+    "model.untrained": ParamSpec(
         False,
-        "Run with untrained random weights when model.checkpoint is empty (demo and tests only).",
+        "Run on untrained random weights of model.config instead of a checkpoint (pipeline tests "
+        "only: every output is meaningless). Refused together with model.checkpoint.",
         read_only=True,
     ),
     # inputs
@@ -231,6 +235,8 @@ def validate_node_value(name: str, value: Any, spec: ParamSpec) -> str | None:
         return f"{name} = {value!r} does not match {spec.pattern}"
     if name == "model.image_size" and value % 14:
         return f"model.image_size = {value} must be a multiple of 14 (the ViT patch size)"
+    if name == "model.image_size" and 0 < value < 112:
+        return f"model.image_size = {value} is below 112 px (0 picks the weights' own size)"
     if name == "cameras":
         if not value:
             return "cameras must name at least one camera"

@@ -16,6 +16,7 @@ from vggt_ros.model import VGGT
 
 RNG = np.random.default_rng(3)
 TINY = ["--config", "vggt-tiny", "--device", "cpu", "-q"]
+UNTRAINED_TINY = [*TINY, "--untrained"]
 
 
 def _write_images(folder: Path, sizes: list[tuple[int, int]]) -> list[str]:
@@ -31,7 +32,19 @@ def _write_images(folder: Path, sizes: list[tuple[int, int]]) -> list[str]:
 def test_predict_image_folder_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     names = _write_images(tmp_path / "in", [(120, 160), (120, 160), (160, 120)])
     out = tmp_path / "out"
-    code = main(["predict", str(tmp_path / "in"), "--out", str(out), "--size", "182", "--tracks", "6", *TINY])
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "in"),
+            "--out",
+            str(out),
+            "--size",
+            "182",
+            "--tracks",
+            "6",
+            *UNTRAINED_TINY,
+        ]
+    )
     assert code == 0
 
     cameras = json.loads((out / "cameras.json").read_text())
@@ -61,11 +74,25 @@ def test_predict_image_folder_end_to_end(tmp_path: Path, caplog: pytest.LogCaptu
     assert summary["frames"] == 3 and summary["trained"] is False
 
 
-def test_predict_without_checkpoint_warns_loudly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_predict_untrained_warns_loudly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _write_images(tmp_path / "in", [(60, 80)])
-    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--size", "112", *TINY]) == 0
+    args = ["predict", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--size", "112"]
+    assert main([*args, *UNTRAINED_TINY]) == 0
     err = capsys.readouterr().err
     assert "UNTRAINED, RANDOM weights" in err and "MEANINGLESS" in err
+
+
+def test_predict_without_model_options_runs_the_embedded_model(tmp_path: Path) -> None:
+    from vggt_ros.model.embedded import DEFAULT_MODEL
+
+    _write_images(tmp_path / "in", [(120, 160), (120, 160)])
+    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--device", "cpu", "-q"]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["trained"] is True and summary["config"] == "vggt-compact"
+    assert (
+        summary["weights"]["model"] == DEFAULT_MODEL.name and summary["weights"]["card"] == DEFAULT_MODEL.card
+    )
+    assert summary["size"] == DEFAULT_MODEL.image_size and summary["model_hw"] == [140, 182]
 
 
 @pytest.mark.parametrize(("fourcc", "suffix"), [("MJPG", ".avi"), ("mp4v", ".mp4")])
@@ -82,7 +109,7 @@ def test_predict_video_with_stride_and_max_frames(tmp_path: Path, fourcc: str, s
 
     out = tmp_path / "out"
     args = ["predict", str(video), "--out", str(out), "--size", "112", "--every", "3", "--max-frames", "2"]
-    assert main([*args, *TINY]) == 0
+    assert main([*args, *UNTRAINED_TINY]) == 0
     cameras = json.loads((out / "cameras.json").read_text())
     assert [f["name"] for f in cameras["frames"]] == ["frame_000000", "frame_000003"]
     assert (out / "depth" / "frame_000003.png").is_file() and not (out / "tracks.npz").exists()
@@ -93,7 +120,7 @@ def test_predict_video_with_stride_and_max_frames(tmp_path: Path, fourcc: str, s
     ("make_args", "message"),
     [
         (lambda d: ["predict", str(d / "missing"), "--out", str(d / "o")], "input not found"),
-        (lambda d: ["predict", str(d / "bad"), "--out", str(d / "o")], "cannot decode image"),
+        (lambda d: ["predict", str(d / "bad"), "--out", str(d / "o"), "--untrained"], "cannot decode image"),
         (
             lambda d: ["predict", str(d / "ok"), "--out", str(d / "o"), "--checkpoint", str(d / "nope.pt")],
             "nope.pt",
@@ -104,8 +131,34 @@ def test_predict_video_with_stride_and_max_frames(tmp_path: Path, fourcc: str, s
         ),
         (lambda d: ["predict", str(d / "ok"), "--out", str(d / "o"), "--size", "100"], "multiple of 14"),
         (
-            lambda d: ["predict", str(d / "ok"), "--out", str(d / "o"), "--size", "112", "--tracks", "4"],
+            lambda d: [
+                "predict",
+                str(d / "ok"),
+                "--out",
+                str(d / "o"),
+                "--size",
+                "112",
+                "--tracks",
+                "4",
+                "--untrained",
+            ],
             "track head",
+        ),
+        (
+            lambda d: ["predict", str(d / "ok"), "--out", str(d / "o")],  # tiny config, no weights
+            "the embedded model is 'vggt-compact'",
+        ),
+        (
+            lambda d: [
+                "predict",
+                str(d / "ok"),
+                "--out",
+                str(d / "o"),
+                "--untrained",
+                "--checkpoint",
+                "x.pt",
+            ],
+            "choose one",
         ),
         (lambda d: ["predict", str(d / "ok"), "--out", str(d / "o"), "--device", "tpu"], "device"),
         (lambda d: ["bench", "--option", "graph_windw=false"], "unknown --option graph_windw"),

@@ -189,7 +189,13 @@ def run_train(args: argparse.Namespace) -> int:
             )
         config = config_from_args(args)
     trainer = Trainer(config, args.out)
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    finally:
+        if trainer.distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     if trainer.rank == 0:
         summary = {
             "step": result.step,

@@ -115,6 +115,19 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.bag_weight <= 1:
             raise ValueError(f"bag_weight must be in [0, 1], got {self.bag_weight}")
+        from vggt_ros.model.config import get_config
+
+        patch = get_config(self.model).patch_size
+        p = self.procedural
+        if p is not None and (p.height % patch or p.width % patch):
+            raise ValueError(
+                f"procedural image size {p.height}x{p.width} must be multiples of {patch} (patch size)"
+            )
+        if p is not None and "track" in self.heads and p.track_queries and min(p.height, p.width) < 128:
+            raise ValueError(
+                f"procedural image size {p.height}x{p.width} is too small for the track head "
+                "(>= 128 px a side); drop 'track' from heads or render larger images"
+            )
 
     @property
     def frames(self) -> int:

@@ -202,6 +202,9 @@ class Trainer:
                 head.requires_grad_(False)
         if c.freeze_encoder:
             model.aggregator.patch_embed.requires_grad_(False)
+        # Only masked-image pre-training reads the mask token; DDP needs every trained
+        # parameter to take part in the loss.
+        model.aggregator.patch_embed.mask_token.requires_grad_(False)
         return model
 
     def _build_source(self) -> Any:
@@ -249,7 +252,8 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def train_step(self, batch: WindowBatch) -> dict[str, float]:
-        """One optimisation step on this process's windows; returns the losses (this process)."""
+        """One optimisation step on this process's windows; returns the losses (the mean over
+        all processes' windows)."""
         targets = normalize_window(batch)
         queries = targets.query_points if "track" in self.config.heads else None
         with self._autocast():
@@ -266,11 +270,13 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None and finite:
             self.ema.update(self.model)
-        out = {
-            "objective": float(objective.detach()),
-            "grad_norm": float(grad_norm),
-            **{k: float(v) for k, v in terms.items()},
-        }
+        names = ["objective", *terms]
+        values = torch.stack([objective.detach(), *terms.values()]).float()
+        if self.distributed:  # every process reports the mean over all windows of the step
+            dist.all_reduce(values)
+            values /= self.world
+        out = {name: float(v) for name, v in zip(names, values.tolist())}
+        out["grad_norm"] = float(grad_norm)
         out["skipped"] = 0.0 if finite else 1.0
         return out
 
@@ -362,6 +368,7 @@ class Trainer:
 
             bar = tqdm(total=c.steps, initial=self.state.step, desc="train", unit="step", dynamic_ncols=True)
         stopped_by, losses, validation, checkpoint = "steps", {}, None, None
+        saved_step = -1
         prefetch = _Prefetcher(self, enabled=c.dataloader_prefetch)
         try:
             last_log = time.monotonic()
@@ -397,7 +404,7 @@ class Trainer:
                     validation = self.validate()
                     _write_validation(writer, log, validation, self.state.step)
                 if self.state.step % c.checkpoint_every == 0:
-                    checkpoint = self._save()
+                    checkpoint, saved_step = self._save(), self.state.step
                 if self._stop_signal is not None:
                     stopped_by = "signal"
                     break
@@ -405,7 +412,7 @@ class Trainer:
                 if limit > 0 and time.monotonic() - start_time >= limit:
                     stopped_by = "time_limit"
                     break
-            if checkpoint is None or not checkpoint.name.endswith(f"{self.state.step:07d}"):
+            if saved_step != self.state.step:  # the same decision on every process (barrier)
                 checkpoint = self._save()
         finally:
             prefetch.close()

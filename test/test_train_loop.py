@@ -1,0 +1,205 @@
+"""The training loop (vggt_ros.train.trainer) on the tiny config, CPU: learning, exact resume,
+DDP over two gloo processes, checkpoints, CLI and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vggt_ros.cli import main
+from vggt_ros.eval.procedural import ProceduralSettings
+from vggt_ros.model.checkpoint import CheckpointError, load_model
+from vggt_ros.train.checkpoints import checkpoint_dirs, latest_checkpoint, load_checkpoint
+from vggt_ros.train.config import TrainConfig
+from vggt_ros.train.data import ProceduralSource
+from vggt_ros.train.losses import total_loss
+from vggt_ros.train.targets import normalize_window
+from vggt_ros.train.trainer import Trainer
+
+SMALL = ProceduralSettings(height=42, width=56, frames=3, track_queries=0)
+HEADS = ("camera", "depth", "point")
+
+
+def _config(**changes) -> TrainConfig:
+    base = dict(
+        model="vggt-tiny",
+        procedural=SMALL,
+        heads=HEADS,
+        steps=6,
+        batch_size=2,
+        lr=1e-3,
+        warmup_steps=2,
+        ema_decay=0.9,
+        checkpoint_every=3,
+        validate_every=1000,
+        validation_windows=2,
+        log_every=1,
+        device="cpu",
+        progress=False,
+        dataloader_prefetch=False,
+    )
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+@torch.no_grad()
+def _losses(trainer: Trainer, windows: range) -> dict[str, float]:
+    batch = trainer.source.windows(windows, "cpu")
+    targets = normalize_window(batch)
+    trainer.model.eval()
+    out = trainer.training_model(targets.images, targets.query_points)
+    trainer.model.train()
+    return {k: float(v) for k, v in total_loss(out, targets, trainer.config.loss)[1].items()}
+
+
+def test_short_training_lowers_every_loss(tmp_path: Path) -> None:
+    settings = ProceduralSettings(height=140, width=140, frames=2, track_queries=16)
+    config = _config(
+        procedural=settings, heads=("camera", "depth", "point", "track"), steps=40, lr=2e-3, warmup_steps=5
+    )
+    trainer = Trainer(config, tmp_path / "run")
+    held = range(10_000, 10_004)  # windows the run never trains on
+    before = _losses(trainer, held)
+    result = trainer.run()
+    after = _losses(trainer, held)
+    assert result.stopped_by == "steps" and result.step == 40
+    for key in ("camera", "depth_reg", "point_reg", "track", "track_vis"):
+        assert after[key] < before[key], (key, before[key], after[key])
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "objective" in r] == list(range(1, 41))
+    assert {"objective", "camera", "depth_conf", "point_conf", "track", "lr", "grad_norm"} <= set(rows[-1])
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
+    straight = Trainer(_config(), tmp_path / "straight")
+    straight.run()
+    first = Trainer(_config(), tmp_path / "split")
+    assert first.run(max_steps=3).step == 3
+    second = Trainer(_config(), tmp_path / "split")  # a fresh process picks up the checkpoint
+    assert second.run().step == 6
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    for key, value in straight.ema.state_dict().items():
+        assert torch.equal(value, second.ema.state_dict()[key]), key
+    a, b = straight.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
+    assert all(torch.equal(a[i]["exp_avg_sq"], b[i]["exp_avg_sq"]) for i in a)
+    assert second.scheduler.get_last_lr() == straight.scheduler.get_last_lr()
+    # Only the newest `keep_checkpoints` remain, each complete.
+    assert [p.name for p in checkpoint_dirs(tmp_path / "split")] == ["step_0000003", "step_0000006"]
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
+    Trainer(_config(steps=1, checkpoint_every=1), tmp_path / "run").run()
+    from vggt_ros.model.vggt import VGGT
+
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        load_checkpoint(latest_checkpoint(tmp_path / "run"), VGGT("vggt-compact"))
+    with pytest.raises(ValueError, match="other settings"):
+        Trainer(_config(model="vggt-small"), tmp_path / "run")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    from vggt_ros.model.vggt import VGGT
+    from vggt_ros.train.trainer import TrainingModel
+
+    batch = ProceduralSource(SMALL).windows(range(2), "cpu")
+    targets = normalize_window(batch)
+    grads = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = VGGT("vggt-tiny")
+        model.set_gradient_checkpointing(recompute)
+        out = TrainingModel(model, HEADS)(targets.images)
+        total_loss(out, targets, _config().loss)[0].backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
+
+
+def test_frozen_encoder_does_not_move(tmp_path: Path) -> None:
+    from vggt_ros.model.checkpoint import save_checkpoint
+    from vggt_ros.model.vggt import VGGT
+
+    torch.manual_seed(1)
+    start = tmp_path / "start.safetensors"
+    save_checkpoint(VGGT("vggt-tiny"), start)
+    trainer = Trainer(_config(steps=2, init_checkpoint=str(start), freeze_encoder=True), tmp_path / "ft")
+    trainer.run()
+    initial = load_file(str(start))
+    moved = {k for k, v in trainer.model.state_dict().items() if not torch.equal(v, initial[k])}
+    assert moved and not any(k.startswith("aggregator.patch_embed.") for k in moved)
+    with pytest.raises(ValueError, match="freeze_encoder needs init_checkpoint"):
+        _config(freeze_encoder=True)
+
+
+def test_ddp_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
+    """Two processes, each on half of the batch, take the same step as one process on all of it."""
+    common = [
+        "train", "--model", "vggt-tiny", "--size", "42x56", "--frames", "3", "--heads", "camera,depth,point",
+        "--steps", "2", "--batch-size", "2", "--lr", "1e-3", "--warmup-steps", "1", "--ema-decay", "0",
+        "--checkpoint-every", "2", "--validate-every", "1000", "--log-every", "1", "--device", "cpu", "-q",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    ddp = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "vggt_ros.cli", *common, "--out", str(ddp)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = tmp_path / "single"
+    assert main([*common, "--out", str(single)]) == 0
+    rows = {}
+    for run in (ddp, single):
+        rows[run.name] = [
+            json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if "objective" in x
+        ]
+    for a, b in zip(rows["ddp"], rows["single"], strict=True):
+        assert a["objective"] == pytest.approx(b["objective"], rel=1e-4), (a, b)
+    w_ddp = load_file(str(latest_checkpoint(ddp) / "model.safetensors"))
+    w_one = load_file(str(latest_checkpoint(single) / "model.safetensors"))
+    for key in w_one:
+        torch.testing.assert_close(w_ddp[key], w_one[key], atol=1e-5, rtol=1e-4)
+
+
+def test_cli_trains_resumes_and_exports(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    args = [
+        "train", "--out", str(run), "--model", "vggt-tiny", "--size", "42x56", "--frames", "3",
+        "--heads", "camera,depth,point", "--steps", "3", "--batch-size", "2", "--checkpoint-every", "2",
+        "--validate-every", "3", "--validation-windows", "2", "--device", "cpu", "-q",
+    ]  # fmt: skip
+    assert main(args) == 0
+    assert main(args) == 2  # the run exists: refused without --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--steps", "4", "--device", "cpu", "-q"]) == 0
+    assert latest_checkpoint(run).name == "step_0000004"
+    validation = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if "val/abs_rel" in x]
+    assert validation and validation[0]["val/windows"] == 2
+    out = tmp_path / "model.safetensors"
+    assert main(["export-model", str(run), "--out", str(out), "-q"]) == 0
+    model, info = load_model(out, config="vggt-tiny")
+    assert info.trained and next(model.parameters()).dtype == torch.float32
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+        assert f.get_tensor("camera_head.empty_pose_tokens").dtype == torch.float16
+    assert meta["config"] == "vggt-tiny" and meta["weights"] == "ema"
+    assert json.loads(meta["provenance"])["step"] == 4
+    # Clear errors: a dataset without ground truth, a missing run.
+    assert main(["train", "--out", str(tmp_path / "x"), "--resume", "-q"]) == 2
+    assert (
+        main(
+            ["train", "--out", str(tmp_path / "y"), "--no-procedural", "--bag", str(tmp_path / "nope"), "-q"]
+        )
+        == 2
+    )

@@ -1,0 +1,165 @@
+"""Training targets and losses (vggt_ros.train.targets / .losses)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vggt_ros.eval.procedural import ProceduralSettings, render_windows, window_seeds
+from vggt_ros.geometry import pose_encoding_to_extrinsics_intrinsics
+from vggt_ros.train.data import ProceduralSource
+from vggt_ros.train.losses import LossWeights, camera_loss, regression_loss, total_loss, track_loss
+from vggt_ros.train.targets import WindowBatch, normalize_window, unproject_depth
+
+SETTINGS = ProceduralSettings(height=28, width=42, frames=3, track_queries=8)
+
+
+@pytest.fixture(scope="module")
+def batch() -> WindowBatch:
+    return ProceduralSource(SETTINGS, seed=4).windows(range(3), "cpu")
+
+
+def test_targets_are_in_camera_zero_at_unit_mean_distance(batch: WindowBatch) -> None:
+    t = normalize_window(batch)
+    torch.testing.assert_close(t.extrinsics[:, 0], torch.eye(4)[:3].expand(3, 3, 4), atol=1e-6, rtol=0)
+    dist = t.world_points.norm(dim=-1)
+    mean = (dist * t.valid).sum(dim=(1, 2, 3)) / t.valid.sum(dim=(1, 2, 3))
+    torch.testing.assert_close(mean, torch.ones(3), atol=1e-5, rtol=0)
+    # Depth, cameras and points agree: unprojecting depth with the extrinsics gives the points.
+    R, tr = t.extrinsics[..., :3], t.extrinsics[..., 3]
+    cam = unproject_depth(t.depth, t.intrinsics)
+    world = torch.einsum("bsji,bshwj->bshwi", R, cam - tr[:, :, None, None])
+    torch.testing.assert_close(world, t.world_points, atol=1e-4, rtol=1e-4)
+    # The pose encoding decodes back to the extrinsics.
+    extr, _ = pose_encoding_to_extrinsics_intrinsics(t.pose_enc.double(), (28, 42))
+    torch.testing.assert_close(extr.float(), t.extrinsics, atol=1e-5, rtol=0)
+    # Scale removes the metric: scaling the world by 3 changes nothing but `scale`.
+    bigger = WindowBatch(**{**vars(batch)})
+    bigger.cam_to_world = batch.cam_to_world.clone()
+    bigger.cam_to_world[..., :3, 3] *= 3.0
+    bigger.depth = batch.depth * 3.0
+    t3 = normalize_window(bigger)
+    torch.testing.assert_close(t3.pose_enc, t.pose_enc, atol=1e-5, rtol=0)
+    torch.testing.assert_close(t3.scale, 3.0 * t.scale, atol=1e-4, rtol=1e-5)
+
+
+def test_targets_without_depth_scale_by_camera_centres(batch: WindowBatch) -> None:
+    posed = WindowBatch(images=batch.images, cam_to_world=batch.cam_to_world, intrinsics=batch.intrinsics)
+    t = normalize_window(posed)
+    assert t.depth is None and t.world_points is None and bool(t.frame_valid.all())
+    centres = torch.linalg.inv(torch.cat((t.extrinsics, torch.tensor([0, 0, 0, 1.0]).expand(3, 3, 1, 4)), -2))
+    torch.testing.assert_close(centres[..., :3, 3].norm(dim=-1).mean(dim=1), torch.ones(3), atol=1e-5, rtol=0)
+
+
+def _perfect_outputs(t, conf: float = 2.0, iterations: int = 4) -> dict:
+    b, s, h, w = t.depth.shape
+    return {
+        "pose_enc_list": [t.pose_enc.clone() for _ in range(iterations)],
+        "depth": t.depth[..., None].clone(),
+        "depth_conf": torch.full((b, s, h, w), conf),
+        "world_points": t.world_points.clone(),
+        "world_points_conf": torch.full((b, s, h, w), conf),
+        "track_list": [t.tracks.clone() for _ in range(iterations)],
+        "vis": t.track_visible.float().clamp(1e-4, 1 - 1e-4),
+        "conf": torch.full_like(t.track_visible, 0.9999, dtype=torch.float32),
+    }
+
+
+def test_perfect_predictions_leave_only_the_confidence_prior(batch: WindowBatch) -> None:
+    t = normalize_window(batch)
+    w = LossWeights()
+    _, terms = total_loss(_perfect_outputs(t), t, w)
+    for key in ("camera", "camera_T", "camera_R", "camera_FL", "depth_reg", "point_reg", "track"):
+        assert float(terms[key]) == pytest.approx(0.0, abs=1e-6), key
+    # conf * 0 - alpha * log(conf), on the value term and on every gradient scale.
+    prior = -w.alpha * math.log(2.0)
+    assert float(terms["depth_conf"]) == pytest.approx(prior, rel=1e-5)
+    assert float(terms["depth_grad"]) == pytest.approx(prior, rel=1e-5)
+    assert float(terms["track_vis"]) < 1e-3 and float(terms["track_conf"]) < 1e-3
+
+
+def test_camera_loss_weights_later_iterations_more(batch: WindowBatch) -> None:
+    t = normalize_window(batch)
+    w = LossWeights(camera_gamma=0.5)
+    wrong = t.pose_enc + 0.3
+    first_wrong = camera_loss([wrong, t.pose_enc, t.pose_enc], t, w)["camera"]
+    last_wrong = camera_loss([t.pose_enc, t.pose_enc, wrong], t, w)["camera"]
+    torch.testing.assert_close(first_wrong * 4, last_wrong)  # gamma ** 2 = 1 / 4
+    # Huber: quadratic below delta, linear above.
+    small = camera_loss([t.pose_enc + 0.01], t, w)["camera_T"]
+    large = camera_loss([t.pose_enc + 1.0], t, w)["camera_T"]
+    torch.testing.assert_close(small, torch.full_like(small, 0.5 * 0.01**2 / w.camera_huber_delta))
+    torch.testing.assert_close(large, torch.full_like(large, 1.0 - 0.5 * w.camera_huber_delta))
+
+
+def test_confidence_trades_error_for_log_prior(batch: WindowBatch) -> None:
+    t = normalize_window(batch)
+    mask = t.valid
+    w = LossWeights(quantile=1.0)
+    pred = t.depth[..., None] + 0.1
+
+    # For a constant error e the best confidence is alpha / e: the loss there is lower than at
+    # twice or half of it.
+    def at(c: float) -> float:
+        conf = torch.full(t.depth.shape, c)
+        return float(regression_loss(pred, conf, t.depth[..., None], mask, w, "d")["d_conf"].mean())
+
+    best = w.alpha / 0.1
+    assert at(best) < at(2 * best) and at(best) < at(best / 2)
+
+
+def test_quantile_drops_outliers(batch: WindowBatch) -> None:
+    t = normalize_window(batch)
+    pred = t.depth[..., None].clone()
+    pred[:, :, :2] += 50.0  # two of 28 image rows (7 % of the pixels) are gross outliers
+    conf = torch.ones(t.depth.shape)
+    kept = regression_loss(pred, conf, t.depth[..., None], t.valid, LossWeights(quantile=0.9), "d")["d_reg"]
+    full = regression_loss(pred, conf, t.depth[..., None], t.valid, LossWeights(quantile=1.0), "d")["d_reg"]
+    assert float(kept.max()) < 1e-5 < float(full.min())
+
+
+def test_track_loss_is_l1_on_visible_points_only(batch: WindowBatch) -> None:
+    t = normalize_window(batch)
+    shifted = t.tracks.clone()
+    shifted[~t.track_visible] += 100.0  # errors where the point is hidden do not count
+    out = track_loss(
+        [shifted],
+        t.track_visible.float(),
+        torch.full_like(t.track_visible, 0.5, dtype=torch.float32),
+        t,
+        LossWeights(),
+    )
+    assert float(out["track"].max()) < 1e-6
+    off = track_loss(
+        [t.tracks + 2.0],
+        t.track_visible.float(),
+        torch.ones_like(t.track_visible, dtype=torch.float32),
+        t,
+        LossWeights(),
+    )
+    torch.testing.assert_close(off["track"], torch.full((3,), 2.0))
+
+
+def test_batch_loss_is_the_mean_of_window_losses(batch: WindowBatch) -> None:
+    """Per-window averaging: splitting a batch (as DDP does) gives the same mean loss."""
+    t = normalize_window(batch)
+    torch.manual_seed(0)
+    out = _perfect_outputs(t)
+    out["depth"] = out["depth"] * (1 + 0.3 * torch.rand_like(out["depth"]))
+    out["pose_enc_list"] = [p + 0.05 * torch.randn_like(p) for p in out["pose_enc_list"]]
+    whole, _ = total_loss(out, t, LossWeights())
+    parts = []
+    for i in range(3):
+        sub = normalize_window(batch.select(slice(i, i + 1)))
+        sub_out = {
+            k: [x[i : i + 1] for x in v] if isinstance(v, list) else v[i : i + 1] for k, v in out.items()
+        }
+        parts.append(total_loss(sub_out, sub, LossWeights())[0])
+    torch.testing.assert_close(whole, torch.stack(parts).mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_renderer_tracks_feed_the_targets() -> None:
+    r = render_windows(SETTINGS, window_seeds(0, range(2)))
+    assert r.tracks.shape == (2, 3, 8, 2) and r.track_visible.dtype == torch.bool

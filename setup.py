@@ -7,6 +7,8 @@ setup(
     version="0.1.0",
     description="VGGT (Visual Geometry Grounded Transformer) for ROS 2: dense 3D from cameras",
     packages=find_packages(include=["vggt_ros", "vggt_ros.*"]),
+    # The embedded default model (vggt_ros/model/weights/, docs/model_card_compact.md).
+    package_data={"vggt_ros.model": ["weights/*.safetensors"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.3",
@@ -23,7 +25,15 @@ setup(
         "pycolmap>=3.10",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
+        "test": [
+            "pytest>=7",
+            "ruff>=0.5",
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+            "onnxscript>=0.1",
+            "tensorboard>=2.14",
+        ],
+        "train": ["tensorboard>=2.14"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
     },
     entry_points={"console_scripts": ["vggt-ros=vggt_ros.cli:main"]},

@@ -24,9 +24,10 @@ def test_windows_are_pure_functions_of_their_seeds() -> None:
         assert torch.equal(a, b) and torch.equal(a, c), name
     other = render_windows(SMALL, window_seeds(8, range(4)))
     assert not torch.equal(other.images, together.images)
-    # A window does not depend on which other windows share its batch.
+    # A window does not depend on which other windows share its batch (up to float rounding in
+    # batched matrix products).
     alone = render_windows(SMALL, window_seeds(7, [2]))
-    assert torch.equal(alone.images[0], together.images[2])
+    torch.testing.assert_close(alone.images[0], together.images[2], atol=1e-5, rtol=0)
 
 
 def test_shapes_ranges_and_cameras() -> None:

@@ -201,3 +201,16 @@ def test_launch_file_passes_only_declared_parameters(monkeypatch):
     cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
     assert "scripts/perception_node" in cmake and "launch config" in cmake
     assert Path(REPO_ROOT / "scripts" / "perception_node").stat().st_mode & 0o111
+
+
+def test_colcon_install_carries_the_embedded_model() -> None:
+    """A robot's colcon install has the shipped model file, byte for byte (make ros built it)."""
+    from vggt_ros.model.checkpoint import file_identity
+    from vggt_ros.model.embedded import DEFAULT_MODEL
+
+    if not (REPO_ROOT / "install").is_dir():
+        pytest.skip("no colcon install/ (run make ros)")
+    pattern = f"vggt_ros/lib/python3*/site-packages/vggt_ros/model/weights/{DEFAULT_MODEL.filename}"
+    installed = list((REPO_ROOT / "install").glob(pattern))
+    assert len(installed) == 1, "CMakeLists.txt must install vggt_ros/model/weights/*.safetensors"
+    assert DEFAULT_MODEL.sha256.startswith(file_identity(installed[0], "sha256"))

@@ -263,6 +263,7 @@ def _number(value: Any) -> str:
 def add_generate(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``vggt-ros generate``."""
     from vggt_ros.eval.bags import STORAGES
+    from vggt_ros.eval.procedural import MOTIONS
     from vggt_ros.eval.synthetic import PATHS
 
     p = subparsers.add_parser(
@@ -272,9 +273,15 @@ def add_generate(subparsers: argparse._SubParsersAction, parents: list[argparse.
         description=(
             "Render a procedural room (textured walls, floor, objects) along a smooth camera path "
             "and write a bag with images, camera_info, ground-truth depth, odometry, ground-truth "
-            "poses and TF (layout: vggt_ros/eval/generate.py, docs/evaluation.md)."
+            "poses and TF (layout: vggt_ros/eval/generate.py, docs/evaluation.md). --scene room "
+            "(default) is the fixed single room of the demo and tests; --scene procedural draws a "
+            "random scene of the training renderer (vggt_ros.eval.procedural), with --held-out its "
+            "held-out settings, from a seed stream training never uses."
         ),
     )
+    p.add_argument("--scene", choices=("room", "procedural"), default="room", help="scene generator")
+    p.add_argument("--held-out", action="store_true", help="procedural: the held-out scene settings")
+    p.add_argument("--motion", choices=MOTIONS, default=None, help="procedural: force this camera motion")
     p.add_argument("out", type=Path, help="new rosbag2 directory (or a .bag file for ROS 1)")
     p.add_argument("--frames", type=int, default=16, help="number of frames (default 16)")
     p.add_argument("--height", type=int, default=120, help="image height (default 120)")
@@ -314,9 +321,28 @@ def run_generate(args: argparse.Namespace) -> int:
         args.trajectory,
         args.seed,
     )
-    seq = render_sequence(
-        args.frames, args.height, args.width, args.seed, args.fov, args.trajectory, args.baseline, args.fps
-    )
+    if args.scene == "procedural":
+        from vggt_ros.eval.procedural import ProceduralSettings
+        from vggt_ros.eval.procedural import render_sequence as render_procedural
+
+        if args.baseline is not None:
+            raise ValueError("--baseline (a camera rig) is only available with --scene room")
+        make = ProceduralSettings.held_out if args.held_out else ProceduralSettings
+        settings = make(height=args.height, width=args.width)
+        seq = render_procedural(settings, args.seed, args.frames, args.motion, args.fps)
+    else:
+        if args.held_out or args.motion:
+            raise ValueError("--held-out and --motion need --scene procedural")
+        seq = render_sequence(
+            args.frames,
+            args.height,
+            args.width,
+            args.seed,
+            args.fov,
+            args.trajectory,
+            args.baseline,
+            args.fps,
+        )
     with tqdm(total=args.frames, desc="writing", unit="frame", disable=args.quiet) as bar:
         path = write_sequence_bag(seq, args.out, args.storage, args.compress, progress=bar.update)
     if args.tum is not None:

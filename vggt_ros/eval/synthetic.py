@@ -457,8 +457,10 @@ class SyntheticSequence:
             world (z-up, REP-103). This is the pose TF would publish for the camera.
         intrinsics: [3, 3] float64, principal point ((W - 1) / 2, (H - 1) / 2).
         stamps: [S] float64 seconds (frame i at i / fps).
-        face_ids: [S, H, W] int16 id of the face each pixel sees (see :class:`SyntheticScene`).
-        scene: the scene, to re-render or sample the texture at any point.
+        face_ids: [S, H, W] int16 id of the face each pixel sees (see :class:`SyntheticScene`);
+            zeros for sequences of the procedural renderer.
+        scene: the scene, to re-render or sample the texture at any point (None for sequences
+            of the procedural renderer, :func:`vggt_ros.eval.procedural.render_sequence`).
         path: the trajectory kind; seed: the seed of scene and trajectory.
         baseline: for the primary camera of a rig, the rig's baseline in metres, else None.
         right: the second camera of a rig (``baseline`` metres along +x of the primary's optical
@@ -471,7 +473,7 @@ class SyntheticSequence:
     intrinsics: np.ndarray
     stamps: np.ndarray
     face_ids: np.ndarray
-    scene: SyntheticScene
+    scene: SyntheticScene | None
     path: str
     seed: int
     baseline: float | None = None

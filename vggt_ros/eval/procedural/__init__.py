@@ -10,7 +10,7 @@ motions (:mod:`.motion`), rendered in batches of windows on any torch device (:m
 The older single-room generator used by the demo and the tests is :mod:`vggt_ros.eval.synthetic`.
 """
 
-from vggt_ros.eval.procedural.render import RenderedWindows, render_scenes, render_windows
+from vggt_ros.eval.procedural.render import RenderedWindows, render_scenes, render_sequence, render_windows
 from vggt_ros.eval.procedural.scene import SceneBatch, sample_scenes, window_seeds
 from vggt_ros.eval.procedural.settings import MOTIONS, ProceduralSettings
 
@@ -20,6 +20,7 @@ __all__ = [
     "RenderedWindows",
     "SceneBatch",
     "render_scenes",
+    "render_sequence",
     "render_windows",
     "sample_scenes",
     "window_seeds",

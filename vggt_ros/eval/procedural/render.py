@@ -281,3 +281,51 @@ def render_windows(
         return None if values[0] is None else torch.cat(values)
 
     return RenderedWindows(**{name: cat(name) for name in RenderedWindows.__dataclass_fields__})
+
+
+def render_sequence(
+    settings: ProceduralSettings,
+    seed: int,
+    frames: int,
+    motion: str | None = None,
+    fps: float = 10.0,
+    chunk_frames: int = 16,
+):  # -> vggt_ros.eval.synthetic.SyntheticSequence
+    """One long camera sequence of a procedural scene, as the bag writer takes it.
+
+    Args:
+        settings: scene settings (``frames`` is replaced by ``frames``).
+        seed: the sequence seed (drawn from stream 2, apart from training and validation).
+        motion: force one motion of :data:`~.settings.MOTIONS` (default: drawn by weight).
+        chunk_frames: frames rendered at once (bounds memory).
+    """
+    from vggt_ros.eval.procedural.scene import window_seeds
+    from vggt_ros.eval.procedural.settings import MOTIONS
+    from vggt_ros.eval.synthetic import SyntheticSequence
+
+    if motion is not None:
+        if motion not in MOTIONS:
+            raise ValueError(f"unknown motion {motion!r}; expected one of {MOTIONS}")
+        settings = settings.replace(motion_weights=tuple(float(m == motion) for m in MOTIONS))
+    settings = settings.replace(frames=int(frames), track_queries=0)
+    scene = sample_scenes(settings, window_seeds(seed, [0], stream=2))
+    images, depth = [], []
+    for start in range(0, frames, chunk_frames):
+        part = scene.select(slice(0, 1))
+        part.cam_to_world = scene.cam_to_world[:, start : start + chunk_frames]
+        part.exposure = scene.exposure[:, start : start + chunk_frames]
+        r = render_scenes(part, settings.height, settings.width, settings.supersample, settings.shadows)
+        images.append(r.images[0])
+        depth.append(r.depth[0])
+    image_u8 = (torch.cat(images).permute(0, 2, 3, 1) * 255.0).round().clamp(0, 255).to(torch.uint8)
+    return SyntheticSequence(
+        images=image_u8.numpy(),
+        depth=torch.cat(depth).numpy().astype(np.float32),
+        cam_to_world=scene.cam_to_world[0].double().numpy(),
+        intrinsics=scene.intrinsics[0].double().numpy(),
+        stamps=np.arange(frames, dtype=np.float64) / fps,
+        face_ids=np.zeros((frames, settings.height, settings.width), np.int16),
+        scene=None,
+        path=f"procedural:{MOTIONS[int(scene.motion[0])]}",
+        seed=int(seed),
+    )

@@ -1,0 +1,95 @@
+"""Accuracy of a model on held-out sequences, for its model card (docs/model_card_compact.md).
+
+Generates ground-truth bags the model never trained on with ``vggt-ros generate`` (procedural
+scenes with the held-out settings, from the sequence seed stream, one per camera motion; and the
+fixed demo room along its three paths), replays each with ``vggt-ros eval`` for the given weights
+and for untrained random weights, and prints the mean of the headline numbers with the
+constant-depth / identity-pose baseline:
+
+    python benchmarks/model_card_eval.py --out out/model_card            # embedded model
+    python benchmarks/model_card_eval.py --out out/ft --checkpoint model.safetensors --config vggt-compact
+
+Everything runs on the CPU (about 5 minutes for the compact model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from vggt_ros.cli import main as cli
+from vggt_ros.eval.procedural import MOTIONS
+from vggt_ros.eval.report import accuracy_summary
+
+KEYS = ("window_abs_rel", "window_rotation_deg", "ape_percent_of_length")
+
+
+def _mean(values: list[float | None]) -> float | None:
+    v = [x for x in values if x is not None]
+    return statistics.fmean(v) if v else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--checkpoint", default=None, help="weights (default: the embedded model)")
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=1000, help="first sequence seed")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cases = [(f"procedural-{m}", ["--scene", "procedural", "--held-out", "--motion", m]) for m in MOTIONS]
+    cases += [(f"room-{p}", ["--scene", "room", "--trajectory", p]) for p in ("orbit", "forward", "sideways")]
+    model_args = (["--checkpoint", args.checkpoint] if args.checkpoint else []) + (
+        ["--config", args.config] if args.config else []
+    )
+    rows: dict[str, dict[str, dict[str, float | None]]] = {}
+    for i, (name, gen) in enumerate(cases):
+        bag = args.out / "bags" / name
+        if not bag.exists():
+            size = [
+                "--height",
+                "140",
+                "--width",
+                "182",
+                "--frames",
+                str(args.frames),
+                "--seed",
+                str(args.seed + i),
+            ]
+            assert cli(["generate", str(bag), *gen, *size, "-q"]) == 0
+        rows[name] = {}
+        for label, extra in (
+            ("model", model_args),
+            ("untrained", ["--untrained", "--config", args.config or "vggt-compact"]),
+        ):
+            out = args.out / "reports" / f"{name}-{label}"
+            assert (
+                cli(["eval", str(bag), "--out", str(out), "--no-plots", "--device", "cpu", *extra, "-q"]) == 0
+            )
+            summary = accuracy_summary(json.loads((out / "report.json").read_text()))
+            rows[name][label] = summary["model"]
+            rows[name]["constant/identity"] = summary["constant/identity baseline"]
+    (args.out / "accuracy.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print("| sequence | weights | depth AbsRel (window) | rotation error (deg) | APE (% of length) |")
+    print("|---|---|---|---|---|")
+    for name, by_label in rows.items():
+        for label, r in by_label.items():
+            print(
+                f"| {name} | {label} | "
+                + " | ".join("-" if r[k] is None else f"{r[k]:.3f}" for k in KEYS)
+                + " |"
+            )
+    print()
+    print("| mean over sequences | depth AbsRel (window) | rotation error (deg) | APE (% of length) |")
+    print("|---|---|---|---|")
+    for label in ("model", "untrained", "constant/identity"):
+        means = [_mean([rows[n][label][k] for n in rows]) for k in KEYS]
+        print(f"| {label} | " + " | ".join("-" if m is None else f"{m:.3f}" for m in means) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

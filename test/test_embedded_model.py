@@ -1,0 +1,99 @@
+"""The compact model shipped in the package: identity, loading, and what it measurably learned."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from vggt_ros.model.checkpoint import CheckpointError, load_model
+from vggt_ros.model.embedded import DEFAULT_MODEL, choose_model
+
+MAX_BYTES = 15_000_000  # the issue's budget for the shipped file
+
+
+def test_file_identity_size_and_metadata() -> None:
+    path = DEFAULT_MODEL.verified_path()
+    assert path.stat().st_size <= MAX_BYTES
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        dtypes = {f.get_tensor(k).dtype for k in list(f.keys())[:20]}
+    assert meta["format"] == "vggt_ros.model/1" and meta["config"] == DEFAULT_MODEL.config
+    assert dtypes == {torch.float16}
+    assert Path(__file__).resolve().parents[1].joinpath(DEFAULT_MODEL.card).is_file()
+
+
+def test_loads_strictly_into_its_config() -> None:
+    model, info = load_model(DEFAULT_MODEL.verified_path(), config=DEFAULT_MODEL.config)
+    assert info.trained and info.num_parameters == sum(p.numel() for p in model.parameters())
+    assert not info.missing_keys and not info.unexpected_keys
+
+
+def test_altered_or_missing_file_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / DEFAULT_MODEL.filename
+    shutil.copy(DEFAULT_MODEL.path, copy)
+    with copy.open("r+b") as f:
+        f.seek(-100, 2)
+        f.write(b"\x00" * 8)
+    altered = replace(DEFAULT_MODEL, filename=str(copy))  # an absolute name replaces the folder
+    with pytest.raises(CheckpointError, match="altered"):
+        altered.verified_path()
+    with pytest.raises(CheckpointError, match="missing"):
+        replace(DEFAULT_MODEL, filename=str(tmp_path / "nope.safetensors")).verified_path()
+
+
+def test_model_choice_rules() -> None:
+    default = choose_model(None)
+    assert (
+        default.embedded is DEFAULT_MODEL and default.config == "vggt-compact" and default.image_size == 182
+    )
+    assert "vggt-compact-v1" in default.description and DEFAULT_MODEL.card in default.description
+    ckpt = choose_model("facebook/VGGT-1B")
+    assert ckpt.config == "vggt-1b" and ckpt.image_size == 518 and ckpt.embedded is None
+    rnd = choose_model(None, "vggt-tiny", 140, untrained=True)
+    assert rnd.untrained and rnd.source is None and rnd.image_size == 140 and "UNTRAINED" in rnd.description
+    with pytest.raises(ValueError, match="choose one"):
+        choose_model("x.pt", untrained=True)
+    with pytest.raises(ValueError, match="embedded model is 'vggt-compact'"):
+        choose_model(None, "vggt-1b")
+
+
+@pytest.fixture(scope="module")
+def demo_accuracy() -> dict:
+    """The accuracy table `make demo` prints: the bundled sequence's left camera through the
+    pipeline with the demo's window settings, for the embedded model and for untrained weights."""
+    from vggt_ros.engine import Predictor
+    from vggt_ros.eval.accuracy import synthetic_sequence_accuracy
+    from vggt_ros.eval.synthetic import render_sequence
+    from vggt_ros.mapping import PipelineConfig
+
+    seq = render_sequence(num_frames=16, height=140, width=182, seed=0)
+    flat = PipelineConfig().to_flat()
+    flat.update(
+        {"window.size": 4, "window.stride": 2, "window.num_track_queries": 0, "keyframe.max_interval_s": 0.15}
+    )
+    choice = choose_model(None)
+    trained = Predictor.from_checkpoint(choice.source, config=choice.config, device="cpu", target_size=182)
+    untrained = Predictor.from_checkpoint(None, config=choice.config, device="cpu", target_size=182)
+    torch.manual_seed(0)
+    return synthetic_sequence_accuracy(
+        seq, {"embedded": trained, "untrained": untrained}, PipelineConfig.from_flat(flat)
+    )
+
+
+def test_beats_the_baselines_on_depth_by_a_stated_margin(demo_accuracy: dict) -> None:
+    """vggt-compact-v1 learned relative depth: its window AbsRel is at most 60 % of the constant
+    baseline's and of untrained weights' (measured 0.178 vs 0.348 / 0.347, 2026-12-01). Its
+    camera poses are not learned yet (model card), so no pose margin is claimed for this file."""
+    model = demo_accuracy["embedded"]["window_abs_rel"]
+    constant = demo_accuracy["constant depth / identity poses"]["window_abs_rel"]
+    untrained = demo_accuracy["untrained"]["window_abs_rel"]
+    assert model <= 0.25
+    assert model <= 0.6 * constant and model <= 0.6 * untrained
+    for row in demo_accuracy.values():
+        assert row["window_rotation_deg"] is not None and row["ape_percent_of_length"] is not None

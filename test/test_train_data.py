@@ -105,3 +105,21 @@ def test_cli_fine_tunes_on_a_bag(room_bag, tmp_path: Path) -> None:
             "--batch-size", "2", "--validate-every", "100", "--device", "cpu", "-q"]  # fmt: skip
     assert main(args) == 0
     assert (run / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
+
+
+def test_mixed_sources_with_and_without_depth(room_bag, tmp_path: Path) -> None:
+    """A depth-less source (EuRoC-like) mixed with a depth source: its windows keep the camera
+    loss on every frame, take the camera-centre scale, and the batch drops track targets."""
+    from vggt_ros.train.targets import normalize_window
+
+    path, _ = room_bag
+    with_depth = ProceduralSource(ProceduralSettings(height=42, width=56, frames=3, track_queries=4))
+    poses_only = SequenceSource.from_bags([path], (42, 56), frames=3, seed=2, depth_topic="")
+    assert poses_only.windows([0], "cpu").depth is None
+    batch = MixedSource([with_depth, poses_only], [0.5, 0.5], seed=0).windows(range(8), "cpu")
+    assert batch.tracks is None and batch.depth is not None
+    no_depth = ~batch.depth_valid.flatten(1).any(dim=1)
+    assert bool(no_depth.any()) and not bool(no_depth.all())
+    targets = normalize_window(batch)
+    assert bool(targets.frame_valid[no_depth].all())
+    assert bool(torch.isfinite(targets.pose_enc).all()) and bool((targets.scale > 0).all())

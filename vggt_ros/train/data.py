@@ -257,8 +257,9 @@ class SequenceSource:
 class MixedSource:
     """Each window comes from one of several sources (drawn per window index by weight).
 
-    All sources must give the same image size and the same targets (depth / tracks present or
-    not), so their windows stack into one batch.
+    All sources must give the same image size. Sources may differ in their targets: windows of a
+    source without depth get zero depth marked invalid (camera loss only), and a batch in which
+    any window lacks track targets carries none.
     """
 
     def __init__(self, sources: list, weights: list[float], seed: int = 0) -> None:
@@ -277,24 +278,41 @@ class MixedSource:
         return tuple(self.sources[0].image_hw)
 
     def windows(self, indices: Sequence[int], device: torch.device | str) -> WindowBatch:
+        """Windows ``indices``; a window a source gives without depth gets zero depth marked
+        invalid, and when any window lacks track targets the batch has none."""
         pick = [
             int(np.random.default_rng([self.seed, 7, int(i)]).choice(len(self.sources), p=self.p))
             for i in indices
         ]
-        parts = {}
-        for k in set(pick):
+        parts: dict[int, tuple[list[int], WindowBatch]] = {}
+        for k in sorted(set(pick)):
             mine = [i for i, s in zip(indices, pick) if s == k]
             parts[k] = (mine, self.sources[k].windows(mine, device))
-        order = {i: (k, n) for k, (mine, _) in parts.items() for n, i in enumerate(mine)}
-        fields = vars(next(iter(parts.values()))[1]).keys()
-        out = {}
-        for f in fields:
-            values = [getattr(parts[order[i][0]][1], f) for i in indices]
+        where = {i: (k, n) for k, (mine, _) in parts.items() for n, i in enumerate(mine)}
+        rows = [(parts[k][1], n) for k, n in (where[i] for i in indices)]
+
+        def stack(name: str, fill: object = None) -> torch.Tensor | None:
+            values = [getattr(b, name) for b, _ in rows]
+            if all(v is None for v in values):
+                return None
             if any(v is None for v in values):
-                out[f] = None
-                continue
-            out[f] = torch.stack([getattr(parts[k][1], f)[n] for k, n in (order[i] for i in indices)])
-        return WindowBatch(**out)
+                if fill is None:
+                    return None
+                like = next(v for v in values if v is not None)
+                return torch.stack(
+                    [
+                        torch.full_like(like[0], fill) if getattr(b, name) is None else getattr(b, name)[n]
+                        for b, n in rows
+                    ]
+                )
+            return torch.stack([getattr(b, name)[n] for b, n in rows])
+
+        out = {name: stack(name) for name in ("images", "cam_to_world", "intrinsics")}
+        out["depth"], out["depth_valid"] = stack("depth", 0.0), stack("depth_valid", False)
+        tracks = {name: stack(name) for name in ("query_points", "tracks", "track_visible")}
+        if any(v is None for v in tracks.values()):
+            tracks = dict.fromkeys(tracks)
+        return WindowBatch(**out, **tracks)
 
     def describe(self) -> dict[str, object]:
         return {"kind": "mixed", "weights": self.p.tolist(), "sources": [s.describe() for s in self.sources]}

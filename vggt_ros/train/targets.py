@@ -123,10 +123,12 @@ def normalize_window(batch: WindowBatch) -> Targets:
         dist = points.norm(dim=-1)
         count = valid.sum(dim=(1, 2, 3))
         scale = (dist * valid).sum(dim=(1, 2, 3)) / count.clamp_min(1)
-        frame_valid = valid.sum(dim=(2, 3)) > MIN_VALID_PIXELS
-        # Windows without any valid pixel fall back to the camera-centre scale.
+        # Windows without any valid pixel (a depth-less source mixed into the batch) keep their
+        # camera loss on every frame and take the camera-centre scale.
+        has_depth = count > 0
+        frame_valid = (valid.sum(dim=(2, 3)) > MIN_VALID_PIXELS) | ~has_depth[:, None]
         centres = world_from_cam[..., :3, 3].norm(dim=-1).mean(dim=1)
-        scale = torch.where(count > 0, scale, centres)
+        scale = torch.where(has_depth, scale, centres)
     else:
         scale = world_from_cam[..., :3, 3].norm(dim=-1).mean(dim=1)
         frame_valid = torch.ones((b, s), dtype=torch.bool, device=T.device)

@@ -96,11 +96,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        no_decay = (
-            p.ndim <= 1
-            or name.endswith(("_token", "pos_embed", "register_tokens", "gamma"))
-            or "token" in name
-        )
+        no_decay = p.ndim <= 1 or "token" in name or name.endswith("pos_embed")
         (plain if no_decay else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
@@ -228,7 +224,10 @@ class Trainer:
 
     def validation_source(self) -> ProceduralSource:
         """Held-out windows: another seed stream and the held-out scene settings."""
-        p = self.config.procedural or ProceduralSettings()
+        p = self.config.procedural
+        if p is None:  # bags only: validate at the bags' image size, without tracks
+            h, w = self.source.image_hw
+            p = ProceduralSettings(height=h, width=w, frames=self.config.frames, track_queries=0)
         settings = ProceduralSettings.held_out(
             height=p.height,
             width=p.width,

@@ -14,6 +14,8 @@ Arguments (``ros2 launch vggt_ros perception.launch.py --show-args``):
     model_config        "" (from the weights) | vggt-1b | vggt-small | vggt-compact | vggt-tiny
     untrained           true to run on random weights (pipeline tests only)
     namespace           namespace of the node and its topics
+    lifecycle           true: a managed lifecycle node (configure / activate / deactivate / cleanup)
+    autostart           with lifecycle:=true, configure and activate at start-up (default true)
 For several cameras, list them in a copy of the parameter file (``cameras`` and
 ``camera.<name>.*``) and pass it as params_file.
 """
@@ -43,7 +45,13 @@ ARGUMENTS = {
     ),
     "untrained": ("false", "Run on untrained random weights (pipeline tests only)"),
     "namespace": ("", "Namespace of the node and its topics"),
+    "lifecycle": ("false", "Run as a managed lifecycle node (as Nav2 expects)"),
+    "autostart": ("true", "With lifecycle:=true, configure and activate the node at start-up"),
 }
+
+# launch argument -> command-line option of the executable (not parameters: they choose the
+# node class and what it does before any parameter is read).
+EXECUTABLE_ARGUMENTS = {"lifecycle": "--lifecycle", "autostart": "--autostart"}
 
 # launch argument -> node parameter it sets (tests check these names against the node's).
 PARAMETER_ARGUMENTS = {
@@ -84,6 +92,9 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         emulate_tty=True,
         parameters=[LaunchConfiguration("params_file"), overrides],
+        arguments=[
+            part for arg, opt in EXECUTABLE_ARGUMENTS.items() for part in (opt, LaunchConfiguration(arg))
+        ],
         remappings=[(topic, LaunchConfiguration(arg)) for topic, arg in REMAPPINGS.items()],
     )
     return LaunchDescription([*declared, node])

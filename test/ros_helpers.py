@@ -88,11 +88,19 @@ TINY_PARAMS: dict[str, Any] = {
 class NodeProcess:
     """``perception_node`` from the install space as a child process (own process group)."""
 
-    def __init__(self, params: dict[str, Any], extra_args: list[str] | None = None, base_config: bool = True):
+    def __init__(
+        self,
+        params: dict[str, Any],
+        extra_args: list[str] | None = None,
+        base_config: bool = True,
+        node_args: list[str] | None = None,
+    ):
+        """``extra_args`` follow ``--ros-args`` (remappings...); ``node_args`` are the
+        executable's own options (``--lifecycle``...)."""
         self.workdir = Path(tempfile.mkdtemp(prefix="vggt_ros_node_"))
         files = [REPO_ROOT / "config" / "perception.yaml"] if base_config else []
         files.append(write_params(params, self.workdir))
-        cmd = [sys.executable, str(NODE_EXE), "--ros-args", "-r", f"__ns:=/{SESSION}"]
+        cmd = [sys.executable, str(NODE_EXE), *(node_args or []), "--ros-args", "-r", f"__ns:=/{SESSION}"]
         for f in files:
             cmd += ["--params-file", str(f)]
         cmd += extra_args or []

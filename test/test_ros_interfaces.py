@@ -197,6 +197,14 @@ def test_launch_file_passes_only_declared_parameters(monkeypatch):
     first = params["cameras"][0]
     subscribed = {params[f"camera.{first}.topic"], params[f"camera.{first}.camera_info_topic"]}
     assert {src for src, _ in node.kwargs["remappings"]} == subscribed
+    # lifecycle / autostart reach the executable's own options, which its parser accepts
+    assert set(launch.EXECUTABLE_ARGUMENTS) <= declared
+    options = node.kwargs["arguments"][0::2]
+    assert options == list(launch.EXECUTABLE_ARGUMENTS.values())
+    from vggt_ros.ros.node import _parse_args
+
+    parsed = _parse_args(["perception_node", "--lifecycle", "true", "--autostart", "false", "--ros-args"])
+    assert parsed.lifecycle is True and parsed.autostart is False
     # the executable and launch/config are installed by CMake
     cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
     assert "scripts/perception_node" in cmake and "launch config" in cmake

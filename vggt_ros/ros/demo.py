@@ -137,6 +137,9 @@ def _print_accuracy(node: PerceptionNode, seq: object) -> None:
     from vggt_ros.engine import Predictor
     from vggt_ros.eval.accuracy import format_accuracy_table, synthetic_sequence_accuracy
 
+    import torch
+
+    torch.manual_seed(0)  # the same untrained weights every run, so the table is reproducible
     untrained = Predictor.from_checkpoint(
         None,
         config=node.predictor.runner.model.config.name,

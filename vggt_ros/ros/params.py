@@ -171,6 +171,12 @@ NODE_PARAMS: dict[str, ParamSpec] = {
     # outputs
     "publish_depth": ParamSpec(True, "Publish ~/depth/image, ~/depth/camera_info and ~/depth/confidence."),
     "publish_points": ParamSpec(True, "Publish the newest window's points on ~/points."),
+    "publish_track_markers": ParamSpec(
+        False,
+        "Also publish the tracks as visualization_msgs/MarkerArray on ~/tracks/markers (RViz cannot "
+        "draw vggt_ros/KeypointTracks).",
+        read_only=True,
+    ),
     "map_publish_period_s": ParamSpec(
         2.0,
         "Publish the accumulated map on ~/map at most this often (seconds); 0 = after every window.",

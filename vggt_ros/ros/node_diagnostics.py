@@ -1,0 +1,111 @@
+"""/diagnostics of the node: one status per camera (rate, bad frames by kind) and one for
+inference (model, device, queue, drops, failures, latency, stage timings, GPU memory, state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+
+class DiagnosticsMixin:
+    """The diagnostics timer callback."""
+
+    def _publish_diagnostics(self) -> None:
+        counts, rates, values, lat = self.stats.snapshot()
+        stamp = self.get_clock().now().to_msg()
+        arr = DiagnosticArray()
+        arr.header.stamp = stamp
+        hw = str(getattr(self.predictor, "device", "none"))
+
+        def kv(pairs: Sequence[tuple[str, Any]]) -> list[KeyValue]:
+            return [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in pairs]
+
+        for cam in self.cameras:
+            p = f"input.{cam.name}."
+            errors = sum(v for k, v in counts.items() if k.startswith(p) and k != p + "received")
+            st = DiagnosticStatus(
+                name=f"{self.get_fully_qualified_name()}: camera {cam.name}", hardware_id=hw
+            )
+            rate = rates.get(f"input.{cam.name}", 0.0)
+            st.level = DiagnosticStatus.WARN if errors or rate == 0.0 else DiagnosticStatus.OK
+            st.message = f"{rate:.1f} Hz, {errors} bad frame(s)" if rate else "no images"
+            st.values = kv(
+                [
+                    ("topic", self.resolve_topic_name(cam.topic)),
+                    ("transport", cam.transport),
+                    ("frame_id", self._frame_ids.get(cam.name, "")),
+                    ("rate_hz", rate),
+                    ("received", counts.get(p + "received", 0)),
+                    ("decode_errors", counts.get(p + "decode_error", 0)),
+                    ("out_of_order", counts.get(p + "out_of_order", 0)),
+                    ("repeated_stamps", counts.get(p + "repeated_stamp", 0)),
+                    ("camera_info_size_mismatch", counts.get(p + "camera_info_size_mismatch", 0)),
+                    ("other_errors", counts.get(p + "error", 0)),
+                ]
+            )
+            arr.status.append(st)
+
+        st = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: inference", hardware_id=hw)
+        trained = bool(getattr(self.predictor, "weights", {}).get("trained", True))
+        drops = counts.get("drop.queue_full", 0)
+        failed = counts.get("windows.failed", 0)
+        st.level = DiagnosticStatus.OK
+        msgs = []
+        if not trained:
+            st.level, msgs = DiagnosticStatus.WARN, ["UNTRAINED WEIGHTS"]
+        if drops:
+            st.level = DiagnosticStatus.WARN
+            msgs.append(f"{drops} window(s) dropped (queue full)")
+        if failed:
+            st.level = DiagnosticStatus.ERROR
+            msgs.append(f"{failed} window(s) failed")
+        worker = self._worker
+        if worker is not None and not worker.is_alive() and not self._stop.is_set():
+            st.level = DiagnosticStatus.ERROR
+            msgs.append("inference thread died")
+        if self.lifecycle_state != "active":
+            msgs.append(f"lifecycle state {self.lifecycle_state}: not taking images")
+        st.message = "; ".join(msgs) or "ok"
+        pairs: list[tuple[str, Any]] = [
+            ("model", self.model_description),
+            ("lifecycle_state", self.lifecycle_state),
+            ("inference_busy", self.busy_window is not None),
+            ("windows_interrupted", counts.get("windows.interrupted", 0)),
+            ("weights_trained", trained),
+            ("device", hw),
+            ("precision", self._precision_name()),
+            ("inference_backend", self._inference_backend()),
+            ("tf_backend", self.tf.backend),
+            ("inference_rate_hz", rates.get("inference", 0.0)),
+            ("queue_depth", self.queue_depth()),
+            ("queue_size", self._p["queue.size"]),
+            ("dropped_windows_queue_full", drops),
+            ("dropped_frames_total", sum(v for k, v in counts.items() if k.startswith("drop."))),
+            ("windows_processed", counts.get("windows.processed", 0)),
+            ("windows_accepted", counts.get("windows.accepted", 0)),
+            ("windows_rejected", counts.get("windows.rejected", 0)),
+            ("windows_failed", failed),
+            ("latency_ms_last", lat[-1] * 1e3 if lat else float("nan")),
+            ("latency_ms_mean", float(np.mean(lat)) * 1e3 if lat else float("nan")),
+        ]
+        pairs += sorted(values.items())
+        pairs += self._gpu_memory()
+        st.values = kv(pairs)
+        arr.status.append(st)
+        self.pub_diag.publish(arr)
+
+    def _gpu_memory(self) -> list[tuple[str, Any]]:
+        device = getattr(self.predictor, "device", None)
+        if device is None or getattr(device, "type", "cpu") != "cuda":
+            return [("gpu_memory_allocated_mb", "n/a (cpu)"), ("gpu_memory_peak_mb", "n/a (cpu)")]
+        import torch
+
+        return [
+            ("gpu_memory_allocated_mb", torch.cuda.memory_allocated(device) / 2**20),
+            ("gpu_memory_reserved_mb", torch.cuda.memory_reserved(device) / 2**20),
+            ("gpu_memory_peak_mb", torch.cuda.max_memory_allocated(device) / 2**20),
+        ]

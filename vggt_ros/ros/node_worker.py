@@ -1,0 +1,124 @@
+"""The inference worker: a bounded queue of windows and one thread that runs them.
+
+``PerceptionPipeline.process`` (VGGT, chaining, scale, map) runs here, never in a callback.
+A window can be interrupted between network blocks (forward pre-hooks that check a flag), which is
+what lets deactivation, cleanup and shutdown take effect at once instead of after the window; an
+interrupted window is dropped and counted (``windows.interrupted``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from torch import nn
+
+INTERRUPTIBLE = ("TransformerBlock", "PatchEncoder", "DPTHead", "CameraHead", "TrackHead")
+
+
+class WindowInterruptedError(RuntimeError):
+    """Raised inside the network when the node stops while a window is being inferred."""
+
+
+def install_interrupt_hooks(model: nn.Module, flag: threading.Event) -> list[Any]:
+    """Forward pre-hooks on every block of the network that raise :class:`WindowInterruptedError`
+    once ``flag`` is set. Returns the hook handles (``handle.remove()`` undoes them)."""
+
+    def check(_module: nn.Module, _inputs: Any) -> None:
+        if flag.is_set():
+            raise WindowInterruptedError("the node is stopping")
+
+    handles = []
+    for module in model.modules():
+        # Every transformer block (encoder, aggregator, camera head) and every head: tens of
+        # milliseconds apart on a CPU, and a check costs a microsecond.
+        if type(module).__name__ in INTERRUPTIBLE:
+            handles.append(module.register_forward_pre_hook(check))
+    return handles
+
+
+class WorkerMixin:
+    """The window queue and the worker thread."""
+
+    busy_window: int | None = None  # id of the window being inferred, for /diagnostics
+
+    def _start_worker(self) -> None:
+        self._stop.clear()
+        self._interrupt.clear()
+        self._worker = threading.Thread(target=self._work, name="vggt_inference", daemon=True)
+        self._worker.start()
+
+    def _stop_worker(self, wait_s: float) -> bool:
+        """Stop the worker: drop queued windows, interrupt the running one, wait up to ``wait_s``.
+
+        Returns True when the thread has ended.
+        """
+        self._stop.set()
+        self._interrupt.set()
+        with self._queue_cv:
+            dropped = len(self._queue)
+            self._queue.clear()
+            self._queue_cv.notify_all()
+        if dropped:
+            self.stats.count("drop.stopped", dropped)
+        worker = getattr(self, "_worker", None)
+        if worker is None:
+            return True
+        worker.join(wait_s)
+        return not worker.is_alive()
+
+    def _enqueue(self, generation: int, job: Any) -> None:
+        with self._queue_cv:
+            if len(self._queue) >= int(self._p["queue.size"]):
+                if self._p["queue.drop_policy"] == "newest":
+                    self.stats.count("drop.queue_full")
+                    self._warn("queue", "inference queue full: dropped the newest window (queue.drop_policy)")
+                    return
+                self._queue.popleft()
+                self.stats.count("drop.queue_full")
+                self._warn("queue", "inference queue full: dropped the oldest waiting window")
+            self._queue.append((generation, job))
+            self.stats.count("windows.queued")
+            self._queue_cv.notify()
+
+    def _work(self) -> None:
+        """Worker thread: process queued windows and publish their outputs until stopped."""
+        while not self._stop.is_set():
+            with self._queue_cv:
+                if not self._queue:
+                    self._queue_cv.wait(0.2)
+                    continue
+                generation, job = self._queue.popleft()
+            if generation != self._generation:
+                self.stats.count("drop.reset")
+                continue
+            self.busy_window = getattr(job, "window_id", -1)
+            try:
+                t0 = time.perf_counter()
+                with self._map_lock:
+                    result = self.pipeline.process(job)
+                    if generation != self._generation:
+                        continue
+                    self._remember_keyframes(job, result)
+                self.stats.set("inference_ms", (time.perf_counter() - t0) * 1e3)
+                self.stats.tick("inference")
+                self._publish_result(job, result)
+            except WindowInterruptedError:
+                self.stats.count("windows.interrupted")
+                self.get_logger().info(f"window {self.busy_window} interrupted (stopping) and dropped")
+                break
+            except Exception as exc:  # noqa: BLE001 - a failed window must not kill the worker
+                if self._stop.is_set() or not self.context.ok():
+                    break  # shutting down: publishers are gone
+                self.stats.count("windows.failed")
+                text = f"{type(exc).__name__}: {exc}"
+                self._warn(
+                    f"failed.{text[:40]}", f"window {getattr(job, 'window_id', '?')} failed: {text}", 5.0
+                )
+            finally:
+                self.busy_window = None
+
+    def queue_depth(self) -> int:
+        with self._queue_cv:
+            return len(self._queue)

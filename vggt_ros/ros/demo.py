@@ -134,10 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _print_accuracy(node: PerceptionNode, seq: object) -> None:
     """Accuracy of the node's weights, of untrained weights of the same architecture and of the
     constant/identity baseline on the bundled sequence's left camera (same pipeline settings)."""
+    import torch
+
     from vggt_ros.engine import Predictor
     from vggt_ros.eval.accuracy import format_accuracy_table, synthetic_sequence_accuracy
-
-    import torch
 
     torch.manual_seed(0)  # the same untrained weights every run, so the table is reproducible
     untrained = Predictor.from_checkpoint(

@@ -255,6 +255,58 @@ class MapConfig(_Validated):
         self._integer("pixel_stride", 1)
 
 
+@dataclass
+class LoopConfig(_Validated):
+    """The back end: Sim(3) pose graph of keyframes, loop detection and verification
+    (vggt_ros.mapping.backend; docs/mapping.md)."""
+
+    enabled: bool = True
+    """Keep the pose graph and look for loops; false = chaining only (the map never corrects)."""
+    min_gap_keyframes: int = 15
+    """A loop candidate is at least this many reference-camera keyframes older than the query."""
+    min_matches: int = 40
+    """Fewest geometrically consistent ORB matches (fundamental-matrix RANSAC) of a candidate."""
+    max_verifications: int = 1
+    """Candidates verified with a VGGT window per processed window (each costs one inference)."""
+    max_correction_ratio: float = 0.3
+    """A loop may move the new keyframe by at most this share of the path travelled since the old
+    one: drift is a few percent of the path; a wrong loop between look-alike places usually
+    implies a jump as long as the path itself."""
+    max_correction_deg: float = 30.0
+    """A loop may rotate the new keyframe by at most this many degrees."""
+    points_per_keyframe: int = 1500
+    """Points kept per keyframe (relative to it) to verify loops and rebuild the map after an
+    optimisation."""
+    max_keyframes: int = 2000
+    """Keyframes kept in the place database and the point store (the oldest are dropped: loops
+    to them can no longer close, their points leave a rebuilt map)."""
+    odometry_rotation_sigma_deg: float = 1.0
+    """Standard deviation of a window edge's relative rotation (grows with the window's
+    alignment residual)."""
+    odometry_translation_sigma: float = 0.05
+    """Of its relative translation, as a share of the scene depth."""
+    odometry_scale_sigma: float = 0.03
+    """Of the log of its relative scale."""
+
+    _section = "loop"
+
+    def __post_init__(self) -> None:
+        self._integer("min_gap_keyframes", 2)
+        self._integer("min_matches", 8)
+        self._integer("max_verifications", 0)
+        self._integer("points_per_keyframe", 10)
+        self._integer("max_keyframes", 10)
+        self._positive(
+            "max_correction_ratio",
+            "max_correction_deg",
+            "odometry_rotation_sigma_deg",
+            "odometry_translation_sigma",
+            "odometry_scale_sigma",
+        )
+        if not isinstance(self.enabled, bool):
+            _fail(self._section, "enabled", self.enabled, "must be true or false")
+
+
 def _sections() -> dict[str, type]:
     return {
         "keyframe": KeyframeConfig,
@@ -262,6 +314,7 @@ def _sections() -> dict[str, type]:
         "chaining": ChainingConfig,
         "scale": ScaleConfig,
         "map": MapConfig,
+        "loop": LoopConfig,
     }
 
 
@@ -274,6 +327,7 @@ class PipelineConfig:
     chaining: ChainingConfig = field(default_factory=ChainingConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     map: MapConfig = field(default_factory=MapConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
 
     def __post_init__(self) -> None:
         for name, kind in _sections().items():

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vggt_ros.geometry.alignment import Sim3
+from vggt_ros.mapping.backend import BackEnd, LoopEvent
 from vggt_ros.mapping.chaining import ChainOutcome, WindowChainer, unproject_pixels
 from vggt_ros.mapping.config import PipelineConfig
 from vggt_ros.mapping.frames import camera_in_odom, map_anchor, map_to_odom
@@ -103,6 +104,9 @@ class PerceptionPipeline:
             self._next_time_index = 0
             self._last_time_stamp: float | None = None
             self._chainer = WindowChainer(cfg.chaining, dense_memory=4 * cfg.window.size * 4)
+            self._backend = BackEnd(cfg.loop, cfg.chaining) if cfg.loop.enabled else None
+            self._chained_poses: dict[int, np.ndarray] = {}  # G poses as chained, before any loop
+            self._applied_scale: dict[int, float] = {}  # node scale baked into the chainer's depth
             self._scale = ScaleEstimator(cfg.scale)
             self.global_map = VoxelMap(cfg.map.voxel_size_m, cfg.map.max_points, cfg.map.radius_m)
             self._map_applied = Sim3.identity()  # map <- G used for the voxels now in the map
@@ -221,6 +225,7 @@ class PerceptionPipeline:
         prediction = self.predictor.predict([kf.frame.image for kf in keyframes], job.query_points)
         t1 = time.perf_counter()
         ids = [kf.id for kf in keyframes]
+        new_reference: list[int] = []
         with self._lock:
             outcome = self._chainer.align(prediction, ids, job.window_id)
             segment_note = ""
@@ -241,6 +246,7 @@ class PerceptionPipeline:
                     )
                 self._update_scale(prediction, keyframes, outcome.transform)
                 self.stats["windows_accepted"] += 1
+                new_reference = self._add_to_back_end(prediction, keyframes, outcome)
             else:
                 self.stats["windows_rejected"] += 1
             t3 = time.perf_counter()
@@ -285,16 +291,87 @@ class PerceptionPipeline:
                 num_shared=outcome.num_shared,
                 orientation=self._orientation,
             )
+        # Loop verification runs a network window: outside the lock, so frames keep flowing.
+        t_loop = time.perf_counter()
+        if new_reference and self._backend is not None:
+            result.loops = self._backend.close_loops(new_reference, self.predictor)
+            if any(event.accepted for event in result.loops):
+                with self._lock:
+                    self._apply_back_end()
+                result.map_rebuilt = True
         t5 = time.perf_counter()
         result.timings = {
             "predict_ms": (t1 - t0) * 1e3,
             "chain_ms": (t2 - t1) * 1e3,
             "scale_ms": (t3 - t2) * 1e3,
             "map_ms": (t4 - t3) * 1e3,
+            "loop_ms": (t5 - t_loop) * 1e3,
             "total_ms": (t5 - t0) * 1e3,
             **{f"predictor_{k}": float(v) for k, v in getattr(prediction, "timings", {}).items()},
         }
         return result
+
+    def _add_to_back_end(
+        self, prediction: Any, keyframes: list[Keyframe], outcome: ChainOutcome
+    ) -> list[int]:
+        """Pose-graph nodes and edges, stored points and place entries of an accepted window;
+        returns its new reference-camera keyframes (the loop queries)."""
+        for kf in keyframes:
+            if kf.id in self._chainer.keyframes and kf.id not in self._chained_poses:
+                self._chained_poses[kf.id] = self._chainer.keyframes[kf.id].pose.copy()
+        if self._backend is None:
+            return []
+        new = self._backend.add_window(
+            prediction, keyframes, outcome.transform, outcome.residual, self.reference_camera
+        )
+        for k in new:
+            self._applied_scale[k] = self._backend.graph.node_scale(k)
+        ref = self.reference_camera
+        return [kf.id for kf in keyframes if kf.id in new and kf.camera_id == ref]
+
+    def _apply_back_end(self) -> None:
+        """Move every mapped keyframe to its optimised pose (rescaling its stored depth) and
+        rebuild the voxel map from the keyframes' stored points (bounded by loop.max_keyframes x
+        loop.points_per_keyframe points)."""
+        poses = self._backend.poses()
+        for k, mapped in self._chainer.keyframes.items():
+            pose = poses.get(k)
+            if pose is None:
+                continue
+            rigid = np.eye(4)
+            rigid[:3, :3], rigid[:3, 3] = pose.rotation, pose.translation
+            mapped.pose = rigid
+            factor = pose.scale / self._applied_scale.get(k, pose.scale)
+            if mapped.depth is not None and abs(factor - 1.0) > 1e-12:
+                mapped.depth = (mapped.depth * factor).astype(np.float32)
+            self._applied_scale[k] = pose.scale
+        xyz, rgb, conf = self._backend.cloud(poses)
+        map_from_g = self._map_from_g(self._scale.estimate())
+        self.global_map.clear()
+        if len(xyz):
+            self.global_map.insert(map_from_g.apply(xyz).astype(np.float32), rgb, conf.astype(np.float32))
+        self._map_applied = map_from_g
+        self.stats["map_rebuilds"] = self.stats.get("map_rebuilds", 0) + 1
+
+    @property
+    def loops(self) -> list[LoopEvent]:
+        """Every verified loop candidate so far (accepted and rejected)."""
+        return list(self._backend.loops) if self._backend is not None else []
+
+    @property
+    def back_end_stats(self) -> dict[str, float]:
+        """Loop counters and pose-graph sizes for diagnostics."""
+        if self._backend is None:
+            return {"enabled": 0}
+        g = self._backend.graph.stats
+        return {
+            "enabled": 1,
+            **self._backend.stats,
+            "graph_keyframes": g.keyframes,
+            "graph_odometry_edges": g.odometry_edges,
+            "graph_loop_edges": g.loop_edges,
+            "graph_update_ms": g.last_update_ms,
+        }
 
     def _with_anchors(self, job: WindowJob) -> tuple[list[Keyframe], str]:
         """The job's keyframes, plus the newest mapped ones when too few of its own are mapped.
@@ -509,6 +586,18 @@ class PerceptionPipeline:
                 (self._keyframe_info[k].stamp, T)
                 for k, T in poses.items()
                 if self._keyframe_info[k].camera_id == ref
+            ]
+            return sorted(out, key=lambda item: item[0])
+
+    def chained_path(self) -> list[tuple[float, np.ndarray]]:
+        """:meth:`path` as window chaining placed it, before any loop correction."""
+        with self._lock:
+            ref = self.reference_camera
+            to_map = self._map_from_g(self._scale.estimate())
+            out = [
+                (self._keyframe_info[k].stamp, to_map.transform_poses(T))
+                for k, T in self._chained_poses.items()
+                if k in self._keyframe_info and self._keyframe_info[k].camera_id == ref
             ]
             return sorted(out, key=lambda item: item[0])
 

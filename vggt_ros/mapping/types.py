@@ -208,6 +208,8 @@ class WindowResult:
         inlier_ratio: weighted share of inlier correspondences in the alignment.
         num_shared: keyframes the alignment used as anchors.
         orientation: how the map was made z-up ("odometry", "camera_to_base", "optical-axes").
+        loops: loop candidates verified after this window (``vggt_ros.mapping.backend.LoopEvent``).
+        map_rebuilt: an accepted loop moved the keyframes and the map was rebuilt from them.
     """
 
     accepted: bool
@@ -228,6 +230,8 @@ class WindowResult:
     timings: dict[str, float] = field(default_factory=dict)
     map_to_odom: np.ndarray | None = None
     segment_id: int = 0
+    loops: list = field(default_factory=list)
+    map_rebuilt: bool = False
     inlier_ratio: float = 0.0
     num_shared: int = 0
     orientation: str = ""

@@ -1,0 +1,144 @@
+"""Loop closure end to end (vggt_ros.mapping.loops, .backend, the pipeline) on rendered sequences
+with a drifting ground-truth-derived fake predictor (test_mapping_fakes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_mapping_fakes import FakePredictor, sequence_tuple, trajectory_error
+
+from vggt_ros.eval.synthetic import render_sequence
+from vggt_ros.geometry.alignment import Sim3
+from vggt_ros.mapping import Frame, KeyframeConfig, PerceptionPipeline, PipelineConfig, WindowConfig
+from vggt_ros.mapping.backend import BackEnd
+from vggt_ros.mapping.config import ChainingConfig, LoopConfig
+from vggt_ros.mapping.loops import LoopCandidate, OrbPlaceRecognizer
+
+FPS = 10.0
+
+
+@pytest.fixture(scope="module")
+def revisit():
+    """1.3 turns of the orbit: the end comes back past the start."""
+    return render_sequence(130, 120, 160, seed=1, path="orbit")
+
+
+def _run(pipeline: PerceptionPipeline, seq) -> list:
+    results = []
+    for i in range(seq.num_frames):
+        job = pipeline.add_frame(Frame(seq.stamps[i], "cam", seq.images[i], intrinsics=seq.intrinsics))
+        if job is not None:
+            results.append(pipeline.process(job))
+    return results
+
+
+def _ape(seq, path) -> float:
+    stamps = np.array([s for s, _ in path])
+    est = np.stack([T for _, T in path])[:, :3, 3]
+    truth = seq.cam_to_world[np.rint(stamps * FPS).astype(int), :3, 3]
+    return trajectory_error(est, truth, with_scale=True)
+
+
+def test_orb_retrieval_finds_the_revisits_and_nothing_else(revisit) -> None:
+    places = OrbPlaceRecognizer(min_gap=20)
+    pos = revisit.cam_to_world[:, :3, 3]
+    found = {}
+    for k in range(0, revisit.num_frames, 2):
+        places.add(k, revisit.images[k])
+        found[k] = places.candidates(k)
+    hits = [(k, c.keyframe_id) for k, cands in found.items() for c in cands]
+    assert any(k >= 100 for k, _ in hits), "the revisit was not retrieved"
+    # Every candidate is a true revisit: the two cameras stand within 1 m of each other.
+    assert all(np.linalg.norm(pos[k] - pos[o]) < 1.0 for k, o in hits), hits
+    assert places.vocabulary is not None  # retrieval ran on the word vectors, not brute force
+
+
+def test_loop_closure_corrects_the_drift_and_the_map(revisit) -> None:
+    fake = FakePredictor([sequence_tuple(revisit)], seed=5, drift_scale=0.08, drift_rotation_deg=0.8)
+    config = PipelineConfig(
+        window=WindowConfig(size=6, stride=3), keyframe=KeyframeConfig(min_parallax_px=12.0)
+    )
+    pipeline = PerceptionPipeline(config, fake)
+    results = _run(pipeline, revisit)
+    loops = pipeline.loops
+    accepted = [e for e in loops if e.accepted]
+    assert accepted, [e.reason for e in loops]
+    pos = revisit.cam_to_world[:, :3, 3]
+    stamps = {kf: pipeline.keyframe(kf).stamp for e in accepted for kf in (e.query_id, e.candidate_id)}
+    for e in accepted:  # every accepted loop joins two views of the same place
+        a, b = (int(round(stamps[k] * FPS)) for k in (e.query_id, e.candidate_id))
+        assert np.linalg.norm(pos[a] - pos[b]) < 1.0
+    chained, optimised = _ape(revisit, pipeline.chained_path()), _ape(revisit, pipeline.path())
+    assert optimised < 0.7 * chained, (chained, optimised)
+    assert any(r.map_rebuilt for r in results) and pipeline.stats["map_rebuilds"] >= 1
+    stats = pipeline.back_end_stats
+    assert stats["loops_accepted"] == len(accepted) and stats["graph_loop_edges"] == 4 * len(accepted)
+    # The map was rebuilt from the keyframes' stored points at their corrected poses.
+    xyz, _, _ = pipeline._backend.cloud()
+    assert 0 < len(pipeline.global_map) <= len(xyz)
+
+
+class _Echo:
+    """A verification 'network' for look-alike places: it sees the old and the new keyframes as
+    the same place (identity relative pose, same depth), as VGGT would for identical rooms."""
+
+    def __init__(self, depth: np.ndarray, intrinsics: np.ndarray) -> None:
+        self.depth, self.K = depth, intrinsics
+
+    def predict(self, frames):  # noqa: ANN001, ANN201
+        from vggt_ros.engine import Prediction
+        from vggt_ros.geometry import ImageTransform
+
+        s = len(frames)
+        h, w = self.depth.shape
+        t = ImageTransform((h, w), (h, w), (1.0, 1.0), (0.0, 0.0), (0, 0, w, h))
+        return Prediction(
+            cam_to_world=np.repeat(np.eye(4)[None], s, 0),
+            extrinsics=np.repeat(np.eye(4)[None, :3], s, 0),
+            intrinsics=np.repeat(self.K[None], s, 0),
+            model_intrinsics=np.repeat(self.K[None], s, 0),
+            depth=np.repeat(self.depth[None], s, 0).astype(np.float32),
+            depth_conf=np.full((s, h, w), 3.0, np.float32),
+            world_points=None,
+            world_points_conf=None,
+            valid_mask=np.ones((s, h, w), bool),
+            colors=np.zeros((s, h, w, 3), np.uint8),
+            model_hw=(h, w),
+            original_sizes=[(h, w)] * s,
+            transforms=[t] * s,
+        )
+
+
+def test_a_wrong_loop_between_look_alike_places_is_rejected() -> None:
+    """A corridor 10 m long whose two ends look the same: the verification window agrees with
+    itself perfectly, but closing the loop would move the robot by the whole corridor."""
+    h, w = 48, 64
+    K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+    depth = np.full((h, w), 3.0, np.float32)
+    image = (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
+    backend = BackEnd(LoopConfig(min_gap_keyframes=3, min_matches=8), ChainingConfig())
+
+    class _Window:
+        def __init__(self, first: int) -> None:
+            self.cam_to_world = np.stack([np.eye(4), np.eye(4)])
+            self.cam_to_world[1, 0, 3] = 0.5  # 0.5 m steps along x
+            self.depth = np.stack([depth, depth])
+            self.depth_conf = np.full((2, h, w), 3.0, np.float32)
+            self.valid_mask = np.ones((2, h, w), bool)
+            self.colors = np.stack([image, image])
+            self.model_intrinsics = np.stack([K, K])
+
+    class _Kf:
+        def __init__(self, i: int) -> None:
+            self.id, self.stamp, self.camera_id = i, float(i), "cam"
+            self.frame = type("F", (), {"image": image})()
+
+    for start in range(0, 20):
+        to_g = Sim3(1.0, np.eye(3), np.array([0.5 * start, 0.0, 0.0]))
+        backend.add_window(_Window(start), [_Kf(start), _Kf(start + 1)], to_g, 0.0, "cam")
+    event = backend.verify(20, LoopCandidate(0, 100), _Echo(depth, K))
+    assert not event.accepted and "implied jump" in event.reason, event
+    assert event.correction_m == pytest.approx(10.0, rel=0.05) and event.path_since_m == pytest.approx(
+        10.0, rel=0.05
+    )
+    assert backend.graph.stats.loop_edges == 0  # nothing entered the graph

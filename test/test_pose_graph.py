@@ -1,0 +1,148 @@
+"""The Sim(3) keyframe pose graph (vggt_ros.mapping.pose_graph) on synthetic drift."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from vggt_ros.geometry.alignment import Sim3, umeyama
+from vggt_ros.mapping.pose_graph import (
+    EdgeSigmas,
+    PoseGraph,
+    from_gtsam,
+    node_sim3,
+    to_gtsam,
+    window_relative,
+)
+
+RNG = np.random.default_rng(0)
+
+
+def _rot(axis: np.ndarray, angle: float) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_rotvec(np.asarray(axis, np.float64) / np.linalg.norm(axis) * angle).as_matrix()
+
+
+def circle(n: int, radius: float = 3.0) -> np.ndarray:
+    """[n, 4, 4] camera-to-world poses going once round a circle, looking along the path."""
+    poses = []
+    for k in range(n):
+        a = 2 * np.pi * k / n
+        T = np.eye(4)
+        T[:3, :3] = _rot([0, 0, 1], a + np.pi / 2) @ np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], float)
+        T[:3, 3] = [radius * np.cos(a), radius * np.sin(a), 1.0]
+        poses.append(T)
+    return np.stack(poses)
+
+
+def window_poses(gt: np.ndarray, ids: list[int], normalizer: float) -> dict[int, np.ndarray]:
+    """What a VGGT window reports: poses relative to its first keyframe, in its own units."""
+    first = np.linalg.inv(gt[ids[0]])
+    out = {}
+    for k in ids:
+        T = first @ gt[k]
+        T[:3, 3] /= normalizer
+        out[k] = T
+    return out
+
+
+def drifting_graph(n: int = 60, size: int = 4, stride: int = 2, seed: int = 0, with_loop: bool = True):
+    """A pose graph built like the pipeline does: windows of ``size`` keyframes every ``stride``,
+    chained with errors that random-walk in scale (1.5 % per window), rotation (0.35 degrees) and
+    position (1 cm); optionally one loop from a verification window on keyframes 0, 1, n-2, n-1
+    aligned on the old keyframes."""
+    rng = np.random.default_rng(seed)
+    gt = circle(n)
+    graph = PoseGraph()
+    drift = Sim3.identity()
+    for start in range(0, n - size + 1, stride):
+        ids = list(range(start, start + size))
+        lam = rng.uniform(1.0, 4.0)  # the window's own normalized scale
+        local = window_poses(gt, ids, lam)
+        exact = Sim3.from_matrix(gt[ids[0]] @ np.diag([lam, lam, lam, 1.0]))  # window -> world
+        if start:
+            step = Sim3(
+                float(np.exp(0.015 * rng.normal())),
+                _rot(rng.normal(size=3), 0.006),
+                rng.normal(size=3) * 0.01,
+            )
+            drift = drift @ step
+        to_g = drift @ exact
+        for k in ids:
+            if k not in graph:
+                graph.add_keyframe(k, node_sim3(to_g, local[k], to_g.scale), fixed=k == 0)
+        for a, b in zip(ids, ids[1:]):
+            graph.add_odometry(
+                a, b, window_relative(to_g, local[a], local[b], graph.node_scale(a), graph.node_scale(b))
+            )
+    graph.update()
+    before = graph.poses()
+    if with_loop:
+        ids = [0, 1, n - 2, n - 1]
+        local = window_poses(gt, ids, 2.0)
+        to_g = Sim3.from_matrix(gt[0] @ np.diag([2.0, 2.0, 2.0, 1.0]))  # aligned on keyframes 0, 1
+        for old in (0, 1):
+            for new in (n - 2, n - 1):
+                rel = window_relative(
+                    to_g, local[old], local[new], graph.node_scale(old), graph.node_scale(new)
+                )
+                graph.add_loop(old, new, rel)
+        graph.update(extra_iterations=3)
+    return gt, graph, before
+
+
+def ape(gt: np.ndarray, est: dict[int, Sim3]) -> float:
+    p = np.stack([est[k].translation for k in range(len(gt))])
+    q = gt[:, :3, 3]
+    s = umeyama(p, q, with_scale=True)
+    return float(np.sqrt(np.mean(np.sum((s.apply(p) - q) ** 2, axis=1))))
+
+
+def test_gtsam_conversions_round_trip() -> None:
+    s = Sim3(1.7, _rot([1, 2, 3], 0.4), np.array([0.3, -1.0, 2.0]))
+    back = from_gtsam(to_gtsam(s))
+    np.testing.assert_allclose(back.matrix(), s.matrix(), atol=1e-12)
+    p = RNG.normal(size=3)
+    np.testing.assert_allclose(to_gtsam(s).transformFrom(p), s.apply(p), atol=1e-12)
+
+
+def test_window_edges_are_exact_for_a_consistent_window() -> None:
+    gt = circle(10)
+    local = window_poses(gt, [2, 3, 4], 2.5)
+    to_g = Sim3(3.0, _rot([0, 1, 0], 0.3), np.array([1.0, 2.0, 3.0]))
+    xa, xb = node_sim3(to_g, local[2], 3.0), node_sim3(to_g, local[3], 1.5)
+    rel = window_relative(to_g, local[2], local[3], 3.0, 1.5)
+    np.testing.assert_allclose((xa @ rel).matrix(), xb.matrix(), atol=1e-12)
+
+
+def test_loop_closure_halves_the_drift() -> None:
+    ratios = []
+    for seed in range(5):
+        gt, graph, before = drifting_graph(seed=seed)
+        ratios.append(ape(gt, graph.poses()) / ape(gt, before))
+        assert graph.stats.loop_edges == 4 and graph.stats.odometry_edges == 3 * 29
+    assert float(np.median(ratios)) <= 0.5, ratios
+    assert max(ratios) < 0.8, ratios
+    # Without the loop the optimised chain keeps its drift.
+    gt, graph, before = drifting_graph(with_loop=False)
+    assert ape(gt, graph.poses()) == pytest.approx(ape(gt, before), rel=1e-3)
+
+
+def test_incremental_cost_stays_bounded() -> None:
+    graph = PoseGraph()
+    graph.add_keyframe(0, Sim3.identity(), fixed=True)
+    step = Sim3(1.0, _rot([0, 0, 1], 0.01), np.array([0.1, 0.0, 0.0]))
+    pose = Sim3.identity()
+    times = []
+    for k in range(1, 600):
+        pose = pose @ step
+        graph.add_keyframe(k, pose)
+        graph.add_odometry(k - 1, k, step, EdgeSigmas())
+        t0 = time.perf_counter()
+        graph.update()
+        times.append(time.perf_counter() - t0)
+    early, late = np.median(times[50:150]), np.median(times[-100:])
+    assert late < 3.0 * early + 1e-3, (early, late)

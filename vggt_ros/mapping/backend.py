@@ -1,0 +1,390 @@
+"""The back end: a Sim(3) pose graph over keyframes, loop closure, and the corrected map.
+
+Fed by the pipeline after every accepted window (:meth:`BackEnd.add_window`):
+
+* every new keyframe becomes a pose-graph node (:mod:`.pose_graph`) and every pair of
+  consecutive keyframes of the window an odometry edge, with standard deviations that grow with
+  the window's alignment residual;
+* each keyframe keeps a few hundred points *relative to itself* (pixel, depth in the node's
+  units, colour, confidence), so the map can be rebuilt from corrected poses, and old keyframes
+  can be aligned to again long after chaining forgot their dense maps;
+* reference-camera keyframes go into the place database (:mod:`.loops`).
+
+Loop closure (:meth:`BackEnd.close_loops`): a new keyframe's candidates are verified one at a
+time by running VGGT on a window of the new keyframe, its predecessor, the candidate and the
+candidate's successor, aligning that window to G on the *old* keyframes' stored points
+(robust Sim(3), as chaining does), and checking what it implies for the new keyframe: the
+correction must stay a small share of the path travelled since the old keyframe
+(``loop.max_correction_ratio``) and below ``loop.max_correction_deg``; look-alike places usually
+fail this because the implied jump is as long as the path. An accepted loop adds robust edges
+between the two old and two new keyframes and re-optimises; :meth:`BackEnd.poses` then gives the
+corrected keyframe poses.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vggt_ros.geometry.alignment import Sim3, robust_umeyama
+from vggt_ros.mapping.chaining import unproject_pixels
+from vggt_ros.mapping.config import ChainingConfig, LoopConfig
+from vggt_ros.mapping.loops import LoopCandidate, OrbPlaceRecognizer
+from vggt_ros.mapping.pose_graph import EdgeSigmas, PoseGraph, node_sim3, window_relative
+
+logger = logging.getLogger(__name__)
+
+MAX_SIGMA_FACTOR = 10.0  # an edge's standard deviations grow at most this much with its residual
+
+
+@dataclass
+class KeyframePoints:
+    """Points of one keyframe stored relative to it (in its node's local units).
+
+    Attributes:
+        rows, cols: [N] model-resolution pixels; depth: [N] float32 z-depth in node units;
+        rgb: [N, 3] uint8; conf: [N] float32; model_intrinsics: [3, 3]; model_hw: (Hm, Wm);
+        camera_id, stamp: of the keyframe; jpeg: the image (reference camera only, for loop
+        verification windows), else None.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    depth: np.ndarray
+    rgb: np.ndarray
+    conf: np.ndarray
+    model_intrinsics: np.ndarray
+    model_hw: tuple[int, int]
+    camera_id: str
+    stamp: float
+    jpeg: bytes | None = None
+
+    def local_points(self, keep: np.ndarray | None = None) -> np.ndarray:
+        """[N, 3] camera-frame points in node units (of the ``keep`` mask's points when given)."""
+        rows, cols = (self.rows, self.cols) if keep is None else (self.rows[keep], self.cols[keep])
+        depth = np.zeros(self.model_hw, np.float32)
+        depth[self.rows, self.cols] = self.depth
+        return unproject_pixels(depth, self.model_intrinsics, rows, cols)
+
+
+@dataclass
+class LoopEvent:
+    """One verified loop candidate (accepted or not).
+
+    Attributes:
+        query_id, candidate_id: the new and the old keyframe.
+        accepted, reason: the verdict and why.
+        matches: ORB matches that proposed it.
+        residual, inlier_ratio: of the verification window's alignment on the old keyframes.
+        correction_m, correction_deg: what the loop would move the new keyframe by (G units).
+        path_since_m: path length of the reference keyframes between the two (G units).
+        edges: (old, new) keyframe pairs added to the pose graph.
+        seconds: verification time.
+    """
+
+    query_id: int
+    candidate_id: int
+    accepted: bool
+    reason: str
+    matches: int
+    residual: float = float("inf")
+    inlier_ratio: float = 0.0
+    correction_m: float = float("nan")
+    correction_deg: float = float("nan")
+    path_since_m: float = float("nan")
+    edges: list[tuple[int, int]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _angle_deg(rotation: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+class BackEnd:
+    """Pose graph, keyframe point store, place database and loop verification."""
+
+    def __init__(self, config: LoopConfig, chaining: ChainingConfig, seed: int = 0) -> None:
+        self.config = config
+        self.chaining = chaining
+        self.graph = PoseGraph()
+        self.places = OrbPlaceRecognizer(
+            min_matches=config.min_matches,
+            min_gap=config.min_gap_keyframes,
+            max_keyframes=config.max_keyframes,
+        )
+        self.points: OrderedDict[int, KeyframePoints] = OrderedDict()
+        self.reference_order: list[int] = []  # reference-camera keyframes in insertion order
+        self.loops: list[LoopEvent] = []
+        self._rng = np.random.default_rng(seed)
+        self.stats = {"loops_detected": 0, "loops_verified": 0, "loops_accepted": 0, "loops_rejected": 0}
+
+    # -------------------------------------------------------------------------- windows
+
+    def add_window(
+        self,
+        prediction: Any,
+        keyframes: list[Any],
+        transform: Sim3,
+        residual: float,
+        reference_camera: str | None,
+    ) -> list[int]:
+        """Nodes, odometry edges, stored points and place entries of an accepted window.
+
+        ``keyframes`` follow the prediction's frames; ``transform`` is the window's G <- W.
+        Returns the ids of the keyframes new to the graph.
+        """
+        c = self.config
+        poses = np.asarray(prediction.cam_to_world, np.float64)
+        # A window sharing no keyframe with the graph (the first, or one that starts a new map
+        # segment) is anchored where chaining put it: its first keyframe gets a prior.
+        anchor = not any(kf.id in self.graph for kf in keyframes)
+        new = []
+        for i, kf in enumerate(keyframes):
+            if kf.id in self.graph:
+                continue
+            self.graph.add_keyframe(kf.id, node_sim3(transform, poses[i], transform.scale), fixed=anchor)
+            anchor = False
+            self._store_points(prediction, i, kf, reference_camera)
+            new.append(kf.id)
+        # Window edges between consecutive keyframes (by time, then camera), looser when the
+        # window aligned worse.
+        # (A window placed without alignment, e.g. a new map segment, has no finite residual.)
+        ratio = float(residual) / max(self.chaining.max_residual, 1e-9)
+        factor = min(MAX_SIGMA_FACTOR, 1.0 + max(0.0, ratio)) if np.isfinite(ratio) else MAX_SIGMA_FACTOR
+        sigmas = EdgeSigmas(
+            np.radians(c.odometry_rotation_sigma_deg), c.odometry_translation_sigma, c.odometry_scale_sigma
+        ).scaled(factor)
+        order = sorted(range(len(keyframes)), key=lambda i: (keyframes[i].stamp, str(keyframes[i].camera_id)))
+        for a, b in zip(order, order[1:]):
+            ka, kb = keyframes[a].id, keyframes[b].id
+            rel = window_relative(
+                transform, poses[a], poses[b], self.graph.node_scale(ka), self.graph.node_scale(kb)
+            )
+            self.graph.add_odometry(ka, kb, rel, sigmas)
+        self.graph.update()
+        return new
+
+    def _store_points(self, prediction: Any, i: int, kf: Any, reference_camera: str | None) -> None:
+        depth = np.asarray(prediction.depth[i], np.float32)
+        conf = np.asarray(prediction.depth_conf[i], np.float32)
+        ok = np.asarray(prediction.valid_mask[i], bool) & np.isfinite(depth) & (depth > 0) & np.isfinite(conf)
+        if ok.sum() >= 10:
+            ok &= conf >= np.percentile(conf[ok], self.chaining.conf_percentile)
+        rows, cols = np.nonzero(ok)
+        if len(rows) > self.config.points_per_keyframe:
+            pick = self._rng.choice(len(rows), self.config.points_per_keyframe, replace=False)
+            rows, cols = rows[pick], cols[pick]
+        jpeg = None
+        if kf.camera_id == reference_camera:
+            image = kf.frame.image
+            ok_jpeg, buf = cv2.imencode(
+                ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
+            )
+            jpeg = buf.tobytes() if ok_jpeg else None
+            self.places.add(kf.id, image)
+            self.reference_order.append(kf.id)
+        # Window depth is in window units; node units are window units (the node's scale is the
+        # window's, see node_sim3).
+        self.points[kf.id] = KeyframePoints(
+            rows=rows.astype(np.int32),
+            cols=cols.astype(np.int32),
+            depth=depth[rows, cols].copy(),
+            rgb=np.asarray(prediction.colors[i])[rows, cols].astype(np.uint8),
+            conf=conf[rows, cols].copy(),
+            model_intrinsics=np.asarray(prediction.model_intrinsics[i], np.float64).copy(),
+            model_hw=tuple(depth.shape),
+            camera_id=str(kf.camera_id),
+            stamp=float(kf.stamp),
+            jpeg=jpeg,
+        )
+        while len(self.points) > self.config.max_keyframes:
+            old, _ = self.points.popitem(last=False)
+            if old in self.reference_order:
+                self.reference_order.remove(old)
+
+    # ----------------------------------------------------------------------------- loops
+
+    def close_loops(self, new_reference_ids: list[int], predictor: Any) -> list[LoopEvent]:
+        """Look for and verify loops of the new reference keyframes (at most
+        ``loop.max_verifications`` verification windows); returns every verification's event."""
+        events: list[LoopEvent] = []
+        budget = self.config.max_verifications
+        for kf_id in new_reference_ids:
+            if budget <= 0 or kf_id not in self.places:
+                break
+            for candidate in self.places.candidates(kf_id, limit=budget):
+                self.stats["loops_detected"] += 1
+                if (
+                    candidate.keyframe_id not in self.points
+                    or self.points[candidate.keyframe_id].jpeg is None
+                ):
+                    continue
+                budget -= 1
+                event = self.verify(kf_id, candidate, predictor)
+                events.append(event)
+                self.loops.append(event)
+                self.stats["loops_verified"] += 1
+                self.stats["loops_accepted" if event.accepted else "loops_rejected"] += 1
+                if event.accepted:
+                    break
+                if budget <= 0:
+                    break
+        return events
+
+    def _neighbour(self, kf_id: int, step: int) -> int | None:
+        order = self.reference_order
+        if kf_id not in order:
+            return None
+        j = order.index(kf_id) + step
+        if 0 <= j < len(order) and self.points[order[j]].jpeg is not None:
+            return order[j]
+        return None
+
+    def verify(self, query_id: int, candidate: LoopCandidate, predictor: Any) -> LoopEvent:
+        """Verify one candidate with a VGGT window (see the module docstring)."""
+        t0 = time.perf_counter()
+        c = self.config
+        old = [candidate.keyframe_id, self._neighbour(candidate.keyframe_id, +1)]
+        new = [query_id, self._neighbour(query_id, -1)]
+        old = [k for k in old if k is not None]
+        new = [k for k in new if k is not None]
+        ids = new + old  # the query first: the window's frame is the new keyframe's
+        images = [
+            cv2.cvtColor(
+                cv2.imdecode(np.frombuffer(self.points[k].jpeg, np.uint8), cv2.IMREAD_COLOR),
+                cv2.COLOR_BGR2RGB,
+            )
+            for k in ids
+        ]
+        event = LoopEvent(query_id, candidate.keyframe_id, False, "", candidate.matches)
+        try:
+            prediction = predictor.predict(images)
+        except Exception as exc:  # noqa: BLE001 - a failed verification is a rejected loop
+            event.reason = f"verification window failed: {type(exc).__name__}: {exc}"
+            event.seconds = time.perf_counter() - t0
+            return event
+        fit = self._align_on_old(prediction, ids, old)
+        if fit is None:
+            event.reason = "too few points of the old keyframes to align on"
+            event.seconds = time.perf_counter() - t0
+            return event
+        to_g, residual, inlier_ratio = fit
+        event.residual, event.inlier_ratio = residual, inlier_ratio
+        poses = np.asarray(prediction.cam_to_world, np.float64)
+        qi = ids.index(query_id)
+        implied = node_sim3(to_g, poses[qi], self.graph.node_scale(query_id))
+        current = self.graph.pose(query_id)
+        event.correction_m = float(np.linalg.norm(implied.translation - current.translation))
+        event.correction_deg = _angle_deg(implied.rotation.T @ current.rotation)
+        event.path_since_m = self._path_length(candidate.keyframe_id, query_id)
+        reasons = []
+        if not np.isfinite(residual) or residual > self.chaining.max_residual:
+            reasons.append(f"residual {residual:.4f} > {self.chaining.max_residual}")
+        if inlier_ratio < self.chaining.min_inlier_ratio:
+            reasons.append(f"inlier share {inlier_ratio:.2f} < {self.chaining.min_inlier_ratio}")
+        if event.correction_m > c.max_correction_ratio * event.path_since_m:
+            reasons.append(
+                f"implied jump {event.correction_m:.3f} > {c.max_correction_ratio} x path "
+                f"{event.path_since_m:.3f}"
+            )
+        if event.correction_deg > c.max_correction_deg:
+            reasons.append(f"implied rotation {event.correction_deg:.1f} deg > {c.max_correction_deg}")
+        if reasons:
+            event.reason = "; ".join(reasons)
+            event.seconds = time.perf_counter() - t0
+            return event
+        for o in old:
+            for n in new:
+                a, b = ids.index(o), ids.index(n)
+                rel = window_relative(
+                    to_g, poses[a], poses[b], self.graph.node_scale(o), self.graph.node_scale(n)
+                )
+                self.graph.add_loop(o, n, rel)
+                event.edges.append((o, n))
+        self.graph.update(extra_iterations=5)
+        event.accepted, event.reason = True, "ok"
+        event.seconds = time.perf_counter() - t0
+        return event
+
+    def _align_on_old(
+        self, prediction: Any, ids: list[int], old: list[int]
+    ) -> tuple[Sim3, float, float] | None:
+        """G <- V from the old keyframes' stored points (current estimates) and the window's
+        depth at the same pixels; (transform, residual / scene depth, inlier share)."""
+        src, dst, weights, depths = [], [], [], []
+        for k in old:
+            i = ids.index(k)
+            stored = self.points[k]
+            depth_v = np.asarray(prediction.depth[i], np.float64)
+            if depth_v.shape != stored.model_hw:
+                continue
+            d = depth_v[stored.rows, stored.cols]
+            ok = np.isfinite(d) & (d > 0)
+            if ok.sum() < 10:
+                continue
+            node = self.graph.pose(k)
+            local = stored.local_points(ok)
+            dst.append(node.apply(local))
+            p_v = unproject_pixels(
+                depth_v, np.asarray(prediction.model_intrinsics[i]), stored.rows[ok], stored.cols[ok]
+            )
+            T = np.asarray(prediction.cam_to_world[i], np.float64)
+            src.append(p_v @ T[:3, :3].T + T[:3, 3])
+            conf_v = np.asarray(prediction.depth_conf[i], np.float64)[stored.rows[ok], stored.cols[ok]]
+            weights.append(np.sqrt(np.maximum(conf_v, 0) * np.maximum(stored.conf[ok], 0)))
+            depths.append(stored.depth[ok] * node.scale)
+        if not src:
+            return None
+        src_all, dst_all, w_all = np.concatenate(src), np.concatenate(dst), np.concatenate(weights)
+        scene = float(np.median(np.concatenate(depths)))
+        try:
+            fit = robust_umeyama(
+                src_all,
+                dst_all,
+                w_all,
+                with_scale=True,
+                inlier_threshold=self.chaining.inlier_threshold * scene,
+                method=self.chaining.robust_method,
+                rng=self._rng,
+            )
+        except ValueError:
+            return None
+        inlier_ratio = float((w_all * fit.inliers).sum() / max(w_all.sum(), 1e-12))
+        return fit.transform, float(fit.rms / scene), inlier_ratio
+
+    def _path_length(self, old_id: int, new_id: int) -> float:
+        """Length (G units) of the reference keyframes' estimated path from ``old_id`` to ``new_id``."""
+        order = self.reference_order
+        if old_id not in order or new_id not in order:
+            return float("nan")
+        a, b = sorted((order.index(old_id), order.index(new_id)))
+        pts = np.array([self.graph.pose(k).translation for k in order[a : b + 1]])
+        return float(np.linalg.norm(np.diff(pts, axis=0), axis=1).sum()) if len(pts) > 1 else 0.0
+
+    # ---------------------------------------------------------------------------- results
+
+    def poses(self) -> dict[int, Sim3]:
+        """Current estimates of every node (G <- keyframe, node units)."""
+        return self.graph.poses()
+
+    def cloud(self, poses: dict[int, Sim3] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All stored keyframe points placed with ``poses`` (default: the current estimates):
+        xyz [N, 3] in G, rgb [N, 3] uint8, conf [N]."""
+        poses = poses or self.poses()
+        xyz, rgb, conf = [], [], []
+        for k, stored in self.points.items():
+            if k not in poses:
+                continue
+            local = stored.local_points()
+            xyz.append(poses[k].apply(local))
+            rgb.append(stored.rgb)
+            conf.append(stored.conf)
+        if not xyz:
+            return np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32)
+        return np.concatenate(xyz), np.concatenate(rgb), np.concatenate(conf)

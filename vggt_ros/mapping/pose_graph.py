@@ -1,0 +1,202 @@
+"""Sim(3) pose graph of keyframes, optimised incrementally with GTSAM's iSAM2.
+
+Why Sim(3): a VGGT window has no metric scale, and chaining windows lets the scale drift as much
+as the position (the dominant failure of VGGT-based SLAM). Each keyframe is a node
+``X_k = (s_k, R_k, t_k)``: camera (in the node's *local units*) -> global frame G, as
+``x -> s_k R_k x + t_k`` (:class:`vggt_ros.geometry.alignment.Sim3`). A node's local unit is the
+unit of the window that first mapped it, so its initial scale is that window's chaining scale.
+
+Edges are relative similarities ``Z_ab ~ X_a^-1 X_b``:
+
+* odometry edges from every window's relative poses (:func:`window_relative`), with standard
+  deviations that grow with the window's alignment residual;
+* loop edges from verification windows aligned on the old keyframes (same formula), with a
+  Cauchy robust kernel so a bad one cannot drag the whole graph;
+* a prior fixes the first keyframe (the gauge).
+
+GTSAM is imported only here. Its ``Similarity3(R, t, s)`` maps ``p -> s (R p + t)``; the
+conversions below translate to and from our ``s R p + t``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import gtsam
+import numpy as np
+
+from vggt_ros.geometry.alignment import Sim3
+
+
+def to_gtsam(s: Sim3) -> gtsam.Similarity3:
+    """Our Sim3 (``s R p + t``) as GTSAM's Similarity3 (``s (R p + t')``, t' = t / s)."""
+    return gtsam.Similarity3(
+        gtsam.Rot3(np.asarray(s.rotation, np.float64)), np.asarray(s.translation) / s.scale, s.scale
+    )
+
+
+def from_gtsam(g: gtsam.Similarity3) -> Sim3:
+    scale = float(g.scale())
+    return Sim3(
+        scale, np.asarray(g.rotation().matrix(), np.float64), np.asarray(g.translation(), np.float64) * scale
+    )
+
+
+def node_sim3(window_to_g: Sim3, pose_in_window: np.ndarray, node_scale: float) -> Sim3:
+    """``X_k`` implied by a window: the keyframe's rigid pose in the window (``[4, 4]``, window
+    units), moved to G by the window's similarity, in the node's local units (``node_scale``).
+
+    ``X_k = S_W  o  W_k  o  D(node_scale / s_W)`` with ``D(c)`` a pure scaling.
+    """
+    rigid = Sim3(
+        1.0, np.asarray(pose_in_window[:3, :3], np.float64), np.asarray(pose_in_window[:3, 3], np.float64)
+    )
+    unit = Sim3(node_scale / window_to_g.scale, np.eye(3), np.zeros(3))
+    return window_to_g @ rigid @ unit
+
+
+def window_relative(
+    window_to_g: Sim3, pose_a: np.ndarray, pose_b: np.ndarray, scale_a: float, scale_b: float
+) -> Sim3:
+    """The relative similarity ``Z_ab = X_a^-1 X_b`` a window measures between two of its
+    keyframes (their poses in the window, rigid, window units) for nodes of local scales
+    ``scale_a``, ``scale_b``. It depends on the window's alignment only through its scale."""
+    return node_sim3(window_to_g, pose_a, scale_a).inverse() @ node_sim3(window_to_g, pose_b, scale_b)
+
+
+@dataclass(frozen=True)
+class EdgeSigmas:
+    """Standard deviations of an edge: rotation (rad), translation (local units of the first
+    node, i.e. about a window's mean scene depth), log of the relative scale."""
+
+    rotation: float = 0.02
+    translation: float = 0.05
+    log_scale: float = 0.03
+
+    def scaled(self, factor: float) -> EdgeSigmas:
+        return EdgeSigmas(self.rotation * factor, self.translation * factor, self.log_scale * factor)
+
+    def noise(self) -> gtsam.noiseModel.Base:
+        # GTSAM's Similarity3 tangent order: rotation (3), translation (3), log scale (1).
+        sigmas = np.array([self.rotation] * 3 + [self.translation] * 3 + [self.log_scale], np.float64)
+        return gtsam.noiseModel.Diagonal.Sigmas(sigmas)
+
+
+@dataclass
+class PoseGraphStats:
+    keyframes: int = 0
+    odometry_edges: int = 0
+    loop_edges: int = 0
+    updates: int = 0
+    last_update_ms: float = 0.0
+    update_ms: list[float] = field(default_factory=list)
+
+
+class PoseGraph:
+    """Keyframe Sim(3) pose graph with incremental (iSAM2) optimisation.
+
+    Args:
+        relinearize_threshold, relinearize_skip: iSAM2 settings (defaults suit graphs whose
+            poses move little per update).
+        loop_kernel: Cauchy parameter of loop edges (in standard deviations).
+        history: update times kept for the statistics.
+    """
+
+    def __init__(
+        self,
+        relinearize_threshold: float = 0.01,
+        relinearize_skip: int = 1,
+        loop_kernel: float = 1.0,
+        history: int = 1000,
+    ) -> None:
+        params = gtsam.ISAM2Params()
+        params.setRelinearizeThreshold(relinearize_threshold)
+        params.relinearizeSkip = relinearize_skip
+        self._isam = gtsam.ISAM2(params)
+        self._pending_graph = gtsam.NonlinearFactorGraph()
+        self._pending_values = gtsam.Values()
+        self._estimate: dict[int, Sim3] = {}
+        self._scales: dict[int, float] = {}
+        self._loop_kernel = loop_kernel
+        self._history = history
+        self.stats = PoseGraphStats()
+
+    def __contains__(self, kf_id: int) -> bool:
+        return kf_id in self._scales
+
+    def __len__(self) -> int:
+        return len(self._scales)
+
+    def node_scale(self, kf_id: int) -> float:
+        """The local scale the node was created with (its unit)."""
+        return self._scales[kf_id]
+
+    def add_keyframe(self, kf_id: int, pose: Sim3, fixed: bool = False) -> None:
+        """A new node with its initial pose; ``fixed`` pins it (a tight prior: the gauge)."""
+        if kf_id in self._scales:
+            raise ValueError(f"keyframe {kf_id} is already in the pose graph")
+        self._scales[kf_id] = float(pose.scale)
+        self._pending_values.insert(kf_id, to_gtsam(pose))
+        if fixed:
+            prior = gtsam.noiseModel.Isotropic.Sigma(7, 1e-6)
+            self._pending_graph.add(gtsam.PriorFactorSimilarity3(kf_id, to_gtsam(pose), prior))
+        self.stats.keyframes += 1
+
+    def add_odometry(self, a: int, b: int, relative: Sim3, sigmas: EdgeSigmas = EdgeSigmas()) -> None:
+        """An edge ``X_a^-1 X_b ~ relative`` from a window."""
+        self._between(a, b, relative, sigmas.noise())
+        self.stats.odometry_edges += 1
+
+    def add_loop(self, a: int, b: int, relative: Sim3, sigmas: EdgeSigmas = EdgeSigmas()) -> None:
+        """A loop edge, under a Cauchy robust kernel."""
+        robust = gtsam.noiseModel.Robust.Create(
+            gtsam.noiseModel.mEstimator.Cauchy.Create(self._loop_kernel), sigmas.noise()
+        )
+        self._between(a, b, relative, robust)
+        self.stats.loop_edges += 1
+
+    def _between(self, a: int, b: int, relative: Sim3, noise: gtsam.noiseModel.Base) -> None:
+        for k in (a, b):
+            if k not in self._scales:
+                raise KeyError(f"keyframe {k} is not in the pose graph")
+        self._pending_graph.add(gtsam.BetweenFactorSimilarity3(a, b, to_gtsam(relative), noise))
+
+    def update(self, extra_iterations: int = 0) -> None:
+        """Add what is pending to iSAM2 (``extra_iterations`` more iSAM2 steps, e.g. after a
+        loop closure moved many poses). Cost per call stays bounded as the graph grows: estimates
+        are read back lazily, per keyframe (:meth:`pose`) or all at once (:meth:`poses`)."""
+        t0 = time.perf_counter()
+        self._isam.update(self._pending_graph, self._pending_values)
+        for _ in range(extra_iterations):
+            self._isam.update()
+        self._pending_graph = gtsam.NonlinearFactorGraph()
+        self._pending_values = gtsam.Values()
+        self._estimate = {}  # stale: read back on demand
+        ms = (time.perf_counter() - t0) * 1e3
+        self.stats.updates += 1
+        self.stats.last_update_ms = ms
+        self.stats.update_ms.append(ms)
+        del self.stats.update_ms[: -self._history]
+
+    def pose(self, kf_id: int) -> Sim3:
+        """Current estimate of ``X_k`` (its initial value until the next :meth:`update`)."""
+        if kf_id not in self._estimate:
+            if kf_id not in self._scales:
+                raise KeyError(f"keyframe {kf_id} is not in the pose graph")
+            if self._pending_values.exists(kf_id):
+                return from_gtsam(self._pending_values.atSimilarity3(kf_id))
+            self._estimate[kf_id] = from_gtsam(self._isam.calculateEstimateSimilarity3(kf_id))
+        return self._estimate[kf_id]
+
+    def poses(self) -> dict[int, Sim3]:
+        """Every node's current estimate (one pass over the whole graph)."""
+        values = self._isam.calculateEstimate()
+        out = {}
+        for k in self._scales:
+            if self._pending_values.exists(k):
+                out[k] = from_gtsam(self._pending_values.atSimilarity3(k))
+            else:
+                out[k] = from_gtsam(values.atSimilarity3(k))
+        self._estimate = dict(out)
+        return out

@@ -23,6 +23,7 @@ setup(
         "rosbags>=0.10",
         "evo>=1.28",
         "pycolmap>=3.10",
+        "gtsam>=4.2",  # the mapping back end's Sim(3) pose graph (iSAM2)
     ],
     extras_require={
         "test": [

@@ -94,13 +94,15 @@ class NodeProcess:
         extra_args: list[str] | None = None,
         base_config: bool = True,
         node_args: list[str] | None = None,
+        executable: Path = NODE_EXE,
     ):
         """``extra_args`` follow ``--ros-args`` (remappings...); ``node_args`` are the
-        executable's own options (``--lifecycle``...)."""
+        executable's own options (``--lifecycle``...); ``executable`` another entry point of the
+        same node (a test double of a part of it)."""
         self.workdir = Path(tempfile.mkdtemp(prefix="vggt_ros_node_"))
         files = [REPO_ROOT / "config" / "perception.yaml"] if base_config else []
         files.append(write_params(params, self.workdir))
-        cmd = [sys.executable, str(NODE_EXE), *(node_args or []), "--ros-args", "-r", f"__ns:=/{SESSION}"]
+        cmd = [sys.executable, str(executable), *(node_args or []), "--ros-args", "-r", f"__ns:=/{SESSION}"]
         for f in files:
             cmd += ["--params-file", str(f)]
         cmd += extra_args or []

@@ -292,8 +292,10 @@ def accuracy_summary(report: dict[str, Any]) -> dict[str, dict[str, float | None
     out: dict[str, dict[str, float | None]] = {}
     for name, key in (("model", "model"), ("constant/identity baseline", "constant_identity_baseline")):
         w = win.get(key, {}) if "skipped" not in win else {}
-        ape = tr.get("ape_percent_of_length") if name == "model" else tr.get("static_baseline", {}).get(
-            "ape_percent_of_length"
+        ape = (
+            tr.get("ape_percent_of_length")
+            if name == "model"
+            else tr.get("static_baseline", {}).get("ape_percent_of_length")
         )
         out[name] = {
             "window_abs_rel": w.get("abs_rel"),

@@ -334,6 +334,7 @@ class PerceptionCore(
         self.pub_track_markers = (
             pub(MarkerArray, "~/tracks/markers", OUTPUT_QOS) if self._p["publish_track_markers"] else None
         )
+        self.pub_loop_markers = pub(MarkerArray, "~/loops/markers", MAP_QOS)
         self.pub_odom = pub(Odometry, "~/odometry", OUTPUT_QOS)
         self.pub_path = pub(PathMsg, "~/path", OUTPUT_QOS)
 

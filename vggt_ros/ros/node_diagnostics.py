@@ -96,7 +96,23 @@ class DiagnosticsMixin:
         pairs += self._gpu_memory()
         st.values = kv(pairs)
         arr.status.append(st)
+        arr.status.append(self._loops_status(hw, kv))
         self.pub_diag.publish(arr)
+
+    def _loops_status(self, hw: str, kv: Any) -> DiagnosticStatus:
+        """The back end: loop candidates verified / closed / rejected and the pose graph's size."""
+        st = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: loops", hardware_id=hw)
+        stats = self.pipeline.back_end_stats if self.pipeline is not None else {"enabled": 0}
+        if not stats.get("enabled"):
+            st.level, st.message = DiagnosticStatus.OK, "loop closure off (loop.enabled)"
+        else:
+            st.level = DiagnosticStatus.OK
+            st.message = (
+                f"{stats['loops_accepted']} closed, {stats['loops_rejected']} rejected of "
+                f"{stats['loops_verified']} verified"
+            )
+        st.values = kv(sorted(stats.items()))
+        return st
 
     def _gpu_memory(self) -> list[tuple[str, Any]]:
         device = getattr(self.predictor, "device", None)

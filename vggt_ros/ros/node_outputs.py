@@ -64,6 +64,24 @@ def track_markers(tracks: KeypointTracks) -> MarkerArray:
     return MarkerArray(markers=[marker])
 
 
+def loop_markers(pipeline: Any, frame_id: str, stamp: Time) -> MarkerArray:
+    """Accepted loop closures as one LINE_LIST (namespace ``vggt_loops``): a line between the
+    camera centres of the old and the new keyframe of every accepted loop, at their current
+    (optimised) poses in ``frame_id``."""
+    poses = pipeline.keyframe_poses()
+    marker = Marker(ns="vggt_loops", id=0, type=Marker.LINE_LIST, action=Marker.ADD)
+    marker.header.frame_id, marker.header.stamp = frame_id, stamp
+    marker.pose.orientation.w = 1.0
+    marker.scale.x = 0.02
+    marker.color = ColorRGBA(r=1.0, g=0.2, b=1.0, a=1.0)
+    for event in pipeline.loops:
+        if event.accepted and event.query_id in poses and event.candidate_id in poses:
+            for k in (event.candidate_id, event.query_id):
+                p = poses[k][:3, 3]
+                marker.points.append(Point(x=float(p[0]), y=float(p[1]), z=float(p[2])))
+    return MarkerArray(markers=[marker])
+
+
 class OutputsMixin:
     """Publishers and what they publish."""
 
@@ -139,9 +157,18 @@ class OutputsMixin:
 
         period = float(self._p["map_publish_period_s"])
         now = time.monotonic()
-        if period == 0 or now - self._last_map_pub >= period:
+        # A loop closure moved the keyframes and rebuilt the map: everyone sees it at once.
+        if period == 0 or now - self._last_map_pub >= period or r.map_rebuilt:
             self._publish_map(ref_stamp)
             self._last_map_pub = now
+        if r.loops:
+            for event in r.loops:
+                verdict = "closed" if event.accepted else "rejected"
+                self.get_logger().info(
+                    f"loop {event.query_id} -> {event.candidate_id} {verdict}: {event.reason} "
+                    f"(correction {event.correction_m:.3f}, path {event.path_since_m:.3f})"
+                )
+            self.pub_loop_markers.publish(loop_markers(self.pipeline, map_frame, ref_stamp))
         if ref_received is not None:
             self.stats.latency(time.monotonic() - ref_received)
 

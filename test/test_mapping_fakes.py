@@ -45,6 +45,7 @@ class FakePredictor:
         corrupt_calls: indices of predict calls whose output is garbage.
         drift_scale: std of a per-window error of the depth's scale against the cameras'
             (chaining then drifts in scale like a real network's windows make it).
+        drift_bias: mean of that error (log): a systematic drift, the kind loops correct best.
         drift_rotation_deg: std of a per-window rotation of all but the first camera.
 
     Images are recognised by content, also after JPEG compression (the loop back end stores
@@ -64,6 +65,7 @@ class FakePredictor:
         corrupt_calls: tuple[int, ...] = (),
         drift_scale: float = 0.0,
         drift_rotation_deg: float = 0.0,
+        drift_bias: float = 0.0,
     ) -> None:
         self.lookup: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._thumbs: list[tuple[np.ndarray, int]] = []
@@ -73,6 +75,7 @@ class FakePredictor:
                 self._thumbs.append((_thumb(img), _key(img)))
         self.drift_scale = drift_scale
         self.drift_rotation_deg = drift_rotation_deg
+        self.drift_bias = drift_bias
         self.rng = np.random.default_rng(seed)
         self.rot_noise_deg = rot_noise_deg
         self.trans_noise = trans_noise
@@ -117,8 +120,8 @@ class FakePredictor:
                 rel[i, :3, :3] = tilt @ rel[i, :3, :3]
                 rel[i, :3, 3] = tilt @ rel[i, :3, 3]
         depth = depth_gt * (1.0 + rng.normal(0, self.depth_noise, depth_gt.shape))
-        if self.drift_scale:
-            depth *= float(np.exp(rng.normal(0, self.drift_scale)))
+        if self.drift_scale or self.drift_bias:
+            depth *= float(np.exp(rng.normal(self.drift_bias, self.drift_scale)))
         conf = rng.uniform(1.0, 5.0, depth.shape)
         bad = rng.random(depth.shape) < self.outlier_share
         depth[bad] *= rng.uniform(0.3, 3.0, int(bad.sum()))

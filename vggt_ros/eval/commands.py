@@ -244,6 +244,20 @@ def _log_summary(report: dict[str, Any], args: argparse.Namespace) -> None:
         )
     from vggt_ros.eval.report import accuracy_summary
 
+    lp = report.get("loops", {})
+    if lp:
+        logger.info(
+            "loops: %d verified, %d accepted (%d true, %d false), %d rejected; "
+            "APE as chained %s, optimised %s",
+            lp["verified"],
+            lp["accepted"],
+            lp["true_accepted"],
+            lp["false_accepted"],
+            lp["rejected"],
+            _number(lp.get("chained_ape_rmse_m")),
+            _number(report["trajectory"].get("ape_trans_m", {}).get("rmse")),
+        )
+
     for name, row in accuracy_summary(report).items():
         logger.info(
             "%s: window depth AbsRel %s, window rotation error %s deg, APE %s %% of the path length",
@@ -263,7 +277,7 @@ def _number(value: Any) -> str:
 def add_generate(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``vggt-ros generate``."""
     from vggt_ros.eval.bags import STORAGES
-    from vggt_ros.eval.procedural import MOTIONS
+    from vggt_ros.eval.procedural.settings import ALL_MOTIONS
     from vggt_ros.eval.synthetic import PATHS
 
     p = subparsers.add_parser(
@@ -281,7 +295,13 @@ def add_generate(subparsers: argparse._SubParsersAction, parents: list[argparse.
     )
     p.add_argument("--scene", choices=("room", "procedural"), default="room", help="scene generator")
     p.add_argument("--held-out", action="store_true", help="procedural: the held-out scene settings")
-    p.add_argument("--motion", choices=MOTIONS, default=None, help="procedural: force this camera motion")
+    p.add_argument(
+        "--motion",
+        choices=ALL_MOTIONS,
+        default=None,
+        help="procedural: force this camera motion (lap, figure_eight and "
+        "there_and_back are long loop-rich paths for loop-closure evaluation)",
+    )
     p.add_argument("out", type=Path, help="new rosbag2 directory (or a .bag file for ROS 1)")
     p.add_argument("--frames", type=int, default=16, help="number of frames (default 16)")
     p.add_argument("--height", type=int, default=120, help="image height (default 120)")

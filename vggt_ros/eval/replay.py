@@ -173,6 +173,12 @@ class ReplayResult:
         points: final global map (xyz, rgb, conf).
         duration_s: bag time covered by the images; wall_s: replay wall time.
         options: the options used; topics: {topic: msgtype} of the bag.
+        window_results: list of every processed window's ``WindowResult`` (in processing order).
+        reference_camera: camera id of the first image topic.
+        gt_depth_by_keyframe: ground-truth depth of every reference keyframe of any window.
+        chained_estimate: the reference keyframes as chained, before loop corrections.
+        loops: every verified loop candidate (``vggt_ros.mapping.backend.LoopEvent``).
+        keyframe_stamps: stamps of the keyframes the loops name.
     """
 
     estimate: Trajectory
@@ -194,6 +200,9 @@ class ReplayResult:
     window_results: list[Any] = field(default_factory=list)
     reference_camera: str | None = None
     gt_depth_by_keyframe: dict[int, np.ndarray] = field(default_factory=dict)
+    chained_estimate: Trajectory | None = None
+    loops: list[Any] = field(default_factory=list)
+    keyframe_stamps: dict[int, float] = field(default_factory=dict)
 
     @property
     def metric(self) -> bool:
@@ -560,6 +569,14 @@ def replay_bag(
         window_results=window_results,
         reference_camera=reference_camera,
         gt_depth_by_keyframe=gt_depth_by_kf,
+        chained_estimate=_chained(pipeline),
+        loops=list(getattr(pipeline, "loops", [])),
+        keyframe_stamps={
+            int(e_id): float(info.stamp)
+            for event in getattr(pipeline, "loops", [])
+            for e_id in (event.query_id, event.candidate_id)
+            if (info := pipeline.keyframe(e_id)) is not None
+        },
     )
 
 
@@ -600,6 +617,18 @@ def _make_frame(
         metric_depth=metric,
         camera_to_base=camera_to_base,
     )
+
+
+def _chained(pipeline: Any) -> Trajectory | None:
+    """The reference keyframes as chaining placed them, before loop corrections (or None when
+    the pipeline has no back end)."""
+    chained = getattr(pipeline, "chained_path", None)
+    if chained is None:
+        return None
+    path = list(chained() or [])
+    if not path:
+        return None
+    return Trajectory([s for s, _ in path], [np.asarray(T, np.float64) for _, T in path]).sorted()
 
 
 def _estimate(pipeline: Any) -> Trajectory:

@@ -147,6 +147,59 @@ def window_accuracy(result: ReplayResult) -> dict[str, Any]:
     }
 
 
+LOOP_TRUE_DISTANCE_M = 1.0  # a loop is true when its two cameras stood this close (ground truth)
+
+
+def loop_report(result: ReplayResult, alignment: str, rpe_delta: int) -> dict[str, Any]:
+    """Loop closures of a replay: verified / accepted / rejected, how many accepted ones are
+    true (their keyframes' ground-truth camera centres within ``LOOP_TRUE_DISTANCE_M``), and the
+    trajectory's APE before (as chained) and after the pose-graph optimisation."""
+    from vggt_ros.mapping.export.trajectory import interpolate
+
+    events = result.loops
+    out: dict[str, Any] = {
+        "verified": len(events),
+        "accepted": sum(bool(e.accepted) for e in events),
+        "rejected": sum(not e.accepted for e in events),
+    }
+    gt = result.ground_truth
+    rows = []
+    true_accepted = false_accepted = 0
+    for e in events:
+        row = {
+            "query": int(e.query_id),
+            "candidate": int(e.candidate_id),
+            "accepted": bool(e.accepted),
+            "reason": str(e.reason),
+            "matches": int(e.matches),
+            "correction": float(e.correction_m),
+            "path_since": float(e.path_since_m),
+        }
+        stamps = [result.keyframe_stamps.get(int(k)) for k in (e.query_id, e.candidate_id)]
+        if gt is not None and len(gt) > 1 and None not in stamps:
+            at, ok = interpolate(gt, np.asarray(stamps, np.float64), max_gap=1.0)
+            if ok.all():
+                distance = float(np.linalg.norm(at.poses[0][:3, 3] - at.poses[1][:3, 3]))
+                row["ground_truth_distance_m"] = distance
+                row["true"] = distance < LOOP_TRUE_DISTANCE_M
+                if e.accepted:
+                    true_accepted += row["true"]
+                    false_accepted += not row["true"]
+        rows.append(row)
+    out["true_accepted"], out["false_accepted"] = true_accepted, false_accepted
+    out["events"] = rows
+    if gt is not None and result.chained_estimate is not None and len(result.chained_estimate) >= 3:
+        try:
+            chained = trajectory_errors(
+                result.chained_estimate, gt, alignment, result.options.stamp_tolerance, rpe_delta
+            )
+            out["chained_ape_rmse_m"] = float(np.sqrt(np.mean(chained.ape_trans**2)))
+            out["chained_ape_percent_of_length"] = chained.ape_percent_of_length
+        except ValueError as exc:
+            out["chained_ape"] = f"skipped: {exc}"
+    return out
+
+
 def evaluate(
     result: ReplayResult,
     align: str = "auto",
@@ -232,6 +285,7 @@ def evaluate(
         report["depth"] = {"skipped": why}
 
     report["windows"] = window_accuracy(result)
+    report["loops"] = loop_report(result, alignment, rpe_delta)
 
     # Latency, rates, drops.
     win = result.windows
@@ -329,6 +383,30 @@ def accuracy_lines(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def loop_lines(report: dict[str, Any]) -> list[str]:
+    """The loop-closure section of report.md."""
+    lp, tr = report.get("loops", {}), report.get("trajectory", {})
+    if not lp:
+        return []
+    lines = [
+        "## Loop closure",
+        "",
+        f"{lp['verified']} candidate(s) verified: {lp['accepted']} accepted ({lp['true_accepted']} true, "
+        f"{lp['false_accepted']} false by the ground truth), {lp['rejected']} rejected.",
+    ]
+    if "chained_ape_rmse_m" in lp and "ape_trans_m" in tr:
+        lines += [
+            "",
+            "| trajectory | APE RMSE | % of length |",
+            "|---|---|---|",
+            f"| as chained | {_fmt(lp['chained_ape_rmse_m'])} "
+            f"| {_fmt(lp['chained_ape_percent_of_length'])} |",
+            f"| after the pose graph | {_fmt(tr['ape_trans_m']['rmse'])} "
+            f"| {_fmt(tr['ape_percent_of_length'])} |",
+        ]
+    return [*lines, ""]
+
+
 def markdown(report: dict[str, Any], bag: str) -> str:
     """report.md: the headline numbers as tables."""
     lines = [f"# vggt-ros eval: `{bag}`", ""]
@@ -343,6 +421,7 @@ def markdown(report: dict[str, Any], bag: str) -> str:
         "",
     ]
     lines += accuracy_lines(report)
+    lines += loop_lines(report)
     tr = report["trajectory"]
     lines += ["## Trajectory", ""]
     if "skipped" in tr:

@@ -15,13 +15,19 @@ Motions (the names of :data:`~.settings.MOTIONS`):
 * ``floor``: looking down at the floor while moving (planar, fronto-parallel);
 * ``handheld``: a smooth random walk with a wandering gaze;
 * ``strafe``: sideways translation with a fixed gaze (stereo-like sweep).
+
+Loop-rich paths for evaluation sequences (:data:`~.settings.LOOP_MOTIONS`, not used in
+training): ``lap`` (1.3 laps of a rounded rectangle inside the room, looking ahead: the end
+revisits the start with the same heading), ``figure_eight`` (1.2 figure eights, looking ahead)
+and ``there_and_back`` (out along a line facing sideways at the objects, back the same way, so
+every place is seen twice from nearly the same pose).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from vggt_ros.eval.procedural.settings import MOTIONS
+from vggt_ros.eval.procedural.settings import ALL_MOTIONS, LOOP_MOTIONS
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -121,8 +127,10 @@ def sample_motion(
         cam_to_world [S, 4, 4] float64, and the focus point [3] of an orbit (where an object
         should stand), else None.
     """
-    if kind not in MOTIONS:
-        raise ValueError(f"unknown motion {kind!r}; expected one of {MOTIONS}")
+    if kind not in ALL_MOTIONS:
+        raise ValueError(f"unknown motion {kind!r}; expected one of {ALL_MOTIONS}")
+    if kind in LOOP_MOTIONS:
+        return _loop_motion(rng, kind, frames, room_lo, room_hi, margin), None
     lo, hi = room_lo + margin, room_hi - margin
     i = np.arange(frames, dtype=np.float64)
     size = room_hi - room_lo
@@ -218,3 +226,42 @@ def sample_motion(
         pitch = rng.uniform(-0.35, 0.1)
         poses = pose_from_angles(eyes, yaw0 + 0.01 * rng.normal(size=frames), pitch, 0.0)
     return poses, focus
+
+
+def _loop_motion(
+    rng: np.random.Generator, kind: str, frames: int, room_lo: np.ndarray, room_hi: np.ndarray, margin: float
+) -> np.ndarray:
+    """The loop-rich paths of the module docstring, as [S, 4, 4] camera-to-world."""
+    centre = 0.5 * (room_lo + room_hi)
+    half = 0.5 * (room_hi - room_lo) - margin - 0.4
+    height = rng.uniform(0.8, 1.5)
+    u = np.linspace(0.0, 1.0, frames)
+    if kind == "lap":
+        a = 2 * np.pi * (1.3 * u) + rng.uniform(-np.pi, np.pi)
+        # A rounded rectangle: |cos|^0.5 keeps the path near the walls on the long sides.
+        x = centre[0] + half[0] * 0.8 * np.sign(np.cos(a)) * np.abs(np.cos(a)) ** 0.5
+        y = centre[1] + half[1] * 0.8 * np.sign(np.sin(a)) * np.abs(np.sin(a)) ** 0.5
+    elif kind == "figure_eight":
+        a = 2 * np.pi * (1.2 * u) + rng.uniform(-0.5, 0.5)
+        x = centre[0] + half[0] * 0.8 * np.sin(a)
+        y = centre[1] + half[1] * 0.6 * np.sin(a) * np.cos(a) * 2
+    else:  # there_and_back
+        t = 1.0 - np.abs(2.0 * u - 1.0)  # 0 -> 1 -> 0
+        axis = int(np.argmax(half[:2]))
+        x = np.full(frames, centre[0] + rng.uniform(-0.3, 0.3) * half[0])
+        y = np.full(frames, centre[1] + rng.uniform(-0.3, 0.3) * half[1])
+        along = (2 * t - 1) * 0.85 * half[axis] + centre[axis]
+        if axis == 0:
+            x = along
+        else:
+            y = along
+    eyes = np.stack((x, y, np.full(frames, height) + 0.02 * np.sin(7 * u)), axis=-1)
+    if kind == "there_and_back":
+        axis = int(np.argmax(half[:2]))
+        yaw0 = (np.pi / 2 if axis == 0 else 0.0) + rng.choice([0.0, np.pi])
+        yaw = yaw0 + 0.1 * np.sin(5 * np.pi * u)
+    else:
+        step = np.gradient(eyes[:, :2], axis=0)
+        yaw = np.unwrap(np.arctan2(step[:, 1], step[:, 0]))
+    pitch = -0.15 + 0.03 * np.sin(3 * np.pi * u)
+    return pose_from_angles(eyes, yaw, pitch, 0.0)

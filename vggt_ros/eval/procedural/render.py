@@ -43,7 +43,7 @@ class RenderedWindows:
         query_points: [W, N, 2] float32 (x, y) pixels in frame 0, or None.
         tracks: [W, S, N, 2] float32 pixel positions of the query points' 3D points in each frame.
         track_visible: [W, S, N] bool (in front, inside the image, not occluded).
-        motion: [W] int64 index into :data:`~.settings.MOTIONS`.
+        motion: [W] int64 index into :data:`~.settings.ALL_MOTIONS`.
     """
 
     images: Tensor
@@ -296,19 +296,18 @@ def render_sequence(
     Args:
         settings: scene settings (``frames`` is replaced by ``frames``).
         seed: the sequence seed (drawn from stream 2, apart from training and validation).
-        motion: force one motion of :data:`~.settings.MOTIONS` (default: drawn by weight).
+        motion: force one motion of :data:`~.settings.ALL_MOTIONS` (default: drawn by weight;
+            the loop-rich ``lap``, ``figure_eight`` and ``there_and_back`` only when asked).
         chunk_frames: frames rendered at once (bounds memory).
     """
     from vggt_ros.eval.procedural.scene import window_seeds
-    from vggt_ros.eval.procedural.settings import MOTIONS
+    from vggt_ros.eval.procedural.settings import ALL_MOTIONS
     from vggt_ros.eval.synthetic import SyntheticSequence
 
-    if motion is not None:
-        if motion not in MOTIONS:
-            raise ValueError(f"unknown motion {motion!r}; expected one of {MOTIONS}")
-        settings = settings.replace(motion_weights=tuple(float(m == motion) for m in MOTIONS))
+    if motion is not None and motion not in ALL_MOTIONS:
+        raise ValueError(f"unknown motion {motion!r}; expected one of {ALL_MOTIONS}")
     settings = settings.replace(frames=int(frames), track_queries=0)
-    scene = sample_scenes(settings, window_seeds(seed, [0], stream=2))
+    scene = stack_scenes([sample_scene(window_seeds(seed, [0], stream=2)[0], settings, motion)])
     images, depth = [], []
     for start in range(0, frames, chunk_frames):
         part = scene.select(slice(0, 1))
@@ -326,6 +325,6 @@ def render_sequence(
         stamps=np.arange(frames, dtype=np.float64) / fps,
         face_ids=np.zeros((frames, settings.height, settings.width), np.int16),
         scene=None,
-        path=f"procedural:{MOTIONS[int(scene.motion[0])]}",
+        path=f"procedural:{ALL_MOTIONS[int(scene.motion[0])]}",
         seed=int(seed),
     )

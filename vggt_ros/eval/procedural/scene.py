@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from vggt_ros.eval.procedural.motion import sample_motion
-from vggt_ros.eval.procedural.settings import MOTIONS, ProceduralSettings
+from vggt_ros.eval.procedural.settings import ALL_MOTIONS, MOTIONS, ProceduralSettings
 
 # Surface kinds (how normals and texture coordinates are derived from a hit).
 PLANE, SPHERE, CYLINDER_SIDE, CYLINDER_CAP = 0, 1, 2, 3
@@ -65,7 +65,7 @@ class SceneBatch:
     point ((w - 1) / 2, (h - 1) / 2), pixel centres at integers).
     Response: white [W, 3], gamma [W], noise [W], vignette [W], exposure [W, S] relative gain,
     brightness [W] target mean.
-    seed [W] int64 (per-pixel sensor noise), motion [W] int64 index into MOTIONS.
+    seed [W] int64 (per-pixel sensor noise), motion [W] int64 index into ALL_MOTIONS.
     """
 
     room_lo: Tensor
@@ -198,8 +198,14 @@ def capacities(settings: ProceduralSettings) -> tuple[int, int, int]:
     return settings.boxes[1] + 1, settings.spheres[1], settings.cylinders[1]
 
 
-def sample_scene(seed: int | np.random.SeedSequence, settings: ProceduralSettings) -> _Scene:
-    """Draw one window's scene, lights, camera path and camera response from ``seed``."""
+def sample_scene(
+    seed: int | np.random.SeedSequence, settings: ProceduralSettings, motion_name: str | None = None
+) -> _Scene:
+    """Draw one window's scene, lights, camera path and camera response from ``seed``.
+
+    ``motion_name`` forces a camera motion (any of :data:`~.settings.ALL_MOTIONS`, the loop-rich
+    evaluation paths included) instead of drawing one by ``settings.motion_weights``.
+    """
     rng = np.random.default_rng(seed)
     kb, ks, kc = capacities(settings)
     h, w, frames = settings.height, settings.width, settings.frames
@@ -219,8 +225,10 @@ def sample_scene(seed: int | np.random.SeedSequence, settings: ProceduralSetting
     # Camera path first; objects too close to it are dropped below.
     weights = np.asarray(settings.motion_weights, np.float64)
     motion = int(rng.choice(len(MOTIONS), p=weights / weights.sum()))
+    if motion_name is not None:
+        motion = ALL_MOTIONS.index(motion_name)
     cam_to_world, focus = sample_motion(
-        rng, MOTIONS[motion], frames, room_lo, room_hi, step_scale=rng.uniform(*settings.step_scale)
+        rng, ALL_MOTIONS[motion], frames, room_lo, room_hi, step_scale=rng.uniform(*settings.step_scale)
     )
     eyes = cam_to_world[:, :3, 3]
     lamp_pos = np.array(

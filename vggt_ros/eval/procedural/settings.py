@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MOTIONS: tuple[str, ...] = ("drive", "turn", "orbit", "wall", "floor", "handheld", "strafe")
+# Long, loop-rich paths for evaluation sequences (``vggt-ros generate --motion``), not training.
+LOOP_MOTIONS: tuple[str, ...] = ("lap", "figure_eight", "there_and_back")
+ALL_MOTIONS: tuple[str, ...] = MOTIONS + LOOP_MOTIONS
 
 
 @dataclass(frozen=True)

@@ -72,8 +72,11 @@ def test_loop_closure_corrects_the_drift_and_the_map(revisit) -> None:
     assert optimised < 0.7 * chained, (chained, optimised)
     assert any(r.map_rebuilt for r in results) and pipeline.stats["map_rebuilds"] >= 1
     stats = pipeline.back_end_stats
-    assert stats["loops_accepted"] == len(accepted) and stats["graph_loop_edges"] == 4 * len(accepted)
-    # The map was rebuilt from the keyframes' stored points at their corrected poses.
+    assert stats["loops_accepted"] == len(accepted) and stats["graph_loop_edges"] == 2 * len(accepted)
+    # A rebuild makes the map from the keyframes' stored points at their corrected poses only
+    # (later windows then add theirs).
+    with pipeline._lock:
+        pipeline._apply_back_end()
     xyz, _, _ = pipeline._backend.cloud()
     assert 0 < len(pipeline.global_map) <= len(xyz)
 
@@ -185,3 +188,28 @@ def test_loop_rich_procedural_paths_come_back() -> None:
         closest = np.min(np.linalg.norm(late[:, None] - early[None], axis=-1))
         assert closest < 0.1 * length, (motion, closest, length)
         assert seq.path == f"procedural:{motion}"
+
+
+def test_back_end_stays_bounded_by_reseeding(revisit) -> None:
+    fake = FakePredictor([sequence_tuple(revisit)], seed=2)
+    config = PipelineConfig(
+        window=WindowConfig(size=6, stride=3),
+        keyframe=KeyframeConfig(min_parallax_px=12.0),
+        loop=LoopConfig(max_keyframes=20),
+    )
+    pipeline = PerceptionPipeline(config, fake)
+    sizes = []
+    for i in range(revisit.num_frames):
+        job = pipeline.add_frame(
+            Frame(revisit.stamps[i], "cam", revisit.images[i], intrinsics=revisit.intrinsics)
+        )
+        if job is not None:
+            pipeline.process(job)
+            sizes.append(pipeline.back_end_stats["graph_keyframes"])
+    backend = pipeline._backend
+    assert backend.reseeds >= 2 and len(backend.graph) <= 20 and len(backend.points) <= 20
+    assert set(backend.points) <= set(backend.graph.poses()) and len(backend.places) <= 20
+    # Every keyframe keeps a pose (the dropped ones where they were last optimised).
+    assert len(pipeline.path()) == pipeline.stats["keyframes"] - sum(
+        1 for k in range(pipeline.stats["keyframes"]) if pipeline.keyframe(k) is None
+    )

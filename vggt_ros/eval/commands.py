@@ -421,4 +421,82 @@ def run_convert_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMAND_ADDERS = (add_eval, add_generate, add_convert_dataset)
+# ------------------------------------------------------------------------------------------------
+# soak
+# ------------------------------------------------------------------------------------------------
+def add_soak(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``vggt-ros soak``."""
+    p = subparsers.add_parser(
+        "soak",
+        parents=parents,
+        help="replay a bag over and over at camera rate and sample memory, CPU and latency",
+        description=(
+            "Long-run test of the node's pipeline: the bag's reference camera is replayed in a loop "
+            "(stamps shifted each pass, so every pass revisits the earlier ones) at --rate x the recorded "
+            "rate for --minutes, with inference on a worker thread behind a one-window queue as in the "
+            "node. Every --sample-every seconds: memory, CPU, window latency, windows processed / dropped "
+            "/ rejected / failed, map points, pose-graph size, loops. Writes soak.csv, soak.json, "
+            "soak.png, map.ply and trajectory.tum to --out (docs/soak.md)."
+        ),
+    )
+    p.add_argument("bag", type=Path, help="rosbag2 directory (e.g. from `vggt-ros generate --motion lap`)")
+    p.add_argument("--out", "-o", type=Path, required=True)
+    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--rate", type=float, default=1.0, help="x the recorded rate")
+    p.add_argument("--sample-every", type=float, default=60.0, help="seconds between samples")
+    g = p.add_argument_group("model")
+    add_model_options(g)
+    g = p.add_argument_group("pipeline")
+    g.add_argument("--window-size", type=int, default=None)
+    g.add_argument("--window-stride", type=int, default=None)
+    g.add_argument("--tracks", type=int, default=None)
+    g.add_argument("--scale-source", default=None)
+    g.add_argument("--param", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.set_defaults(handler=run_soak_command)
+
+
+def run_soak_command(args: argparse.Namespace, predictor: Any = None) -> int:
+    from vggt_ros.eval.soak import growth_per_minute, load_frames, run_soak, write_soak
+    from vggt_ros.mapping import PerceptionPipeline
+
+    if not args.bag.exists():
+        raise FileNotFoundError(f"bag not found: {args.bag}")
+    for name in ("minutes", "rate", "sample_every"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0")
+    config = pipeline_config(args)
+    frames, period = load_frames(args.bag)
+    if predictor is None:
+        check_model_options(args)
+        predictor = predictor_from_options(args)
+    pipeline = PerceptionPipeline(config, predictor)
+
+    def report(row: dict[str, float]) -> None:
+        logger.info(
+            "minute %.1f: RSS %.0f MB, CPU %.0f %%, latency p95 %.0f ms, %d windows (%d dropped, %d failed), "
+            "%d map points, loops %d closed / %d rejected",
+            row["minute"],
+            row["rss_mb"],
+            row["cpu_percent"],
+            row["latency_p95_ms"],
+            row["windows_processed"],
+            row["windows_dropped"],
+            row["windows_failed"],
+            row["map_points"],
+            row["loops_accepted"],
+            row["loops_rejected"],
+        )
+
+    result = run_soak(frames, period, pipeline, args.minutes, args.rate, args.sample_every, progress=report)
+    written = write_soak(args.out, result, pipeline)
+    logger.info(
+        "soak totals %s; growth over the second half: RSS %.2f MB/min, map %.0f points/min; wrote %s",
+        json.dumps(result.totals),
+        growth_per_minute(result.samples, "rss_mb"),
+        growth_per_minute(result.samples, "map_points"),
+        ", ".join(str(w) for w in written),
+    )
+    return 0
+
+
+SUBCOMMAND_ADDERS = (add_eval, add_generate, add_convert_dataset, add_soak)

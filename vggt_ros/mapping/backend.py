@@ -121,6 +121,10 @@ class BackEnd:
         self.points: OrderedDict[int, KeyframePoints] = OrderedDict()
         self.reference_order: list[int] = []  # reference-camera keyframes in insertion order
         self.loops: list[LoopEvent] = []
+        self._nodes: list[int] = []  # graph nodes in insertion order
+        self._edges: list[tuple[int, int, Sim3, EdgeSigmas, bool]] = []  # (a, b, Z_ab, sigmas, loop)
+        self._cooldown = 0
+        self.reseeds = 0
         self._rng = np.random.default_rng(seed)
         self.stats = {"loops_detected": 0, "loops_verified": 0, "loops_accepted": 0, "loops_rejected": 0}
 
@@ -149,6 +153,7 @@ class BackEnd:
             if kf.id in self.graph:
                 continue
             self.graph.add_keyframe(kf.id, node_sim3(transform, poses[i], transform.scale), fixed=anchor)
+            self._nodes.append(kf.id)
             anchor = False
             self._store_points(prediction, i, kf, reference_camera)
             new.append(kf.id)
@@ -167,8 +172,33 @@ class BackEnd:
                 transform, poses[a], poses[b], self.graph.node_scale(ka), self.graph.node_scale(kb)
             )
             self.graph.add_odometry(ka, kb, rel, sigmas)
+            self._edges.append((ka, kb, rel, sigmas, False))
         self.graph.update()
+        if len(self.graph) > c.max_keyframes:
+            self._reseed()
         return new
+
+    def _reseed(self) -> None:
+        """Keep the newest half of the graph (see ``loop.max_keyframes``): their current poses,
+        the oldest of them fixed, the edges among them; forget the rest."""
+        poses = self.graph.poses()
+        keep = self._nodes[-(self.config.max_keyframes // 2) :]
+        kept = set(keep)
+        graph = PoseGraph()
+        for i, k in enumerate(keep):
+            graph.add_keyframe(k, poses[k], fixed=i == 0, unit=self.graph.node_scale(k))
+        self._edges = [e for e in self._edges if e[0] in kept and e[1] in kept]
+        for a, b, rel, sigmas, loop in self._edges:
+            (graph.add_loop if loop else graph.add_odometry)(a, b, rel, sigmas)
+        graph.stats.updates = self.graph.stats.updates
+        graph.update()
+        self.graph, self._nodes = graph, keep
+        for k in [k for k in self.points if k not in kept]:
+            del self.points[k]
+            self.places.discard(k)
+        self.reference_order = [k for k in self.reference_order if k in kept]
+        self.reseeds += 1
+        logger.info("pose graph re-seeded with its newest %d keyframes", len(keep))
 
     def _store_points(self, prediction: Any, i: int, kf: Any, reference_camera: str | None) -> None:
         depth = np.asarray(prediction.depth[i], np.float32)
@@ -203,10 +233,6 @@ class BackEnd:
             stamp=float(kf.stamp),
             jpeg=jpeg,
         )
-        while len(self.points) > self.config.max_keyframes:
-            old, _ = self.points.popitem(last=False)
-            if old in self.reference_order:
-                self.reference_order.remove(old)
 
     # ----------------------------------------------------------------------------- loops
 
@@ -216,6 +242,9 @@ class BackEnd:
         events: list[LoopEvent] = []
         budget = self.config.max_verifications
         for kf_id in new_reference_ids:
+            if self._cooldown > 0:
+                self._cooldown -= 1
+                continue
             if budget <= 0 or kf_id not in self.places:
                 break
             for candidate in self.places.candidates(kf_id, limit=budget):
@@ -232,6 +261,7 @@ class BackEnd:
                 self.stats["loops_verified"] += 1
                 self.stats["loops_accepted" if event.accepted else "loops_rejected"] += 1
                 if event.accepted:
+                    self._cooldown = self.config.cooldown_keyframes
                     break
                 if budget <= 0:
                     break
@@ -299,14 +329,17 @@ class BackEnd:
             event.reason = "; ".join(reasons)
             event.seconds = time.perf_counter() - t0
             return event
-        for o in old:
-            for n in new:
-                a, b = ids.index(o), ids.index(n)
-                rel = window_relative(
-                    to_g, poses[a], poses[b], self.graph.node_scale(o), self.graph.node_scale(n)
-                )
-                self.graph.add_loop(o, n, rel)
-                event.edges.append((o, n))
+        # Two edges: candidate - query and candidate's successor - query's predecessor (more
+        # from the same window would be counted as independent evidence, which they are not).
+        for o, n in zip(old, new):
+            a, b = ids.index(o), ids.index(n)
+            rel = window_relative(
+                to_g, poses[a], poses[b], self.graph.node_scale(o), self.graph.node_scale(n)
+            )
+            sigmas = EdgeSigmas()
+            self.graph.add_loop(o, n, rel, sigmas)
+            self._edges.append((o, n, rel, sigmas, True))
+            event.edges.append((o, n))
         self.graph.update(extra_iterations=5)
         event.accepted, event.reason = True, "ok"
         event.seconds = time.perf_counter() - t0

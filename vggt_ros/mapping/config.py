@@ -278,8 +278,13 @@ class LoopConfig(_Validated):
     """Points kept per keyframe (relative to it) to verify loops and rebuild the map after an
     optimisation."""
     max_keyframes: int = 2000
-    """Keyframes kept in the place database and the point store (the oldest are dropped: loops
-    to them can no longer close, their points leave a rebuilt map)."""
+    """Keyframes in the pose graph, the place database and the point store. Beyond it the graph
+    is re-seeded with the newest half (their current poses, the edges between them): memory and
+    cost per keyframe stay bounded; loops to older keyframes can no longer close, their points
+    leave a rebuilt map, their poses stay where they were last optimised."""
+    cooldown_keyframes: int = 10
+    """After a closed loop, this many reference keyframes are not searched for loops (a robot
+    going round the same place again would otherwise close a loop at every keyframe)."""
     odometry_rotation_sigma_deg: float = 1.0
     """Standard deviation of a window edge's relative rotation (grows with the window's
     alignment residual)."""
@@ -296,6 +301,7 @@ class LoopConfig(_Validated):
         self._integer("max_verifications", 0)
         self._integer("points_per_keyframe", 10)
         self._integer("max_keyframes", 10)
+        self._integer("cooldown_keyframes", 0)
         self._positive(
             "max_correction_ratio",
             "max_correction_deg",

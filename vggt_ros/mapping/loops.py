@@ -138,6 +138,10 @@ class OrbPlaceRecognizer:
         elif self.vocabulary is not None:
             entry.words = self.vocabulary.counts(descriptors)
 
+    def discard(self, keyframe_id: int) -> None:
+        """Forget a keyframe (no longer a loop candidate)."""
+        self._entries.pop(keyframe_id, None)
+
     def _consistent_matches(self, a: _Entry, b: _Entry) -> int:
         if len(a.descriptors) < 8 or len(b.descriptors) < 8:
             return 0

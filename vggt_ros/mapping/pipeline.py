@@ -354,6 +354,12 @@ class PerceptionPipeline:
         self.stats["map_rebuilds"] = self.stats.get("map_rebuilds", 0) + 1
 
     @property
+    def map_size(self) -> int:
+        """Points in the voxel map (read consistently with a window being merged)."""
+        with self._lock:
+            return len(self.global_map)
+
+    @property
     def loops(self) -> list[LoopEvent]:
         """Every verified loop candidate so far (accepted and rejected)."""
         return list(self._backend.loops) if self._backend is not None else []
@@ -371,6 +377,7 @@ class PerceptionPipeline:
             "graph_odometry_edges": g.odometry_edges,
             "graph_loop_edges": g.loop_edges,
             "graph_update_ms": g.last_update_ms,
+            "graph_reseeds": self._backend.reseeds,
         }
 
     def _with_anchors(self, job: WindowJob) -> tuple[list[Keyframe], str]:

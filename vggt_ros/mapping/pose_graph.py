@@ -132,11 +132,13 @@ class PoseGraph:
         """The local scale the node was created with (its unit)."""
         return self._scales[kf_id]
 
-    def add_keyframe(self, kf_id: int, pose: Sim3, fixed: bool = False) -> None:
-        """A new node with its initial pose; ``fixed`` pins it (a tight prior: the gauge)."""
+    def add_keyframe(self, kf_id: int, pose: Sim3, fixed: bool = False, unit: float | None = None) -> None:
+        """A new node with its initial pose; ``fixed`` pins it (a tight prior: the gauge).
+        ``unit`` is the node's local unit (default: the pose's scale; a re-seeded graph passes
+        the unit the node was created with)."""
         if kf_id in self._scales:
             raise ValueError(f"keyframe {kf_id} is already in the pose graph")
-        self._scales[kf_id] = float(pose.scale)
+        self._scales[kf_id] = float(unit if unit is not None else pose.scale)
         self._pending_values.insert(kf_id, to_gtsam(pose))
         if fixed:
             prior = gtsam.noiseModel.Isotropic.Sigma(7, 1e-6)

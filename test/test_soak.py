@@ -14,7 +14,14 @@ from vggt_ros.cli import main
 from vggt_ros.eval.generate import write_sequence_bag
 from vggt_ros.eval.soak import growth_per_minute, load_frames, run_soak, write_soak
 from vggt_ros.eval.synthetic import render_sequence
-from vggt_ros.mapping import KeyframeConfig, MapConfig, PerceptionPipeline, PipelineConfig, WindowConfig
+from vggt_ros.mapping import (
+    KeyframeConfig,
+    LoopConfig,
+    MapConfig,
+    PerceptionPipeline,
+    PipelineConfig,
+    WindowConfig,
+)
 
 
 @pytest.mark.slow
@@ -28,6 +35,9 @@ def test_two_minute_soak_stays_bounded(tmp_path: Path) -> None:
         window=WindowConfig(size=6, stride=3),
         keyframe=KeyframeConfig(min_parallax_px=12.0),
         map=MapConfig(max_points=20_000),
+        # A small back-end budget, so that two minutes reach it several times: what grows with
+        # the run (pose graph, places, point store) must then stop growing.
+        loop=LoopConfig(max_keyframes=40),
     )
     pipeline = PerceptionPipeline(config, fake)
     result = run_soak(frames, period, pipeline, minutes=2.0, rate=1.0, sample_every_s=20.0)
@@ -41,6 +51,8 @@ def test_two_minute_soak_stays_bounded(tmp_path: Path) -> None:
     assert samples[-1]["loops_accepted"] >= 5
     # Bounded: the map never exceeds its point budget; memory does not keep climbing.
     assert max(r["map_points"] for r in samples) <= 20_000
+    assert max(r["graph_keyframes"] for r in samples) <= 40
+    assert pipeline.back_end_stats["graph_reseeds"] >= 2
     assert growth_per_minute(samples, "rss_mb") < 20.0
     assert all(np.isfinite(r["cpu_percent"]) for r in samples)
     names = {p.name for p in written}

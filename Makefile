@@ -46,7 +46,7 @@ WHEEL_PY_INCLUDE := /opt/python/cp311-cp311/include/python3.11
 WHEEL_NP_INCLUDE := /opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include
 COLCON_ENV = PATH="$(ABS_VENV)/bin:$$PATH" AMENT_PREFIX_PATH="$(ABS_VENV)" CMAKE_PREFIX_PATH="$(ABS_VENV)"
 
-.PHONY: install ros-install ros lint test test-ros demo demo-node clean
+.PHONY: install ros-install ros lint test test-ros demo demo-node latency clean
 
 $(VENV)/.installed: setup.py pyproject.toml
 	python3 -m venv $(VENV_FLAGS) $(VENV)
@@ -95,6 +95,11 @@ test-ros: ros
 # DEMO_ARGS="--checkpoint FILE_OR_REPO" it runs clearly labelled untrained weights.
 demo: ros
 	. ./install/setup.sh && $(PY) -m vggt_ros.ros.demo $(DEMO_ARGS)
+
+# Image-in to TF-out latency of the node on a bag replayed at a fixed rate
+# (make latency BAG=out/seq LATENCY_ARGS="--rate-hz 20 --device cuda").
+latency: ros
+	. ./install/setup.sh && $(PY) -m vggt_ros.ros.latency_bench $(BAG) $(LATENCY_ARGS)
 
 demo-node: demo
 

@@ -55,6 +55,7 @@ ROS_PACKAGES = {
 EXCEPTIONS: dict[tuple[str, str], str] = {
     ("ros/demo.py", "vggt_ros.eval.synthetic"): "demo_node main(): the published demo sequence",
     ("ros/demo.py", "vggt_ros.eval.accuracy"): "demo_node main(): accuracy table of the demo sequence",
+    ("ros/latency_bench.py", "vggt_ros.eval.soak"): "latency_bench run(): reads the replayed bag's frames",
 }
 
 

@@ -308,6 +308,15 @@ def test_diagnostics(listener, streamed):
     ):
         assert key in inf, key
     assert inf["weights_trained"] == "False"
+    # Where the time goes, image in to TF out: every stage of the published windows.
+    lat = diagnostics_values(msgs, f"{NS}: latency")
+    for stage in ("callback", "queue_wait", "preprocess", "network", "postprocess", "chaining", "publish"):
+        assert int(lat[f"{stage}_count"]) >= 1, stage
+        p50, p95, top = (float(lat[f"{stage}_ms_{k}"]) for k in ("p50", "p95", "max"))
+        assert 0.0 <= p50 <= p95 <= top, stage
+    assert int(lat["image_to_tf_count"]) >= 1
+    # The newest frame waits at least for its window's network pass before its TF goes out.
+    assert float(lat["image_to_tf_ms_max"]) >= float(lat["network_ms_p50"]) * 0.5
     # Diagnostics come every 0.5 s. Camera topics use sensor-data QoS (best effort, shallow
     # queue), so a loaded machine may lose a few of the 12 streamed frames before the node sees
     # them: wait for a count that covers most of the stream.

@@ -101,7 +101,7 @@ class PerceptionCore(
         self._pipeline_lock = threading.Lock()  # add_frame / reset
         self._map_lock = threading.Lock()  # process / map readers (services)
         self._generation = 0
-        self._queue: deque[tuple[int, Any]] = deque()
+        self._queue: deque[tuple[int, Any, float]] = deque()  # (generation, job, queued at)
         self._queue_cv = threading.Condition()
         self._stop = threading.Event()
         self._interrupt = threading.Event()

@@ -1,5 +1,6 @@
 """/diagnostics of the node: one status per camera (rate, bad frames by kind) and one for
-inference (model, device, queue, drops, failures, latency, stage timings, GPU memory, state).
+inference (model, device, queue, drops, failures, latency, stage timings, GPU memory, state),
+one for the back end (loops) and one for latency (p50 / p95 / max of each stage, image to TF).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class DiagnosticsMixin:
         st.values = kv(pairs)
         arr.status.append(st)
         arr.status.append(self._loops_status(hw, kv))
+        arr.status.append(self._latency_status(hw, kv))
         self.pub_diag.publish(arr)
 
     def _loops_status(self, hw: str, kv: Any) -> DiagnosticStatus:
@@ -112,6 +114,27 @@ class DiagnosticsMixin:
                 f"{stats['loops_verified']} verified"
             )
         st.values = kv(sorted(stats.items()))
+        return st
+
+    def _latency_status(self, hw: str, kv: Any) -> DiagnosticStatus:
+        """p50 / p95 / max milliseconds of every stage of the recent windows' way from image to
+        TF (stats.LATENCY_STAGES), newest 200 of each."""
+        st = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: latency", hardware_id=hw)
+        summary = self.stats.stage_summary()
+        st.level = DiagnosticStatus.OK
+        total = summary.get("image_to_tf")
+        if total and total["count"]:
+            st.message = (
+                f"image to TF p50 {total['p50']:.0f} ms, p95 {total['p95']:.0f} ms, "
+                f"max {total['max']:.0f} ms over {total['count']} windows"
+            )
+        else:
+            st.message = "no window published yet"
+        pairs: list[tuple[str, Any]] = []
+        for stage, q in summary.items():
+            pairs += [(f"{stage}_ms_{k}", q[k]) for k in ("p50", "p95", "max")]
+            pairs.append((f"{stage}_count", q["count"]))
+        st.values = kv(pairs)
         return st
 
     def _gpu_memory(self) -> list[tuple[str, Any]]:

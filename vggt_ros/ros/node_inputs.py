@@ -46,6 +46,7 @@ class InputsMixin:
             self._handle_image(cam, msg, compressed, received)
         except Exception as exc:  # noqa: BLE001 - the node must survive any single message
             self._reject(cam, "error", f"unexpected error on an image: {type(exc).__name__}: {exc}")
+        self.stats.stage("callback", (time.monotonic() - received) * 1e3)
 
     def _handle_image(self, cam: CameraConfig, msg: Any, compressed: bool, received: float) -> None:
         self.stats.count(f"input.{cam.name}.received")

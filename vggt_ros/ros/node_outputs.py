@@ -111,6 +111,34 @@ class OutputsMixin:
         ref = self.cameras[0].name if self.cameras[0].name in newest else next(iter(newest))
         ref_stamp, ref_received = self._source_stamp(ref, r.stamps[newest[ref]])
 
+        # TF, odometry and path first: planners wait for the pose, the dense outputs can follow.
+        t_publish = time.monotonic()
+        transforms = []
+        if r.map_to_odom is not None:
+            self._last_map_to_odom = np.asarray(r.map_to_odom, np.float64)
+            transforms.append(
+                conv.transform_stamped(r.map_to_odom, map_frame, self._p["odom_frame"], ref_stamp)
+            )
+        else:
+            for cam, i in newest.items():
+                stamp, _ = self._source_stamp(cam, r.stamps[i])
+                child, T = self._tf_child(cam, np.asarray(r.cam_to_map[i]))
+                transforms.append(conv.transform_stamped(T, map_frame, child, stamp))
+        if self._p["publish_tf"]:
+            self.tf.send(transforms)
+        if ref_received is not None:
+            # Image in -> TF out: what a planner waiting for the pose sees.
+            self.stats.latency(time.monotonic() - ref_received)
+            self.stats.stage("image_to_tf", (time.monotonic() - ref_received) * 1e3)
+        child, T_ref = self._tf_child(ref, np.asarray(r.cam_to_map[newest[ref]]))
+        self.pub_odom.publish(conv.odometry(T_ref, map_frame, child, ref_stamp))
+        try:
+            path = self.pipeline.path()
+        except Exception:  # noqa: BLE001
+            path = []
+        self.pub_path.publish(conv.path_msg(path, map_frame, ref_stamp))
+        self.stats.stage("publish", (time.monotonic() - t_publish) * 1e3)
+
         if self._p["publish_depth"]:
             for cam, i in newest.items():
                 stamp, _ = self._source_stamp(cam, r.stamps[i])
@@ -126,28 +154,6 @@ class OutputsMixin:
             self.pub_points.publish(
                 conv.pointcloud2(pts.xyz, pts.rgb, pts.conf, conv.make_header(ref_stamp, map_frame))
             )
-
-        # TF, odometry and path
-        transforms = []
-        if r.map_to_odom is not None:
-            self._last_map_to_odom = np.asarray(r.map_to_odom, np.float64)
-            transforms.append(
-                conv.transform_stamped(r.map_to_odom, map_frame, self._p["odom_frame"], ref_stamp)
-            )
-        else:
-            for cam, i in newest.items():
-                stamp, _ = self._source_stamp(cam, r.stamps[i])
-                child, T = self._tf_child(cam, np.asarray(r.cam_to_map[i]))
-                transforms.append(conv.transform_stamped(T, map_frame, child, stamp))
-        if self._p["publish_tf"]:
-            self.tf.send(transforms)
-        child, T_ref = self._tf_child(ref, np.asarray(r.cam_to_map[newest[ref]]))
-        self.pub_odom.publish(conv.odometry(T_ref, map_frame, child, ref_stamp))
-        try:
-            path = self.pipeline.path()
-        except Exception:  # noqa: BLE001
-            path = []
-        self.pub_path.publish(conv.path_msg(path, map_frame, ref_stamp))
 
         if r.tracks is not None:
             tracks = self._tracks_msg(r, map_frame, ref_stamp)
@@ -169,8 +175,6 @@ class OutputsMixin:
                     f"(correction {event.correction_m:.3f}, path {event.path_since_m:.3f})"
                 )
             self.pub_loop_markers.publish(loop_markers(self.pipeline, map_frame, ref_stamp))
-        if ref_received is not None:
-            self.stats.latency(time.monotonic() - ref_received)
 
     def _tf_child(self, cam: str, cam_to_map: np.ndarray) -> tuple[str, np.ndarray]:
         """(child frame, map <- child) for a camera pose, honouring ``tf_child_frame``."""

@@ -78,7 +78,7 @@ class WorkerMixin:
                 self._queue.popleft()
                 self.stats.count("drop.queue_full")
                 self._warn("queue", "inference queue full: dropped the oldest waiting window")
-            self._queue.append((generation, job))
+            self._queue.append((generation, job, time.monotonic()))
             self.stats.count("windows.queued")
             self._queue_cv.notify()
 
@@ -89,7 +89,8 @@ class WorkerMixin:
                 if not self._queue:
                     self._queue_cv.wait(0.2)
                     continue
-                generation, job = self._queue.popleft()
+                generation, job, queued_at = self._queue.popleft()
+            self.stats.stage("queue_wait", (time.monotonic() - queued_at) * 1e3)
             if generation != self._generation:
                 self.stats.count("drop.reset")
                 continue
@@ -103,6 +104,7 @@ class WorkerMixin:
                     self._remember_keyframes(job, result)
                 self.stats.set("inference_ms", (time.perf_counter() - t0) * 1e3)
                 self.stats.tick("inference")
+                self._record_window_stages(result)
                 self._publish_result(job, result)
             except WindowInterruptedError:
                 self.stats.count("windows.interrupted")
@@ -118,6 +120,22 @@ class WorkerMixin:
                 )
             finally:
                 self.busy_window = None
+
+    def _record_window_stages(self, result: Any) -> None:
+        """The pipeline's own stage timings of a window, as latency stages (stats.LATENCY_STAGES)."""
+        t = result.timings or {}
+        for stage, key in (
+            ("preprocess", "predictor_preprocess_ms"),
+            ("network", "predictor_inference_ms"),
+            ("postprocess", "predictor_postprocess_ms"),
+        ):
+            if key in t:
+                self.stats.stage(stage, t[key])
+        chaining = [t[k] for k in ("chain_ms", "scale_ms", "map_ms") if k in t]
+        if chaining:
+            self.stats.stage("chaining", sum(chaining))
+        if result.loops:
+            self.stats.stage("loops", t.get("loop_ms", 0.0))
 
     def queue_depth(self) -> int:
         with self._queue_cv:

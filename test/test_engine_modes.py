@@ -159,6 +159,26 @@ def test_bench_command_on_cpu_with_tiny_config(tmp_path, capsys):
     assert "| preprocess ms | aggregator ms |" in printed and "| tracks ms | postprocess ms |" in printed
 
 
+def test_bench_stride_times_the_steady_state_with_the_frame_cache(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench", "--config", "vggt-tiny", "--device", "cpu", "--frames", "4", "--sizes", "140x140",
+            "--stride", "2", "--modes", "official:eager,fp32:eager", "--repeats", "3", "--warmup", "1",
+            "--accuracy", "none", "--json", str(out), "-q",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    rows = {r["mode"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["official"]["stride"] == rows["fp32"]["stride"] == 2
+    # The reference recipe has no cache; ours encodes only the 2 new frames of each window.
+    assert not rows["official"]["frame_cache"] and rows["fp32"]["frame_cache"]
+    assert "encoder" in rows["fp32"]["stages_ms"] and "encoder" not in rows["official"]["stages_ms"]
+    printed = capsys.readouterr().out
+    assert "| stride | frame cache |" in printed and "per new keyframe ms" in printed
+    assert main(["bench", "--frames", "4", "--stride", "4", "--device", "cpu", "-q"]) == 2
+
+
 def test_unknown_runner_option_is_refused():
     with pytest.raises(ValueError, match="unknown runner option.*graph_windw"):
         ModelRunner(_seeded_tiny(), "cpu", "bf16", options={"graph_windw": False})

@@ -37,7 +37,9 @@ def test_replays_a_bag_at_rate_and_reports_every_stage(tmp_path: Path) -> None:
     assert (out / "latency.png").stat().st_size > 1000
     # The publisher kept its rate and the node saw it; every frame was a keyframe candidate.
     assert report["frames_published"] >= 0.8 * 8 * 8
-    assert report["frames_received_per_s"] > 3.0 and report["keyframes_per_s"] > 1.0
+    assert report["frames_received_per_s"] > 3.0
+    # --every-frame: every received frame becomes a keyframe.
+    assert report["keyframes_per_s"] == pytest.approx(report["frames_received_per_s"], rel=0.1)
     assert report["windows_processed"] >= 3
     stages = report["stages_ms"]
     for stage in ("callback", "queue_wait", "preprocess", "network", "chaining", "publish", "image_to_tf"):

@@ -92,6 +92,8 @@ RIG_PARAMS = {
     "camera.right.transport": "compressed",
     "camera.right.frame_id": "right_cam_optical",
     "queue.size": 1,
+    # Windows of 3 times x 2 cameras, stride 1: 4 of each window's 6 frames were seen before.
+    "model.frame_cache": 12,
 }
 
 
@@ -308,6 +310,8 @@ def test_diagnostics(listener, streamed):
     ):
         assert key in inf, key
     assert inf["weights_trained"] == "False"
+    # The frame cache: overlapping windows reuse the encoder tokens of the frames they share.
+    assert int(inf["frame_cache_hits"]) >= 1 and int(inf["frame_cache_misses"]) >= 6
     # Where the time goes, image in to TF out: every stage of the published windows.
     lat = diagnostics_values(msgs, f"{NS}: latency")
     for stage in ("callback", "queue_wait", "preprocess", "network", "postprocess", "chaining", "publish"):
@@ -514,6 +518,9 @@ def test_refuses_bad_parameters_with_reason():
     node = NodeProcess({**TINY_PARAMS, "queue.size": 0})
     assert node.wait(120) == 2
     assert "queue.size" in node.log()
+    node = NodeProcess({**TINY_PARAMS, "model.frame_cache": 2})  # window.size 3 x 1 camera
+    assert node.wait(120) == 2
+    assert "model.frame_cache = 2 cannot hold one window" in node.log()
     # No checkpoint and no model.untrained: only the embedded model's own config can load.
     node = NodeProcess({**TINY_PARAMS, "model.untrained": False})
     assert node.wait(120) == 2

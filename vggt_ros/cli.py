@@ -308,6 +308,16 @@ def _add_bench(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
             "inplace_residual=false, channels_last_heads=true"
         ),
     )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=0,
+        help=(
+            "time the node's steady state: sliding windows with STRIDE new frames each (e.g. 4 for "
+            "window 8); every mode but 'official' reuses the encoder tokens of frames already "
+            "seen (frame cache) and the table adds the time per new keyframe"
+        ),
+    )
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--accuracy", default="8x350x518", help="FRAMESxHxW[xTRACKS] case for accuracy, or 'none'")
@@ -346,6 +356,8 @@ def run_bench(args: argparse.Namespace) -> int:
     ]
     if any(c.frames < 1 or c.height % 14 or c.width % 14 for c in cases):
         raise CliError("frame counts must be >= 1 and sizes multiples of 14")
+    if args.stride < 0 or (args.stride and any(args.stride >= c.frames for c in cases)):
+        raise CliError("--stride must be >= 0 and smaller than every frame count (windows must overlap)")
     options = {"torch_compile_mode": args.compile_mode, **_parse_options(args.option)}
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     runs = []  # "bf16:torch" pins a backend; a bare mode runs with every --backends entry
@@ -372,6 +384,7 @@ def run_bench(args: argparse.Namespace) -> int:
         progress=lambda message: logger.info("bench %s", message),
         weights_label=label,
         backend_options=options,
+        stride=args.stride,
     )
     print(f"device {report.device}, torch {report.torch_version}, config {report.config}, weights {label}")
     print(bench.format_table(report))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -348,6 +348,7 @@ class Predictor:
         anchor_first_frame: bool = True,
         inference_mode: str | None = None,
         backend: str = "eager",
+        runner_options: dict[str, Any] | None = None,
     ) -> Predictor:
         """Load weights with ``vggt_ros.model.checkpoint.load_model`` and wrap them.
 
@@ -375,11 +376,17 @@ class Predictor:
             anchor_first_frame=anchor_first_frame,
             inference_mode=inference_mode,
             backend=backend,
+            runner_options=runner_options,
         )
 
     @property
     def precision(self) -> str:
         return precision_name(self.dtype)
+
+    @property
+    def caches_frames(self) -> bool:
+        """Whether ``predict(frame_keys=...)`` reuses encoder tokens across windows."""
+        return self.runner is not None and self.runner.frame_cache is not None
 
     @property
     def has_track_head(self) -> bool:
@@ -445,6 +452,7 @@ class Predictor:
         query_points: np.ndarray | None = None,
         resample_to_original: bool | str = False,
         timer: StageTimer | NullTimer | None = None,
+        frame_keys: Sequence[Hashable] | None = None,
     ) -> Prediction:
         """Run the model on one window of frames.
 
@@ -459,6 +467,9 @@ class Predictor:
                 upload), ``inference`` (the whole network) and inside it the runner's stages
                 (``aggregator``, ``camera``, ``depth``, ``points``, ``tracks``), then
                 ``postprocess`` (download, camera decoding, frames, resampling).
+            frame_keys: one identity per frame (e.g. keyframe ids): with a frame cache
+                (``runner_options={"frame_cache": N}``, see :attr:`caches_frames`) frames seen
+                in earlier windows reuse their encoder tokens; same outputs, less work.
 
         Returns:
             Prediction (conventions in the module docstring).
@@ -490,7 +501,7 @@ class Predictor:
         t1 = time.perf_counter()
         with timer.stage("inference"):
             if self.runner is not None:
-                out = self.runner.run(images, model_queries, timer=timer)
+                out = self.runner.run(images, model_queries, timer=timer, frame_keys=frame_keys)
             else:
                 with inference_context(self.device, self.dtype):
                     out = self.model(images, model_queries)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from vggt_ros.engine.cuda_graphs import GraphedFunction, GraphStage, WindowGraphs
+from vggt_ros.engine.frame_cache import FrameTokenCache
 from vggt_ros.engine.modes import InferenceMode, get_mode
 from vggt_ros.engine.timing import NullTimer, StageTimer
 from vggt_ros.model.aggregator import AggregatedTokens
@@ -67,6 +68,7 @@ RUNNER_OPTIONS = frozenset(
         "token_chunk",
         "inplace_residual",
         "head_chunk_frames",
+        "frame_cache",
     }
 )
 BACKEND_OPTIONS = frozenset(
@@ -135,6 +137,8 @@ class ModelRunner:
             window shape repeats),
             ``channels_last_heads`` (NHWC dense heads), ``token_chunk`` (override the mode's;
             0 disables), ``inplace_residual`` and ``head_chunk_frames`` (override the mode's),
+            ``frame_cache`` (frames whose encoder tokens are kept for the next windows; 0, the
+            default, disables; see :mod:`vggt_ros.engine.frame_cache` and ``run(frame_keys=)``),
             ``torch_compile_mode``, and the TensorRT backend's (``cache_dir``, ``weights_identity``...).
     """
 
@@ -222,6 +226,15 @@ class ModelRunner:
                 "camera": self.model.predict_cameras,
                 "tracks": self.model.predict_tracks,
             }
+        self.frame_cache: FrameTokenCache | None = None
+        capacity = int(options.get("frame_cache", 0) or 0)
+        if capacity and self.sections["aggregator"] != eager["aggregator"]:
+            # A compiled trunk (TensorRT engine) takes images, not encoder tokens.
+            message = f"frame cache off: backend {self.backend} replaces the whole aggregator"
+            logger.warning(message)
+            self.fallback_log.append(message)
+        elif capacity:
+            self.frame_cache = FrameTokenCache(capacity)
         logger.info("VGGT runs in mode %s with backend %s on %s", self.mode.name, self.backend, self.device)
 
     def _graphed_camera_section(self) -> Callable[[AggregatedTokens], list[Tensor]]:
@@ -281,14 +294,18 @@ class ModelRunner:
         images: Tensor,
         query_points: Tensor | None = None,
         timer: StageTimer | NullTimer | None = None,
+        frame_keys: Sequence[Hashable] | None = None,
     ) -> dict[str, Any]:
         """Run every enabled head.
 
         Args:
             images: [S, 3, H, W] or [B, S, 3, H, W] float in [0, 1] (any device/dtype; moved).
             query_points: [N, 2] or [B, N, 2] model-image pixels, or None for no tracks.
-            timer: collects per-stage milliseconds (``aggregator``, ``camera``, ``depth``,
-                ``points``, ``tracks``) when given.
+            timer: collects per-stage milliseconds (``encoder`` with a frame cache,
+                ``aggregator``, ``camera``, ``depth``, ``points``, ``tracks``) when given.
+            frame_keys: one identity per frame of a single window (B = 1): with a frame cache
+                (option ``frame_cache``), frames seen in earlier windows reuse their encoder
+                tokens. Ignored without a cache.
 
         Returns:
             The same keys as ``VGGT.forward`` (tensors on ``device``, dtypes as computed).
@@ -300,7 +317,15 @@ class ModelRunner:
             query_points = query_points.to(self.device)
         images, query_points = model.batched_inputs(images, query_points)
         with_tracks = query_points is not None and model.track_head is not None
-        inputs = {"images": images, "query_points": query_points if with_tracks else None}
+        patches = None
+        if frame_keys is not None and self.frame_cache is not None:
+            with timer.stage("encoder"), self._autocast(self.mode.autocast_dtype):
+                patches = self.frame_cache.window_tokens(images, frame_keys, model.encode_frames)
+        inputs = {
+            "images": images,
+            "query_points": query_points if with_tracks else None,
+            "patches": patches,
+        }
         state: dict[str, Any] | None = None
         if self._window_graphs is not None:
             if images.shape[0] * images.shape[1] <= self._graph_window_frames:
@@ -332,8 +357,10 @@ class ModelRunner:
         model, mode = self.model, self.mode
 
         def aggregate(state: dict[str, Any]) -> None:
+            # With cached encoder tokens ("patches", [B, S, P, dim]) the trunk skips the encoder.
+            cached = {"patches": state["patches"]} if state.get("patches") is not None else {}
             state["layers"] = sections["aggregator"](
-                state["images"], with_tracks, mode.keep_all_layers, mode.keep_dtype
+                state["images"], with_tracks, mode.keep_all_layers, mode.keep_dtype, **cached
             )
 
         def cameras(state: dict[str, Any]) -> None:

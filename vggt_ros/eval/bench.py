@@ -76,6 +76,15 @@ class BenchRow:
     error: str | None = None
     stage_peak_gb: dict[str, float] = field(default_factory=dict)
     end_to_end_ms: float = float("nan")
+    stride: int = 0
+    """Sliding windows advanced by this many new frames per call (0: the same window again)."""
+    frame_cache: bool = False
+    """Whether the runner reused encoder tokens of frames seen in earlier windows."""
+
+    @property
+    def per_keyframe_ms(self) -> float:
+        """Network time per new keyframe in the steady state (total / stride)."""
+        return self.total_ms / self.stride if self.stride else float("nan")
 
 
 @dataclass
@@ -103,7 +112,7 @@ def synthetic_frames(case: BenchCase, seed: int = 0) -> torch.Tensor:
     return images.repeat(reps, 1, 1, 1)[: case.frames].contiguous()
 
 
-STAGE_ORDER = ("preprocess", "aggregator", "camera", "depth", "points", "tracks", "postprocess")
+STAGE_ORDER = ("preprocess", "encoder", "aggregator", "camera", "depth", "points", "tracks", "postprocess")
 
 CAMERA_SCALE = 2
 """Bench camera frames are rendered at this multiple of the model size and resized down by the
@@ -146,10 +155,26 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def stream_length(case: BenchCase, stride: int, repeats: int, warmup: int) -> int:
+    """Frames a sliding-window run of ``time_case`` consumes (every call takes a new window)."""
+    return case.frames + stride * (warmup + repeats + 1)
+
+
 def time_case(
-    predictor: Predictor, case: BenchCase, repeats: int, warmup: int, frames: list[np.ndarray] | None = None
+    predictor: Predictor,
+    case: BenchCase,
+    repeats: int,
+    warmup: int,
+    frames: list[np.ndarray] | None = None,
+    stride: int = 0,
 ) -> BenchRow:
-    """Median per-stage, network and end-to-end time of ``repeats`` windows after ``warmup``."""
+    """Median per-stage, network and end-to-end time of ``repeats`` windows after ``warmup``.
+
+    With ``stride`` > 0, ``frames`` is a stream (:func:`stream_length` frames) and every call
+    takes the next window of ``case.frames`` frames, ``stride`` of them new, with their stream
+    positions as frame keys: a predictor with a frame cache then runs in its steady state, as
+    in the node (window 8, stride 4: 4 of 8 frames already encoded).
+    """
     device = predictor.device
     runner = predictor.runner
     assert runner is not None  # the bench builds VGGT predictors
@@ -157,14 +182,28 @@ def time_case(
     queries = None
     if case.tracks:  # spread over the model image, given in camera pixels
         queries = query_grid(case.tracks, case.height, case.width).numpy() * CAMERA_SCALE
+    calls = 0
+
+    def predict(timer: StageTimer | None = None) -> None:
+        nonlocal calls
+        if not stride:
+            predictor.predict(frames, queries, timer=timer)
+            return
+        start = calls * stride
+        window = frames[start : start + case.frames]
+        if len(window) < case.frames:
+            raise ValueError(f"the frame stream is too short for call {calls + 1} (see stream_length)")
+        predictor.predict(window, queries, timer=timer, frame_keys=list(range(start, start + case.frames)))
+        calls += 1
+
     _reset_peak(device)
     t0 = time.perf_counter()
-    predictor.predict(frames, queries)  # returns numpy: the device is idle afterwards
+    predict()  # returns numpy: the device is idle afterwards
     first_call_s = time.perf_counter() - t0
     for _ in range(max(warmup - 1, 0)):
-        predictor.predict(frames, queries)
+        predict()
     memory = StageTimer(device, track_memory=True)  # one untimed pass: peak memory per stage
-    predictor.predict(frames, queries, timer=memory)
+    predict(memory)
     memory.peak_gb.pop("inference", None)  # nested: it would repeat its last stage's peak
     _reset_peak(device)
     totals: list[float] = []
@@ -173,7 +212,7 @@ def time_case(
     for _ in range(repeats):
         timer = StageTimer(device)
         t0 = time.perf_counter()
-        predictor.predict(frames, queries, timer=timer)
+        predict(timer)
         end_to_end.append(1000.0 * (time.perf_counter() - t0))
         for name, ms in timer.results().items():
             if name == "inference":
@@ -194,6 +233,8 @@ def time_case(
         repeats=repeats,
         stage_peak_gb=memory.peak_gb,
         end_to_end_ms=statistics.median(end_to_end),
+        stride=stride,
+        frame_cache=predictor.caches_frames,
     )
 
 
@@ -215,11 +256,15 @@ def run_benchmark(
     progress: Callable[[str], None] = lambda message: None,
     weights_label: str = "seeded",
     backend_options: dict[str, Any] | None = None,
+    stride: int = 0,
 ) -> BenchReport:
     """Time every (mode, backend) run on every case; measure accuracy against fp32 on one case.
 
     Args:
         runs: (mode name, backend name) pairs, timed in this order.
+        stride: > 0 times sliding windows (``stride`` new frames per window, see
+            :func:`time_case`); every mode but ``official`` (the reference recipe, which has
+            none) then reuses encoder tokens through a frame cache.
         weights: returns a CPU state dict for the model (called once), or None for the
             model's own random initialisation.
     """
@@ -229,7 +274,7 @@ def run_benchmark(
     if device.type == "cuda":
         report.device = f"{device} ({torch.cuda.get_device_name(device)})"
 
-    def build(mode: str, backend: str) -> Predictor:
+    def build(mode: str, backend: str, cache_frames: int = 0) -> Predictor:
         if state is None:
             model = VGGT(cfg)
         else:
@@ -242,21 +287,26 @@ def run_benchmark(
             device=device,
             inference_mode=get_mode(mode).name,
             backend=backend,
-            runner_options=backend_options,
+            runner_options={**(backend_options or {}), "frame_cache": cache_frames},
         )
 
     frames_cache: dict[BenchCase, list[np.ndarray]] = {}
+    longest = max((c.frames for c in cases), default=1)
     for mode, backend in runs:  # one model per run, every case on it
-        predictor = build(mode, backend)
+        predictor = build(mode, backend, 2 * longest if stride and mode != "official" else 0)
         runner = predictor.runner
         assert runner is not None
         for case in cases:
             progress(f"{mode}/{runner.backend} {case.frames}x{case.height}x{case.width} tracks={case.tracks}")
-            frames = frames_cache.setdefault(case, camera_frames(case))
+            if stride:
+                stream = BenchCase(stream_length(case, stride, repeats, warmup), case.height, case.width)
+                frames = frames_cache.setdefault(stream, camera_frames(stream))
+            else:
+                frames = frames_cache.setdefault(case, camera_frames(case))
             # Camera frames are CAMERA_SCALE x the case's size: this resizes them to exactly it.
             predictor.target_size = max(case.height, case.width)
             try:
-                row = time_case(predictor, case, repeats, warmup, frames)
+                row = time_case(predictor, case, repeats, warmup, frames, stride=stride)
             except Exception as exc:  # noqa: BLE001 - one failing case (OOM, compile error) must not end the run
                 logger.warning("bench case failed: %s", exc)
                 row = BenchRow(
@@ -310,6 +360,7 @@ def format_table(report: BenchReport) -> str:
     stage_names: list[str] = []
     for row in report.rows:
         stage_names += [s for s in row.stages_ms if s not in stage_names]
+    sliding = any(r.stride for r in report.rows)
     # Run order (rows without tracks must not push the tracks column after postprocess).
     stage_names.sort(key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
     head = [
@@ -318,8 +369,10 @@ def format_table(report: BenchReport) -> str:
         "frames",
         "HxW",
         "tracks",
+        *(["stride", "frame cache"] if sliding else []),
         *[f"{s} ms" for s in stage_names],
         "total ms",
+        *(["per new keyframe ms"] if sliding else []),
         "end-to-end ms",
         "peak GB",
         "stage peaks GB",
@@ -327,8 +380,13 @@ def format_table(report: BenchReport) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report.rows:
         cells = [r.mode, r.backend, str(r.frames), f"{r.height}x{r.width}", str(r.tracks)]
+        if sliding:
+            cells += [str(r.stride), "yes" if r.frame_cache else "no"]
         cells += [f"{r.stages_ms.get(s, float('nan')):.1f}" for s in stage_names]
-        cells += [f"{r.total_ms:.1f}" if r.error is None else "failed", f"{r.end_to_end_ms:.1f}"]
+        cells.append(f"{r.total_ms:.1f}" if r.error is None else "failed")
+        if sliding:
+            cells.append(f"{r.per_keyframe_ms:.1f}")
+        cells.append(f"{r.end_to_end_ms:.1f}")
         cells.append(f"{r.peak_gb:.2f}")
         cells.append(" ".join(f"{k[:3]}:{v:.2f}" for k, v in r.stage_peak_gb.items()) or "-")
         lines.append("| " + " | ".join(cells) + " |")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -74,7 +75,9 @@ class PerceptionPipeline:
     Args:
         config: the PipelineConfig.
         predictor: ``vggt_ros.engine.Predictor`` or anything with the same ``predict(frames,
-            query_points)`` returning a Prediction-like object.
+            query_points)`` returning a Prediction-like object. A predictor whose
+            ``caches_frames`` is true also gets ``frame_keys`` (one identity per keyframe) and
+            encodes each keyframe once across the overlapping windows.
 
     Attributes:
         global_map: the VoxelMap (map frame).
@@ -101,6 +104,9 @@ class PerceptionPipeline:
             self._builder = WindowBuilder(cfg.window)
             self._store: OrderedDict[int, Keyframe] = OrderedDict()
             self._next_keyframe_id = 0
+            # Frame identities for the predictor's frame cache: keyframe ids restart at 0 after a
+            # reset, so they are qualified by this reset's own token.
+            self._frame_key_prefix = uuid.uuid4().hex
             self._next_time_index = 0
             self._last_time_stamp: float | None = None
             self._chainer = WindowChainer(cfg.chaining, dense_memory=4 * cfg.window.size * 4)
@@ -222,7 +228,13 @@ class PerceptionPipeline:
         """Inference, chaining, scale and map for one window (heavy; worker thread)."""
         t0 = time.perf_counter()
         keyframes, note = self._with_anchors(job)
-        prediction = self.predictor.predict([kf.frame.image for kf in keyframes], job.query_points)
+        images = [kf.frame.image for kf in keyframes]
+        if getattr(self.predictor, "caches_frames", False):
+            # Frames shared with earlier windows reuse their encoder tokens (same outputs).
+            keys = [(self._frame_key_prefix, kf.id) for kf in keyframes]
+            prediction = self.predictor.predict(images, job.query_points, frame_keys=keys)
+        else:
+            prediction = self.predictor.predict(images, job.query_points)
         t1 = time.perf_counter()
         ids = [kf.id for kf in keyframes]
         new_reference: list[int] = []

@@ -75,30 +75,67 @@ class Aggregator(nn.Module):
         self.image_mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
         self.image_std = torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)
 
-    def forward(
-        self,
-        images: Tensor,
-        keep_layers: Iterable[int] | None = None,
-        keep_dtype: torch.dtype | None = None,
-    ) -> AggregatedTokens:
-        """Run the trunk.
+    def encode(self, images: Tensor) -> Tensor:
+        """The per-frame part of the trunk: images [N, 3, H, W] in [0, 1] -> patch tokens
+        [N, P, dim] (ImageNet normalization, then the DINOv2 encoder), P = (H / patch) * (W / patch).
 
-        Args:
-            images: [B, S, 3, H, W] in [0, 1]; H and W multiples of the patch size.
-            keep_layers: layer indices whose outputs to return (all when None). Keeping only
-                what the heads read saves most of the trunk's activation memory.
-            keep_dtype: store the returned layers in this dtype (None: as computed).
+        Nothing here mixes frames, so a frame's tokens do not depend on the window it is in nor
+        on how many frames are encoded together (bit for bit in float32 on the CPU, which the
+        tests check): the engine may encode each frame once and reuse its tokens in every
+        window that contains it (``vggt_ros.engine.frame_cache``).
         """
-        b, s, c, h, w = images.shape
+        n, c, h, w = images.shape
         if c != 3:
             raise ValueError(f"expected 3 colour channels, got {c}")
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {self.patch_size}")
-        keep = set(range(self.depth)) if keep_layers is None else set(keep_layers)
+        mean = self.image_mean.to(images.dtype).view(1, 3, 1, 1)
+        std = self.image_std.to(images.dtype).view(1, 3, 1, 1)
+        return self.patch_embed((images - mean) / std)
 
-        normalized = (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
-        patches = self.patch_embed(normalized.reshape(b * s, c, h, w))  # [B*S, P, dim]
-        del normalized  # [B, S, 3, H, W] float32: 0.2 GB at 100 frames of 350x518, dead from here
+    def forward(
+        self,
+        images: Tensor | None,
+        keep_layers: Iterable[int] | None = None,
+        keep_dtype: torch.dtype | None = None,
+        patches: Tensor | None = None,
+        image_hw: tuple[int, int] | None = None,
+    ) -> AggregatedTokens:
+        """Run the trunk.
+
+        Args:
+            images: [B, S, 3, H, W] in [0, 1]; H and W multiples of the patch size. May be None
+                when ``patches`` are given.
+            keep_layers: layer indices whose outputs to return (all when None). Keeping only
+                what the heads read saves most of the trunk's activation memory.
+            keep_dtype: store the returned layers in this dtype (None: as computed).
+            patches: [B, S, P, dim] patch tokens from :meth:`encode` (e.g. cached per frame):
+                the encoder is skipped. Needs ``image_hw`` when ``images`` is None.
+            image_hw: (H, W) of the images the patches come from.
+        """
+        if patches is None:
+            if images is None:
+                raise ValueError("give images or patches")
+            b, s, _, h, w = images.shape
+            patches = self.encode(images.reshape(b * s, *images.shape[2:]))
+        else:
+            b, s = patches.shape[:2]
+            h, w = image_hw if image_hw is not None else tuple(images.shape[-2:])
+            patches = patches.reshape(b * s, *patches.shape[2:])
+        return self._trunk(patches, b, s, (h, w), keep_layers, keep_dtype)
+
+    def _trunk(
+        self,
+        patches: Tensor,
+        b: int,
+        s: int,
+        image_hw: tuple[int, int],
+        keep_layers: Iterable[int] | None,
+        keep_dtype: torch.dtype | None,
+    ) -> AggregatedTokens:
+        """Patch tokens [B * S, P, dim] -> the kept layers (see :meth:`forward`)."""
+        h, w = image_hw
+        keep = set(range(self.depth)) if keep_layers is None else set(keep_layers)
         tokens = torch.cat(
             (
                 _first_and_rest(self.camera_token, b, s).to(patches.dtype),

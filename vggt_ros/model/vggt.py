@@ -70,15 +70,25 @@ class VGGT(nn.Module):
     # them, to run them in different precisions and to compile them separately.
     def aggregate(
         self,
-        images: Tensor,
+        images: Tensor | None,
         with_tracks: bool,
         keep_all_layers: bool = False,
         keep_dtype: torch.dtype | None = None,
+        patches: Tensor | None = None,
+        image_hw: tuple[int, int] | None = None,
     ) -> AggregatedTokens:
         """Aggregator layers [B, S, T, 2 * dim] that the enabled heads read (or all of them),
-        stored in ``keep_dtype`` when given."""
+        stored in ``keep_dtype`` when given. With ``patches`` [B, S, P, dim] (the encoder's
+        tokens, :meth:`encode_frames`) the encoder is skipped."""
         keep = None if keep_all_layers else self.layers_needed(with_tracks)
-        return self.aggregator(images, keep_layers=keep, keep_dtype=keep_dtype)
+        return self.aggregator(
+            images, keep_layers=keep, keep_dtype=keep_dtype, patches=patches, image_hw=image_hw
+        )
+
+    def encode_frames(self, images: Tensor) -> Tensor:
+        """Per-frame encoder tokens: images [N, 3, H, W] in [0, 1] -> [N, P, dim] (see
+        :meth:`Aggregator.encode`)."""
+        return self.aggregator.encode(images)
 
     def predict_cameras(self, layers: AggregatedTokens) -> list[Tensor]:
         """Pose encodings [B, S, 9], one per refinement step (the last is the prediction)."""

@@ -51,6 +51,7 @@ def node_overrides(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "model.device": args.device,
         "model.precision": args.precision,
         "model.image_size": args.image_size,
+        "model.frame_cache": args.frame_cache,
         "cameras": ["cam"],
         "camera.cam.topic": TOPIC,
         "camera.cam.camera_info_topic": INFO_TOPIC,
@@ -64,9 +65,10 @@ def node_overrides(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if args.every_frame:
         overrides.update(
             {
-                "keyframe.min_parallax_px": 0.0,
+                # Every frame is older than max_interval_s after the previous keyframe (stamps
+                # advance by one period per frame).
                 "keyframe.min_interval_s": 0.0,
-                "keyframe.max_interval_s": 0.0,
+                "keyframe.max_interval_s": 0.5 / args.rate_hz,
             }
         )
     return overrides
@@ -141,6 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "window": args.window,
         "stride": args.stride,
         "every_frame": bool(args.every_frame),
+        "frame_cache": args.frame_cache,
         "measured_s": measured_s,
         "frames_published": published - base["published"],
         "frames_received_per_s": delta["received"] / measured_s,
@@ -219,6 +222,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--stride", type=int, default=4)
     ap.add_argument("--track-queries", type=int, default=0)
     ap.add_argument("--every-frame", action="store_true", help="every frame is a keyframe")
+    ap.add_argument(
+        "--frame-cache", type=int, default=0, help="model.frame_cache: reuse encoder tokens (0: off)"
+    )
     ap.add_argument("--out", default="out/latency")
     args = ap.parse_args(argv)
     if args.rate_hz <= 0 or args.seconds <= 0 or args.warmup_s < 0:

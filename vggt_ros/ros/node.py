@@ -268,6 +268,12 @@ class PerceptionCore(
             raise ConfigError(
                 "scale.source = rig needs two or more cameras in `cameras` (a rig with known extrinsics)"
             )
+        cache, window_frames = int(p["model.frame_cache"]), cfg.window.size * len(self.cameras)
+        if 0 < cache < window_frames:
+            raise ConfigError(
+                f"model.frame_cache = {cache} cannot hold one window ({window_frames} frames: "
+                "window.size x cameras); use 0 (off) or a larger value"
+            )
         names = {c.name for c in self.cameras}
         unknown = [c for c in (cfg.window.rig_cameras or []) if c not in names]
         if unknown:
@@ -285,6 +291,7 @@ class PerceptionCore(
             precision=self._p["model.precision"],
             target_size=choice.image_size,
             backend=self._p["model.backend"],
+            runner_options={"frame_cache": int(self._p["model.frame_cache"])},
         )
         if choice.untrained:
             self.get_logger().warning(

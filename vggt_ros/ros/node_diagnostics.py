@@ -94,6 +94,7 @@ class DiagnosticsMixin:
             ("latency_ms_mean", float(np.mean(lat)) * 1e3 if lat else float("nan")),
         ]
         pairs += sorted(values.items())
+        pairs += self._frame_cache()
         pairs += self._gpu_memory()
         st.values = kv(pairs)
         arr.status.append(st)
@@ -136,6 +137,19 @@ class DiagnosticsMixin:
             pairs.append((f"{stage}_count", q["count"]))
         st.values = kv(pairs)
         return st
+
+    def _frame_cache(self) -> list[tuple[str, Any]]:
+        """Encoder-token reuse across windows (model.frame_cache)."""
+        cache = getattr(getattr(self.predictor, "runner", None), "frame_cache", None)
+        if cache is None:
+            return [("frame_cache", "off")]
+        st = cache.stats
+        return [
+            ("frame_cache", f"{len(cache)}/{cache.capacity} frames"),
+            ("frame_cache_hits", st.hits),
+            ("frame_cache_misses", st.misses),
+            ("frame_cache_stale", st.stale),
+        ]
 
     def _gpu_memory(self) -> list[tuple[str, Any]]:
         device = getattr(self.predictor, "device", None)

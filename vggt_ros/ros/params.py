@@ -104,6 +104,15 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         high=1036,
         read_only=True,
     ),
+    "model.frame_cache": ParamSpec(
+        0,
+        "Keyframes whose encoder tokens are kept for the next windows (0: off). Windows overlap by "
+        "window.size - window.stride keyframes; with the cache each keyframe is encoded once, same "
+        "outputs. Must hold at least one window (window.size x cameras). Not with TensorRT.",
+        low=0,
+        high=4096,
+        read_only=True,
+    ),
     "model.untrained": ParamSpec(
         False,
         "Run on untrained random weights of model.config instead of a checkpoint (pipeline tests "

@@ -30,6 +30,7 @@ from vggt_ros.eval.model_options import (
     model_choice,
     predictor_from_options,
 )
+from vggt_ros.eval.onnx_commands import SUBCOMMAND_ADDERS as ONNX_SUBCOMMANDS
 from vggt_ros.train.commands import SUBCOMMAND_ADDERS as TRAIN_SUBCOMMANDS
 
 logger = logging.getLogger("vggt_ros.cli")
@@ -458,6 +459,7 @@ SUBCOMMANDS: list[SubcommandAdder] = [
     _add_convert,
     _add_bench,
     *EVAL_SUBCOMMANDS,
+    *ONNX_SUBCOMMANDS,
     *TRAIN_SUBCOMMANDS,
 ]
 

@@ -162,6 +162,10 @@ def test_predict_video_with_stride_and_max_frames(tmp_path: Path, fourcc: str, s
         ),
         (lambda d: ["predict", str(d / "ok"), "--out", str(d / "o"), "--device", "tpu"], "device"),
         (lambda d: ["bench", "--option", "graph_windw=false"], "unknown --option graph_windw"),
+        (
+            lambda d: ["predict", str(d / "ok"), "--out", str(d / "o"), "--global-key-stride", "-2"],
+            "--global-key-stride must be >= 0",
+        ),
     ],
 )
 def test_user_errors_exit_2_with_one_line(

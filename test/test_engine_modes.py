@@ -179,6 +179,21 @@ def test_bench_stride_times_the_steady_state_with_the_frame_cache(tmp_path, caps
     assert main(["bench", "--frames", "4", "--stride", "4", "--device", "cpu", "-q"]) == 2
 
 
+def test_bench_measures_sparse_attention_against_the_exact_reference(tmp_path):
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench", "--config", "vggt-tiny", "--device", "cpu", "--frames", "4", "--sizes", "56x70",
+            "--modes", "fp32:eager", "--option", "global_key_stride=2", "--repeats", "1", "--warmup", "1",
+            "--accuracy", "4x56x70", "--json", str(out), "-q",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    errors = json.loads(out.read_text())["accuracy"]["fp32/eager"]
+    # fp32 against fp32: the only difference is the approximation, which the reference lacks.
+    assert 0.0 < errors["depth"] < 0.5
+
+
 def test_unknown_runner_option_is_refused():
     with pytest.raises(ValueError, match="unknown runner option.*graph_windw"):
         ModelRunner(_seeded_tiny(), "cpu", "bf16", options={"graph_windw": False})

@@ -69,6 +69,7 @@ RUNNER_OPTIONS = frozenset(
         "inplace_residual",
         "head_chunk_frames",
         "frame_cache",
+        "global_key_stride",
     }
 )
 BACKEND_OPTIONS = frozenset(
@@ -139,6 +140,8 @@ class ModelRunner:
             0 disables), ``inplace_residual`` and ``head_chunk_frames`` (override the mode's),
             ``frame_cache`` (frames whose encoder tokens are kept for the next windows; 0, the
             default, disables; see :mod:`vggt_ros.engine.frame_cache` and ``run(frame_keys=)``),
+            ``global_key_stride`` (approximate sparse global attention for long windows, see
+            ``Aggregator.global_key_stride``; 0, the default, is exact),
             ``torch_compile_mode``, and the TensorRT backend's (``cache_dir``, ``weights_identity``...).
     """
 
@@ -175,6 +178,10 @@ class ModelRunner:
         for block in (*aggregator.patch_embed.blocks, *aggregator.frame_blocks, *aggregator.global_blocks):
             block.token_chunk = token_chunk
             block.inplace_residual = inplace
+        key_stride = int(options.get("global_key_stride", 0) or 0)
+        if key_stride < 0:
+            raise ValueError(f"global_key_stride must be >= 0 (0: exact attention), got {key_stride}")
+        aggregator.global_key_stride = key_stride
         head_chunk = options.get("head_chunk_frames", self.mode.head_chunk_frames)
         if head_chunk:
             track_features = self.model.track_head.feature_extractor if self.model.track_head else None
@@ -226,6 +233,10 @@ class ModelRunner:
                 "camera": self.model.predict_cameras,
                 "tracks": self.model.predict_tracks,
             }
+        if key_stride > 1 and self.sections["aggregator"] != eager["aggregator"]:
+            message = f"global_key_stride ignored: backend {self.backend} replaces the whole aggregator"
+            logger.warning(message)
+            self.fallback_log.append(message)
         self.frame_cache: FrameTokenCache | None = None
         capacity = int(options.get("frame_cache", 0) or 0)
         if capacity and self.sections["aggregator"] != eager["aggregator"]:

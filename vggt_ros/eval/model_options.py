@@ -68,6 +68,16 @@ def add_model_options(parser: argparse.ArgumentParser | Any) -> None:
         default=None,
         help="model image side, multiple of 14 (default: 518 for vggt-1b, else the config's own size)",
     )
+    parser.add_argument(
+        "--global-key-stride",
+        type=int,
+        default=0,
+        help=(
+            "APPROXIMATE sparse global attention for long windows: each token attends to the first "
+            "frame and to 1 in N patch tokens of the others (e.g. 8; default 0 = exact; "
+            "docs/benchmarks.md, 'Long windows')"
+        ),
+    )
 
 
 def check_model_options(args: argparse.Namespace) -> None:
@@ -76,6 +86,8 @@ def check_model_options(args: argparse.Namespace) -> None:
 
     if args.size is not None and (args.size <= 0 or args.size % 14):
         raise ValueError(f"--size must be a positive multiple of 14, got {args.size}")
+    if getattr(args, "global_key_stride", 0) < 0:
+        raise ValueError(f"--global-key-stride must be >= 0 (0: exact), got {args.global_key_stride}")
     resolve_precision(args.precision, resolve_device(args.device))
     model_choice(args)
 
@@ -106,6 +118,7 @@ def predictor_from_options(args: argparse.Namespace) -> Any:
         mode=args.mode,
         target_size=choice.image_size,
         backend=args.backend,
+        runner_options={"global_key_stride": int(getattr(args, "global_key_stride", 0) or 0)},
     )
     if choice.embedded is not None:
         predictor.weights["model"] = choice.embedded.name

@@ -36,6 +36,27 @@ def _first_and_rest(token: Tensor, batch: int, frames: int) -> Tensor:
     return torch.cat((first, rest), dim=1).reshape(batch * frames, *token.shape[2:])
 
 
+_KEY_SUBSETS: dict[tuple[int, int, int, int, str], Tensor] = {}
+
+
+def global_key_subset(
+    frames: int, tokens: int, patch_start: int, stride: int, device: torch.device
+) -> Tensor:
+    """Token positions [K] (into the S * T global sequence) that sparse global attention keeps
+    as keys: all T tokens of frame 0; for frame f > 0 its special tokens (camera, registers) and
+    its patch tokens p with (p + f) % stride == 0. Cached per shape and device (a CUDA graph
+    replays the same index tensor)."""
+    key = (frames, tokens, patch_start, stride, str(device))
+    cached = _KEY_SUBSETS.get(key)
+    if cached is None:
+        position = torch.arange(frames * tokens).view(frames, tokens)
+        frame = torch.arange(frames)[:, None]
+        patch = torch.arange(tokens)[None, :] - patch_start
+        keep = (frame == 0) | (patch < 0) | ((patch + frame) % stride == 0)
+        cached = _KEY_SUBSETS[key] = position[keep].to(device)
+    return cached
+
+
 class Aggregator(nn.Module):
     """Images [B, S, 3, H, W] in [0, 1] -> per-layer tokens [B, S, T, 2 * dim].
 
@@ -46,6 +67,12 @@ class Aggregator(nn.Module):
     # Training only: recompute each block's activations in the backward pass instead of keeping
     # them (less memory, about a third more compute). Set through VGGT.set_gradient_checkpointing.
     gradient_checkpointing: bool = False
+    # Inference only, approximate (opt in for long windows): in the global blocks every token
+    # attends to all tokens of the first frame, to the camera and register tokens of every
+    # frame, and to one patch token in ``global_key_stride`` of the other frames (a different
+    # phase per frame, so together the frames cover every patch position). Attention cost falls
+    # from (S T)^2 to about S T (T + (S - 1) T / stride). 0 or 1: exact. Set by the engine.
+    global_key_stride: int = 0
 
     def __init__(self, cfg: VGGTConfig) -> None:
         super().__init__()
@@ -160,6 +187,10 @@ class Aggregator(nn.Module):
         def run(block: nn.Module, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
             return checkpoint(block, x, rope, use_reentrant=False) if recompute else block(x, rope)
 
+        key_index = None
+        if self.global_key_stride > 1 and s > 1 and not torch.is_grad_enabled():
+            key_index = global_key_subset(s, t, self.patch_start_idx, self.global_key_stride, tokens.device)
+
         outputs: AggregatedTokens = {}
         for i in range(self.depth):
             tokens = run(self.frame_blocks[i], tokens.reshape(b * s, t, dim), frame_rope)
@@ -167,7 +198,10 @@ class Aggregator(nn.Module):
                 kept = tokens.new_empty((b, s, t, 2 * dim), dtype=keep_dtype or tokens.dtype)
                 kept[..., :dim].copy_(tokens.reshape(b, s, t, dim))
                 outputs[i] = kept
-            tokens = run(self.global_blocks[i], tokens.reshape(b, s * t, dim), global_rope)
+            if key_index is None:
+                tokens = run(self.global_blocks[i], tokens.reshape(b, s * t, dim), global_rope)
+            else:
+                tokens = self.global_blocks[i](tokens.reshape(b, s * t, dim), global_rope, key_index)
             if i in keep:
                 outputs[i][..., dim:].copy_(tokens.reshape(b, s, t, dim))
         return outputs

@@ -112,22 +112,35 @@ class TransformerBlock(nn.Module):
     # input after the call (the aggregator and the encoder). Set by the engine.
     inplace_residual: bool = False
 
-    def forward(self, x: Tensor, rope_tables: RopeTables | None = None) -> Tensor:
-        """``x`` [N, T, dim] -> [N, T, dim]."""
+    def forward(
+        self, x: Tensor, rope_tables: RopeTables | None = None, key_index: Tensor | None = None
+    ) -> Tensor:
+        """``x`` [N, T, dim] -> [N, T, dim].
+
+        ``key_index`` (inference only): [K] token positions whose keys and values every query
+        attends to, instead of all T (approximate sparse attention for long windows; see
+        ``Aggregator.global_key_stride``). None: exact attention.
+        """
         if torch.is_grad_enabled():
+            if key_index is not None:
+                raise NotImplementedError("sparse attention (key_index) is an inference option")
             x = x + self.ls1(self.attn(self.norm1(x), rope_tables))
             return x + self.ls2(self.mlp(self.norm2(x)))
         # Inference: the same function through project_rows / finish_rows (which the engine may
         # compile), in token chunks when the call is larger than token_chunk.
         n, t, dim = x.shape
         if self.token_chunk and n * t > self.token_chunk:
-            return self._infer_in_token_chunks(x, rope_tables, self.token_chunk)
+            return self._infer_in_token_chunks(x, rope_tables, self.token_chunk, key_index)
         tables = None if rope_tables is None else (rope_tables[0][:, None], rope_tables[1][:, None])
         q, k, v = (y.transpose(1, 2) for y in self.project_rows(x, tables))  # [N, heads, T, head_dim]
+        if key_index is not None:
+            k, v = k.index_select(2, key_index), v.index_select(2, key_index)
         attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, t, dim)
         return self.finish_rows(x, attended)
 
-    def _infer_in_token_chunks(self, x: Tensor, rope_tables: RopeTables | None, chunk: int) -> Tensor:
+    def _infer_in_token_chunks(
+        self, x: Tensor, rope_tables: RopeTables | None, chunk: int, key_index: Tensor | None = None
+    ) -> Tensor:
         """Tokens handled as ``N * T`` rows, the per-token work ``chunk`` rows at a time.
 
         First the keys and values of all rows (attention needs them all); then, chunk by chunk,
@@ -163,6 +176,8 @@ class TransformerBlock(nn.Module):
             kv[0, r0:r1], kv[1, r0:r1] = k, v
         assert kv is not None
         keys, values = kv.view(2, n, t, attn.num_heads, attn.head_dim).transpose(2, 3).unbind(0)
+        if key_index is not None:  # sparse attention: every query sees the same key subset
+            keys, values = keys.index_select(2, key_index), values.index_select(2, key_index)
 
         out = rows if self.inplace_residual else torch.empty_like(rows)
         for (r0, r1), chunk_rope in zip(spans, tables, strict=True):

@@ -248,3 +248,29 @@ def test_reset_forgets_everything(orbit) -> None:
     run(pipeline, orbit)
     pipeline.reset()
     assert pipeline.path() == [] and len(pipeline.global_map) == 0 and pipeline.stats["frames"] == 0
+
+
+def test_frames_keep_coming_while_a_window_is_processed(orbit) -> None:
+    """The image callback (add_frame) never waits for the processing lock, which a window holds
+    through chaining and the map merge: keyframes and the next window's job arrive meanwhile."""
+    import threading
+
+    pipeline = PerceptionPipeline(config(), FakePredictor([sequence_tuple(orbit)]))
+    jobs = []
+    with pipeline._lock:  # a window in the middle of chaining, in another thread
+        done = threading.Event()
+
+        def feed() -> None:
+            for i in range(30):
+                job = pipeline.add_frame(
+                    Frame(orbit.stamps[i], "cam", orbit.images[i], intrinsics=orbit.intrinsics)
+                )
+                if job is not None:
+                    jobs.append(job)
+            done.set()
+
+        threading.Thread(target=feed, daemon=True).start()
+        assert done.wait(30.0), "add_frame blocked on the processing lock"
+    assert pipeline.stats["keyframes"] >= 6 and jobs
+    # The jobs made meanwhile still process normally.
+    assert pipeline.process(jobs[0]).accepted

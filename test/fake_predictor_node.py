@@ -1,7 +1,7 @@
 """perception_node with a drifting ground-truth fake predictor, for the loop-closure node test.
 
 Run as its own process by ``test/test_ros_loops.py``; everything but the predictor is the real
-node (``vggt_ros.ros.node.main``). The fake (``test_mapping_fakes.FakePredictor``) knows the
+node (``vggt_ros.ros.main.main``). The fake (``test_mapping_fakes.FakePredictor``) knows the
 rendered orbit the test publishes and answers like a VGGT window whose chaining drifts.
 """
 
@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_mapping_fakes import FakePredictor, sequence_tuple  # noqa: E402
 
 from vggt_ros.eval.synthetic import render_sequence  # noqa: E402
+from vggt_ros.ros import main as main_module  # noqa: E402
 from vggt_ros.ros import node as node_module  # noqa: E402
 
 SEQUENCE = {"num_frames": 130, "height": 120, "width": 160, "seed": 1, "path": "orbit"}
@@ -34,4 +35,4 @@ node_module.install_interrupt_hooks = lambda model, flag: []
 node_module.PerceptionCore._model = lambda self: None
 
 if __name__ == "__main__":
-    sys.exit(node_module.main())
+    sys.exit(main_module.main())

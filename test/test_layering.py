@@ -189,3 +189,92 @@ def test_checker_accepts_allowed_imports(tmp_path, monkeypatch) -> None:
         paths.append(path)
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     assert violations(paths) == []
+
+
+def import_graph(files: list[Path]) -> dict[str, set[str]]:
+    """Module -> the package modules it imports (anywhere in the file, deferred imports
+    included). ``from package import name`` counts as importing the submodule ``name`` when it
+    is one, else the package."""
+    modules = {module_name(p): p for p in files}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        names = [name for _, name in imports_of(path)]
+        for node in ast.walk(tree):  # the names of ``from X import a, b``: submodules or not
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names += [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            for k in range(len(parts), 0, -1):
+                target = ".".join(parts[:k])
+                if target in modules:
+                    if target != module:
+                        graph[module].add(target)
+                    break
+    # ``from vggt_ros.engine import onnx_export`` also resolves to the package itself (the
+    # first name is a module, not the package's attribute): keep only the submodule edge.
+    for module, targets in graph.items():
+        for target in list(targets):
+            if any(t.startswith(target + ".") for t in targets) and target not in _direct_imports(
+                modules[module]
+            ):
+                targets.discard(target)
+    return graph
+
+
+def _direct_imports(path: Path) -> set[str]:
+    """Packages imported for an attribute that is not a submodule (``from pkg import Name``)."""
+    out = set()
+    package_dirs = {p.parent for p in SOURCES if p.name == "__init__.py"}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            folder = PACKAGE.parent.joinpath(*node.module.split("."))
+            if folder in package_dirs and any(
+                not (folder / f"{a.name}.py").exists() and not (folder / a.name).is_dir() for a in node.names
+            ):
+                out.add(node.module)
+    return out
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle, each once (depth-first search over the graph)."""
+    cycles, seen = [], set()
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt) :]
+                key = frozenset(cycle)
+                if key not in seen:
+                    seen.add(key)
+                    cycles.append(cycle + [nxt])
+            elif state.get(nxt) is None:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
+def test_no_import_cycles() -> None:
+    """No module of the package imports itself back through others, deferred imports included
+    (the engine's runner/backends and the node/lifecycle node used to)."""
+    cycles = find_cycles(import_graph(SOURCES))
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_cycle_finder_finds_a_deferred_cycle(tmp_path, monkeypatch) -> None:
+    fake = tmp_path / "vggt_ros"
+    (fake / "engine").mkdir(parents=True)
+    (fake / "engine" / "__init__.py").write_text("")
+    (fake / "engine" / "a.py").write_text("from vggt_ros.engine.b import X\n")
+    (fake / "engine" / "b.py").write_text("def f():\n    from vggt_ros.engine import a\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    files = sorted(fake.rglob("*.py"))
+    monkeypatch.setattr(sys.modules[__name__], "SOURCES", files)
+    cycles = find_cycles(import_graph(files))
+    assert len(cycles) == 1 and set(cycles[0]) == {"vggt_ros.engine.a", "vggt_ros.engine.b"}

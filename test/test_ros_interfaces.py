@@ -201,7 +201,7 @@ def test_launch_file_passes_only_declared_parameters(monkeypatch):
     assert set(launch.EXECUTABLE_ARGUMENTS) <= declared
     options = node.kwargs["arguments"][0::2]
     assert options == list(launch.EXECUTABLE_ARGUMENTS.values())
-    from vggt_ros.ros.node import _parse_args
+    from vggt_ros.ros.main import _parse_args
 
     parsed = _parse_args(["perception_node", "--lifecycle", "true", "--autostart", "false", "--ros-args"])
     assert parsed.lifecycle is True and parsed.autostart is False

@@ -14,7 +14,7 @@ import importlib.util
 
 import torch
 
-from vggt_ros.engine.runner import BACKENDS, BackendContext, BackendUnavailableError, Sections
+from vggt_ros.engine.backend_api import BACKENDS, BackendContext, BackendUnavailableError, Sections
 
 
 def torch_compile_backend(ctx: BackendContext) -> Sections:

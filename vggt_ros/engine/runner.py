@@ -7,7 +7,9 @@ next one with one clear log line instead of failing:
 
     ModelRunner(model, device, "bf16", backend="auto")   # tensorrt -> torch -> eager
 
-Backends register themselves in :data:`BACKENDS` (see :mod:`vggt_ros.engine.backends`).
+Backends register themselves in :data:`~vggt_ros.engine.backend_api.BACKENDS` (the built-in
+ones in :mod:`vggt_ros.engine.backends`, which the package's ``__init__`` imports); the contract
+they implement lives in :mod:`vggt_ros.engine.backend_api`, so neither side imports the other.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from vggt_ros.engine.backend_api import (
+    BACKEND_OPTIONS,
+    BACKENDS,
+    SECTIONS,
+    BackendContext,
+    BackendUnavailableError,
+    Sections,
+)
 from vggt_ros.engine.cuda_graphs import GraphedFunction, GraphStage, WindowGraphs
 from vggt_ros.engine.frame_cache import FrameTokenCache
 from vggt_ros.engine.modes import InferenceMode, get_mode
@@ -30,34 +39,24 @@ from vggt_ros.model.vggt import VGGT
 
 logger = logging.getLogger(__name__)
 
-SECTIONS = ("aggregator", "camera", "depth", "points", "tracks")
-Sections = dict[str, Callable[..., Any]]
-
-
-class BackendUnavailableError(RuntimeError):
-    """A backend cannot serve here (missing library, unsupported device...); says why."""
-
-
-@dataclass
-class BackendContext:
-    """What a backend gets to build its sections from."""
-
-    model: VGGT
-    mode: InferenceMode
-    device: torch.device
-    eager: Sections
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-# name -> factory(context) returning the sections it replaces (a subset of SECTIONS), or raising
-# BackendUnavailableError. Filled by vggt_ros.engine.backends at import time.
-BACKENDS: dict[str, Callable[[BackendContext], Sections]] = {}
-
 AUTO_ORDER_CUDA = ("tensorrt", "torch", "eager")
 AUTO_ORDER_CPU = ("eager",)  # compiling on CPU costs minutes and gains little for this model
 
 
-# Every option a runner or a built-in backend reads; anything else is a typo and is refused.
+__all__ = [  # the backend contract, re-exported for callers that knew it from here
+    "BACKENDS",
+    "BACKEND_OPTIONS",
+    "SECTIONS",
+    "BackendContext",
+    "BackendUnavailableError",
+    "ModelRunner",
+    "RUNNER_OPTIONS",
+    "Sections",
+    "unknown_options",
+]
+
+# Every option a runner reads (a built-in backend's are BACKEND_OPTIONS); anything else is a
+# typo and is refused.
 RUNNER_OPTIONS = frozenset(
     {
         "graph_camera",
@@ -70,20 +69,6 @@ RUNNER_OPTIONS = frozenset(
         "head_chunk_frames",
         "frame_cache",
         "global_key_stride",
-    }
-)
-BACKEND_OPTIONS = frozenset(
-    {
-        "torch_compile_mode",
-        # TensorRT (vggt_ros.engine.tensorrt_backend)
-        "image_hw",
-        "min_frames",
-        "opt_frames",
-        "max_frames",
-        "cache_dir",
-        "weights_identity",
-        "tensorrt_sections",
-        "workspace_gb",
     }
 )
 
@@ -153,8 +138,6 @@ class ModelRunner:
         backend: str | Sequence[str] = "eager",
         options: dict[str, Any] | None = None,
     ) -> None:
-        from vggt_ros.engine import backends as _  # noqa: F401  (registers the built-in backends)
-
         self.device = torch.device(device)
         self.mode = get_mode(mode)
         self.model = _prepare_model(model, self.mode, self.device)

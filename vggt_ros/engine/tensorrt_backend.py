@@ -41,9 +41,9 @@ import torch
 from torch import Tensor
 
 from vggt_ros.engine import onnx_export
+from vggt_ros.engine.backend_api import BackendContext, BackendUnavailableError, Sections
 from vggt_ros.engine.engine_cache import EngineCache, EngineKey, FrameProfile
 from vggt_ros.engine.modes import InferenceMode
-from vggt_ros.engine.runner import BackendContext, BackendUnavailableError, Sections
 from vggt_ros.model.vggt import VGGT
 
 logger = logging.getLogger(__name__)

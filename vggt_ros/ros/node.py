@@ -16,7 +16,7 @@ in ``vggt_ros.mapping``; the node only wires ROS to it.
 Two node classes share all of this (:class:`PerceptionCore`): :class:`PerceptionNode`, a plain
 node that configures and activates itself on construction (the default), and
 ``vggt_ros.ros.lifecycle_node.PerceptionLifecycleNode``, a managed lifecycle node for Nav2-style
-bring-up (``--lifecycle``; see :func:`main`). Stages:
+bring-up (``--lifecycle``; the executable is :mod:`vggt_ros.ros.main`). Stages:
 
 * configure: read and check the parameters (refusing combinations that would fail on the first
   window), load and warm the model (the slow part, logged with its duration), create the
@@ -31,26 +31,18 @@ bring-up (``--lifecycle``; see :func:`main`). Stages:
 
 from __future__ import annotations
 
-import argparse
-import faulthandler
 import gc
-import os
-import signal
-import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from nav_msgs.msg import Path as PathMsg
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -69,7 +61,7 @@ from vggt_ros.ros.stats import Stats
 from vggt_ros.ros.tf import TfIO
 from vggt_ros.srv import ExportKeyframes, SaveMap
 
-__all__ = ["ConfigError", "CameraConfig", "PerceptionCore", "PerceptionNode", "main"]
+__all__ = ["ConfigError", "CameraConfig", "PerceptionCore", "PerceptionNode"]
 
 NODE_NAME = "vggt_perception"
 TRACK_MIN_MODEL_SIDE = 128  # the track head's correlation pyramid (vggt_ros.engine.predictor)
@@ -398,88 +390,3 @@ class PerceptionNode(PerceptionCore, Node):
         self._init_core()
         self._configure()
         self._activate()
-
-
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """The executable's own options (ROS arguments are left to rclpy)."""
-    from rclpy.utilities import remove_ros_args
-
-    def flag(text: str) -> bool:
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-        return text.lower() in ("true", "1")
-
-    ap = argparse.ArgumentParser(prog="perception_node", description="VGGT perception node")
-    ap.add_argument(
-        "--lifecycle", type=flag, nargs="?", const=True, default=False, help="run as a managed lifecycle node"
-    )
-    ap.add_argument(
-        "--autostart",
-        type=flag,
-        nargs="?",
-        const=True,
-        default=False,
-        help="lifecycle: configure and activate",
-    )
-    return ap.parse_args(remove_ros_args(list(argv))[1:])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; exit 0 on a clean shutdown, 2 on a refused parameter.
-
-    ``--lifecycle`` runs the managed lifecycle node (unconfigured until told; ``--autostart``
-    configures and activates it at once). Shutdown is immediate: a window being inferred is
-    interrupted and dropped, and if the network cannot be interrupted within
-    ``SHUTDOWN_WAIT_S`` the process still exits (status 0) without waiting for it.
-    """
-    argv = list(sys.argv if argv is None else argv)
-    options = _parse_args(argv)
-    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
-    rclpy.init(args=argv)
-    node: Any = None
-    executor = MultiThreadedExecutor(num_threads=4)
-    exit_code = [0]  # what the process exits with once the node exists (set on an error below)
-    try:
-        try:
-            if options.lifecycle:
-                from vggt_ros.ros.lifecycle_node import PerceptionLifecycleNode
-
-                node = PerceptionLifecycleNode(autostart=options.autostart)
-            else:
-                node = PerceptionNode()
-        except ConfigError as exc:
-            rclpy.logging.get_logger(NODE_NAME).fatal(f"refused parameter: {exc}")
-            return 2
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        except Exception:
-            # A SIGINT/SIGTERM that shuts the context down while the executor is building its
-            # wait set makes rclpy raise (RCLError) instead of returning: still a clean stop.
-            if rclpy.ok():
-                import traceback
-
-                traceback.print_exc()
-                exit_code[0] = 1
-                raise
-        return 0
-    finally:
-        if node is not None:
-            node.stop()
-            executor.shutdown(timeout_sec=0.2)
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-        if node is not None:
-            # ROS is shut down and nothing is being written. Unloading PyTorch and the
-            # interpreter's other modules would take about a second, and a worker still inside
-            # native code can hang it: leave now, with the status the caller gets from us.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(exit_code[0])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -193,47 +193,32 @@ def test_checker_accepts_allowed_imports(tmp_path, monkeypatch) -> None:
 
 def import_graph(files: list[Path]) -> dict[str, set[str]]:
     """Module -> the package modules it imports (anywhere in the file, deferred imports
-    included). ``from package import name`` counts as importing the submodule ``name`` when it
-    is one, else the package."""
+    included). ``from pkg import name`` is an edge to the submodule ``pkg.name`` when there is
+    one, else to ``pkg``."""
     modules = {module_name(p): p for p in files}
+
+    def resolve(name: str) -> str | None:
+        """The longest known module that ``name`` starts with."""
+        parts = name.split(".")
+        for k in range(len(parts), 0, -1):
+            if ".".join(parts[:k]) in modules:
+                return ".".join(parts[:k])
+        return None
+
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for module, path in modules.items():
-        tree = ast.parse(path.read_text(), filename=str(path))
-        names = [name for _, name in imports_of(path)]
-        for node in ast.walk(tree):  # the names of ``from X import a, b``: submodules or not
-            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names += [f"{node.module}.{alias.name}" for alias in node.names]
-        for name in names:
-            parts = name.split(".")
-            for k in range(len(parts), 0, -1):
-                target = ".".join(parts[:k])
-                if target in modules:
-                    if target != module:
-                        graph[module].add(target)
-                    break
-    # ``from vggt_ros.engine import onnx_export`` also resolves to the package itself (the
-    # first name is a module, not the package's attribute): keep only the submodule edge.
-    for module, targets in graph.items():
-        for target in list(targets):
-            if any(t.startswith(target + ".") for t in targets) and target not in _direct_imports(
-                modules[module]
-            ):
-                targets.discard(target)
+        package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets = [resolve(alias.name) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - (node.level - 1)] if node.level else []
+                origin = ".".join(base + ([node.module] if node.module else []))
+                targets = [resolve(f"{origin}.{alias.name}") for alias in node.names]
+            else:
+                continue
+            graph[module].update(t for t in targets if t is not None and t != module)
     return graph
-
-
-def _direct_imports(path: Path) -> set[str]:
-    """Packages imported for an attribute that is not a submodule (``from pkg import Name``)."""
-    out = set()
-    package_dirs = {p.parent for p in SOURCES if p.name == "__init__.py"}
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            folder = PACKAGE.parent.joinpath(*node.module.split("."))
-            if folder in package_dirs and any(
-                not (folder / f"{a.name}.py").exists() and not (folder / a.name).is_dir() for a in node.names
-            ):
-                out.add(node.module)
-    return out
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:

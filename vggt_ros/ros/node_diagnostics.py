@@ -90,8 +90,8 @@ class DiagnosticsMixin:
             ("windows_accepted", counts.get("windows.accepted", 0)),
             ("windows_rejected", counts.get("windows.rejected", 0)),
             ("windows_failed", failed),
-            ("latency_ms_last", lat[-1] * 1e3 if lat else float("nan")),
-            ("latency_ms_mean", float(np.mean(lat)) * 1e3 if lat else float("nan")),
+            ("latency_ms_last", lat[-1] if lat else float("nan")),
+            ("latency_ms_mean", float(np.mean(lat)) if lat else float("nan")),
         ]
         pairs += sorted(values.items())
         pairs += self._frame_cache()

@@ -128,7 +128,6 @@ class OutputsMixin:
             self.tf.send(transforms)
         if ref_received is not None:
             # Image in -> TF out: what a planner waiting for the pose sees.
-            self.stats.latency(time.monotonic() - ref_received)
             self.stats.stage("image_to_tf", (time.monotonic() - ref_received) * 1e3)
         child, T_ref = self._tf_child(ref, np.asarray(r.cam_to_map[newest[ref]]))
         self.pub_odom.publish(conv.odometry(T_ref, map_frame, child, ref_stamp))

@@ -83,7 +83,6 @@ class Stats:
         self._counts: Counter[str] = Counter()
         self._rates: dict[str, RateMeter] = {}
         self._values: dict[str, float | str] = {}
-        self._latency: deque[float] = deque(maxlen=50)
         self._stages: dict[str, deque[float]] = {}
 
     def count(self, key: str, n: int = 1) -> None:
@@ -97,10 +96,6 @@ class Stats:
     def set(self, key: str, value: float | str) -> None:
         with self._lock:
             self._values[key] = value
-
-    def latency(self, seconds: float) -> None:
-        with self._lock:
-            self._latency.append(seconds)
 
     def stage(self, name: str, ms: float, keep: int = 200) -> None:
         """Record one duration (milliseconds) of a latency stage (``LATENCY_STAGES``); the
@@ -129,16 +124,15 @@ class Stats:
             self._counts.clear()
             self._rates.clear()
             self._values.clear()
-            self._latency.clear()
             self._stages.clear()
 
     def snapshot(self) -> tuple[dict[str, int], dict[str, float], dict[str, float | str], list[float]]:
-        """(counts, rates in Hz, values, recent latencies in seconds)."""
+        """(counts, rates in Hz, values, the newest 50 image-to-TF latencies in milliseconds)."""
         with self._lock:
             now = time.monotonic()
             return (
                 dict(self._counts),
                 {k: m.rate(now) for k, m in self._rates.items()},
                 dict(self._values),
-                list(self._latency),
+                list(self._stages.get("image_to_tf", ()))[-50:],
             )

@@ -23,10 +23,28 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import gtsam
 import numpy as np
 
 from vggt_ros.geometry.alignment import Sim3
+
+try:
+    import gtsam
+except ImportError as _exc:  # optional: only the loop-closure back end needs it
+    gtsam = None
+    _GTSAM_IMPORT_ERROR: ImportError | None = _exc
+else:
+    _GTSAM_IMPORT_ERROR = None
+
+
+def require_gtsam() -> None:
+    """Raise a clear ImportError when GTSAM is missing (everything but the pose graph runs
+    without it: inference, chaining, the map, benchmarks and training)."""
+    if gtsam is None:
+        raise ImportError(
+            "the loop-closure back end needs GTSAM (pip install gtsam); "
+            "install it, or turn loop closure off (node parameter loop.enabled:=false, "
+            "vggt-ros eval --param loop.enabled=false)"
+        ) from _GTSAM_IMPORT_ERROR
 
 
 def to_gtsam(s: Sim3) -> gtsam.Similarity3:
@@ -110,6 +128,7 @@ class PoseGraph:
         loop_kernel: float = 1.0,
         history: int = 1000,
     ) -> None:
+        require_gtsam()
         params = gtsam.ISAM2Params()
         params.setRelinearizeThreshold(relinearize_threshold)
         params.relinearizeSkip = relinearize_skip

@@ -151,3 +151,22 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys) -> None:
     assert main(["eval", str(BAG), "--out", str(tmp_path / "o"), "--param", "window.bogus=1"]) == 2
     assert main(["generate", str(BAG)]) == 2
     assert "exists already" in capsys.readouterr().err
+
+
+def test_param_values_parse_like_ros_and_yaml():
+    """`--param loop.enabled=false` (how ROS and YAML write booleans) gives a bool, as does
+    Python's False; numbers stay numbers and bare words strings."""
+    import argparse
+
+    from vggt_ros.eval.commands import pipeline_config
+
+    def config(*params: str):
+        args = argparse.Namespace(
+            window_size=None, window_stride=None, tracks=None, scale_source=None, param=list(params)
+        )
+        return pipeline_config(args)
+
+    assert config("loop.enabled=false").loop.enabled is False
+    assert config("loop.enabled=True").loop.enabled is True
+    assert config("loop.enabled=False").loop.enabled is False
+    assert config("keyframe.min_parallax_px=5.0").keyframe.min_parallax_px == 5.0

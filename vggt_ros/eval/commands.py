@@ -98,6 +98,9 @@ def add_eval(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
 
 
 def _parse_value(text: str) -> Any:
+    """A --param value: a Python literal, true/false as ROS and YAML write them, else a string."""
+    if text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):

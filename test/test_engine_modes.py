@@ -194,6 +194,31 @@ def test_bench_measures_sparse_attention_against_the_exact_reference(tmp_path):
     assert 0.0 < errors["depth"] < 0.5
 
 
+def test_bench_official_baseline_stays_exact_under_approximate_options(monkeypatch):
+    """--option global_key_stride speeds up our modes only: the official row is the exact
+    official recipe, so the printed speed-up is against exact inference."""
+    import vggt_ros.eval.bench as bench
+
+    seen: dict[str, dict] = {}
+    real = bench.Predictor
+
+    def recording(model, **kwargs):
+        seen[kwargs["inference_mode"]] = dict(kwargs["runner_options"])
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(bench, "Predictor", recording)
+    code = main(
+        [
+            "bench", "--config", "vggt-tiny", "--device", "cpu", "--frames", "4", "--sizes", "56x70",
+            "--modes", "official:eager,fp32:eager", "--option", "global_key_stride=2", "--repeats", "1",
+            "--warmup", "1", "--accuracy", "none", "-q",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert "global_key_stride" not in seen["official"]
+    assert seen["fp32"]["global_key_stride"] == 2
+
+
 def test_unknown_runner_option_is_refused():
     with pytest.raises(ValueError, match="unknown runner option.*graph_windw"):
         ModelRunner(_seeded_tiny(), "cpu", "bf16", options={"graph_windw": False})

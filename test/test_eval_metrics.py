@@ -143,3 +143,25 @@ def test_tum_round_trip_and_bad_lines(tmp_path) -> None:
     (tmp_path / "bad.tum").write_text("# c\n0 1 2 3\n")
     with pytest.raises(ValueError, match="bad.tum:2: expected 8 numbers"):
         read_tum(tmp_path / "bad.tum")
+
+
+def test_window_scores_carry_the_identity_baseline():
+    """Each window's score carries the rotation error of "the camera did not move", so training
+    logs and reports show whether a camera head beats it; exact for an identity prediction."""
+    from vggt_ros.eval.window_metrics import score_window, summarize
+
+    gt = np.repeat(np.eye(4)[None], 3, 0)
+    gt[1, :3, :3] = Rotation.from_euler("z", 10, degrees=True).as_matrix()
+    gt[2, :3, :3] = Rotation.from_euler("x", 20, degrees=True).as_matrix()
+    gt[1:, :3, 3] = [[0.1, 0, 0], [0.2, 0.1, 0]]
+    still = np.repeat(np.eye(4)[None], 3, 0)
+    scores = score_window(None, None, still, gt)
+    assert scores.rotation_deg_identity == pytest.approx(scores.rotation_deg_mean)
+    perfect = score_window(None, None, gt, gt)
+    assert perfect.rotation_deg_mean < 1e-4  # arccos near 1: about 1e-6 degrees of rounding
+    assert perfect.rotation_deg_identity == pytest.approx(scores.rotation_deg_identity)
+    # pairs (0,1) 10 deg, (0,2) 20 deg, (1,2) the angle between the two rotations
+    pair = np.degrees(Rotation.from_matrix(gt[1, :3, :3].T @ gt[2, :3, :3]).magnitude())
+    assert perfect.rotation_deg_identity == pytest.approx((10 + 20 + pair) / 3)
+    summary = summarize([perfect, scores])
+    assert summary["rotation_deg_identity"] == pytest.approx(perfect.rotation_deg_identity)

@@ -203,3 +203,31 @@ def test_cli_trains_resumes_and_exports(tmp_path: Path, capsys: pytest.CaptureFi
         )
         == 2
     )
+
+
+def test_cli_curriculum_options_reach_the_run_config(tmp_path: Path) -> None:
+    """--motions, --step-scale and --camera-weight (a pose curriculum) are saved with the run;
+    bad values are refused with the reason; validation logs the identity baseline next to the
+    model's rotation error."""
+    from vggt_ros.eval.procedural.settings import MOTIONS
+    from vggt_ros.train.config import TrainConfig
+
+    run = tmp_path / "run"
+    args = [
+        "train", "--out", str(run), "--model", "vggt-tiny", "--size", "42x56", "--frames", "2",
+        "--heads", "camera", "--steps", "1", "--batch-size", "2", "--validate-every", "1",
+        "--validation-windows", "2", "--device", "cpu", "-q", "--motions", "turn=2,handheld",
+        "--step-scale", "0.2,0.6", "--camera-weight", "20",
+    ]  # fmt: skip
+    assert main(args) == 0
+    config = TrainConfig.load(run / "config.json")
+    weights = dict(zip(MOTIONS, config.procedural.motion_weights))
+    assert weights["turn"] == 2.0 and weights["handheld"] == 1.0 and weights["drive"] == 0.0
+    assert config.procedural.step_scale == (0.2, 0.6)
+    assert config.loss.camera == 20.0
+    validation = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if "val/windows" in x]
+    assert validation[-1]["val/rotation_deg_identity"] > 0
+    bad = ["train", "--out", str(tmp_path / "bad"), "--device", "cpu", "-q"]
+    assert main([*bad, "--motions", "teleport=1"]) == 2
+    with pytest.raises(SystemExit):
+        main([*bad, "--step-scale", "1.0,0.5"])

@@ -29,6 +29,9 @@ class WindowScores:
     rotation_deg_max: float
     translation_deg_mean: float
     frames: int
+    # The same rotation error for the "camera did not move" prediction (identity rotations):
+    # what a camera head that learned nothing scores on this window.
+    rotation_deg_identity: float = float("nan")
 
     def to_dict(self) -> dict[str, float]:
         return dict(vars(self))
@@ -102,6 +105,8 @@ def score_window(
     if gt_depth is not None:
         abs_rel, delta1 = window_depth_errors(pred_depth, gt_depth, valid)
     rot, trans = relative_pose_errors(pred_c2w, gt_c2w)
+    still = np.repeat(np.eye(4)[None], len(gt_c2w), 0)
+    rot_identity, _ = relative_pose_errors(still, gt_c2w)
     return WindowScores(
         abs_rel=abs_rel,
         delta1=delta1,
@@ -109,6 +114,7 @@ def score_window(
         rotation_deg_max=float(rot.max()) if rot.size else float("nan"),
         translation_deg_mean=float(np.nanmean(trans)) if np.isfinite(trans).any() else float("nan"),
         frames=int(pred_c2w.shape[0]),
+        rotation_deg_identity=float(rot_identity.mean()) if rot_identity.size else float("nan"),
     )
 
 
@@ -117,7 +123,15 @@ def summarize(scores: list[WindowScores]) -> dict[str, float]:
     if not scores:
         return {"windows": 0}
     out: dict[str, float] = {"windows": len(scores)}
-    for key in ("abs_rel", "delta1", "rotation_deg_mean", "rotation_deg_max", "translation_deg_mean"):
+    keys = (
+        "abs_rel",
+        "delta1",
+        "rotation_deg_mean",
+        "rotation_deg_max",
+        "translation_deg_mean",
+        "rotation_deg_identity",
+    )
+    for key in keys:
         values = np.array([getattr(s, key) for s in scores], np.float64)
         out[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
     return out

@@ -34,6 +34,35 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from None
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"{text}: need 0 < LOW <= HIGH")
+    return low, high
+
+
+def motion_weights(text: str) -> tuple[float, ...]:
+    """``turn=1,handheld=2`` -> weights in the order of the renderer's motions (others 0)."""
+    from vggt_ros.eval.procedural.settings import MOTIONS
+
+    weights = dict.fromkeys(MOTIONS, 0.0)
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in weights:
+            raise ValueError(f"--motions: unknown motion {name!r}; expected some of {', '.join(MOTIONS)}")
+        try:
+            weights[name] = float(value) if value.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"--motions: {item!r} is not NAME=WEIGHT") from None
+    if min(weights.values()) < 0 or not any(weights.values()):
+        raise ValueError(f"--motions {text!r}: weights must be >= 0 and not all 0")
+    return tuple(weights[m] for m in MOTIONS)
+
+
 def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``vggt-ros train``."""
     from vggt_ros.model.config import CONFIGS
@@ -72,6 +101,21 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
     g.add_argument("--frames", type=int, default=8, help="frames per window (default 8)")
     g.add_argument("--track-queries", type=int, default=64, help="track queries per window (default 64)")
     g.add_argument("--supersample", type=int, default=1, help="procedural colour rays per pixel side")
+    g.add_argument(
+        "--motions",
+        default=None,
+        metavar="NAME=WEIGHT,...",
+        help="procedural camera motions and their relative frequency, e.g. turn=1,handheld=1 "
+        "(unnamed motions get weight 0; default: the shipped model's mix)",
+    )
+    g.add_argument(
+        "--step-scale",
+        type=_pair,
+        default=None,
+        metavar="LOW,HIGH",
+        help="range of the factor on every motion's per-frame step (default 0.5,1.6; smaller: "
+        "smaller baselines and rotations, an easier start for the camera head)",
+    )
     g.add_argument("--validation-windows", type=int, default=32, help="held-out windows per validation")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=10000)
@@ -81,6 +125,12 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
     g.add_argument("--warmup-steps", type=int, default=500)
     g.add_argument("--weight-decay", type=float, default=0.05)
     g.add_argument("--grad-clip", type=float, default=1.0)
+    g.add_argument(
+        "--camera-weight",
+        type=float,
+        default=None,
+        help="weight of the camera loss (default 5, the official recipe)",
+    )
     g.add_argument("--ema-decay", type=float, default=0.999, help="0 disables the EMA weights")
     g.add_argument("--no-bf16", action="store_true", help="float32 on CUDA too (bf16 autocast by default)")
     g.add_argument("--gradient-checkpointing", action="store_true", help="recompute trunk activations")
@@ -113,18 +163,25 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
     """A :class:`~vggt_ros.train.config.TrainConfig` from the command line."""
     from vggt_ros.eval.procedural import ProceduralSettings
     from vggt_ros.train.config import TrainConfig
+    from vggt_ros.train.losses import LossWeights
 
     heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     procedural = None
     if not args.no_procedural:
+        scene: dict[str, object] = {}
+        if args.motions:
+            scene["motion_weights"] = motion_weights(args.motions)
+        if args.step_scale:
+            scene["step_scale"] = args.step_scale
         procedural = ProceduralSettings(
             height=args.size[0],
             width=args.size[1],
             frames=args.frames,
             track_queries=args.track_queries if "track" in heads else 0,
             supersample=args.supersample,
+            **scene,
         )
     for bag in args.bag:
         if not bag.exists():
@@ -134,8 +191,12 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
             f"--size {args.size[0]}x{args.size[1]} is too small for the track head (>= 128 px per side); "
             "drop 'track' from --heads or use a larger --size"
         )
+    loss = LossWeights() if args.camera_weight is None else LossWeights(camera=args.camera_weight)
+    if loss.camera < 0:
+        raise ValueError(f"--camera-weight must be >= 0, got {args.camera_weight}")
     return TrainConfig(
         model=args.model,
+        loss=loss,
         init_checkpoint=args.init_checkpoint,
         freeze_encoder=args.freeze_encoder,
         heads=heads,

@@ -217,17 +217,21 @@ def test_cli_curriculum_options_reach_the_run_config(tmp_path: Path) -> None:
         "train", "--out", str(run), "--model", "vggt-tiny", "--size", "42x56", "--frames", "2",
         "--heads", "camera", "--steps", "1", "--batch-size", "2", "--validate-every", "1",
         "--validation-windows", "2", "--device", "cpu", "-q", "--motions", "turn=2,handheld",
-        "--step-scale", "0.2,0.6", "--camera-weight", "20",
+        "--step-scale", "0.2,0.6", "--loss", "camera=20", "--loss", "focal=0", "--loss",
+        "camera_huber_delta=0",
     ]  # fmt: skip
     assert main(args) == 0
     config = TrainConfig.load(run / "config.json")
     weights = dict(zip(MOTIONS, config.procedural.motion_weights))
     assert weights["turn"] == 2.0 and weights["handheld"] == 1.0 and weights["drive"] == 0.0
     assert config.procedural.step_scale == (0.2, 0.6)
-    assert config.loss.camera == 20.0
+    assert (config.loss.camera, config.loss.focal, config.loss.camera_huber_delta) == (20.0, 0.0, 0.0)
+    assert config.loss.rotation == 1.0  # the others keep their defaults
     validation = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if "val/windows" in x]
     assert validation[-1]["val/rotation_deg_identity"] > 0
     bad = ["train", "--out", str(tmp_path / "bad"), "--device", "cpu", "-q"]
     assert main([*bad, "--motions", "teleport=1"]) == 2
+    assert main([*bad, "--loss", "camera_weight=3"]) == 2
+    assert main([*bad, "--loss", "camera=-1"]) == 2
     with pytest.raises(SystemExit):
         main([*bad, "--step-scale", "1.0,0.5"])

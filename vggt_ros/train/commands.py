@@ -63,6 +63,29 @@ def motion_weights(text: str) -> tuple[float, ...]:
     return tuple(weights[m] for m in MOTIONS)
 
 
+def loss_weights(items: list[str]):  # -> LossWeights
+    """``["camera=10", "focal=0"]`` -> :class:`~vggt_ros.train.losses.LossWeights` (others default)."""
+    import dataclasses
+
+    from vggt_ros.train.losses import LossWeights
+
+    fields = {f.name: f.type for f in dataclasses.fields(LossWeights)}
+    changes: dict[str, float | int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise ValueError(f"--loss {item!r}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
+        try:
+            number = int(value) if fields[name] in ("int", int) else float(value)
+        except ValueError:
+            raise ValueError(f"--loss {item!r}: {value!r} is not a number") from None
+        if number < 0:
+            raise ValueError(f"--loss {item!r}: must be >= 0")
+        changes[name] = number
+    return LossWeights(**changes)
+
+
 def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     """Add ``vggt-ros train``."""
     from vggt_ros.model.config import CONFIGS
@@ -126,10 +149,13 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
     g.add_argument("--weight-decay", type=float, default=0.05)
     g.add_argument("--grad-clip", type=float, default=1.0)
     g.add_argument(
-        "--camera-weight",
-        type=float,
-        default=None,
-        help="weight of the camera loss (default 5, the official recipe)",
+        "--loss",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a loss weight or constant (repeatable), e.g. camera=10 (default 5, the official "
+        "recipe), focal=0 (no field-of-view term), camera_huber_delta=0 (L1 camera loss); names: "
+        "the fields of vggt_ros.train.losses.LossWeights",
     )
     g.add_argument("--ema-decay", type=float, default=0.999, help="0 disables the EMA weights")
     g.add_argument("--no-bf16", action="store_true", help="float32 on CUDA too (bf16 autocast by default)")
@@ -163,7 +189,6 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
     """A :class:`~vggt_ros.train.config.TrainConfig` from the command line."""
     from vggt_ros.eval.procedural import ProceduralSettings
     from vggt_ros.train.config import TrainConfig
-    from vggt_ros.train.losses import LossWeights
 
     heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
     if args.frames < 1:
@@ -191,9 +216,7 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
             f"--size {args.size[0]}x{args.size[1]} is too small for the track head (>= 128 px per side); "
             "drop 'track' from --heads or use a larger --size"
         )
-    loss = LossWeights() if args.camera_weight is None else LossWeights(camera=args.camera_weight)
-    if loss.camera < 0:
-        raise ValueError(f"--camera-weight must be >= 0, got {args.camera_weight}")
+    loss = loss_weights(args.loss)
     return TrainConfig(
         model=args.model,
         loss=loss,

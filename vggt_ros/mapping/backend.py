@@ -5,6 +5,8 @@ Fed by the pipeline after every accepted window (:meth:`BackEnd.add_window`):
 * every new keyframe becomes a pose-graph node (:mod:`.pose_graph`) and every pair of
   consecutive keyframes of the window an odometry edge, with standard deviations that grow with
   the window's alignment residual;
+* once the scale is metric, each new reference-camera keyframe with odometry gets an
+  odometry-sensor edge (metres) to the previous one (``loop.sensor_odometry``);
 * each keyframe keeps a few hundred points *relative to itself* (pixel, depth in the node's
   units, colour, confidence), so the map can be rebuilt from corrected poses, and old keyframes
   can be aligned to again long after chaining forgot their dense maps;
@@ -35,8 +37,9 @@ import numpy as np
 from vggt_ros.geometry.alignment import Sim3, robust_umeyama
 from vggt_ros.mapping.chaining import unproject_pixels
 from vggt_ros.mapping.config import ChainingConfig, LoopConfig
+from vggt_ros.mapping.frames import camera_in_odom
 from vggt_ros.mapping.loops import LoopCandidate, OrbPlaceRecognizer
-from vggt_ros.mapping.pose_graph import EdgeSigmas, PoseGraph, node_sim3, window_relative
+from vggt_ros.mapping.pose_graph import EdgeSigmas, PoseGraph, SensorSigmas, node_sim3, window_relative
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +126,14 @@ class BackEnd:
         self.loops: list[LoopEvent] = []
         self._nodes: list[int] = []  # graph nodes in insertion order
         self._edges: list[tuple[int, int, Sim3, EdgeSigmas, bool]] = []  # (a, b, Z_ab, sigmas, loop)
+        # Odometry-sensor edges (a, b, camera b -> a in metres, metres per G unit when added).
+        self._sensor_edges: list[tuple[int, int, np.ndarray, float]] = []
+        self._last_odometry: tuple[int, np.ndarray] | None = None  # (keyframe, odom <- camera)
+        self.sensor_sigmas = SensorSigmas(
+            np.radians(config.sensor_rotation_sigma_deg),
+            config.sensor_translation_share,
+            config.sensor_translation_floor_m,
+        )
         self._cooldown = 0
         self.reseeds = 0
         self._rng = np.random.default_rng(seed)
@@ -137,11 +148,13 @@ class BackEnd:
         transform: Sim3,
         residual: float,
         reference_camera: str | None,
+        metres_per_unit: float | None = None,
     ) -> list[int]:
         """Nodes, odometry edges, stored points and place entries of an accepted window.
 
-        ``keyframes`` follow the prediction's frames; ``transform`` is the window's G <- W.
-        Returns the ids of the keyframes new to the graph.
+        ``keyframes`` follow the prediction's frames; ``transform`` is the window's G <- W;
+        ``metres_per_unit`` the metric size of a G unit when the scale is metric (enables the
+        odometry-sensor edges), else None. Returns the ids of the keyframes new to the graph.
         """
         c = self.config
         poses = np.asarray(prediction.cam_to_world, np.float64)
@@ -173,10 +186,29 @@ class BackEnd:
             )
             self.graph.add_odometry(ka, kb, rel, sigmas)
             self._edges.append((ka, kb, rel, sigmas, False))
+        if metres_per_unit is not None and c.sensor_odometry:
+            fresh = [kf for kf in keyframes if kf.id in new]
+            self._add_sensor_edges(fresh, reference_camera, metres_per_unit)
         self.graph.update()
         if len(self.graph) > c.max_keyframes:
             self._reseed()
         return new
+
+    def _add_sensor_edges(self, new: list[Any], reference_camera: str | None, metres_per_unit: float) -> None:
+        """An odometry-sensor edge from the previous reference keyframe with odometry to each new
+        one (in time order): odom <- camera of both, their relative motion in metres."""
+        with_odometry = sorted(
+            (kf for kf in new if kf.camera_id == reference_camera and kf.frame.odom_pose is not None),
+            key=lambda kf: kf.stamp,
+        )
+        for kf in with_odometry:
+            cam = camera_in_odom(kf.frame.odom_pose, kf.frame.camera_to_base)
+            last = self._last_odometry
+            if last is not None and last[0] in self.graph:
+                measured = np.linalg.inv(last[1]) @ cam
+                self.graph.add_sensor_odometry(last[0], kf.id, measured, metres_per_unit, self.sensor_sigmas)
+                self._sensor_edges.append((last[0], kf.id, measured, metres_per_unit))
+            self._last_odometry = (kf.id, cam)
 
     def _reseed(self) -> None:
         """Keep the newest half of the graph (see ``loop.max_keyframes``): their current poses,
@@ -190,6 +222,10 @@ class BackEnd:
         self._edges = [e for e in self._edges if e[0] in kept and e[1] in kept]
         for a, b, rel, sigmas, loop in self._edges:
             (graph.add_loop if loop else graph.add_odometry)(a, b, rel, sigmas)
+        self._sensor_edges = [e for e in self._sensor_edges if e[0] in kept and e[1] in kept]
+        metres = self.graph.metres_per_unit()  # the old graph's estimate seeds the new one
+        for a, b, measured, first_guess in self._sensor_edges:
+            graph.add_sensor_odometry(a, b, measured, metres or first_guess, self.sensor_sigmas)
         graph.stats.updates = self.graph.stats.updates
         graph.update()
         self.graph, self._nodes = graph, keep

@@ -292,6 +292,20 @@ class LoopConfig(_Validated):
     """Of its relative translation, as a share of the scene depth."""
     odometry_scale_sigma: float = 0.03
     """Of the log of its relative scale."""
+    sensor_odometry: bool = True
+    """Add an odometry-sensor edge (metres, from odom_topic) between consecutive reference-camera
+    keyframes once the scale is metric: it constrains their rigid motion, which pulls back the
+    scale and position drift of chaining even where no loop closes."""
+    sensor_rotation_sigma_deg: float = 0.5
+    """Standard deviation of an odometry-sensor edge's relative rotation."""
+    sensor_translation_share: float = 0.02
+    """Of its relative translation, as a share of the distance between the two keyframes."""
+    sensor_translation_floor_m: float = 0.005
+    """Plus this many metres (odometry is never exact, even standing still)."""
+    sensor_map_rebuild_windows: int = 10
+    """With odometry-sensor edges, keyframes move to their optimised poses after every window
+    (the next windows chain onto the corrected poses); the voxel map is rebuilt from them every
+    this many windows (a rebuild handles up to max_keyframes x points_per_keyframe points)."""
 
     _section = "loop"
 
@@ -302,15 +316,20 @@ class LoopConfig(_Validated):
         self._integer("points_per_keyframe", 10)
         self._integer("max_keyframes", 10)
         self._integer("cooldown_keyframes", 0)
+        self._integer("sensor_map_rebuild_windows", 1)
         self._positive(
             "max_correction_ratio",
             "max_correction_deg",
             "odometry_rotation_sigma_deg",
             "odometry_translation_sigma",
             "odometry_scale_sigma",
+            "sensor_rotation_sigma_deg",
+            "sensor_translation_floor_m",
         )
-        if not isinstance(self.enabled, bool):
-            _fail(self._section, "enabled", self.enabled, "must be true or false")
+        self._non_negative("sensor_translation_share")
+        for name in ("enabled", "sensor_odometry"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(self._section, name, getattr(self, name), "must be true or false")
 
 
 def _sections() -> dict[str, type]:

@@ -116,6 +116,7 @@ class PerceptionPipeline:
             self._last_time_stamp: float | None = None
             self._chainer = WindowChainer(cfg.chaining, dense_memory=4 * cfg.window.size * 4)
             self._backend = BackEnd(cfg.loop, cfg.chaining) if cfg.loop.enabled else None
+            self._sensor_windows = 0  # accepted windows that added odometry-sensor edges
             self._chained_poses: dict[int, np.ndarray] = {}  # G poses as chained, before any loop
             self._applied_scale: dict[int, float] = {}  # node scale baked into the chainer's depth
             self._scale = ScaleEstimator(cfg.scale)
@@ -243,6 +244,7 @@ class PerceptionPipeline:
         t1 = time.perf_counter()
         ids = [kf.id for kf in keyframes]
         new_reference: list[int] = []
+        sensor_edges_added = False
         with self._lock:
             outcome = self._chainer.align(prediction, ids, job.window_id)
             segment_note = ""
@@ -263,7 +265,9 @@ class PerceptionPipeline:
                     )
                 self._update_scale(prediction, keyframes, outcome.transform)
                 self.stats["windows_accepted"] += 1
+                sensor_edges = self._sensor_edge_count()
                 new_reference = self._add_to_back_end(prediction, keyframes, outcome)
+                sensor_edges_added = self._sensor_edge_count() > sensor_edges
             else:
                 self.stats["windows_rejected"] += 1
             t3 = time.perf_counter()
@@ -308,6 +312,14 @@ class PerceptionPipeline:
                 num_shared=outcome.num_shared,
                 orientation=self._orientation,
             )
+        if outcome.accepted and sensor_edges_added:
+            # Odometry-sensor edges correct the graph continuously: keyframes follow it after every
+            # window, so the next windows chain onto corrected poses; the map is rebuilt now and then.
+            self._sensor_windows += 1
+            rebuild = self._sensor_windows % self.config.loop.sensor_map_rebuild_windows == 0
+            with self._lock:
+                self._apply_back_end(rebuild_map=rebuild)
+            result.map_rebuilt = rebuild
         # Loop verification runs a network window: outside the lock, so frames keep flowing.
         t_loop = time.perf_counter()
         if new_reference and self._backend is not None:
@@ -338,18 +350,27 @@ class PerceptionPipeline:
                 self._chained_poses[kf.id] = self._chainer.keyframes[kf.id].pose.copy()
         if self._backend is None:
             return []
+        scale = self._scale.estimate()
         new = self._backend.add_window(
-            prediction, keyframes, outcome.transform, outcome.residual, self.reference_camera
+            prediction,
+            keyframes,
+            outcome.transform,
+            outcome.residual,
+            self.reference_camera,
+            metres_per_unit=scale.value if scale.metric else None,
         )
         for k in new:
             self._applied_scale[k] = self._backend.graph.node_scale(k)
         ref = self.reference_camera
         return [kf.id for kf in keyframes if kf.id in new and kf.camera_id == ref]
 
-    def _apply_back_end(self) -> None:
+    def _sensor_edge_count(self) -> int:
+        return self._backend.graph.stats.sensor_edges if self._backend is not None else 0
+
+    def _apply_back_end(self, rebuild_map: bool = True) -> None:
         """Move every mapped keyframe to its optimised pose (rescaling its stored depth) and
         rebuild the voxel map from the keyframes' stored points (bounded by loop.max_keyframes x
-        loop.points_per_keyframe points)."""
+        loop.points_per_keyframe points) unless ``rebuild_map`` is false."""
         poses = self._backend.poses()
         for k, mapped in self._chainer.keyframes.items():
             pose = poses.get(k)
@@ -362,6 +383,8 @@ class PerceptionPipeline:
             if mapped.depth is not None and abs(factor - 1.0) > 1e-12:
                 mapped.depth = (mapped.depth * factor).astype(np.float32)
             self._applied_scale[k] = pose.scale
+        if not rebuild_map:
+            return
         xyz, rgb, conf = self._backend.cloud(poses)
         map_from_g = self._map_from_g(self._scale.estimate())
         self.global_map.clear()
@@ -393,6 +416,7 @@ class PerceptionPipeline:
             "graph_keyframes": g.keyframes,
             "graph_odometry_edges": g.odometry_edges,
             "graph_loop_edges": g.loop_edges,
+            "graph_sensor_edges": g.sensor_edges,
             "graph_update_ms": g.last_update_ms,
             "graph_reseeds": self._backend.reseeds,
         }

@@ -12,6 +12,10 @@ Edges are relative similarities ``Z_ab ~ X_a^-1 X_b``:
   deviations that grow with the window's alignment residual;
 * loop edges from verification windows aligned on the old keyframes (same formula), with a
   Cauchy robust kernel so a bad one cannot drag the whole graph;
+* odometry-sensor edges (wheel or visual-inertial odometry, metres) between consecutive
+  reference keyframes once the metric scale is known (:meth:`PoseGraph.add_sensor_odometry`):
+  they constrain the rigid motion between two keyframes in metres, so they pull back the scale
+  drift that window edges cannot see;
 * a prior fixes the first keyframe (the gauge).
 
 GTSAM is imported only here. Its ``Similarity3(R, t, s)`` maps ``p -> s (R p + t)``; the
@@ -101,11 +105,82 @@ class EdgeSigmas:
         return gtsam.noiseModel.Diagonal.Sigmas(sigmas)
 
 
+@dataclass(frozen=True)
+class SensorSigmas:
+    """Standard deviations of an odometry-sensor edge: rotation (rad), and translation in metres
+    as ``floor + share * distance`` (wheel odometry errs in proportion to the distance driven)."""
+
+    rotation: float = float(np.radians(0.5))
+    translation_share: float = 0.02
+    translation_floor: float = 0.005
+
+    def noise(self, distance_m: float) -> gtsam.noiseModel.Base:
+        translation = self.translation_floor + self.translation_share * float(distance_m)
+        sigmas = np.array([self.rotation] * 3 + [translation] * 3, np.float64)
+        return gtsam.noiseModel.Diagonal.Sigmas(sigmas)
+
+
+def _rotation_log(rotation: np.ndarray) -> np.ndarray:
+    return np.asarray(gtsam.Rot3.Logmap(gtsam.Rot3(rotation)), np.float64)
+
+
+def sensor_residual(x_a: Sim3, x_b: Sim3, measured: np.ndarray, metres_per_unit: float) -> np.ndarray:
+    """[6] error of an odometry-sensor edge: rotation (rad, axis-angle of
+    ``R_meas^T R_a^T R_b``) and translation (metres, ``m R_a^T (t_b - t_a) - t_meas``).
+
+    ``x_a``, ``x_b`` are the nodes (camera -> G); ``measured`` the rigid [4, 4] camera b ->
+    camera a in metres; ``metres_per_unit`` the size of one G unit in metres. The nodes' scales
+    (their local depth units) are not observed by odometry and do not enter.
+    """
+    rel_R = x_a.rotation.T @ x_b.rotation
+    rel_t = x_a.rotation.T @ (x_b.translation - x_a.translation) * metres_per_unit
+    return np.concatenate((_rotation_log(measured[:3, :3].T @ rel_R), rel_t - measured[:3, 3]))
+
+
+def _sensor_factor(
+    a: int, b: int, metric_key: int, measured: np.ndarray, noise: gtsam.noiseModel.Base
+) -> gtsam.CustomFactor:
+    """GTSAM factor of :func:`sensor_residual` on the nodes ``a``, ``b`` and the graph's one
+    metres-per-G-unit variable ``metric_key`` (a 1-vector). Jacobians by central differences in
+    each variable's own tangent space (``retract``), so they follow GTSAM's conventions exactly."""
+    measured = np.asarray(measured, np.float64).copy()
+    step = 1e-6
+
+    def residual_of(g_a: gtsam.Similarity3, g_b: gtsam.Similarity3, metres: float) -> np.ndarray:
+        return sensor_residual(from_gtsam(g_a), from_gtsam(g_b), measured, metres)
+
+    def error(_factor: gtsam.CustomFactor, values: gtsam.Values, jacobians: list | None) -> np.ndarray:
+        g_a, g_b = values.atSimilarity3(a), values.atSimilarity3(b)
+        metres = float(values.atVector(metric_key)[0])
+        residual = residual_of(g_a, g_b, metres)
+        if jacobians is not None:
+            for slot, moved in ((0, "a"), (1, "b")):
+                J = np.zeros((6, 7))
+                for k in range(7):
+                    delta = np.zeros(7)
+                    delta[k] = step
+                    cols = []
+                    for sign in (1.0, -1.0):
+                        ga = g_a.retract(sign * delta) if moved == "a" else g_a
+                        gb = g_b.retract(sign * delta) if moved == "b" else g_b
+                        cols.append(residual_of(ga, gb, metres))
+                    J[:, k] = (cols[0] - cols[1]) / (2 * step)
+                jacobians[slot] = J
+            dm = step * max(1.0, abs(metres))
+            jacobians[2] = (
+                (residual_of(g_a, g_b, metres + dm) - residual_of(g_a, g_b, metres - dm)) / (2 * dm)
+            )[:, None]
+        return residual
+
+    return gtsam.CustomFactor(noise, [a, b, metric_key], error)
+
+
 @dataclass
 class PoseGraphStats:
     keyframes: int = 0
     odometry_edges: int = 0
     loop_edges: int = 0
+    sensor_edges: int = 0
     updates: int = 0
     last_update_ms: float = 0.0
     update_ms: list[float] = field(default_factory=list)
@@ -113,6 +188,9 @@ class PoseGraphStats:
 
 class PoseGraph:
     """Keyframe Sim(3) pose graph with incremental (iSAM2) optimisation.
+
+    Keyframe ids are the node keys; one extra variable (``METRIC_KEY``, a key no keyframe id
+    reaches) holds the metres per G unit once odometry-sensor edges exist.
 
     Args:
         relinearize_threshold, relinearize_skip: iSAM2 settings (defaults suit graphs whose
@@ -139,7 +217,10 @@ class PoseGraph:
         self._scales: dict[int, float] = {}
         self._loop_kernel = loop_kernel
         self._history = history
+        self._has_metric = False
         self.stats = PoseGraphStats()
+
+    METRIC_KEY = 7854277750134145024  # gtsam.symbol("m", 0): above any keyframe id
 
     def __contains__(self, kf_id: int) -> bool:
         return kf_id in self._scales
@@ -176,6 +257,46 @@ class PoseGraph:
         )
         self._between(a, b, relative, robust)
         self.stats.loop_edges += 1
+
+    def add_sensor_odometry(
+        self,
+        a: int,
+        b: int,
+        measured: np.ndarray,
+        metres_per_unit: float,
+        sigmas: SensorSigmas = SensorSigmas(),
+    ) -> None:
+        """An odometry-sensor edge: camera b -> camera a measured as the rigid [4, 4]
+        ``measured`` in metres (from the odom poses of the two keyframes). See
+        :func:`sensor_residual`.
+
+        The size of a G unit in metres is one variable of the graph shared by every such edge
+        (a scale estimate that changes over the run would otherwise bend the trajectory);
+        ``metres_per_unit`` is its initial value, taken by the first edge (with a weak prior,
+        half its value as standard deviation) and ignored by later ones.
+        """
+        for k in (a, b):
+            if k not in self._scales:
+                raise KeyError(f"keyframe {k} is not in the pose graph")
+        if not np.isfinite(metres_per_unit) or metres_per_unit <= 0:
+            raise ValueError(f"metres_per_unit must be positive, got {metres_per_unit}")
+        if not self._has_metric:
+            guess = np.array([float(metres_per_unit)])
+            self._pending_values.insert(self.METRIC_KEY, guess)
+            prior = gtsam.noiseModel.Isotropic.Sigma(1, 0.5 * float(metres_per_unit))
+            self._pending_graph.add(gtsam.PriorFactorVector(self.METRIC_KEY, guess, prior))
+            self._has_metric = True
+        noise = sigmas.noise(float(np.linalg.norm(np.asarray(measured)[:3, 3])))
+        self._pending_graph.add(_sensor_factor(a, b, self.METRIC_KEY, measured, noise))
+        self.stats.sensor_edges += 1
+
+    def metres_per_unit(self) -> float | None:
+        """The graph's estimate of a G unit in metres (None before any odometry-sensor edge)."""
+        if not self._has_metric:
+            return None
+        if self._pending_values.exists(self.METRIC_KEY):
+            return float(self._pending_values.atVector(self.METRIC_KEY)[0])
+        return float(self._isam.calculateEstimateVector(self.METRIC_KEY)[0])
 
     def _between(self, a: int, b: int, relative: Sim3, noise: gtsam.noiseModel.Base) -> None:
         for k in (a, b):

@@ -85,3 +85,30 @@ def test_shipped_bag_is_what_the_generator_makes() -> None:
     np.testing.assert_array_equal(np.stack([im for _, im in got["images"][LEFT.image]]), seq.images)
     np.testing.assert_array_equal(np.stack(got["depth"][LEFT.depth]), seq.depth)
     assert sum(p.stat().st_size for p in SHIPPED.iterdir()) < 3_000_000
+
+
+def test_drifting_odometry_errs_in_proportion_to_the_distance(tmp_path) -> None:
+    """--odom-drift: the bag's /odom wanders off the truth by about the share of the distance
+    driven that was asked, reproducibly; the ground-truth topic stays exact; 0 is exact."""
+    from vggt_ros.cli import main
+    from vggt_ros.eval.generate import ODOM_TOPIC, base_poses, drifting_odometry
+
+    seq = render_sequence(40, 24, 32, seed=2, path="forward")
+    truth = base_poses(seq)
+    assert np.array_equal(drifting_odometry(truth, 0.0), truth)
+    odom = drifting_odometry(truth, 0.02, seed=2)
+    np.testing.assert_array_equal(odom, drifting_odometry(truth, 0.02, seed=2))
+    np.testing.assert_array_equal(odom[0], truth[0])
+    distance = np.linalg.norm(np.diff(truth[:, :3, 3], axis=0), axis=1).sum()
+    error = np.linalg.norm(odom[-1, :3, 3] - truth[-1, :3, 3])
+    assert 0.002 * distance < error < 0.1 * distance, (error, distance)
+
+    out = tmp_path / "drift"
+    args = ["generate", str(out), "--frames", "12", "--height", "24", "--width", "32", "--seed", "2"]
+    assert main([*args, "--trajectory", "forward", "--odom-drift", "0.05", "-q"]) == 0
+    written = [bags.matrix_from_msg(m) for t, _, _, m in bags.read_messages(out) if t == ODOM_TOPIC]
+    same = render_sequence(12, 24, 32, seed=2, path="forward")
+    expected = drifting_odometry(base_poses(same), 0.05, seed=2)
+    np.testing.assert_allclose(np.stack(written), expected, atol=1e-9)
+    assert np.linalg.norm(expected[-1, :3, 3] - base_poses(same)[-1, :3, 3]) > 1e-3
+    assert main([*args, "--odom-drift", "1.5", "-q"]) == 2

@@ -319,6 +319,13 @@ def add_generate(subparsers: argparse._SubParsersAction, parents: list[argparse.
     p.add_argument("--storage", choices=STORAGES, default="sqlite3", help="rosbag2 storage")
     p.add_argument("--compress", action="store_true", help="zstd-compress the bag file (about 1/3 smaller)")
     p.add_argument("--tum", type=Path, default=None, help="also write the ground-truth camera poses as TUM")
+    p.add_argument(
+        "--odom-drift",
+        type=float,
+        default=0.0,
+        help="odometry error as a share of the distance driven, e.g. 0.02 for wheel odometry that "
+        "drifts 2 %% (default 0: exact odometry)",
+    )
     p.set_defaults(handler=run_generate)
 
 
@@ -336,6 +343,8 @@ def run_generate(args: argparse.Namespace) -> int:
         raise ValueError("--frames must be >= 1 and --height/--width >= 8")
     if not args.fps > 0:
         raise ValueError(f"--fps must be > 0, got {args.fps}")
+    if not 0 <= args.odom_drift < 1:
+        raise ValueError(f"--odom-drift must be in [0, 1), got {args.odom_drift}")
     logger.info(
         "rendering %d frames of %dx%d (%s, seed %d)",
         args.frames,
@@ -367,7 +376,9 @@ def run_generate(args: argparse.Namespace) -> int:
             args.fps,
         )
     with tqdm(total=args.frames, desc="writing", unit="frame", disable=args.quiet) as bar:
-        path = write_sequence_bag(seq, args.out, args.storage, args.compress, progress=bar.update)
+        path = write_sequence_bag(
+            seq, args.out, args.storage, args.compress, progress=bar.update, odom_drift=args.odom_drift
+        )
     if args.tum is not None:
         write_tum(
             args.tum,

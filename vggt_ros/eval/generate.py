@@ -9,7 +9,8 @@ topic                              type                          content
 ``/camera/camera_info``            sensor_msgs/CameraInfo        exact pinhole intrinsics, no distortion
 ``/camera/depth/image_raw``        sensor_msgs/Image (32FC1)     ground-truth z-depth, metres
 ``/camera_right/...``              (same three)                  second camera of a rig (optional)
-``/odom``                          nav_msgs/Odometry             ``odom -> base_link``, exact
+``/odom``                          nav_msgs/Odometry             ``odom -> base_link``, exact unless
+                                                                 ``odom_drift`` (:func:`drifting_odometry`)
 ``/ground_truth/pose``             geometry_msgs/PoseStamped     ``camera_optical_frame`` in ``world``
 ``/tf``                            tf2_msgs/TFMessage            ``odom -> base_link`` per frame
 ``/tf_static``                     tf2_msgs/TFMessage            ``world -> odom`` (identity),
@@ -17,7 +18,8 @@ topic                              type                          content
 =================================  ============================  =====================================
 
 Frames: ``world`` is the renderer's world (z-up, REP-103, metres); ``odom`` coincides with it
-(odometry is exact); ``base_link`` is a REP-103 body (x forward, y left, z up) carried by the
+(exact odometry; with ``odom_drift`` the odometry wanders off it as wheel odometry does);
+``base_link`` is a REP-103 body (x forward, y left, z up) carried by the
 camera: ``base_link -> camera_optical_frame`` is the fixed optical rotation
 (:data:`BASE_TO_OPTICAL`), and the right camera sits ``baseline`` metres along the left
 camera's optical x (= -y of base_link). All messages of frame k carry the stamp
@@ -86,6 +88,34 @@ def ground_truth_trajectory(seq: SyntheticSequence, start: float = DEFAULT_START
     return Trajectory(seq.stamps + start, seq.cam_to_world)
 
 
+def drifting_odometry(base: np.ndarray, drift: float, seed: int = 0) -> np.ndarray:
+    """Wheel-odometry-like poses [S, 4, 4] ``odom <- base_link`` from the true ones.
+
+    Each step's motion is re-integrated with a systematic error (a wheel-radius error: every
+    translation scaled by ``1 + drift / 2``), random translation noise of ``drift / 2`` of the
+    step's length, and a heading (yaw) error of ``drift`` radians per metre driven, random walk.
+    ``drift`` 0.02 is a typical 2 % of distance; 0 returns ``base`` unchanged.
+    """
+    from scipy.spatial.transform import Rotation
+
+    base = np.asarray(base, np.float64)
+    if drift <= 0 or len(base) < 2:
+        return base.copy()
+    rng = np.random.default_rng([int(seed), 0x0D0])
+    out = [base[0].copy()]
+    for k in range(1, len(base)):
+        step = np.linalg.inv(base[k - 1]) @ base[k]
+        length = float(np.linalg.norm(step[:3, 3]))
+        noisy = step.copy()
+        noisy[:3, 3] = step[:3, 3] * (1.0 + drift / 2) + rng.normal(size=3) * (drift / 2) * length / np.sqrt(
+            3
+        )
+        yaw = Rotation.from_euler("z", rng.normal() * drift * length).as_matrix()
+        noisy[:3, :3] = yaw @ step[:3, :3]
+        out.append(out[-1] @ noisy)
+    return np.stack(out)
+
+
 def _body_twist(poses: np.ndarray, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Finite-difference body-frame twist [S, 3] linear (m/s), [S, 3] angular (rad/s)."""
     from scipy.spatial.transform import Rotation
@@ -109,6 +139,7 @@ def write_sequence_bag(
     start: float = DEFAULT_START,
     with_depth: bool = True,
     progress: Callable[[int], None] | None = None,
+    odom_drift: float = 0.0,
 ) -> Path:
     """Write a rendered sequence as a bag with the layout of the module docstring.
 
@@ -120,13 +151,16 @@ def write_sequence_bag(
         start: stamp of frame 0, seconds.
         with_depth: also write the ground-truth depth topics.
         progress: called with 1 after each frame (e.g. a tqdm bar's ``update``).
+        odom_drift: odometry error as a share of the distance driven (:func:`drifting_odometry`,
+            seeded by the sequence's seed); 0 writes exact odometry. TF ``odom -> base_link``
+            follows the odometry, as a robot's would.
 
     Returns:
         ``path``.
     """
     path = Path(path)
     stamps = seq.stamps + start
-    base = base_poses(seq)
+    base = drifting_odometry(base_poses(seq), odom_drift, seq.seed)
     lin, ang = _body_twist(base, stamps)
     cameras = [(LEFT, seq)] + ([(RIGHT, seq.right)] if seq.right is not None else [])
     writer = bags.BagWriter(path, storage=storage, compress=compress)
@@ -140,6 +174,7 @@ def write_sequence_bag(
         "baseline": seq.baseline,
         "start": start,
         "intrinsics": seq.intrinsics.tolist(),
+        "odom_drift": float(odom_drift),
     }
     if not writer.ros1:
         writer._writer.set_custom_data("vggt_ros.synthetic", json.dumps(params))

@@ -6,6 +6,8 @@ A mode is a recipe for :class:`~vggt_ros.engine.runner.ModelRunner`:
 - ``official``: what the official README runs (float32 weights, bf16 autocast over the trunk
   and the track head, camera/depth/point heads in float32, all 24 aggregator layers kept in
   float32). The baseline that speed and memory are compared against, side by side.
+- ``fp8``: ``bf16`` with the trunk's block linears as e4m3 products (Ada/Hopper GPUs;
+  :mod:`vggt_ros.engine.fp8`).
 - ``bf16`` / ``fp16``: matrix weights (linear and convolution layers) *stored* in that dtype,
   so nothing is cast per call and the weights take half the memory; norms, layer scales,
   learned tokens and the residual stream stay float32 under autocast, which keeps the error
@@ -18,6 +20,7 @@ A mode is a recipe for :class:`~vggt_ros.engine.runner.ModelRunner`:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +59,8 @@ class InferenceMode:
             :class:`~vggt_ros.engine.cuda_graphs.WindowGraphs`); 0: never. Short windows are
             launch-bound: 1 frame of 350x518 took 26 ms eagerly and 11 ms replayed on an H200.
             Each captured shape holds about one window's peak memory between windows.
+        fp8_linears: the trunk's block linears (q/k/v, projection, MLP) run as e4m3 products
+            with row-wise scales (:mod:`vggt_ros.engine.fp8`); the rest as in ``bf16``.
     """
 
     name: str
@@ -70,6 +75,7 @@ class InferenceMode:
     inplace_residual: bool = False
     head_chunk_frames: int | None = None
     graph_window_frames: int = 0
+    fp8_linears: bool = False
 
     @property
     def reduced_precision(self) -> bool:
@@ -102,11 +108,12 @@ MODES: dict[str, InferenceMode] = {
     ),
     "bf16": _reduced("bf16", torch.bfloat16),
     "fp16": _reduced("fp16", torch.float16),
+    "fp8": dataclasses.replace(_reduced("fp8", torch.bfloat16), fp8_linears=True),
 }
 
 
 def get_mode(name: str | InferenceMode) -> InferenceMode:
-    """Look up a mode by name (``fp32``, ``official``, ``bf16``, ``fp16``)."""
+    """Look up a mode by name (``fp32``, ``official``, ``bf16``, ``fp16``, ``fp8``)."""
     if isinstance(name, InferenceMode):
         return name
     try:
@@ -116,5 +123,11 @@ def get_mode(name: str | InferenceMode) -> InferenceMode:
 
 
 def mode_for_precision(dtype: torch.dtype) -> InferenceMode:
-    """The mode a plain precision request maps to (fp32 -> fp32, bf16 -> bf16, fp16 -> fp16)."""
-    return {torch.float32: MODES["fp32"], torch.bfloat16: MODES["bf16"], torch.float16: MODES["fp16"]}[dtype]
+    """The mode a plain precision request maps to (fp32 -> fp32, bf16 -> bf16, fp16 -> fp16,
+    float8_e4m3fn -> fp8)."""
+    return {
+        torch.float32: MODES["fp32"],
+        torch.bfloat16: MODES["bf16"],
+        torch.float16: MODES["fp16"],
+        torch.float8_e4m3fn: MODES["fp8"],
+    }[dtype]

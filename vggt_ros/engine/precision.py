@@ -12,8 +12,10 @@ from collections.abc import Iterator
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp8")
+# fp8 is named by the e4m3 dtype of its matrix products; everything else in it computes in bf16
+# (vggt_ros.engine.fp8).
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.float8_e4m3fn}
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
 
@@ -56,16 +58,18 @@ def resolve_precision(spec: str | torch.dtype, device: torch.device) -> torch.dt
     """Pick the compute dtype for ``device``.
 
     Args:
-        spec: "auto", "fp32", "bf16", "fp16" (or a torch float dtype).
+        spec: "auto", "fp32", "bf16", "fp16", "fp8" (or a torch float dtype).
         device: the resolved device.
 
     Returns:
-        torch.float32, torch.bfloat16 or torch.float16. "auto" gives bf16 on CUDA GPUs that
+        torch.float32, torch.bfloat16, torch.float16 or torch.float8_e4m3fn (fp8: the trunk's
+        linears in e4m3, the rest in bf16; Ada/Hopper GPUs only). "auto" gives bf16 on CUDA GPUs that
         support it (Ampere and newer), fp16 on older CUDA GPUs, fp32 on CPU (CPU autocast is
         slower than fp32 on most CPUs and gains nothing here).
 
     Raises:
-        ValueError: unknown spec, or bf16 requested on a CUDA GPU without bf16 support.
+        ValueError: unknown spec, bf16 requested on a CUDA GPU without bf16 support, or fp8 on a
+            device without e4m3 matrix products (the message says why).
     """
     if isinstance(spec, torch.dtype):
         if spec not in _NAMES:
@@ -79,6 +83,12 @@ def resolve_precision(spec: str | torch.dtype, device: torch.device) -> torch.dt
         if device.type != "cuda":
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name == "fp8":
+        from vggt_ros.engine.fp8 import fp8_unsupported_reason
+
+        reason = fp8_unsupported_reason(device)
+        if reason is not None:
+            raise ValueError(reason)
     if name == "bf16" and device.type == "cuda":
         with torch.cuda.device(device):
             if not torch.cuda.is_bf16_supported():
@@ -89,13 +99,15 @@ def resolve_precision(spec: str | torch.dtype, device: torch.device) -> torch.dt
 
 
 def precision_name(dtype: torch.dtype) -> str:
-    """torch dtype -> "fp32" | "bf16" | "fp16"."""
+    """torch dtype -> "fp32" | "bf16" | "fp16" | "fp8"."""
     return _NAMES[dtype]
 
 
 @contextlib.contextmanager
 def inference_context(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
     """``torch.inference_mode`` plus autocast to ``dtype`` on ``device`` when it is not fp32."""
+    if dtype == torch.float8_e4m3fn:  # fp8: e4m3 products inside bf16 autocast
+        dtype = torch.bfloat16
     with torch.inference_mode():
         if dtype == torch.float32:
             yield

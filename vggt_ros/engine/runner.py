@@ -104,6 +104,13 @@ def _prepare_model(model: VGGT, mode: InferenceMode, device: torch.device) -> VG
             store_matmul_weights(model.track_head.feature_extractor, mode.matmul_dtype)
     if mode.camera_dtype is not None and model.camera_head is not None:
         store_matmul_weights(model.camera_head, mode.camera_dtype)
+    if mode.fp8_linears:
+        from vggt_ros.engine.fp8 import convert_trunk_linears, fp8_unsupported_reason
+
+        reason = fp8_unsupported_reason(device)
+        if reason is not None:
+            raise ValueError(reason)
+        convert_trunk_linears(model.aggregator)
     return model
 
 

@@ -216,8 +216,11 @@ class TransformerBlock(nn.Module):
         (0 q, 1 k, 2 v): [..., count, heads, head_dim]."""
         attn = self.attn
         lo, hi = first * rows.shape[-1], (first + count) * rows.shape[-1]
-        bias = None if attn.qkv.bias is None else attn.qkv.bias[lo:hi]
-        out = F.linear(self.norm1(rows), attn.qkv.weight[lo:hi], bias)
+        if hasattr(attn.qkv, "rows"):  # a quantized projection computes a slice of its outputs
+            out = attn.qkv.rows(self.norm1(rows), lo, hi)
+        else:
+            bias = None if attn.qkv.bias is None else attn.qkv.bias[lo:hi]
+            out = F.linear(self.norm1(rows), attn.qkv.weight[lo:hi], bias)
         return out.view(*rows.shape[:-1], count, attn.num_heads, attn.head_dim)
 
     def _normed_rotated(self, x: Tensor, norm: nn.Module, rope_tables: RopeTables | None) -> Tensor:

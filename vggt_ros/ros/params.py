@@ -29,7 +29,7 @@ from typing import Any
 TRANSPORTS = ("raw", "compressed")
 # "" = the configuration of the weights (the embedded model's, or vggt-1b for a checkpoint).
 MODEL_CONFIGS = ("", "vggt-1b", "vggt-small", "vggt-compact", "vggt-tiny")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp8")
 # TensorRT is left out: its engines are built for one image size, which the node does not know
 # before the first image (see docs/tensorrt.md).
 NODE_BACKENDS = ("eager", "torch")
@@ -83,7 +83,8 @@ NODE_PARAMS: dict[str, ParamSpec] = {
     ),
     "model.precision": ParamSpec(
         "auto",
-        "Compute precision: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16.",
+        "Compute precision: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16, or fp8 (the "
+        "trunk's linears as e4m3 products, the rest bf16; Ada/Hopper GPUs only).",
         choices=PRECISIONS,
         read_only=True,
     ),

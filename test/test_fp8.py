@@ -1,0 +1,93 @@
+"""FP8 (e4m3) trunk linears: the layer against float32, the model against float32, the chunked
+long-window path, and the refusal on hardware without e4m3 products."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vggt_ros.engine.fp8 import Fp8Linear, convert_trunk_linears, fp8_unsupported_reason
+from vggt_ros.engine.modes import MODES
+from vggt_ros.engine.precision import resolve_precision
+from vggt_ros.engine.runner import ModelRunner
+from vggt_ros.eval.bench import BenchCase, relative_errors, synthetic_frames
+from vggt_ros.model import VGGT, VGGT_TINY
+
+CPU = torch.device("cpu")
+needs_cpu_fp8 = pytest.mark.skipif(
+    fp8_unsupported_reason(CPU) is not None, reason=f"{fp8_unsupported_reason(CPU)}"
+)
+
+
+@needs_cpu_fp8
+def test_fp8_linear_matches_the_float_layer() -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 96)
+    fp8 = Fp8Linear(layer)
+    x = torch.randn(2, 7, 64) * torch.logspace(-2, 1, 7)[None, :, None]  # rows of every scale
+    ref = layer(x)
+    out = fp8(x)
+    assert out.dtype == torch.bfloat16 and out.shape == ref.shape
+    rel = ((out.float() - ref).norm() / ref.norm()).item()
+    assert rel < 0.05, rel  # e4m3 keeps 3 mantissa bits; sums of 64 products average it down
+    assert rel > 1e-4  # it really is quantized
+    # Any slice of the outputs (the chunked attention computes q, k, v apart) is the same slice.
+    torch.testing.assert_close(fp8.rows(x, 32, 80), out[..., 32:80], rtol=0, atol=0)
+    # Per-row scales: scaling the input by a power of two scales the product exactly.
+    no_bias = Fp8Linear(nn.Linear(64, 96, bias=False))
+    torch.testing.assert_close(no_bias(x * 1024.0).float() / 1024.0, no_bias(x).float(), rtol=0, atol=0)
+
+
+def test_conversion_touches_the_trunk_blocks_only() -> None:
+    model = VGGT(VGGT_TINY)
+    blocks = len(model.aggregator.frame_blocks) + len(model.aggregator.global_blocks)
+    encoder_blocks = len(model.aggregator.patch_embed.blocks)
+    replaced = convert_trunk_linears(model.aggregator)
+    assert replaced == 4 * (blocks + encoder_blocks)
+    block = model.aggregator.global_blocks[0]
+    assert isinstance(block.attn.qkv, Fp8Linear) and isinstance(block.mlp.fc2, Fp8Linear)
+    assert block.attn.qkv.weight_fp8.dtype == torch.float8_e4m3fn
+    head_linears = [m for m in model.camera_head.modules() if isinstance(m, Fp8Linear)]
+    assert not head_linears  # heads keep the bf16 mode's precision
+
+
+@needs_cpu_fp8
+def test_fp8_mode_on_the_trained_model_is_within_the_fast_mode_tolerance() -> None:
+    """On the embedded compact model (trained weights: what FP8 is judged on), the fp8 mode
+    stays within 2e-2 of float32 (DESIGN.md's bound for fast modes), and the chunked long-window
+    path (q, k, v from slices of the quantized projection) gives the same window."""
+    from vggt_ros.model.checkpoint import load_model
+    from vggt_ros.model.embedded import DEFAULT_MODEL
+
+    images = synthetic_frames(BenchCase(frames=4, height=140, width=182))
+
+    def run(mode: str, **options):
+        model, _ = load_model(DEFAULT_MODEL.path, config="vggt-compact", device="cpu")
+        runner = ModelRunner(model, CPU, MODES[mode], options=options)
+        return {k: v.float() for k, v in runner.run(images).items() if torch.is_tensor(v)}
+
+    ref = run("fp32")
+    fp8 = run("fp8")
+    errors = relative_errors(fp8, ref)
+    assert errors["depth"] < 2e-2 and errors["world_points"] < 2e-2, errors
+    assert errors["pose_enc"] < 2e-2, errors
+    bf16 = relative_errors(run("bf16"), ref)
+    assert errors["depth"] > bf16["depth"] * 0.5  # the e4m3 products are really used
+    chunked = run("fp8", token_chunk=128)  # forces the row-chunked trunk path
+    assert relative_errors(chunked, fp8)["depth"] < 5e-3
+
+
+def test_fp8_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA RTX A6000")
+    reason = fp8_unsupported_reason(torch.device("cuda", 0))
+    assert "compute capability 8.9" in reason and "A6000 is 8.6" in reason and "bf16" in reason
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert fp8_unsupported_reason(torch.device("cuda", 0)) is None
+    assert "not on mps" in fp8_unsupported_reason(torch.device("mps"))
+    if fp8_unsupported_reason(CPU) is None:
+        assert resolve_precision("fp8", CPU) == torch.float8_e4m3fn
+    else:
+        with pytest.raises(ValueError, match="fp8 runs on CUDA"):
+            resolve_precision("fp8", CPU)

@@ -91,3 +91,22 @@ def test_fp8_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None
     else:
         with pytest.raises(ValueError, match="fp8 runs on CUDA"):
             resolve_precision("fp8", CPU)
+
+
+@needs_cpu_fp8
+def test_predictor_runs_and_reports_fp8() -> None:
+    """`--precision fp8` end to end through the Predictor (what predict, eval and the node use)."""
+    import numpy as np
+
+    from vggt_ros.engine.predictor import Predictor
+    from vggt_ros.model.checkpoint import load_model
+    from vggt_ros.model.embedded import DEFAULT_MODEL
+
+    model, _ = load_model(DEFAULT_MODEL.path, config="vggt-compact", device="cpu")
+    predictor = Predictor(model, device="cpu", precision="fp8", target_size=182)
+    assert predictor.precision == "fp8"
+    assert isinstance(predictor.model.aggregator.frame_blocks[0].attn.qkv, Fp8Linear)
+    frames = [np.random.default_rng(k).integers(0, 255, (140, 182, 3), dtype=np.uint8) for k in range(3)]
+    out = predictor.predict(frames)
+    assert out.depth.shape[0] == 3 and np.isfinite(out.depth).all()
+    assert np.isfinite(out.cam_to_world).all()

@@ -176,13 +176,25 @@ class Listener:
         with self._lock:
             self.messages.clear()
 
-    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 60.0) -> Any:
+    def call(
+        self, srv_type: Any, name: str, request: Any, timeout: float = 60.0, resend_after: float | None = None
+    ) -> Any:
+        """Call a service and wait for its answer.
+
+        ``resend_after``: for idempotent requests (e.g. get_state), send the request again when
+        no answer came within this many seconds. DDS can report a service as available before
+        the client's response reader is matched, and a response sent then is lost for good
+        (seen once in CI on a loaded 2-core machine: get_state unanswered for 60 s).
+        """
         client = self.node.create_client(srv_type, name)
         assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
         future = client.call_async(request)
         deadline = time.monotonic() + timeout
+        sent = time.monotonic()
         while not future.done() and time.monotonic() < deadline:
             time.sleep(0.02)
+            if resend_after is not None and time.monotonic() - sent > resend_after:
+                future, sent = client.call_async(request), time.monotonic()
         assert future.done(), f"service {name} did not answer within {timeout} s"
         self.node.destroy_client(client)
         return future.result()

@@ -114,7 +114,8 @@ def _change(listener, transition: int, ns: str = NS) -> bool:
 
 
 def _state(listener, ns: str = NS) -> str:
-    return listener.call(GetState, f"{ns}/get_state", GetState.Request()).current_state.label
+    answer = listener.call(GetState, f"{ns}/get_state", GetState.Request(), resend_after=5.0)
+    return answer.current_state.label
 
 
 def test_lifecycle_transitions_in_and_out_of_order(listener, seq, tmp_path) -> None:

@@ -312,6 +312,8 @@ class PerceptionPipeline:
                 num_shared=outcome.num_shared,
                 orientation=self._orientation,
             )
+        # The back end's corrections (odometry-sensor edges, loops) count as the "loop" stage.
+        t_loop = time.perf_counter()
         if outcome.accepted and sensor_edges_added:
             # Odometry-sensor edges correct the graph continuously: keyframes follow it after every
             # window, so the next windows chain onto corrected poses; the map is rebuilt now and then.
@@ -321,7 +323,6 @@ class PerceptionPipeline:
                 self._apply_back_end(rebuild_map=rebuild)
             result.map_rebuilt = rebuild
         # Loop verification runs a network window: outside the lock, so frames keep flowing.
-        t_loop = time.perf_counter()
         if new_reference and self._backend is not None:
             result.loops = self._backend.close_loops(new_reference, self.predictor)
             if any(event.accepted for event in result.loops):

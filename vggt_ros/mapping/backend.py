@@ -126,8 +126,8 @@ class BackEnd:
         self.loops: list[LoopEvent] = []
         self._nodes: list[int] = []  # graph nodes in insertion order
         self._edges: list[tuple[int, int, Sim3, EdgeSigmas, bool]] = []  # (a, b, Z_ab, sigmas, loop)
-        # Odometry-sensor edges (a, b, camera b -> a in metres, metres per G unit when added).
-        self._sensor_edges: list[tuple[int, int, np.ndarray, float]] = []
+        # Odometry-sensor edges (a, b, camera b -> a in metres).
+        self._sensor_edges: list[tuple[int, int, np.ndarray]] = []
         self._last_odometry: tuple[int, np.ndarray] | None = None  # (keyframe, odom <- camera)
         self.sensor_sigmas = SensorSigmas(
             np.radians(config.sensor_rotation_sigma_deg),
@@ -207,7 +207,7 @@ class BackEnd:
             if last is not None and last[0] in self.graph:
                 measured = np.linalg.inv(last[1]) @ cam
                 self.graph.add_sensor_odometry(last[0], kf.id, measured, metres_per_unit, self.sensor_sigmas)
-                self._sensor_edges.append((last[0], kf.id, measured, metres_per_unit))
+                self._sensor_edges.append((last[0], kf.id, measured))
             self._last_odometry = (kf.id, cam)
 
     def _reseed(self) -> None:
@@ -224,8 +224,8 @@ class BackEnd:
             (graph.add_loop if loop else graph.add_odometry)(a, b, rel, sigmas)
         self._sensor_edges = [e for e in self._sensor_edges if e[0] in kept and e[1] in kept]
         metres = self.graph.metres_per_unit()  # the old graph's estimate seeds the new one
-        for a, b, measured, first_guess in self._sensor_edges:
-            graph.add_sensor_odometry(a, b, measured, metres or first_guess, self.sensor_sigmas)
+        for a, b, measured in self._sensor_edges:
+            graph.add_sensor_odometry(a, b, measured, metres, self.sensor_sigmas)
         graph.stats.updates = self.graph.stats.updates
         graph.update()
         self.graph, self._nodes = graph, keep

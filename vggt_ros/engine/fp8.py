@@ -38,9 +38,11 @@ def fp8_unsupported_reason(device: torch.device) -> str | None:
         return None
     if device.type == "cpu":
         try:
+            # Probe the row-wise scaling Fp8Linear uses: some CPU builds (PyTorch 2.11) only
+            # take per-tensor scales and fail on the first real call otherwise.
             a = torch.ones((16, 16), dtype=FP8_DTYPE)
-            one = torch.ones((), dtype=torch.float32)
-            torch._scaled_mm(a, a.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+            rows = torch.ones((16, 1), dtype=torch.float32)
+            torch._scaled_mm(a, a.t(), scale_a=rows, scale_b=rows.t(), out_dtype=torch.bfloat16)
         except (RuntimeError, NotImplementedError) as exc:
             return f"fp8 runs on CUDA GPUs (compute capability >= 8.9); this CPU build cannot ({exc})"
         return None

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from vggt_ros.geometry.alignment import Sim3, robust_umeyama, umeyama
+from vggt_ros.geometry import alignment
+from vggt_ros.geometry.alignment import Sim3, ransac_trials_needed, robust_umeyama, umeyama
 
 
 def random_sim3(rng: np.random.Generator, scale: float | None = None) -> Sim3:
@@ -82,6 +83,43 @@ def test_robust_alignment_with_noise_and_outliers(method: str) -> None:
     assert (result.inliers == ~bad).mean() > 0.97
     assert result.rms < 0.03
     assert result.inlier_ratio == pytest.approx(1 - bad.mean(), abs=0.03)
+
+
+def test_ransac_trials_follow_the_inlier_share() -> None:
+    # log(1 - 0.999) / log(1 - 0.5^3) = 51.7: half inliers need 52 three-point samples.
+    assert ransac_trials_needed(0.5) == 52
+    assert ransac_trials_needed(0.95) == alignment.RANSAC_MIN_TRIALS  # never below the floor
+    assert ransac_trials_needed(1.0) == alignment.RANSAC_MIN_TRIALS
+    assert ransac_trials_needed(0.0) > 10**6  # nothing agrees: the caller's cap applies
+    assert ransac_trials_needed(0.3) > ransac_trials_needed(0.5)
+
+
+@pytest.mark.parametrize(("share", "most"), [(0.0, 12), (0.5, 200)])
+def test_ransac_stops_once_the_best_hypothesis_is_trusted(
+    share: float, most: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clean data (a window that agrees with the map) ends after ~10 hypotheses instead of 200;
+    half outliers still draw enough and find the transform."""
+    calls = []
+    real = alignment.umeyama
+
+    def counting(src, dst, weights=None, with_scale=True):
+        calls.append(len(src))
+        return real(src, dst, weights, with_scale)
+
+    monkeypatch.setattr(alignment, "umeyama", counting)
+    rng = np.random.default_rng(11)
+    src = rng.uniform(-2, 2, (3000, 3))
+    truth = random_sim3(rng)
+    dst = truth.apply(src) + rng.normal(0, 0.005, (3000, 3))
+    bad = rng.random(3000) < share
+    dst[bad] = rng.uniform(-20, 20, (int(bad.sum()), 3))
+    result = robust_umeyama(src, dst, inlier_threshold=0.05, method="ransac")
+    hypotheses = sum(1 for n in calls if n == 3)
+    assert alignment.RANSAC_MIN_TRIALS <= hypotheses <= most
+    if share:
+        assert hypotheses >= 40  # log(0.001) / log(1 - 0.5^3) = 52 expected
+    assert result.transform.scale == pytest.approx(truth.scale, rel=2e-3)
 
 
 def test_plain_least_squares_is_pulled_by_outliers() -> None:

@@ -140,6 +140,30 @@ def test_recorded_rate_mode_reports_queue_and_drops(seq) -> None:
     assert report["dropped"]["frames"] >= report["dropped"]["windows"] >= 0
 
 
+def test_rate_mode_warms_the_model_up_before_the_clock_starts(tmp_path, seq) -> None:
+    """`--rate` replays time the steady state: the first windows at the bag's image shape
+    (compilation, CUDA graph capture) run before the replay and are reported apart."""
+    out = tmp_path / "out"
+    args = build_parser().parse_args(
+        ["eval", str(BAG), "--out", str(out), "-q", "--rate", "50", "--no-plots", *PIPELINE_ARGS]
+    )
+    predictor = GroundTruthPredictor(seq)
+    assert run_eval(args, predictor=predictor) == 0
+    report = json.loads((out / "report.json").read_text())
+    warm = report["inputs"]["warm_up"]
+    assert warm["windows"] == 2 and warm["frames"] == 4 and warm["image_hw"] == [120, 160]
+    assert warm["seconds"] >= 0
+    # Two warm-up calls, then one per window the replay ran (none of them timed).
+    assert predictor.calls == 2 + report["latency_ms"]["window"]["count"]
+    args = build_parser().parse_args(
+        ["eval", str(BAG), "--out", str(tmp_path / "o2"), "-q", "--warmup-windows", "0", "--rate", "50"]
+    )
+    predictor = GroundTruthPredictor(seq)
+    assert run_eval(args, predictor=predictor) == 0
+    assert json.loads((tmp_path / "o2" / "report.json").read_text())["inputs"]["warm_up"] is None
+    assert main(["eval", str(BAG), "--out", str(tmp_path / "o3"), "--warmup-windows", "-1"]) == 2
+
+
 def test_user_errors_are_one_line_exit_2(tmp_path, capsys) -> None:
     assert main(["eval", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert "bag not found" in capsys.readouterr().err

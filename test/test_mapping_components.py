@@ -84,6 +84,42 @@ def test_voxel_budget_drops_oldest_then_least_confident() -> None:
     assert sorted(vm.points()[:, 0].tolist()) == [0.5, 2.5, 3.5]
 
 
+def test_incremental_fusion_equals_fusing_everything_at_once() -> None:
+    """Windows folded in one by one (updates in place, new voxels inserted in order) give the
+    voxels that summing all points per voxel gives; the budget keeps the newest voxels and,
+    within the stamp at the cut, the most confident (the order a full lexsort would give)."""
+    rng = np.random.default_rng(3)
+    windows = [(rng.uniform(-1, 1, (400, 3)) + 0.3 * k, rng.uniform(0.1, 2.0, 400)) for k in range(5)]
+    vm = VoxelMap(voxel_size=0.2, max_points=10**6)
+    for xyz, conf in windows:
+        vm.insert(xyz, conf=conf)
+    xyz = np.concatenate([w[0] for w in windows])
+    conf = np.concatenate([w[1] for w in windows])
+    stamp = np.concatenate([np.full(len(w[0]), k + 1) for k, w in enumerate(windows)])
+    keys = [tuple(v) for v in np.floor(xyz / 0.2).astype(int)]
+    ref: dict = {}
+    for key, p, c, t in zip(keys, xyz, conf, stamp):
+        w, wp, n, last = ref.get(key, (0.0, np.zeros(3), 0, 0))
+        ref[key] = (w + c, wp + c * p, n + 1, max(last, t))
+    assert len(vm) == len(ref)
+    got = {
+        tuple(np.floor(p / 0.2).astype(int)): (p, c, n)
+        for p, c, n in zip(vm.points(np.float64), vm.confidences(), vm.counts())
+    }
+    for key, (w, wp, n, _) in ref.items():
+        p, c, count = got[key]
+        np.testing.assert_allclose(p, wp / w, atol=1e-9)
+        assert count == n and c == pytest.approx(w / n, rel=1e-6)
+    # Budget: drop `excess` voxels, oldest stamp first, then lowest mean confidence.
+    budget = len(vm) - 37
+    order = sorted(ref, key=lambda k: (ref[k][3], ref[k][0] / ref[k][2]))
+    vm.max_points = budget
+    vm.enforce_bounds()
+    assert len(vm) == budget and vm.dropped_by_budget == 37
+    kept = {tuple(np.floor(p / 0.2).astype(int)) for p in vm.points(np.float64)}
+    assert kept == set(order[37:])
+
+
 def test_voxel_radius_and_rescale() -> None:
     vm = VoxelMap(voxel_size=0.1, max_points=100, radius=2.0)
     vm.insert(np.array([[0.05, 0, 0], [1.05, 0, 0], [5.05, 0, 0]]), center=np.zeros(3))

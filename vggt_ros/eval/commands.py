@@ -72,6 +72,13 @@ def add_eval(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     )
     g.add_argument("--queue-size", type=int, default=1, help="window queue in --rate mode (full -> dropped)")
     g.add_argument(
+        "--warmup-windows",
+        type=int,
+        default=2,
+        help="--rate mode: windows of the bag's first image run before the clock starts "
+        "(compilation, CUDA graph capture are start-up, not latency); 0 to time them too",
+    )
+    g.add_argument(
         "--max-frames", type=int, default=None, help="stop after this many reference-camera images"
     )
     g.add_argument("--stamp-tolerance", type=float, default=0.02, help="seconds to match depth/GT stamps")
@@ -138,6 +145,8 @@ def replay_options(args: argparse.Namespace) -> Any:
     if args.gt_frame:
         gt = gt or GroundTruthSpec()
         gt.body = args.gt_frame
+    if args.warmup_windows < 0:
+        raise ValueError(f"--warmup-windows must be >= 0, got {args.warmup_windows}")
     for name in ("queue_size", "stamp_tolerance", "rpe_delta"):
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
@@ -162,7 +171,7 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
     from tqdm import tqdm
 
     from vggt_ros.eval import bags
-    from vggt_ros.eval.replay import replay_bag, resolve_options
+    from vggt_ros.eval.replay import replay_bag, resolve_options, warm_up_predictor
     from vggt_ros.eval.report import write_report
     from vggt_ros.mapping import PerceptionPipeline
 
@@ -188,6 +197,9 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
     total = sum(topics[t].count for t in image_topics if t in topics) or None
     if args.max_frames is not None and total is not None:
         total = min(total, args.max_frames * len(image_topics))
+    warm = None
+    if args.rate is not None:
+        warm = warm_up_predictor(args.bag, predictor, config.window.size, args.warmup_windows, options)
     bar = tqdm(total=total, desc="replay", unit="frame", disable=args.quiet)
     try:
         result = replay_bag(
@@ -197,6 +209,7 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
         bar.close()
         if recorder is not None:
             recorder.close(pipeline)
+    result.warm_up = warm
     report = write_report(
         args.out,
         result,

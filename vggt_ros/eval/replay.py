@@ -179,6 +179,7 @@ class ReplayResult:
         chained_estimate: the reference keyframes as chained, before loop corrections.
         loops: every verified loop candidate (``vggt_ros.mapping.backend.LoopEvent``).
         keyframe_stamps: stamps of the keyframes the loops name.
+        warm_up: what :func:`warm_up_predictor` ran before the replay, or None.
     """
 
     estimate: Trajectory
@@ -203,6 +204,7 @@ class ReplayResult:
     chained_estimate: Trajectory | None = None
     loops: list[Any] = field(default_factory=list)
     keyframe_stamps: dict[int, float] = field(default_factory=dict)
+    warm_up: dict[str, Any] | None = None
 
     @property
     def metric(self) -> bool:
@@ -363,6 +365,37 @@ def _decode_image(msgtype: str, msg: Any) -> np.ndarray:
     if msgtype.endswith("CompressedImage"):
         return bags.rgb_from_compressed(msg)
     return bags.rgb_from_image(msg)
+
+
+def warm_up_predictor(
+    path: str | Path, predictor: Any, frames: int, windows: int, options: ReplayOptions | None = None
+) -> dict[str, Any] | None:
+    """Run ``windows`` windows of ``frames`` copies of the bag's first reference image through
+    ``predictor`` before a timed replay.
+
+    The first windows at a new input shape pay one-off costs (torch.compile compiles, CUDA
+    graphs are captured, cuDNN/cuBLAS pick kernels): tens of seconds with ``--backend torch``
+    that belong to start-up, not to the steady latency a robot sees. Returns {"windows",
+    "frames", "image_hw", "seconds"}, or None when ``windows`` is 0 or no image decodes.
+    """
+    if windows <= 0:
+        return None
+    topics = {t: i.msgtype for t, i in bags.bag_topics(Path(path)).items()}
+    o = resolve_options(options or ReplayOptions(), topics)
+    for _, msgtype, _, msg in bags.read_messages(Path(path), o.image_topics[:1]):
+        try:
+            rgb = _decode_image(msgtype, msg)
+        except (bags.BagError, ValueError):
+            continue
+        t0 = time.perf_counter()
+        for _ in range(windows):
+            predictor.predict([rgb] * frames)
+        seconds = time.perf_counter() - t0
+        logger.info(
+            "warm-up: %d window(s) of %d frames at %dx%d in %.1f s", windows, frames, *rgb.shape[:2], seconds
+        )
+        return {"windows": windows, "frames": frames, "image_hw": list(rgb.shape[:2]), "seconds": seconds}
+    return None
 
 
 def replay_bag(

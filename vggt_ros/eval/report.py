@@ -226,6 +226,7 @@ def evaluate(
             "odom_topic": o.odom_topic or None,
             "ground_truth": o.ground_truth.describe() if o.ground_truth else "none",
             "mode": "as fast as possible" if o.rate is None else f"{o.rate:g}x recorded rate",
+            "warm_up": result.warm_up,
         },
         "scale": {
             "value": float(getattr(scale, "value", 1.0)),

@@ -132,17 +132,45 @@ class VoxelMap:
         xyz, rgb, conf = xyz[ok], rgb[ok], conf[ok]
         self._insertions += 1
         if len(xyz):
-            keys = _pack(np.floor(xyz / self.voxel_size).astype(np.int64))
-            self._merge(
-                np.concatenate((self._keys, keys)),
-                np.concatenate((self._w, conf)),
-                np.concatenate((self._wxyz, xyz * conf[:, None])),
-                np.concatenate((self._wrgb, rgb * conf[:, None])),
-                np.concatenate((self._conf, conf)),
-                np.concatenate((self._count, np.ones(len(xyz), np.int64))),
-                np.concatenate((self._stamp, np.full(len(xyz), self._insertions, np.int64))),
-            )
+            self._fold_in(_pack(np.floor(xyz / self.voxel_size).astype(np.int64)), xyz, rgb, conf)
         self.enforce_bounds(center)
+
+    def _fold_in(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray) -> None:
+        """Add N new points (keys [N], xyz/rgb [N, 3] float64, conf [N]) to the sorted map.
+
+        The new points are summed per voxel first (a sort of N, not of the whole map), then the
+        voxels the map already has are updated in place and the others inserted at their sorted
+        positions: O(M + N log N) for a map of M voxels, where re-sorting map and points
+        together cost ~0.4 s per window at 10^6 voxels (the node's map stage)."""
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        n = uniq.size
+
+        def add(values: np.ndarray) -> np.ndarray:
+            if values.ndim == 1:
+                return np.bincount(inverse, values, minlength=n)
+            return np.stack([np.bincount(inverse, values[:, k], minlength=n) for k in range(3)], axis=1)
+
+        w, wxyz, wrgb = add(conf), add(xyz * conf[:, None]), add(rgb * conf[:, None])
+        count = np.bincount(inverse, minlength=n).astype(np.int64)
+        pos = np.searchsorted(self._keys, uniq)
+        hit = pos < self._keys.size
+        hit[hit] = self._keys[pos[hit]] == uniq[hit]
+        rows = pos[hit]
+        self._w[rows] += w[hit]
+        self._wxyz[rows] += wxyz[hit]
+        self._wrgb[rows] += wrgb[hit]
+        self._conf[rows] += w[hit]
+        self._count[rows] += count[hit]
+        self._stamp[rows] = self._insertions
+        new, at = ~hit, pos[~hit]
+        if new.any():
+            self._keys = np.insert(self._keys, at, uniq[new])
+            self._w = np.insert(self._w, at, w[new])
+            self._wxyz = np.insert(self._wxyz, at, wxyz[new], axis=0)
+            self._wrgb = np.insert(self._wrgb, at, wrgb[new], axis=0)
+            self._conf = np.insert(self._conf, at, w[new])
+            self._count = np.insert(self._count, at, count[new])
+            self._stamp = np.insert(self._stamp, at, np.full(int(new.sum()), self._insertions, np.int64))
 
     def enforce_bounds(self, center: np.ndarray | None = None) -> None:
         """Apply the radius limit (when ``center`` is given) and the point budget."""
@@ -153,12 +181,21 @@ class VoxelMap:
             self._keep(inside)
         excess = len(self) - self.max_points
         if excess > 0:
-            # lexsort: last key is primary -> oldest update first, then least confidence.
-            order = np.lexsort((self._conf / np.maximum(self._count, 1), self._stamp))
-            keep = np.ones(len(self), bool)
-            keep[order[:excess]] = False
             self.dropped_by_budget += excess
-            self._keep(keep)
+            self._keep(self._within_budget(excess))
+
+    def _within_budget(self, excess: int) -> np.ndarray:
+        """Mask keeping all but ``excess`` voxels: the least recently updated go first, ties
+        broken by the lowest mean confidence. Linear time: stamps are small insertion counters,
+        so a histogram finds the cut-off stamp, and only voxels of that stamp are ranked."""
+        per_stamp = np.bincount(self._stamp)
+        cut = int(np.searchsorted(np.cumsum(per_stamp), excess))  # the stamp the cut falls in
+        keep = self._stamp > cut
+        tied = np.flatnonzero(self._stamp == cut)
+        drop_tied = excess - int((self._stamp < cut).sum())
+        mean_conf = self._conf[tied] / np.maximum(self._count[tied], 1)
+        keep[tied[np.argsort(mean_conf, kind="stable")[drop_tied:]]] = True
+        return keep
 
     def rescale(self, factor: float, center: np.ndarray | None = None) -> None:
         """Scale the map about ``center`` (default: origin), e.g. when the metric scale changes.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from test_mapping_fakes import FakePredictor, sequence_tuple, trajectory_error
 
 from vggt_ros.eval.synthetic import render_sequence
@@ -274,3 +275,20 @@ def test_frames_keep_coming_while_a_window_is_processed(orbit) -> None:
     assert pipeline.stats["keyframes"] >= 6 and jobs
     # The jobs made meanwhile still process normally.
     assert pipeline.process(jobs[0]).accepted
+
+
+def test_map_points_unproject_only_the_strided_pixels() -> None:
+    """The map's points at pixel stride 2 or 3 are exactly the strided full unprojection."""
+    from vggt_ros.engine.predictor import Predictor
+    from vggt_ros.mapping.pipeline import _strided_points
+    from vggt_ros.model import VGGT, VGGT_TINY
+
+    torch.manual_seed(0)
+    predictor = Predictor(VGGT(VGGT_TINY), device="cpu", precision="fp32", target_size=70)
+    frames = [np.random.default_rng(k).integers(0, 255, (70, 98, 3), dtype=np.uint8) for k in range(3)]
+    prediction = predictor.predict(frames)
+    full = prediction.points_from_depth()
+    for stride in (1, 2, 3):
+        np.testing.assert_allclose(
+            _strided_points(prediction, stride), full[:, ::stride, ::stride], atol=1e-5
+        )

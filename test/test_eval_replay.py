@@ -151,10 +151,14 @@ def test_rate_mode_warms_the_model_up_before_the_clock_starts(tmp_path, seq) -> 
     assert run_eval(args, predictor=predictor) == 0
     report = json.loads((out / "report.json").read_text())
     warm = report["inputs"]["warm_up"]
-    assert warm["windows"] == 2 and warm["frames"] == 4 and warm["image_hw"] == [120, 160]
+    # Window 4 / stride 2, and 4 + 2 frames for a window re-anchored after a rejection.
+    assert warm["windows"] == 2 and warm["frames"] == [4, 6] and warm["image_hw"] == [120, 160]
     assert warm["seconds"] >= 0
-    # Two warm-up calls, then one per window the replay ran (none of them timed).
-    assert predictor.calls == 2 + report["latency_ms"]["window"]["count"]
+    # Four warm-up calls, then one per window the replay ran (none of them timed).
+    assert predictor.calls == 4 + report["latency_ms"]["window"]["count"]
+    to_poses = report["latency_ms"]["window_to_poses"]
+    assert to_poses["count"] == report["counts"]["windows_accepted"]
+    assert to_poses["p95"] <= to_poses["max"]
     args = build_parser().parse_args(
         ["eval", str(BAG), "--out", str(tmp_path / "o2"), "-q", "--warmup-windows", "0", "--rate", "50"]
     )

@@ -292,3 +292,32 @@ def test_map_points_unproject_only_the_strided_pixels() -> None:
         np.testing.assert_allclose(
             _strided_points(prediction, stride), full[:, ::stride, ::stride], atol=1e-5
         )
+
+
+def test_poses_go_out_before_the_map_stage(orbit) -> None:
+    """`on_poses` gets an accepted window's poses (the ones its result carries) while the map
+    does not yet hold its points; rejected windows send none; a failing callback costs the
+    window nothing."""
+    pipeline = PerceptionPipeline(config(), FakePredictor([sequence_tuple(orbit)], seed=0))
+    seen: list = []
+
+    def on_poses(poses) -> None:
+        seen.append((poses, len(pipeline.global_map), pipeline.global_map._insertions))
+        if len(seen) == 2:
+            raise RuntimeError("publisher gone")  # logged; the window still completes
+
+    results = []
+    for i in range(orbit.num_frames):
+        job = pipeline.add_frame(Frame(orbit.stamps[i], "cam", orbit.images[i], intrinsics=orbit.intrinsics))
+        if job is not None:
+            results.append(pipeline.process(job, on_poses=on_poses))
+    accepted = [r for r in results if r.accepted]
+    assert len(accepted) >= 4 and len(seen) == len(accepted)
+    for (poses, _, insertions_then), result in zip(seen, accepted):
+        assert poses.window_id == result.window_id and poses.keyframe_ids == result.keyframe_ids
+        np.testing.assert_array_equal(poses.cam_to_map, result.cam_to_map)
+        assert 0 < poses.elapsed_ms <= result.timings["total_ms"]
+        assert result.timings["poses_ms"] == pytest.approx(poses.elapsed_ms, abs=1.0)
+        # The map had not fused this window yet: one insertion per accepted window, afterwards.
+        assert insertions_then == accepted.index(result)
+    assert len(pipeline.global_map) > 0 and all(r.points_map.xyz.shape[0] > 0 for r in accepted)

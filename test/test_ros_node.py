@@ -314,7 +314,16 @@ def test_diagnostics(listener, streamed):
     assert int(inf["frame_cache_hits"]) >= 1 and int(inf["frame_cache_misses"]) >= 6
     # Where the time goes, image in to TF out: every stage of the published windows.
     lat = diagnostics_values(msgs, f"{NS}: latency")
-    for stage in ("callback", "queue_wait", "preprocess", "network", "postprocess", "chaining", "publish"):
+    for stage in (
+        "callback",
+        "queue_wait",
+        "preprocess",
+        "network",
+        "postprocess",
+        "chaining",
+        "map",
+        "publish",
+    ):
         assert int(lat[f"{stage}_count"]) >= 1, stage
         p50, p95, top = (float(lat[f"{stage}_ms_{k}"]) for k in ("p50", "p95", "max"))
         assert 0.0 <= p50 <= p95 <= top, stage

@@ -199,7 +199,8 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
         total = min(total, args.max_frames * len(image_topics))
     warm = None
     if args.rate is not None:
-        warm = warm_up_predictor(args.bag, predictor, config.window.size, args.warmup_windows, options)
+        shapes = (config.window.size, config.window.size + config.window.overlap)  # plain, re-anchored
+        warm = warm_up_predictor(args.bag, predictor, shapes, args.warmup_windows, options)
     bar = tqdm(total=total, desc="replay", unit="frame", disable=args.quiet)
     try:
         result = replay_bag(

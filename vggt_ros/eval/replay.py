@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -368,33 +368,41 @@ def _decode_image(msgtype: str, msg: Any) -> np.ndarray:
 
 
 def warm_up_predictor(
-    path: str | Path, predictor: Any, frames: int, windows: int, options: ReplayOptions | None = None
+    path: str | Path,
+    predictor: Any,
+    frame_counts: Sequence[int],
+    windows: int,
+    options: ReplayOptions | None = None,
 ) -> dict[str, Any] | None:
-    """Run ``windows`` windows of ``frames`` copies of the bag's first reference image through
-    ``predictor`` before a timed replay.
+    """Run ``windows`` windows of each of ``frame_counts`` frames (copies of the bag's first
+    reference image) through ``predictor`` before a timed replay.
 
     The first windows at a new input shape pay one-off costs (torch.compile compiles, CUDA
     graphs are captured, cuDNN/cuBLAS pick kernels): tens of seconds with ``--backend torch``
-    that belong to start-up, not to the steady latency a robot sees. Returns {"windows",
-    "frames", "image_hw", "seconds"}, or None when ``windows`` is 0 or no image decodes.
+    that belong to start-up, not to the steady latency a robot sees. A window re-anchored after
+    a rejection has more frames (window size + overlap), hence a second shape. Returns
+    {"windows", "frames", "image_hw", "seconds"}, or None when ``windows`` is 0 or no image
+    decodes.
     """
     if windows <= 0:
         return None
     topics = {t: i.msgtype for t, i in bags.bag_topics(Path(path)).items()}
     o = resolve_options(options or ReplayOptions(), topics)
+    counts = sorted({int(n) for n in frame_counts})
     for _, msgtype, _, msg in bags.read_messages(Path(path), o.image_topics[:1]):
         try:
             rgb = _decode_image(msgtype, msg)
         except (bags.BagError, ValueError):
             continue
         t0 = time.perf_counter()
-        for _ in range(windows):
-            predictor.predict([rgb] * frames)
+        for frames in counts:
+            for _ in range(windows):
+                predictor.predict([rgb] * frames)
         seconds = time.perf_counter() - t0
         logger.info(
-            "warm-up: %d window(s) of %d frames at %dx%d in %.1f s", windows, frames, *rgb.shape[:2], seconds
+            "warm-up: %d window(s) of %s frames at %dx%d in %.1f s", windows, counts, *rgb.shape[:2], seconds
         )
-        return {"windows": windows, "frames": frames, "image_hw": list(rgb.shape[:2]), "seconds": seconds}
+        return {"windows": windows, "frames": counts, "image_hw": list(rgb.shape[:2]), "seconds": seconds}
     return None
 
 

@@ -48,6 +48,7 @@ def _stats(values: np.ndarray | list[float]) -> dict[str, float]:
         "mean": float(v.mean()),
         "median": float(np.median(v)),
         "p90": float(np.percentile(v, 90)),
+        "p95": float(np.percentile(v, 95)),
         "max": float(v.max()),
         "min": float(v.min()),
     }
@@ -295,6 +296,11 @@ def evaluate(
         "window": _stats([w.latency_ms for w in win]),
         "window_queue": _stats([w.queue_ms for w in win]) if o.rate is not None else {"count": 0},
         "window_stages": {k: _stats([w.timings[k] for w in win if k in w.timings]) for k in stage_names},
+        # Queue wait + process start to poses ready (what the node's TF waits for, the map
+        # stage excluded), of accepted windows.
+        "window_to_poses": _stats(
+            [w.queue_ms + w.timings["poses_ms"] for w in win if w.accepted and "poses_ms" in w.timings]
+        ),
         "frame_add": _stats(result.frame_latency_ms),
         "per_keyframe": float(np.sum([w.latency_ms for w in win]) / max(1, len(result.keyframes))),
     }
@@ -469,9 +475,10 @@ def markdown(report: dict[str, Any], bag: str) -> str:
     for key, label in (
         ("window", "window process (ms)"),
         ("window_queue", "window queue wait (ms)"),
+        ("window_to_poses", "queue + process to poses (ms)"),
         ("frame_add", "per-frame add_frame (ms)"),
     ):
-        s = lat[key]
+        s = lat.get(key, {})
         if s.get("count"):
             lines.append(
                 f"| {label} | {_fmt(s['mean'])} | {_fmt(s['median'])} | {_fmt(s['p90'])} | {_fmt(s['max'])} |"

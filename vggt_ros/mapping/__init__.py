@@ -27,6 +27,7 @@ from vggt_ros.mapping.types import (
     ScaleEstimate,
     Tracks,
     WindowJob,
+    WindowPoses,
     WindowResult,
 )
 from vggt_ros.mapping.voxel_map import VoxelMap
@@ -59,6 +60,7 @@ __all__ = [
     "WindowChainer",
     "WindowConfig",
     "WindowJob",
+    "WindowPoses",
     "WindowResult",
     "map_anchor",
     "map_to_odom",

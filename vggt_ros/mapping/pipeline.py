@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,7 +35,16 @@ from vggt_ros.mapping.frames import camera_in_odom, map_anchor, map_to_odom
 from vggt_ros.mapping.keyframes import KeyframeDecision, KeyframeSelector
 from vggt_ros.mapping.rig import RigGrouper
 from vggt_ros.mapping.scale import ScaleEstimator, depth_ratio, odometry_ratios, rig_ratios
-from vggt_ros.mapping.types import Frame, Keyframe, PointsMap, ScaleEstimate, Tracks, WindowJob, WindowResult
+from vggt_ros.mapping.types import (
+    Frame,
+    Keyframe,
+    PointsMap,
+    ScaleEstimate,
+    Tracks,
+    WindowJob,
+    WindowPoses,
+    WindowResult,
+)
 from vggt_ros.mapping.voxel_map import VoxelMap
 from vggt_ros.mapping.window import WindowBuilder, select_query_points
 
@@ -245,8 +255,15 @@ class PerceptionPipeline:
 
     # -------------------------------------------------------------- process
 
-    def process(self, job: WindowJob) -> WindowResult:
-        """Inference, chaining, scale and map for one window (heavy; worker thread)."""
+    def process(self, job: WindowJob, on_poses: Callable[[WindowPoses], None] | None = None) -> WindowResult:
+        """Inference, chaining, scale and map for one window (heavy; worker thread).
+
+        Args:
+            on_poses: called with the window's :class:`WindowPoses` as soon as an accepted
+                window is chained and scaled, before its points are fused into the map (tens of
+                milliseconds at 350x518), so TF and odometry can go out first. Not called for a
+                rejected window; an exception it raises is logged, not propagated.
+        """
         t0 = time.perf_counter()
         keyframes, note = self._with_anchors(job)
         images = [kf.frame.image for kf in keyframes]
@@ -290,15 +307,32 @@ class PerceptionPipeline:
             map_from_g = self._map_from_g(scale)
             to_map = map_from_g @ outcome.transform
             cam_to_map = to_map.transform_poses(np.asarray(prediction.cam_to_world, np.float64))
-            points = PointsMap.empty()
             # A new segment's window could not be checked against the map: its poses are kept
             # (the trajectory goes on) but its points wait until a later window chains to it.
-            if outcome.accepted and not segment_note:
+            mapped = outcome.accepted and not segment_note
+            if mapped:
+                # map <- odom depends on the keyframe poses only, not on the point map.
+                self._map_to_odom = self._compute_map_to_odom(map_from_g)
+            map_to_odom = None if self._map_to_odom is None else self._map_to_odom.copy()
+            stamps = np.array([kf.stamp for kf in keyframes])
+            camera_ids = [kf.camera_id for kf in keyframes]
+        t_poses = time.perf_counter()
+        if on_poses is not None and outcome.accepted:
+            poses = WindowPoses(
+                job.window_id, ids, stamps, camera_ids, cam_to_map, map_to_odom, scale, (t_poses - t0) * 1e3
+            )
+            try:
+                on_poses(poses)
+            except Exception as exc:  # noqa: BLE001 - the map stage must run whatever a publisher does
+                logger.warning("on_poses callback failed for window %d: %s", job.window_id, exc)
+        with self._lock:
+            t_map = time.perf_counter()
+            points = PointsMap.empty()
+            if mapped:
                 self._sync_map(map_from_g)
                 points = self._window_points(prediction, to_map)
                 center = self._robot_position(keyframes, cam_to_map)
                 self.global_map.insert(points.xyz, points.rgb, points.conf, center=center)
-                self._map_to_odom = self._compute_map_to_odom(map_from_g)
             t4 = time.perf_counter()
             tracks = self._tracks(prediction, keyframes, job.query_points, cam_to_map, to_map.scale)
             reason = outcome.reason + segment_note + note
@@ -311,8 +345,8 @@ class PerceptionPipeline:
                 residual=outcome.residual,
                 window_id=job.window_id,
                 keyframe_ids=ids,
-                stamps=np.array([kf.stamp for kf in keyframes]),
-                camera_ids=[kf.camera_id for kf in keyframes],
+                stamps=stamps,
+                camera_ids=camera_ids,
                 cam_to_map=cam_to_map,
                 depth=(np.asarray(prediction.depth, np.float32) * depth_factor).astype(np.float32),
                 depth_conf=np.asarray(prediction.depth_conf, np.float32),
@@ -321,7 +355,7 @@ class PerceptionPipeline:
                 points_map=points,
                 tracks=tracks,
                 scale=scale,
-                map_to_odom=None if self._map_to_odom is None else self._map_to_odom.copy(),
+                map_to_odom=map_to_odom,
                 segment_id=self._segment,
                 inlier_ratio=outcome.inlier_ratio,
                 num_shared=outcome.num_shared,
@@ -349,7 +383,8 @@ class PerceptionPipeline:
             "predict_ms": (t1 - t0) * 1e3,
             "chain_ms": (t2 - t1) * 1e3,
             "scale_ms": (t3 - t2) * 1e3,
-            "map_ms": (t4 - t3) * 1e3,
+            "poses_ms": (t_poses - t0) * 1e3,
+            "map_ms": (t4 - t_map) * 1e3,
             "loop_ms": (t5 - t_loop) * 1e3,
             "total_ms": (t5 - t0) * 1e3,
             **{f"predictor_{k}": float(v) for k, v in getattr(prediction, "timings", {}).items()},

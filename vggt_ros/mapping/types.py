@@ -181,6 +181,31 @@ class Tracks:
     points_map: np.ndarray
 
 
+@dataclass(frozen=True)
+class WindowPoses:
+    """An accepted window's poses, handed out before its map stage (see
+    ``PerceptionPipeline.process``'s ``on_poses``): TF and odometry need only these, so a robot
+    gets them without waiting for the point map to be fused.
+
+    Attributes:
+        window_id: the job's id.
+        keyframe_ids, stamps, camera_ids: [K] per keyframe.
+        cam_to_map: [K, 4, 4] optical frame -> map, as in :class:`WindowResult`.
+        map_to_odom: [4, 4] map <- odom, or None (as in :class:`WindowResult`).
+        scale: the scale estimate used.
+        elapsed_ms: milliseconds from the start of ``process`` (inference included).
+    """
+
+    window_id: int
+    keyframe_ids: list[int]
+    stamps: np.ndarray
+    camera_ids: list[str]
+    cam_to_map: np.ndarray
+    map_to_odom: np.ndarray | None
+    scale: ScaleEstimate
+    elapsed_ms: float
+
+
 @dataclass
 class WindowResult:
     """What one processed window gives the outputs.

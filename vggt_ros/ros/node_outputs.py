@@ -89,7 +89,10 @@ class OutputsMixin:
         hit = self._stamps.get((camera_id, float(stamp)))
         return (hit[0], hit[1]) if hit else (conv.sec_to_stamp(stamp), None)
 
-    def _publish_result(self, job: Any, r: Any) -> None:
+    def _publish_result(self, job: Any, r: Any, poses_published: bool = False) -> None:
+        """Every output of a processed window; TF, odometry and path only when
+        ``poses_published`` is False (the worker normally sends them from the pipeline's
+        ``on_poses``, before the map stage)."""
         self.stats.count("windows.processed")
         self.stats.set("window.last_reason", str(r.reason))
         self.stats.set("window.residual", float(r.residual))
@@ -103,40 +106,11 @@ class OutputsMixin:
             return
         self.stats.count("windows.accepted")
         map_frame = self._p["map_frame"]
-        # newest keyframe of each camera in the window
-        newest: dict[str, int] = {}
-        for i, (cam, s) in enumerate(zip(r.camera_ids, r.stamps)):
-            if cam not in newest or s > r.stamps[newest[cam]]:
-                newest[cam] = i
+        newest = _newest_keyframes(r)
         ref = self.cameras[0].name if self.cameras[0].name in newest else next(iter(newest))
-        ref_stamp, ref_received = self._source_stamp(ref, r.stamps[newest[ref]])
-
-        # TF, odometry and path first: planners wait for the pose, the dense outputs can follow.
-        t_publish = time.monotonic()
-        transforms = []
-        if r.map_to_odom is not None:
-            self._last_map_to_odom = np.asarray(r.map_to_odom, np.float64)
-            transforms.append(
-                conv.transform_stamped(r.map_to_odom, map_frame, self._p["odom_frame"], ref_stamp)
-            )
-        else:
-            for cam, i in newest.items():
-                stamp, _ = self._source_stamp(cam, r.stamps[i])
-                child, T = self._tf_child(cam, np.asarray(r.cam_to_map[i]))
-                transforms.append(conv.transform_stamped(T, map_frame, child, stamp))
-        if self._p["publish_tf"]:
-            self.tf.send(transforms)
-        if ref_received is not None:
-            # Image in -> TF out: what a planner waiting for the pose sees.
-            self.stats.stage("image_to_tf", (time.monotonic() - ref_received) * 1e3)
-        child, T_ref = self._tf_child(ref, np.asarray(r.cam_to_map[newest[ref]]))
-        self.pub_odom.publish(conv.odometry(T_ref, map_frame, child, ref_stamp))
-        try:
-            path = self.pipeline.path()
-        except Exception:  # noqa: BLE001
-            path = []
-        self.pub_path.publish(conv.path_msg(path, map_frame, ref_stamp))
-        self.stats.stage("publish", (time.monotonic() - t_publish) * 1e3)
+        ref_stamp, _ = self._source_stamp(ref, r.stamps[newest[ref]])
+        if not poses_published:
+            self._publish_poses(r)
 
         if self._p["publish_depth"]:
             for cam, i in newest.items():
@@ -174,6 +148,39 @@ class OutputsMixin:
                     f"(correction {event.correction_m:.3f}, path {event.path_since_m:.3f})"
                 )
             self.pub_loop_markers.publish(loop_markers(self.pipeline, map_frame, ref_stamp))
+
+    def _publish_poses(self, r: Any) -> None:
+        """TF (map -> odom, or map -> camera without odometry), odometry and path of an accepted
+        window: what planners wait for. ``r`` is a WindowPoses or a WindowResult."""
+        map_frame = self._p["map_frame"]
+        newest = _newest_keyframes(r)
+        ref = self.cameras[0].name if self.cameras[0].name in newest else next(iter(newest))
+        ref_stamp, ref_received = self._source_stamp(ref, r.stamps[newest[ref]])
+        t_publish = time.monotonic()
+        transforms = []
+        if r.map_to_odom is not None:
+            self._last_map_to_odom = np.asarray(r.map_to_odom, np.float64)
+            transforms.append(
+                conv.transform_stamped(r.map_to_odom, map_frame, self._p["odom_frame"], ref_stamp)
+            )
+        else:
+            for cam, i in newest.items():
+                stamp, _ = self._source_stamp(cam, r.stamps[i])
+                child, T = self._tf_child(cam, np.asarray(r.cam_to_map[i]))
+                transforms.append(conv.transform_stamped(T, map_frame, child, stamp))
+        if self._p["publish_tf"]:
+            self.tf.send(transforms)
+        if ref_received is not None:
+            # Image in -> TF out: what a planner waiting for the pose sees.
+            self.stats.stage("image_to_tf", (time.monotonic() - ref_received) * 1e3)
+        child, T_ref = self._tf_child(ref, np.asarray(r.cam_to_map[newest[ref]]))
+        self.pub_odom.publish(conv.odometry(T_ref, map_frame, child, ref_stamp))
+        try:
+            path = self.pipeline.path()
+        except Exception:  # noqa: BLE001
+            path = []
+        self.pub_path.publish(conv.path_msg(path, map_frame, ref_stamp))
+        self.stats.stage("publish", (time.monotonic() - t_publish) * 1e3)
 
     def _tf_child(self, cam: str, cam_to_map: np.ndarray) -> tuple[str, np.ndarray]:
         """(child frame, map <- child) for a camera pose, honouring ``tf_child_frame``."""
@@ -259,3 +266,12 @@ class OutputsMixin:
         limit = int(self._value("export.max_keyframes"))
         while len(self._keyframes) > limit:
             self._keyframes.popitem(last=False)
+
+
+def _newest_keyframes(r: Any) -> dict[str, int]:
+    """{camera id: index of its newest keyframe} in a window's per-keyframe arrays."""
+    newest: dict[str, int] = {}
+    for i, (cam, s) in enumerate(zip(r.camera_ids, r.stamps)):
+        if cam not in newest or s > r.stamps[newest[cam]]:
+            newest[cam] = i
+    return newest

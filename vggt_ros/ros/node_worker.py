@@ -97,15 +97,23 @@ class WorkerMixin:
             self.busy_window = getattr(job, "window_id", -1)
             try:
                 t0 = time.perf_counter()
+                sent: list[bool] = []
+
+                def poses_first(poses: Any, generation: int = generation, sent: list = sent) -> None:
+                    # TF, odometry and path leave before the map stage (planners wait for them).
+                    if generation == self._generation:
+                        self._publish_poses(poses)
+                        sent.append(True)
+
                 with self._map_lock:
-                    result = self.pipeline.process(job)
+                    result = self.pipeline.process(job, on_poses=poses_first)
                     if generation != self._generation:
                         continue
                     self._remember_keyframes(job, result)
                 self.stats.set("inference_ms", (time.perf_counter() - t0) * 1e3)
                 self.stats.tick("inference")
                 self._record_window_stages(result)
-                self._publish_result(job, result)
+                self._publish_result(job, result, poses_published=bool(sent))
             except WindowInterruptedError:
                 self.stats.count("windows.interrupted")
                 self.get_logger().info(f"window {self.busy_window} interrupted (stopping) and dropped")
@@ -131,9 +139,11 @@ class WorkerMixin:
         ):
             if key in t:
                 self.stats.stage(stage, t[key])
-        chaining = [t[k] for k in ("chain_ms", "scale_ms", "map_ms") if k in t]
+        chaining = [t[k] for k in ("chain_ms", "scale_ms") if k in t]
         if chaining:
             self.stats.stage("chaining", sum(chaining))
+        if "map_ms" in t:  # after TF, odometry and path went out (pipeline on_poses)
+            self.stats.stage("map", t["map_ms"])
         if result.loops:
             self.stats.stage("loops", t.get("loop_ms", 0.0))
 

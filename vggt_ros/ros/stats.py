@@ -48,6 +48,7 @@ LATENCY_STAGES = (
     "network",
     "postprocess",
     "chaining",
+    "map",
     "loops",
     "publish",
     "image_to_tf",

@@ -58,12 +58,14 @@ class GroundTruthPredictor:
         self.noisy[:, :3, 3] += rng.normal(scale=trans_noise, size=(n, 3))
         self.depth_factor = 1.0 + rng.uniform(-depth_noise, depth_noise, size=seq.depth.shape)
         self.calls = 0
+        self.window_sizes: list[int] = []
 
     def frame_index(self, image: np.ndarray) -> int:
         return self.index[_key(image)]
 
     def predict(self, frames: list[np.ndarray], query_points: np.ndarray | None = None) -> Prediction:
         self.calls += 1
+        self.window_sizes.append(len(frames))
         idx = [self.frame_index(f) for f in frames]
         s = self.norm_scale
         base = np.linalg.inv(self.noisy[idx[0]])

@@ -152,7 +152,9 @@ def test_rate_mode_warms_the_model_up_before_the_clock_starts(tmp_path, seq) -> 
     report = json.loads((out / "report.json").read_text())
     warm = report["inputs"]["warm_up"]
     # Window 4 / stride 2, and 4 + 2 frames for a window re-anchored after a rejection.
-    assert warm["windows"] == 2 and warm["frames"] == [4, 6] and warm["image_hw"] == [120, 160]
+    # The steady size runs last (a graphed window keeps the newest shape's CUDA graph).
+    assert warm["windows"] == 2 and warm["frames"] == [6, 4] and warm["image_hw"] == [120, 160]
+    assert predictor.window_sizes[:4] == [6, 6, 4, 4]
     assert warm["seconds"] >= 0
     # Four warm-up calls, then one per window the replay ran (none of them timed).
     assert predictor.calls == 4 + report["latency_ms"]["window"]["count"]

@@ -375,7 +375,8 @@ def warm_up_predictor(
     options: ReplayOptions | None = None,
 ) -> dict[str, Any] | None:
     """Run ``windows`` windows of each of ``frame_counts`` frames (copies of the bag's first
-    reference image) through ``predictor`` before a timed replay.
+    reference image; the steady window size first in the list, run last) through
+    ``predictor`` before a timed replay.
 
     The first windows at a new input shape pay one-off costs (torch.compile compiles, CUDA
     graphs are captured, cuDNN/cuBLAS pick kernels): tens of seconds with ``--backend torch``
@@ -388,7 +389,9 @@ def warm_up_predictor(
         return None
     topics = {t: i.msgtype for t, i in bags.bag_topics(Path(path)).items()}
     o = resolve_options(options or ReplayOptions(), topics)
-    counts = sorted({int(n) for n in frame_counts})
+    # The window size (first of frame_counts) last: a graphed window keeps the most recent
+    # shape's CUDA graph (engine.cuda_graphs.WindowGraphs), and that must be the steady one.
+    counts = [int(n) for n in dict.fromkeys(reversed(list(frame_counts)))]
     for _, msgtype, _, msg in bags.read_messages(Path(path), o.image_topics[:1]):
         try:
             rgb = _decode_image(msgtype, msg)

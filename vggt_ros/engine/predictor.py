@@ -589,3 +589,28 @@ class Predictor:
             query_points=queries,
             weights=dict(self.weights),
         )
+
+
+def warm_up_window_shapes(
+    predictor: Any, image: np.ndarray, frame_counts: Sequence[int], windows: int = 2
+) -> list[int]:
+    """Run ``windows`` windows of ``image`` repeated, for each frame count, so that the one-off
+    costs of a new input shape (torch.compile compiling, CUDA graph capture, kernel selection:
+    tens of seconds with compiled sections) are paid before real windows arrive.
+
+    Args:
+        predictor: anything with ``predict(list of [H, W, 3] uint8 frames)``.
+        image: [H, W, 3] uint8, a real frame of the stream (its size fixes the model input).
+        frame_counts: window sizes to prepare, the steady size FIRST: it runs last, because a
+            graphed window keeps the most recent shape's CUDA graph
+            (``vggt_ros.engine.cuda_graphs.WindowGraphs``).
+        windows: windows per size (2: the second call of a shape in a row is the one captured).
+
+    Returns:
+        The frame counts in the order they ran.
+    """
+    order = [int(n) for n in dict.fromkeys(reversed(list(frame_counts))) if int(n) > 0]
+    for frames in order:
+        for _ in range(windows):
+            predictor.predict([image] * frames)
+    return order

@@ -389,18 +389,15 @@ def warm_up_predictor(
         return None
     topics = {t: i.msgtype for t, i in bags.bag_topics(Path(path)).items()}
     o = resolve_options(options or ReplayOptions(), topics)
-    # The window size (first of frame_counts) last: a graphed window keeps the most recent
-    # shape's CUDA graph (engine.cuda_graphs.WindowGraphs), and that must be the steady one.
-    counts = [int(n) for n in dict.fromkeys(reversed(list(frame_counts)))]
+    from vggt_ros.engine.predictor import warm_up_window_shapes
+
     for _, msgtype, _, msg in bags.read_messages(Path(path), o.image_topics[:1]):
         try:
             rgb = _decode_image(msgtype, msg)
         except (bags.BagError, ValueError):
             continue
         t0 = time.perf_counter()
-        for frames in counts:
-            for _ in range(windows):
-                predictor.predict([rgb] * frames)
+        counts = warm_up_window_shapes(predictor, rgb, frame_counts, windows)
         seconds = time.perf_counter() - t0
         logger.info(
             "warm-up: %d window(s) of %s frames at %dx%d in %.1f s", windows, counts, *rgb.shape[:2], seconds

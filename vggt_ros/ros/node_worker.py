@@ -14,6 +14,8 @@ from typing import Any
 
 from torch import nn
 
+from vggt_ros.engine.predictor import warm_up_window_shapes
+
 INTERRUPTIBLE = ("TransformerBlock", "PatchEncoder", "DPTHead", "CameraHead", "TrackHead")
 
 
@@ -96,6 +98,7 @@ class WorkerMixin:
                 continue
             self.busy_window = getattr(job, "window_id", -1)
             try:
+                self._warm_up_window_shapes(job)
                 t0 = time.perf_counter()
                 sent: list[bool] = []
 
@@ -128,6 +131,37 @@ class WorkerMixin:
                 )
             finally:
                 self.busy_window = None
+
+    def _warm_up_window_shapes(self, job: Any) -> None:
+        """Before the first window with compiled sections or on a GPU: run the real window
+        shapes once (the window's size, and the size a window re-anchored after a rejection
+        has), so that compilation and CUDA graph capture happen now and not in the middle of a
+        run. Measured on the H200 (docs/benchmarks.md, "Latency"): a re-anchored 12-frame window
+        compiled mid-replay stalled the worker 22 s and 32 windows were dropped."""
+        if getattr(self, "_shapes_warm", False):
+            return
+        self._shapes_warm = True
+        device = str(getattr(self.predictor, "device", "cpu"))
+        if self._inference_backend() == "eager" and not device.startswith("cuda"):
+            return  # nothing to compile or capture: eager CPU windows cost the same every time
+        plain = len(job.keyframes)
+        cameras = len({kf.camera_id for kf in job.keyframes})
+        anchored = plain + self.pipeline.config.window.overlap * cameras
+        image = job.keyframes[0].frame.image
+        t0 = time.perf_counter()
+        try:
+            warm_up_window_shapes(self.predictor, image, (plain, anchored))
+        except WindowInterruptedError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the later windows time
+            self._warn("warm_up", f"warm-up at the real window shapes failed: {type(exc).__name__}: {exc}")
+            return
+        seconds = time.perf_counter() - t0
+        self.stats.set("warm_up_s", seconds)
+        self.get_logger().info(
+            f"warmed up at {image.shape[0]}x{image.shape[1]}, windows of {anchored} and {plain} frames: "
+            f"{seconds:.1f} s"
+        )
 
     def _record_window_stages(self, result: Any) -> None:
         """The pipeline's own stage timings of a window, as latency stages (stats.LATENCY_STAGES)."""

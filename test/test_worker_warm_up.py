@@ -1,0 +1,82 @@
+"""The inference worker's warm-up at the real window shapes (vggt_ros.ros.node_worker), without
+ROS: the mixin runs on a plain object with a recording predictor."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from vggt_ros.engine.predictor import warm_up_window_shapes
+from vggt_ros.ros.node_worker import WorkerMixin
+
+
+class RecordingPredictor:
+    def __init__(self, device: str, fail: bool = False) -> None:
+        self.device, self.fail, self.windows = device, fail, []
+
+    def predict(self, frames: list[np.ndarray]) -> None:
+        if self.fail:
+            raise RuntimeError("CUDA out of memory")
+        self.windows.append((len(frames), frames[0].shape))
+
+
+class Worker(WorkerMixin):
+    def __init__(self, predictor: RecordingPredictor, backend: str) -> None:
+        self.predictor, self.backend = predictor, backend
+        self.pipeline = SimpleNamespace(config=SimpleNamespace(window=SimpleNamespace(overlap=4)))
+        self.stats = SimpleNamespace(values={}, set=lambda k, v: self.stats.values.__setitem__(k, v))
+        self.warnings, self.logged = [], []
+
+    def _inference_backend(self) -> str:
+        return self.backend
+
+    def _warn(self, key: str, text: str, *_: float) -> None:
+        self.warnings.append(text)
+
+    def get_logger(self):
+        return SimpleNamespace(info=self.logged.append)
+
+
+def job(cameras: int = 1, size: int = 8):
+    image = np.zeros((350, 518, 3), np.uint8)
+    kfs = [
+        SimpleNamespace(camera_id=f"cam{i % cameras}", frame=SimpleNamespace(image=image))
+        for i in range(size)
+    ]
+    return SimpleNamespace(keyframes=kfs)
+
+
+def test_shapes_warm_once_with_the_steady_size_last() -> None:
+    predictor = RecordingPredictor("cuda:0")
+    worker = Worker(predictor, "torch")
+    worker._warm_up_window_shapes(job())
+    # Re-anchored (8 + overlap 4) first, the steady 8 last, two each; then never again.
+    assert [n for n, _ in predictor.windows] == [12, 12, 8, 8]
+    assert all(shape == (350, 518, 3) for _, shape in predictor.windows)
+    worker._warm_up_window_shapes(job())
+    assert len(predictor.windows) == 4 and worker.stats.values["warm_up_s"] >= 0
+    assert "windows of 12 and 8 frames" in worker.logged[0]
+
+
+def test_rig_windows_re_anchor_on_every_camera() -> None:
+    predictor = RecordingPredictor("cpu")
+    Worker(predictor, "torch")._warm_up_window_shapes(job(cameras=2, size=8))
+    assert [n for n, _ in predictor.windows] == [16, 16, 8, 8]
+
+
+def test_eager_cpu_needs_no_warm_up_and_a_failure_is_only_a_warning() -> None:
+    predictor = RecordingPredictor("cpu")
+    Worker(predictor, "eager")._warm_up_window_shapes(job())
+    assert predictor.windows == []
+    failing = Worker(RecordingPredictor("cuda:0", fail=True), "eager")
+    failing._warm_up_window_shapes(job())  # must not raise: the windows still run
+    assert "out of memory" in failing.warnings[0]
+
+
+@pytest.mark.parametrize(("counts", "order"), [((8, 12), [12, 8]), ((8, 8), [8]), ((4,), [4])])
+def test_warm_up_order(counts, order) -> None:
+    predictor = RecordingPredictor("cpu")
+    assert warm_up_window_shapes(predictor, np.zeros((4, 4, 3), np.uint8), counts, windows=1) == order
+    assert [n for n, _ in predictor.windows] == order

@@ -163,3 +163,68 @@ def test_batch_loss_is_the_mean_of_window_losses(batch: WindowBatch) -> None:
 def test_renderer_tracks_feed_the_targets() -> None:
     r = render_windows(SETTINGS, window_seeds(0, range(2)))
     assert r.tracks.shape == (2, 3, 8, 2) and r.track_visible.dtype == torch.bool
+
+
+def _tokens_matching(t, patch: int, noise: float, seed: int = 0):
+    """[B, S, 1 + P, C] tokens whose frame-k patch holding a track point repeats the frame-0
+    token of its query patch (plus ``noise``); every other token is random."""
+    g = torch.Generator().manual_seed(seed)
+    b, s = t.images.shape[:2]
+    gh, gw = t.images.shape[-2] // patch, t.images.shape[-1] // patch
+    tokens = torch.randn(b, s, 1 + gh * gw, 32, generator=g)
+
+    def cell(xy):
+        return (xy[..., 1] // patch).clamp(0, gh - 1).long() * gw + (xy[..., 0] // patch).clamp(
+            0, gw - 1
+        ).long()
+
+    q = cell(t.query_points)
+    for i in range(b):
+        for k in range(1, s):
+            for n in range(q.shape[1]):
+                if t.track_visible[i, k, n]:
+                    target = cell(t.tracks[i, k, n])
+                    tokens[i, k, 1 + target] = tokens[i, 0, 1 + q[i, n]] + noise * torch.randn(
+                        32, generator=g
+                    )
+    return tokens
+
+
+def test_match_loss_rewards_tokens_that_agree_across_views(batch: WindowBatch) -> None:
+    from vggt_ros.train.losses import match_loss
+
+    t = normalize_window(batch)
+    patch = 7  # 28x42 images: a 4x6 grid
+    w = LossWeights(match=1.0)
+    good = match_loss(_tokens_matching(t, patch, 0.0), 1, patch, t, w)
+    # Every visible point finds its patch, but for the few whose patch another query's token
+    # overwrote (8 queries on a 4x6 grid share cells now and then).
+    assert float(good["match_acc"].min()) > 0.85
+    random = match_loss(torch.randn_like(_tokens_matching(t, patch, 0.0)), 1, patch, t, w)
+    assert float(random["match_acc"].mean()) < 0.5
+    assert float(good["match"].mean()) < float(random["match"].mean()) - 1.0
+    # Per-window values, and in total_loss only with a positive weight and track targets.
+    assert good["match"].shape == (3,)
+    tokens = (_tokens_matching(t, patch, 0.5), 1, patch)
+    with_match, terms = total_loss({"match_tokens": tokens}, t, w)
+    assert "match" in terms and "match_acc" in terms
+    torch.testing.assert_close(with_match, good["match"].new_tensor(float(terms["match"])))
+
+
+def test_match_loss_reaches_the_global_attention() -> None:
+    """The correspondence signal flows into the global blocks (the cross-frame path the camera
+    loss alone fails to train; docs/training.md)."""
+    from vggt_ros.model import VGGT, VGGT_TINY
+    from vggt_ros.train.trainer import TrainingModel
+
+    settings = ProceduralSettings(height=56, width=56, frames=2, track_queries=16)
+    t = normalize_window(ProceduralSource(settings, seed=1).windows(range(2), "cpu"))
+    torch.manual_seed(0)
+    model = TrainingModel(VGGT(VGGT_TINY), ("camera",), match=True)
+    out = model(t.images)
+    assert "match_tokens" in out
+    objective, terms = total_loss({"match_tokens": out["match_tokens"]}, t, LossWeights(match=1.0))
+    objective.backward()
+    grads = [p.grad for p in model.model.aggregator.global_blocks.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    assert 0.0 <= float(terms["match_acc"]) <= 1.0

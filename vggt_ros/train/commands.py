@@ -63,6 +63,11 @@ def motion_weights(text: str) -> tuple[float, ...]:
     return tuple(weights[m] for m in MOTIONS)
 
 
+def _wants_match(items: list[str]) -> bool:
+    """Whether ``--loss`` turns the match loss on (it needs track targets)."""
+    return loss_weights(items).match > 0
+
+
 def loss_weights(items: list[str]):  # -> LossWeights
     """``["camera=10", "focal=0"]`` -> :class:`~vggt_ros.train.losses.LossWeights` (others default)."""
     import dataclasses
@@ -154,7 +159,8 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
         default=[],
         metavar="NAME=VALUE",
         help="a loss weight or constant (repeatable), e.g. camera=10 (default 5, the official "
-        "recipe), focal=0 (no field-of-view term), camera_huber_delta=0 (L1 camera loss); names: "
+        "recipe), focal=0 (no field-of-view term), camera_huber_delta=0 (L1 camera loss), match=1 "
+        "(cross-view correspondence loss on the trunk's tokens, from --track-queries targets); names: "
         "the fields of vggt_ros.train.losses.LossWeights",
     )
     g.add_argument("--ema-decay", type=float, default=0.999, help="0 disables the EMA weights")
@@ -204,7 +210,8 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
             height=args.size[0],
             width=args.size[1],
             frames=args.frames,
-            track_queries=args.track_queries if "track" in heads else 0,
+            # Track targets feed the track head and the match loss (correspondences).
+            track_queries=args.track_queries if "track" in heads or _wants_match(args.loss) else 0,
             supersample=args.supersample,
             **scene,
         )

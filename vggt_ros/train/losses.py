@@ -9,6 +9,12 @@
 * Tracks: L1 distance of the predicted track after every iteration (weighted like the camera
   loss) over frames where the point is visible, binary cross-entropy of the visibility, and of
   the confidence against "within ``conf_radius`` pixels".
+* Match (ours, opt in with ``match`` > 0; 0 keeps the official recipe): an InfoNCE
+  correspondence loss on the last aggregator layer's patch tokens. For each track query the
+  token of its frame-0 patch must be most similar (cosine / ``match_temperature``) to the token
+  of the patch the point lands in, among all patches of each later frame where it is visible.
+  It supervises cross-view matching densely, the step a randomly initialised trunk never takes
+  from the camera loss alone (docs/training.md, "Why poses are not learned").
 
 Every loss is averaged inside each window first and then over windows, so the loss of a batch
 does not depend on how windows are split across processes (DDP averages per-process losses).
@@ -39,6 +45,8 @@ LOSS_NAMES = (
     "track",
     "track_vis",
     "track_conf",
+    "match",
+    "match_acc",
 )
 
 
@@ -64,6 +72,8 @@ class LossWeights:
     track_conf: float = 0.05
     conf_radius: float = 3.0
     quantile: float = 0.98
+    match: float = 0.0
+    match_temperature: float = 0.1
 
 
 def _window_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -169,6 +179,55 @@ def track_loss(
     }
 
 
+def match_loss(
+    tokens: Tensor, patch_start: int, patch_size: int, targets: Targets, w: LossWeights
+) -> dict[str, Tensor]:
+    """Correspondence loss of the trunk's patch tokens (see the module docstring).
+
+    Args:
+        tokens: [B, S, T, C] one aggregator layer; tokens ``patch_start:`` are the patches of a
+            (H / patch_size) x (W / patch_size) grid, row-major.
+        targets: with ``query_points`` [B, N, 2] (frame 0 pixels), ``tracks`` [B, S, N, 2] and
+            ``track_visible`` [B, S, N].
+
+    Returns:
+        {"match": [B] cross-entropy, "match_acc": [B] share of visible points whose most similar
+        patch is the right one (chance: one over the patches of a frame)}, per window.
+    """
+    b, s = tokens.shape[:2]
+    h, wd = targets.images.shape[-2:]
+    gh, gw = h // patch_size, wd // patch_size
+    feats = F.normalize(tokens[:, :, patch_start : patch_start + gh * gw].float(), dim=-1)
+
+    def inside(xy: Tensor) -> Tensor:
+        return (
+            (xy[..., 0] >= 0)
+            & (xy[..., 0] < gw * patch_size)
+            & (xy[..., 1] >= 0)
+            & (xy[..., 1] < gh * patch_size)
+        )
+
+    def cell(xy: Tensor) -> Tensor:
+        col = torch.div(xy[..., 0], patch_size, rounding_mode="floor").clamp(0, gw - 1)
+        row = torch.div(xy[..., 1], patch_size, rounding_mode="floor").clamp(0, gh - 1)
+        return (row * gw + col).long()
+
+    queries, tracks, visible = (
+        targets.query_points.float(),
+        targets.tracks[:, 1:].float(),
+        targets.track_visible[:, 1:],
+    )
+    n = queries.shape[1]
+    anchor = feats[:, 0].gather(1, cell(queries)[..., None].expand(b, n, feats.shape[-1]))  # [B, N, C]
+    logits = torch.einsum("bnc,bspc->bsnp", anchor, feats[:, 1:]) / w.match_temperature  # [B, S-1, N, P]
+    target = cell(tracks)
+    ok = visible & inside(tracks) & inside(queries)[:, None]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+    ce = ce.reshape(b, s - 1, n)
+    hit = (logits.argmax(dim=-1) == target).float()
+    return {"match": _window_mean(ce, ok), "match_acc": _window_mean(hit, ok).detach()}
+
+
 def total_loss(
     outputs: dict[str, object], targets: Targets, w: LossWeights
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -202,4 +261,9 @@ def total_loss(
         terms.update(t)
         objective = objective + w.track * t["track"].mean() + w.track_vis * t["track_vis"].mean()
         objective = objective + w.track_conf * t["track_conf"].mean()
+    if "match_tokens" in outputs and targets.tracks is not None and targets.images.shape[1] > 1:
+        tokens, patch_start, patch_size = outputs["match_tokens"]
+        m = match_loss(tokens, patch_start, patch_size, targets, w)
+        terms.update(m)
+        objective = objective + w.match * m["match"].mean()
     return objective, {k: v.detach().mean() for k, v in terms.items()}

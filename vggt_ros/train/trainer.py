@@ -56,13 +56,15 @@ class TrainingModel(nn.Module):
     """VGGT's forward for training: the heads being trained, with every refinement iteration.
 
     Returns ``pose_enc_list``, ``depth``/``depth_conf``, ``world_points``/``world_points_conf``
-    and, with queries, ``track_list`` (one [B, S, N, 2] per iteration), ``vis``, ``conf``.
+    and, with queries, ``track_list`` (one [B, S, N, 2] per iteration), ``vis``, ``conf``; with
+    ``match``, ``match_tokens``: (last aggregator layer [B, S, T, 2 dim], patch start, patch size).
     """
 
-    def __init__(self, model: VGGT, heads: tuple[str, ...]) -> None:
+    def __init__(self, model: VGGT, heads: tuple[str, ...], match: bool = False) -> None:
         super().__init__()
         self.model = model
         self.heads = set(heads)
+        self.match = match  # also return the last layer's tokens for the match loss
 
     def forward(self, images: Tensor, query_points: Tensor | None = None) -> dict[str, Any]:
         m = self.model
@@ -70,6 +72,9 @@ class TrainingModel(nn.Module):
         with_tracks = query_points is not None and "track" in self.heads and m.track_head is not None
         layers = m.aggregate(images, with_tracks)
         out: dict[str, Any] = {}
+        if self.match:
+            last = m.config.aggregator.depth - 1  # kept for the camera head, which every config has
+            out["match_tokens"] = (layers[last], m.aggregator.patch_start_idx, m.config.patch_size)
         if "camera" in self.heads and m.camera_head is not None:
             out["pose_enc_list"] = m.predict_cameras(layers)
         if "depth" in self.heads and m.depth_head is not None:
@@ -137,7 +142,7 @@ class Trainer:
         self._check_or_save_config()
         torch.manual_seed(config.seed)
         self.model = self._build_model()
-        self.training_model = TrainingModel(self.model, config.heads)
+        self.training_model = TrainingModel(self.model, config.heads, match=config.loss.match > 0)
         self.forward: nn.Module = self.training_model
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel

@@ -235,3 +235,25 @@ def test_cli_curriculum_options_reach_the_run_config(tmp_path: Path) -> None:
     assert main([*bad, "--loss", "camera=-1"]) == 2
     with pytest.raises(SystemExit):
         main([*bad, "--step-scale", "1.0,0.5"])
+
+
+def test_cli_match_loss_keeps_track_targets_without_the_track_head(tmp_path: Path) -> None:
+    """`--loss match=1` trains the correspondence loss from track targets even when the track
+    head is not trained; without it, no track targets are rendered for a camera-only run."""
+    from vggt_ros.train.config import TrainConfig
+
+    def run(name: str, *extra: str) -> tuple[TrainConfig, dict]:
+        args = [
+            "train", "--out", str(tmp_path / name), "--model", "vggt-tiny", "--size", "42x56",
+            "--frames", "2", "--heads", "camera", "--steps", "2", "--batch-size", "2", "--validate-every", "10",
+            "--device", "cpu", "-q", "--track-queries", "8", "--log-every", "1", *extra,
+        ]  # fmt: skip
+        assert main(args) == 0
+        log = [json.loads(x) for x in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+        return TrainConfig.load(tmp_path / name / "config.json"), log[-1]
+
+    config, last = run("match", "--loss", "match=1")
+    assert config.loss.match == 1.0 and config.procedural.track_queries == 8
+    assert last["match"] > 0 and 0.0 <= last["match_acc"] <= 1.0
+    config, last = run("plain")
+    assert config.procedural.track_queries == 0 and "match" not in last

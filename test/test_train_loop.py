@@ -246,7 +246,8 @@ def test_cli_match_loss_keeps_track_targets_without_the_track_head(tmp_path: Pat
         args = [
             "train", "--out", str(tmp_path / name), "--model", "vggt-tiny", "--size", "42x56",
             "--frames", "2", "--heads", "camera", "--steps", "2", "--batch-size", "2",
-            "--validate-every", "10", "--device", "cpu", "-q", "--track-queries", "8", "--log-every", "1", *extra,
+            "--validate-every", "10", "--device", "cpu", "-q", "--track-queries", "8",
+            "--log-every", "1", *extra,
         ]  # fmt: skip
         assert main(args) == 0
         log = [json.loads(x) for x in (tmp_path / name / "log.jsonl").read_text().splitlines()]

@@ -65,7 +65,8 @@ def motion_weights(text: str) -> tuple[float, ...]:
 
 def _wants_match(items: list[str]) -> bool:
     """Whether ``--loss`` turns the match loss on (it needs track targets)."""
-    return loss_weights(items).match > 0
+    weights = loss_weights(items)
+    return weights.match > 0 or weights.attention_match > 0
 
 
 def loss_weights(items: list[str]):  # -> LossWeights

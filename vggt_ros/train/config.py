@@ -95,6 +95,11 @@ class TrainConfig:
             raise ValueError(
                 f"heads must be a non-empty subset of camera, depth, point, track; got {self.heads}"
             )
+        if self.gradient_checkpointing and self.loss.attention_match > 0:
+            raise ValueError(
+                "the attention_match loss reads the global blocks' attention inputs, which gradient "
+                "checkpointing recomputes: use one or the other"
+            )
         if self.freeze_encoder and not self.init_checkpoint:
             raise ValueError("freeze_encoder needs init_checkpoint (a frozen random encoder learns nothing)")
         if self.procedural is None and not self.bags:

@@ -15,6 +15,8 @@
   of the patch the point lands in, among all patches of each later frame where it is visible.
   It supervises cross-view matching densely, the step a randomly initialised trunk never takes
   from the camera loss alone (docs/training.md, "Why poses are not learned").
+* Attention match (ours, opt in with ``attention_match`` > 0): the same correspondences asked
+  of the global attention itself (:mod:`vggt_ros.train.attention_match`).
 
 Every loss is averaged inside each window first and then over windows, so the loss of a batch
 does not depend on how windows are split across processes (DDP averages per-process losses).
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vggt_ros.train.targets import Targets
+from vggt_ros.train.targets import Targets, inside_grid, patch_cells
 
 LOSS_NAMES = (
     "camera",
@@ -47,6 +49,8 @@ LOSS_NAMES = (
     "track_conf",
     "match",
     "match_acc",
+    "attention_match",
+    "attention_match_p",
 )
 
 
@@ -74,6 +78,7 @@ class LossWeights:
     quantile: float = 0.98
     match: float = 0.0
     match_temperature: float = 0.1
+    attention_match: float = 0.0
 
 
 def _window_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -199,18 +204,13 @@ def match_loss(
     gh, gw = h // patch_size, wd // patch_size
     feats = F.normalize(tokens[:, :, patch_start : patch_start + gh * gw].float(), dim=-1)
 
+    grid = (gh, gw)
+
     def inside(xy: Tensor) -> Tensor:
-        return (
-            (xy[..., 0] >= 0)
-            & (xy[..., 0] < gw * patch_size)
-            & (xy[..., 1] >= 0)
-            & (xy[..., 1] < gh * patch_size)
-        )
+        return inside_grid(xy, patch_size, grid)
 
     def cell(xy: Tensor) -> Tensor:
-        col = torch.div(xy[..., 0], patch_size, rounding_mode="floor").clamp(0, gw - 1)
-        row = torch.div(xy[..., 1], patch_size, rounding_mode="floor").clamp(0, gh - 1)
-        return (row * gw + col).long()
+        return patch_cells(xy, patch_size, grid)
 
     queries, tracks, visible = (
         targets.query_points.float(),
@@ -266,4 +266,11 @@ def total_loss(
         m = match_loss(tokens, patch_start, patch_size, targets, w)
         terms.update(m)
         objective = objective + w.match * m["match"].mean()
+    if "attention_taps" in outputs and targets.tracks is not None and targets.images.shape[1] > 1:
+        from vggt_ros.train.attention_match import attention_match_loss
+
+        records, patch_start, patch_size = outputs["attention_taps"]
+        a = attention_match_loss(records, patch_start, patch_size, targets)
+        terms.update(a)
+        objective = objective + w.attention_match * a["attention_match"].mean()
     return objective, {k: v.detach().mean() for k, v in terms.items()}

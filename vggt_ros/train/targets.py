@@ -154,3 +154,19 @@ def normalize_window(batch: WindowBatch) -> Targets:
         tracks=batch.tracks,
         track_visible=batch.track_visible,
     )
+
+
+def patch_cells(xy: Tensor, patch: int, grid_hw: tuple[int, int]) -> Tensor:
+    """Pixels (x, y) [..., 2] -> row-major index [...] of the patch of a ``grid_hw`` grid of
+    ``patch``-pixel patches that holds them (clamped to the grid)."""
+    gh, gw = grid_hw
+    col = torch.div(xy[..., 0], patch, rounding_mode="floor").clamp(0, gw - 1)
+    row = torch.div(xy[..., 1], patch, rounding_mode="floor").clamp(0, gh - 1)
+    return (row * gw + col).long()
+
+
+def inside_grid(xy: Tensor, patch: int, grid_hw: tuple[int, int]) -> Tensor:
+    """Pixels (x, y) [..., 2] -> bool [...]: inside the image the patch grid covers."""
+    gh, gw = grid_hw
+    x, y = xy[..., 0], xy[..., 1]
+    return (x >= 0) & (x < gw * patch) & (y >= 0) & (y < gh * patch)

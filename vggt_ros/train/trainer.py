@@ -37,6 +37,7 @@ from vggt_ros.eval.window_metrics import score_window, summarize
 from vggt_ros.geometry import pose_encoding_to_extrinsics_intrinsics
 from vggt_ros.model.checkpoint import load_model
 from vggt_ros.model.vggt import VGGT
+from vggt_ros.train.attention_match import GlobalAttentionTap
 from vggt_ros.train.checkpoints import (
     ExponentialMovingAverage,
     TrainerState,
@@ -60,18 +61,26 @@ class TrainingModel(nn.Module):
     ``match``, ``match_tokens``: (last aggregator layer [B, S, T, 2 dim], patch start, patch size).
     """
 
-    def __init__(self, model: VGGT, heads: tuple[str, ...], match: bool = False) -> None:
+    def __init__(
+        self, model: VGGT, heads: tuple[str, ...], match: bool = False, attention_match: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         self.heads = set(heads)
         self.match = match  # also return the last layer's tokens for the match loss
+        # Record the global blocks' attention inputs for the attention-match loss.
+        self.taps = GlobalAttentionTap(model.aggregator.global_blocks) if attention_match else None
 
     def forward(self, images: Tensor, query_points: Tensor | None = None) -> dict[str, Any]:
         m = self.model
         hw = (images.shape[-2], images.shape[-1])
         with_tracks = query_points is not None and "track" in self.heads and m.track_head is not None
+        if self.taps is not None:
+            self.taps.take()  # nothing of an earlier forward
         layers = m.aggregate(images, with_tracks)
         out: dict[str, Any] = {}
+        if self.taps is not None and torch.is_grad_enabled():
+            out["attention_taps"] = (self.taps.take(), m.aggregator.patch_start_idx, m.config.patch_size)
         if self.match:
             last = m.config.aggregator.depth - 1  # kept for the camera head, which every config has
             out["match_tokens"] = (layers[last], m.aggregator.patch_start_idx, m.config.patch_size)
@@ -142,7 +151,12 @@ class Trainer:
         self._check_or_save_config()
         torch.manual_seed(config.seed)
         self.model = self._build_model()
-        self.training_model = TrainingModel(self.model, config.heads, match=config.loss.match > 0)
+        self.training_model = TrainingModel(
+            self.model,
+            config.heads,
+            match=config.loss.match > 0,
+            attention_match=config.loss.attention_match > 0,
+        )
         self.forward: nn.Module = self.training_model
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel

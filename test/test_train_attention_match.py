@@ -98,3 +98,4 @@ def test_cli_wires_it_and_refuses_gradient_checkpointing(tmp_path: Path) -> None
     assert last["attention_match"] > 0 and 0 < last["attention_match_p"] < 1
     bad = [*args[:2], str(tmp_path / "bad"), *args[3:], "--gradient-checkpointing"]
     assert main(bad) == 2
+    assert main([*args[:2], str(tmp_path / "bad2"), *args[3:], "--compile"]) == 2

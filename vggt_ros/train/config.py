@@ -95,10 +95,11 @@ class TrainConfig:
             raise ValueError(
                 f"heads must be a non-empty subset of camera, depth, point, track; got {self.heads}"
             )
-        if self.gradient_checkpointing and self.loss.attention_match > 0:
+        if (self.gradient_checkpointing or self.compile) and self.loss.attention_match > 0:
             raise ValueError(
-                "the attention_match loss reads the global blocks' attention inputs, which gradient "
-                "checkpointing recomputes: use one or the other"
+                "the attention_match loss records the global blocks' attention inputs with forward "
+                "hooks, which gradient checkpointing recomputes and torch.compile traces away: "
+                "train it without --gradient-checkpointing and --compile"
             )
         if self.freeze_encoder and not self.init_checkpoint:
             raise ValueError("freeze_encoder needs init_checkpoint (a frozen random encoder learns nothing)")

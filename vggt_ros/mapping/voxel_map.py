@@ -33,6 +33,14 @@ def _pack(index: np.ndarray) -> np.ndarray:
     return (i[:, 0] << (2 * _BITS)) | (i[:, 1] << _BITS) | i[:, 2]
 
 
+def _sum_per_key(inverse: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Sums of ``values`` ([N] or [N, 3]) per key, ``inverse`` [N] giving each row's key index
+    in 0..n-1 (as ``np.unique(..., return_inverse=True)``): [n] or [n, 3] float64."""
+    if values.ndim == 1:
+        return np.bincount(inverse, values, minlength=n)
+    return np.stack([np.bincount(inverse, values[:, k], minlength=n) for k in range(values.shape[1])], axis=1)
+
+
 class VoxelMap:
     """Confidence-weighted voxel map in the ``map`` frame.
 
@@ -91,9 +99,7 @@ class VoxelMap:
         n = uniq.size
 
         def add(values: np.ndarray) -> np.ndarray:
-            if values.ndim == 1:
-                return np.bincount(inverse, values, minlength=n)
-            return np.stack([np.bincount(inverse, values[:, k], minlength=n) for k in range(3)], axis=1)
+            return _sum_per_key(inverse, values, n)
 
         newest = np.zeros(n, np.int64)
         np.maximum.at(newest, inverse, stamp)
@@ -146,9 +152,7 @@ class VoxelMap:
         n = uniq.size
 
         def add(values: np.ndarray) -> np.ndarray:
-            if values.ndim == 1:
-                return np.bincount(inverse, values, minlength=n)
-            return np.stack([np.bincount(inverse, values[:, k], minlength=n) for k in range(3)], axis=1)
+            return _sum_per_key(inverse, values, n)
 
         w, wxyz, wrgb = add(conf), add(xyz * conf[:, None]), add(rgb * conf[:, None])
         count = np.bincount(inverse, minlength=n).astype(np.int64)

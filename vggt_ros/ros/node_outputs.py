@@ -107,7 +107,7 @@ class OutputsMixin:
         self.stats.count("windows.accepted")
         map_frame = self._p["map_frame"]
         newest = _newest_keyframes(r)
-        ref = self.cameras[0].name if self.cameras[0].name in newest else next(iter(newest))
+        ref = self._reference_camera(newest)
         ref_stamp, _ = self._source_stamp(ref, r.stamps[newest[ref]])
         if not poses_published:
             self._publish_poses(r)
@@ -149,12 +149,16 @@ class OutputsMixin:
                 )
             self.pub_loop_markers.publish(loop_markers(self.pipeline, map_frame, ref_stamp))
 
+    def _reference_camera(self, newest: dict[str, int]) -> str:
+        """The first configured camera when the window has it, else the window's first camera."""
+        return self.cameras[0].name if self.cameras[0].name in newest else next(iter(newest))
+
     def _publish_poses(self, r: Any) -> None:
         """TF (map -> odom, or map -> camera without odometry), odometry and path of an accepted
         window: what planners wait for. ``r`` is a WindowPoses or a WindowResult."""
         map_frame = self._p["map_frame"]
         newest = _newest_keyframes(r)
-        ref = self.cameras[0].name if self.cameras[0].name in newest else next(iter(newest))
+        ref = self._reference_camera(newest)
         ref_stamp, ref_received = self._source_stamp(ref, r.stamps[newest[ref]])
         t_publish = time.monotonic()
         transforms = []

@@ -170,6 +170,17 @@ def test_rate_mode_warms_the_model_up_before_the_clock_starts(tmp_path, seq) -> 
     assert main(["eval", str(BAG), "--out", str(tmp_path / "o3"), "--warmup-windows", "-1"]) == 2
 
 
+def test_warm_up_shapes_count_every_camera_of_a_rig(seq) -> None:
+    """A window holds its keyframe times of every camera: two image topics double both shapes."""
+    from vggt_ros.eval.replay import warm_up_predictor
+
+    predictor = GroundTruthPredictor(seq)
+    rig = ReplayOptions(image_topics=["/camera/image_raw", "/camera/image_raw"])
+    warm = warm_up_predictor(BAG, predictor, 4, 2, 1, rig)
+    assert warm["frames"] == [12, 8] and predictor.window_sizes == [12, 8]
+    assert warm_up_predictor(BAG, predictor, 4, 2, 0) is None
+
+
 def test_user_errors_are_one_line_exit_2(tmp_path, capsys) -> None:
     assert main(["eval", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert "bag not found" in capsys.readouterr().err

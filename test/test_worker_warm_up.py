@@ -58,6 +58,10 @@ def test_shapes_warm_once_with_the_steady_size_last() -> None:
     worker._warm_up_window_shapes(job())
     assert len(predictor.windows) == 4 and worker.stats.values["warm_up_s"] >= 0
     assert "windows of 12 and 8 frames" in worker.logged[0]
+    # A reconfigured node (new predictor: other weights or backend) warms up again.
+    worker.predictor = fresh = RecordingPredictor("cuda:0")
+    worker._warm_up_window_shapes(job())
+    assert [n for n, _ in fresh.windows] == [12, 12, 8, 8]
 
 
 def test_rig_windows_re_anchor_on_every_camera() -> None:

@@ -199,8 +199,9 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
         total = min(total, args.max_frames * len(image_topics))
     warm = None
     if args.rate is not None:
-        shapes = (config.window.size, config.window.size + config.window.overlap)  # plain, re-anchored
-        warm = warm_up_predictor(args.bag, predictor, shapes, args.warmup_windows, options)
+        warm = warm_up_predictor(
+            args.bag, predictor, config.window.size, config.window.overlap, args.warmup_windows, options
+        )
     bar = tqdm(total=total, desc="replay", unit="frame", disable=args.quiet)
     try:
         result = replay_bag(

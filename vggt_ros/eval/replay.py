@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,25 +370,27 @@ def _decode_image(msgtype: str, msg: Any) -> np.ndarray:
 def warm_up_predictor(
     path: str | Path,
     predictor: Any,
-    frame_counts: Sequence[int],
+    window_times: int,
+    overlap_times: int,
     windows: int,
     options: ReplayOptions | None = None,
 ) -> dict[str, Any] | None:
-    """Run ``windows`` windows of each of ``frame_counts`` frames (copies of the bag's first
-    reference image; the steady window size first in the list, run last) through
-    ``predictor`` before a timed replay.
+    """Run ``windows`` windows of each window shape (copies of the bag's first reference
+    image) through ``predictor`` before a timed replay.
 
     The first windows at a new input shape pay one-off costs (torch.compile compiles, CUDA
     graphs are captured, cuDNN/cuBLAS pick kernels): tens of seconds with ``--backend torch``
-    that belong to start-up, not to the steady latency a robot sees. A window re-anchored after
-    a rejection has more frames (window size + overlap), hence a second shape. Returns
-    {"windows", "frames", "image_hw", "seconds"}, or None when ``windows`` is 0 or no image
-    decodes.
+    that belong to start-up, not to the steady latency a robot sees. A window holds
+    ``window_times`` keyframe times of every camera; one re-anchored after a rejection holds
+    ``overlap_times`` more, hence two shapes (the steady one runs last). Returns {"windows",
+    "frames", "image_hw", "seconds"}, or None when ``windows`` is 0 or no image decodes.
     """
     if windows <= 0:
         return None
     topics = {t: i.msgtype for t, i in bags.bag_topics(Path(path)).items()}
     o = resolve_options(options or ReplayOptions(), topics)
+    cameras = len(o.image_topics)
+    frame_counts = (window_times * cameras, (window_times + overlap_times) * cameras)
     from vggt_ros.engine.predictor import warm_up_window_shapes
 
     for _, msgtype, _, msg in bags.read_messages(Path(path), o.image_topics[:1]):

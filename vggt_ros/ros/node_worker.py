@@ -138,9 +138,9 @@ class WorkerMixin:
         has), so that compilation and CUDA graph capture happen now and not in the middle of a
         run. Measured on the H200 (docs/benchmarks.md, "Latency"): a re-anchored 12-frame window
         compiled mid-replay stalled the worker 22 s and 32 windows were dropped."""
-        if getattr(self, "_shapes_warm", False):
-            return
-        self._shapes_warm = True
+        if getattr(self, "_warmed_predictor", None) is self.predictor:
+            return  # once per predictor: a reconfigured node (new weights or backend) warms again
+        self._warmed_predictor = self.predictor
         device = str(getattr(self.predictor, "device", "cpu"))
         if self._inference_backend() == "eager" and not device.startswith("cuda"):
             return  # nothing to compile or capture: eager CPU windows cost the same every time

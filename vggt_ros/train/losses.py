@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vggt_ros.train.attention_match import attention_match_loss
 from vggt_ros.train.targets import Targets, inside_grid, patch_cells
 
 LOSS_NAMES = (
@@ -205,23 +206,18 @@ def match_loss(
     feats = F.normalize(tokens[:, :, patch_start : patch_start + gh * gw].float(), dim=-1)
 
     grid = (gh, gw)
-
-    def inside(xy: Tensor) -> Tensor:
-        return inside_grid(xy, patch_size, grid)
-
-    def cell(xy: Tensor) -> Tensor:
-        return patch_cells(xy, patch_size, grid)
-
     queries, tracks, visible = (
         targets.query_points.float(),
         targets.tracks[:, 1:].float(),
         targets.track_visible[:, 1:],
     )
     n = queries.shape[1]
-    anchor = feats[:, 0].gather(1, cell(queries)[..., None].expand(b, n, feats.shape[-1]))  # [B, N, C]
+    anchor = feats[:, 0].gather(
+        1, patch_cells(queries, patch_size, grid)[..., None].expand(b, n, feats.shape[-1])
+    )  # [B, N, C]
     logits = torch.einsum("bnc,bspc->bsnp", anchor, feats[:, 1:]) / w.match_temperature  # [B, S-1, N, P]
-    target = cell(tracks)
-    ok = visible & inside(tracks) & inside(queries)[:, None]
+    target = patch_cells(tracks, patch_size, grid)
+    ok = visible & inside_grid(tracks, patch_size, grid) & inside_grid(queries, patch_size, grid)[:, None]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
     ce = ce.reshape(b, s - 1, n)
     hit = (logits.argmax(dim=-1) == target).float()
@@ -267,8 +263,6 @@ def total_loss(
         terms.update(m)
         objective = objective + w.match * m["match"].mean()
     if "attention_taps" in outputs and targets.tracks is not None and targets.images.shape[1] > 1:
-        from vggt_ros.train.attention_match import attention_match_loss
-
         records, patch_start, patch_size = outputs["attention_taps"]
         a = attention_match_loss(records, patch_start, patch_size, targets)
         terms.update(a)

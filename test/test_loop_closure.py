@@ -71,6 +71,10 @@ def test_loop_closure_corrects_the_drift_and_the_map(revisit) -> None:
     chained, optimised = _ape(revisit, pipeline.chained_path()), _ape(revisit, pipeline.path())
     assert optimised < 0.7 * chained, (chained, optimised)
     assert any(r.map_rebuilt for r in results) and pipeline.stats["map_rebuilds"] >= 1
+    # Poses handed out before the loop closed are stale: the windows that closed one say so.
+    closing = [r for r in results if any(e.accepted for e in r.loops)]
+    assert closing and all(r.poses_corrected for r in closing)
+    assert not any(r.poses_corrected for r in results if not r.loops)
     stats = pipeline.back_end_stats
     assert stats["loops_accepted"] == len(accepted) and stats["graph_loop_edges"] == 2 * len(accepted)
     # A rebuild makes the map from the keyframes' stored points at their corrected poses only

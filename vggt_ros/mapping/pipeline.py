@@ -371,6 +371,7 @@ class PerceptionPipeline:
             with self._lock:
                 self._apply_back_end(rebuild_map=rebuild)
             result.map_rebuilt = rebuild
+            result.poses_corrected = True
         # Loop verification runs a network window: outside the lock, so frames keep flowing.
         if new_reference and self._backend is not None:
             result.loops = self._backend.close_loops(new_reference, self.predictor)
@@ -378,6 +379,7 @@ class PerceptionPipeline:
                 with self._lock:
                     self._apply_back_end()
                 result.map_rebuilt = True
+                result.poses_corrected = True
         t5 = time.perf_counter()
         result.timings = {
             "predict_ms": (t1 - t0) * 1e3,

@@ -235,6 +235,9 @@ class WindowResult:
         orientation: how the map was made z-up ("odometry", "camera_to_base", "optical-axes").
         loops: loop candidates verified after this window (``vggt_ros.mapping.backend.LoopEvent``).
         map_rebuilt: an accepted loop moved the keyframes and the map was rebuilt from them.
+        poses_corrected: the back end (odometry-sensor edges or a closed loop) moved the
+            keyframes after the window's poses were handed to ``on_poses``: the path and TF sent
+            then are stale and should be sent again.
     """
 
     accepted: bool
@@ -257,6 +260,7 @@ class WindowResult:
     segment_id: int = 0
     loops: list = field(default_factory=list)
     map_rebuilt: bool = False
+    poses_corrected: bool = False
     inlier_ratio: float = 0.0
     num_shared: int = 0
     orientation: str = ""

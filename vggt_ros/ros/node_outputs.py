@@ -92,7 +92,7 @@ class OutputsMixin:
     def _publish_result(self, job: Any, r: Any, poses_published: bool = False) -> None:
         """Every output of a processed window; TF, odometry and path only when
         ``poses_published`` is False (the worker normally sends them from the pipeline's
-        ``on_poses``, before the map stage)."""
+        ``on_poses``, before the map stage) or when the back end corrected them afterwards."""
         self.stats.count("windows.processed")
         self.stats.set("window.last_reason", str(r.reason))
         self.stats.set("window.residual", float(r.residual))
@@ -109,7 +109,8 @@ class OutputsMixin:
         newest = _newest_keyframes(r)
         ref = self._reference_camera(newest)
         ref_stamp, _ = self._source_stamp(ref, r.stamps[newest[ref]])
-        if not poses_published:
+        if not poses_published or r.poses_corrected:
+            # Sent before the map stage, unless the back end moved the keyframes since.
             self._publish_poses(r)
 
         if self._p["publish_depth"]:

@@ -15,6 +15,28 @@ from vggt_ros.model.config import EncoderConfig
 from vggt_ros.model.layers import TransformerBlock
 
 
+def sincos_position_table(grid: int, dim: int, temperature: float = 10000.0) -> Tensor:
+    """Fixed 2D sine-cosine position table (as MAE initialises its ViT): [grid * grid, dim].
+
+    Row-major over a ``grid x grid`` patch grid; the first half of the channels encodes the
+    row, the second half the column, each as ``dim / 4`` sines then ``dim / 4`` cosines of
+    geometrically spaced frequencies. Every row has norm ``sqrt(dim / 2)``, comparable to a
+    freshly initialised patch projection's output, so position stays readable in the tokens.
+    """
+    if dim % 4:
+        raise ValueError(f"a 2D sine-cosine table needs a width divisible by 4, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    rows, cols = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
+    parts = []
+    for coordinate in (rows.reshape(-1, 1), cols.reshape(-1, 1)):
+        angle = coordinate * omega
+        parts += [angle.sin(), angle.cos()]
+    return torch.cat(parts, dim=1).float()
+
+
 class PatchProjection(nn.Module):
     """Non-overlapping ``patch x patch`` convolution: [N, 3, H, W] -> [N, H/p * W/p, dim]."""
 
@@ -57,6 +79,21 @@ class PatchEncoder(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         nn.init.normal_(self.register_tokens, std=1e-6)
+
+    @torch.no_grad()
+    def init_sincos_positions(self) -> None:
+        """Overwrite the learned position table with :func:`sincos_position_table` (training from
+        scratch; the table stays learnable).
+
+        Why: the default ``trunc_normal(0.02)`` table is about 5 % of a patch token's norm, and
+        a small model trained from scratch on our data never grew it: its tokens carry no
+        readable position (a linear probe of the patch row and column from any layer of
+        ``vggt-compact-v1`` scores R^2 < 0), so a patch matched across frames tells the trunk
+        nothing about *where* it moved, which is what relative pose needs.
+        """
+        table = sincos_position_table(self.pos_embed_grid, self.pos_embed.shape[-1])
+        self.pos_embed[0, 1:].copy_(table.to(self.pos_embed.dtype))
+        self.pos_embed[0, :1].zero_()
 
     def position_embedding(self, grid_hw: tuple[int, int]) -> Tensor:
         """Learned position table resampled to a ``gh x gw`` patch grid: [1, 1 + gh * gw, dim].

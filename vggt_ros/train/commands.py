@@ -121,6 +121,21 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
     g.add_argument("--init-checkpoint", default=None, help="start from these weights (fine-tuning)")
     g.add_argument("--freeze-encoder", action="store_true", help="keep the per-frame encoder fixed")
     g.add_argument("--heads", default=",".join(HEADS), help=f"heads to train (default {','.join(HEADS)})")
+    g.add_argument(
+        "--position-init",
+        choices=("default", "sincos"),
+        default="default",
+        help="encoder position table at the start: the model's own (random from scratch, the "
+        "checkpoint's when fine-tuning) or a 2D sine-cosine table (recommended from scratch; "
+        "docs/training.md)",
+    )
+    g.add_argument(
+        "--layer-scale-init",
+        type=float,
+        default=0.0,
+        help="start value of the trunk's and camera head's layer-scale gains (0: the model's own, "
+        "0.01; 1.0 recommended from scratch, docs/training.md)",
+    )
     g = p.add_argument_group("data")
     g.add_argument("--no-procedural", action="store_true", help="no procedural scenes (bags only)")
     g.add_argument("--bag", action="append", default=[], type=Path, help="ground-truth bag (repeatable)")
@@ -231,6 +246,8 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
         init_checkpoint=args.init_checkpoint,
         freeze_encoder=args.freeze_encoder,
         heads=heads,
+        position_init=args.position_init,
+        layer_scale_init=args.layer_scale_init,
         procedural=procedural,
         bags=tuple(str(b) for b in args.bag),
         bag_weight=args.bag_weight,

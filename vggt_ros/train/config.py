@@ -41,6 +41,13 @@ class TrainConfig:
         init_checkpoint: weights to start from (fine-tuning): file, folder or HF repo id.
         freeze_encoder: keep the per-frame DINOv2 encoder fixed (only with init_checkpoint).
         heads: which heads to train (a subset of camera, depth, point, track).
+        position_init: the encoder's position table at the start: ``default`` (the model's
+            own: random ``trunc_normal(0.02)`` from scratch, the checkpoint's when fine-tuning)
+            or ``sincos`` (a 2D sine-cosine table, overwriting the checkpoint's if any; see
+            :meth:`~vggt_ros.model.encoder.PatchEncoder.init_sincos_positions`).
+        layer_scale_init: start value of every layer-scale gain of the trunk's frame and global
+            blocks and of the camera head's trunk (0: the model's own, 0.01 as VGGT-1B; applied
+            after any ``init_checkpoint``). See :func:`~vggt_ros.train.trainer.set_trunk_layer_scale`.
     Data:
         procedural: settings of the renderer (None: no procedural data).
         bags: ground-truth bags (from ``vggt-ros generate`` / ``convert-dataset``).
@@ -61,6 +68,8 @@ class TrainConfig:
     init_checkpoint: str | None = None
     freeze_encoder: bool = False
     heads: tuple[str, ...] = ("camera", "depth", "point", "track")
+    position_init: str = "default"
+    layer_scale_init: float = 0.0
     procedural: ProceduralSettings | None = field(default_factory=ProceduralSettings)
     bags: tuple[str, ...] = ()
     bag_weight: float = 0.5
@@ -100,6 +109,12 @@ class TrainConfig:
                 "the attention_match loss records the global blocks' attention inputs with forward "
                 "hooks, which gradient checkpointing recomputes and torch.compile traces away: "
                 "train it without --gradient-checkpointing and --compile"
+            )
+        if self.position_init not in ("default", "sincos"):
+            raise ValueError(f"position_init must be 'default' or 'sincos', got {self.position_init!r}")
+        if self.layer_scale_init < 0:
+            raise ValueError(
+                f"layer_scale_init must be >= 0 (0: keep the model's), got {self.layer_scale_init}"
             )
         if self.freeze_encoder and not self.init_checkpoint:
             raise ValueError("freeze_encoder needs init_checkpoint (a frozen random encoder learns nothing)")

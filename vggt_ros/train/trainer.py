@@ -128,6 +128,27 @@ class RunResult:
     seconds: float
 
 
+@torch.no_grad()
+def set_trunk_layer_scale(model: VGGT, value: float) -> int:
+    """Set every layer-scale gain (``ls1``/``ls2.gamma``) of the aggregator's frame and global
+    blocks and of the camera head's trunk to ``value``; returns how many vectors were set.
+
+    Why: VGGT-1B starts these at 0.01, right for a trunk trained on top of a pretrained DINOv2.
+    A small model trained from scratch with that start never used its trunk: after 1,400 steps
+    of the compact recipe the gains had *shrunk* (global blocks 0.003-0.016, camera trunk
+    0.001-0.002), so the heads read the per-frame encoder tokens almost unchanged and nothing
+    related the frames (docs/training.md). The encoder's own blocks are left alone.
+    """
+    trunk = ("aggregator.frame_blocks", "aggregator.global_blocks", "camera_head.trunk")
+    count = 0
+    for prefix, module in model.named_modules():
+        in_trunk = prefix.startswith(trunk)
+        if in_trunk and hasattr(module, "gamma") and isinstance(module.gamma, torch.nn.Parameter):
+            module.gamma.fill_(value)
+            count += 1
+    return count
+
+
 class Trainer:
     """A training run in ``run_dir`` (see the module docstring)."""
 
@@ -204,6 +225,12 @@ class Trainer:
         else:
             with self.device:
                 model = VGGT(c.model)
+        if c.position_init == "sincos":
+            model.aggregator.patch_embed.init_sincos_positions()
+            logger.info("encoder position table initialised with 2D sine-cosine")
+        if c.layer_scale_init > 0:
+            count = set_trunk_layer_scale(model, c.layer_scale_init)
+            logger.info("%d trunk layer-scale gains set to %g", count, c.layer_scale_init)
         model.train()
         model.set_gradient_checkpointing(c.gradient_checkpointing)
         trained = set(c.heads)

@@ -228,3 +228,52 @@ def test_match_loss_reaches_the_global_attention() -> None:
     grads = [p.grad for p in model.model.aggregator.global_blocks.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
     assert 0.0 <= float(terms["match_acc"]) <= 1.0
+
+
+def test_flow_loss_reads_each_patch_displacement_back_to_frame_zero(batch: WindowBatch) -> None:
+    """Tokens whose readout channels (the first two of the global half) hold each track's
+    displacement to frame 0 in patch units score near 0; random tokens far more; the loss is
+    per window and enters total_loss only with its tokens."""
+    from vggt_ros.train.losses import flow_loss
+
+    t = normalize_window(batch)
+    patch, dim = 7, 16  # 28x42 images: a 4x6 grid
+    b, s = t.images.shape[:2]
+    gh, gw = t.images.shape[-2] // patch, t.images.shape[-1] // patch
+    good = torch.randn(b, s, 1 + gh * gw, 2 * dim, generator=torch.Generator().manual_seed(0))
+    random = good.clone()
+    for i in range(b):
+        for k in range(1, s):
+            for n in range(t.query_points.shape[1]):
+                x, y = t.tracks[i, k, n].tolist()
+                if t.track_visible[i, k, n] and 0 <= x < gw * patch and 0 <= y < gh * patch:
+                    cell = int(y // patch) * gw + int(x // patch)
+                    good[i, k, 1 + cell, dim : dim + 2] = (t.query_points[i, n] - t.tracks[i, k, n]) / patch
+    right, wrong = flow_loss(good, 1, patch, t), flow_loss(random, 1, patch, t)
+    assert right["flow"].shape == (b,)
+    # Points sharing a cell disagree a little; random readouts miss by about a patch.
+    assert float(right["flow"].mean()) < 0.3 * float(wrong["flow"].mean())
+    assert float(right["flow_px"].mean()) < float(wrong["flow_px"].mean())
+    objective, terms = total_loss({"flow_tokens": (good, 1, patch)}, t, LossWeights(flow=2.0))
+    torch.testing.assert_close(objective, 2.0 * right["flow"].mean())
+    assert "flow_px" in terms
+    assert "flow" not in total_loss({}, t, LossWeights(flow=2.0))[1]
+
+
+def test_flow_loss_reaches_the_global_blocks() -> None:
+    """The training forward hands out the second-to-last layer for the flow loss and its
+    gradient reaches the global blocks (the cross-frame path)."""
+    from vggt_ros.model import VGGT, VGGT_TINY
+    from vggt_ros.train.trainer import TrainingModel
+
+    settings = ProceduralSettings(height=56, width=56, frames=2, track_queries=16)
+    t = normalize_window(ProceduralSource(settings, seed=1).windows(range(2), "cpu"))
+    torch.manual_seed(0)
+    model = TrainingModel(VGGT(VGGT_TINY), ("camera",), flow=True)
+    out = model(t.images)
+    tokens = out["flow_tokens"][0]
+    assert tokens.shape[:2] == (2, 2)
+    objective, _ = total_loss({"flow_tokens": out["flow_tokens"]}, t, LossWeights(flow=1.0))
+    objective.backward()
+    last_global = model.model.aggregator.global_blocks[VGGT_TINY.aggregator.depth - 2]
+    assert sum(float(p.grad.abs().sum()) for p in last_global.parameters() if p.grad is not None) > 0

@@ -64,9 +64,10 @@ def motion_weights(text: str) -> tuple[float, ...]:
 
 
 def _wants_match(items: list[str]) -> bool:
-    """Whether ``--loss`` turns the match loss on (it needs track targets)."""
+    """Whether ``--loss`` turns a correspondence loss on (match, attention_match, flow: they
+    need track targets)."""
     weights = loss_weights(items)
-    return weights.match > 0 or weights.attention_match > 0
+    return weights.match > 0 or weights.attention_match > 0 or weights.flow > 0
 
 
 def loss_weights(items: list[str]):  # -> LossWeights
@@ -176,7 +177,8 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
         metavar="NAME=VALUE",
         help="a loss weight or constant (repeatable), e.g. camera=10 (default 5, the official "
         "recipe), focal=0 (no field-of-view term), camera_huber_delta=0 (L1 camera loss), match=1 "
-        "(cross-view correspondence loss on the trunk's tokens, from --track-queries targets); names: "
+        "(cross-view correspondence loss on the trunk's tokens, from --track-queries targets), flow=1 "
+        "(the tokens' displacement back to frame 0, same targets); names: "
         "the fields of vggt_ros.train.losses.LossWeights",
     )
     g.add_argument("--ema-decay", type=float, default=0.999, help="0 disables the EMA weights")

@@ -17,6 +17,13 @@
   from the camera loss alone (docs/training.md, "Why poses are not learned").
 * Attention match (ours, opt in with ``attention_match`` > 0): the same correspondences asked
   of the global attention itself (:mod:`vggt_ros.train.attention_match`).
+* Flow (ours, opt in with ``flow`` > 0): where each patch of a later frame came from. For
+  every track point visible in frame k, the first two channels of the global-block half of the
+  frame-k patch token it lands in, at the second-to-last aggregator layer, must equal the
+  point's displacement back to frame 0 in patch units (L1). A fixed readout, so no parameter is
+  added to the model. Matching alone leaves the tokens without any readable displacement, and
+  relative pose needs exactly that; the layer is one before the last so that the last layer's
+  camera tokens can pool it.
 
 Every loss is averaged inside each window first and then over windows, so the loss of a batch
 does not depend on how windows are split across processes (DDP averages per-process losses).
@@ -52,6 +59,8 @@ LOSS_NAMES = (
     "match_acc",
     "attention_match",
     "attention_match_p",
+    "flow",
+    "flow_px",
 )
 
 
@@ -80,6 +89,7 @@ class LossWeights:
     match: float = 0.0
     match_temperature: float = 0.1
     attention_match: float = 0.0
+    flow: float = 0.0
 
 
 def _window_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -224,6 +234,35 @@ def match_loss(
     return {"match": _window_mean(ce, ok), "match_acc": _window_mean(hit, ok).detach()}
 
 
+def flow_loss(tokens: Tensor, patch_start: int, patch_size: int, targets: Targets) -> dict[str, Tensor]:
+    """Displacement readout of the trunk's patch tokens (see the module docstring).
+
+    Args:
+        tokens: [B, S, T, 2 * dim] one aggregator layer (frame half, then global half); tokens
+            ``patch_start:`` are the patches of a (H / patch_size) x (W / patch_size) grid.
+        targets: with ``query_points`` [B, N, 2] (frame 0 pixels), ``tracks`` [B, S, N, 2] and
+            ``track_visible`` [B, S, N].
+
+    Returns:
+        {"flow": [B] L1 in patch units, "flow_px": [B] mean end-point error in pixels}, per
+        window, over the visible points of frames 1.. that land inside the grid.
+    """
+    b, s = tokens.shape[:2]
+    h, wd = targets.images.shape[-2:]
+    grid = (h // patch_size, wd // patch_size)
+    dim = tokens.shape[-1] // 2
+    patches = slice(patch_start, patch_start + grid[0] * grid[1])
+    readout = tokens[:, 1:, patches, dim : dim + 2].float()  # [B, S-1, P, 2]
+    tracks, visible = targets.tracks[:, 1:].float(), targets.track_visible[:, 1:]
+    cells = patch_cells(tracks, patch_size, grid)  # [B, S-1, N]
+    predicted = readout.gather(2, cells[..., None].expand(*cells.shape, 2))  # [B, S-1, N, 2]
+    truth = (targets.query_points.float()[:, None] - tracks) / patch_size
+    ok = visible & inside_grid(tracks, patch_size, grid)
+    error = (predicted - truth).abs().sum(-1)
+    end_point = (predicted - truth).norm(dim=-1).detach() * patch_size
+    return {"flow": _window_mean(error, ok), "flow_px": _window_mean(end_point, ok)}
+
+
 def total_loss(
     outputs: dict[str, object], targets: Targets, w: LossWeights
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -267,4 +306,8 @@ def total_loss(
         a = attention_match_loss(records, patch_start, patch_size, targets)
         terms.update(a)
         objective = objective + w.attention_match * a["attention_match"].mean()
+    if "flow_tokens" in outputs and targets.tracks is not None and targets.images.shape[1] > 1:
+        f = flow_loss(*outputs["flow_tokens"], targets)
+        terms.update(f)
+        objective = objective + w.flow * f["flow"].mean()
     return objective, {k: v.detach().mean() for k, v in terms.items()}

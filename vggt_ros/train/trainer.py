@@ -58,16 +58,25 @@ class TrainingModel(nn.Module):
 
     Returns ``pose_enc_list``, ``depth``/``depth_conf``, ``world_points``/``world_points_conf``
     and, with queries, ``track_list`` (one [B, S, N, 2] per iteration), ``vis``, ``conf``; with
-    ``match``, ``match_tokens``: (last aggregator layer [B, S, T, 2 dim], patch start, patch size).
+    ``match``, ``match_tokens``: (last aggregator layer [B, S, T, 2 dim], patch start, patch size);
+    with ``flow``, ``flow_tokens``: the same for the second-to-last layer.
     """
 
     def __init__(
-        self, model: VGGT, heads: tuple[str, ...], match: bool = False, attention_match: bool = False
+        self,
+        model: VGGT,
+        heads: tuple[str, ...],
+        match: bool = False,
+        attention_match: bool = False,
+        flow: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self.heads = set(heads)
         self.match = match  # also return the last layer's tokens for the match loss
+        self.flow = flow  # also return the second-to-last layer's tokens for the flow loss
+        if flow and model.config.aggregator.depth < 2:
+            raise ValueError("the flow loss reads the second-to-last aggregator layer: needs depth >= 2")
         # Record the global blocks' attention inputs for the attention-match loss.
         self.taps = GlobalAttentionTap(model.aggregator.global_blocks) if attention_match else None
 
@@ -77,13 +86,16 @@ class TrainingModel(nn.Module):
         with_tracks = query_points is not None and "track" in self.heads and m.track_head is not None
         if self.taps is not None:
             self.taps.take()  # nothing of an earlier forward
-        layers = m.aggregate(images, with_tracks)
+        layers = m.aggregate(images, with_tracks, keep_all_layers=self.flow)
         out: dict[str, Any] = {}
         if self.taps is not None and torch.is_grad_enabled():
             out["attention_taps"] = (self.taps.take(), m.aggregator.patch_start_idx, m.config.patch_size)
         if self.match:
             last = m.config.aggregator.depth - 1  # kept for the camera head, which every config has
             out["match_tokens"] = (layers[last], m.aggregator.patch_start_idx, m.config.patch_size)
+        if self.flow:
+            layer = layers[m.config.aggregator.depth - 2]
+            out["flow_tokens"] = (layer, m.aggregator.patch_start_idx, m.config.patch_size)
         if "camera" in self.heads and m.camera_head is not None:
             out["pose_enc_list"] = m.predict_cameras(layers)
         if "depth" in self.heads and m.depth_head is not None:
@@ -177,6 +189,7 @@ class Trainer:
             config.heads,
             match=config.loss.match > 0,
             attention_match=config.loss.attention_match > 0,
+            flow=config.loss.flow > 0,
         )
         self.forward: nn.Module = self.training_model
         if self.distributed:

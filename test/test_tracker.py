@@ -238,8 +238,10 @@ def _check_batch_independence(model: CorrelationTracker, cfg: TrackHeadConfig, i
                 moved_both = step_both[b : b + 1] - queries[b : b + 1, None]
                 moved_one = step_one - queries[b : b + 1, None]
                 torch.testing.assert_close(moved_both, moved_one, rtol=1e-4, atol=1e-5)
-            torch.testing.assert_close(both[1][b : b + 1], one[1], rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(both[2][b : b + 1], one[2], rtol=1e-5, atol=1e-6)
+            # Float rounding of batched products depends on the batch size (AVX-512 kernels
+            # differ by ~1e-5 after a few iterations); mixing entries would differ by far more.
+            torch.testing.assert_close(both[1][b : b + 1], one[1], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(both[2][b : b + 1], one[2], rtol=1e-4, atol=1e-5)
 
 
 def test_batch_entries_are_independent_full_size() -> None:

@@ -64,6 +64,31 @@ class RenderedWindows:
         return torch.cat((Rt, -Rt @ t), dim=-1)
 
 
+def _rotate(rotation: Tensor, v: Tensor) -> Tensor:
+    """``rotation @ v`` for rotation [..., 3, 3] and v [..., 3] (broadcast), written out element
+    by element.
+
+    Why not einsum / matmul: batched matrix products pick their kernel blocking from the batch
+    size, and on AVX-512 CPUs the rounding then depends on how many windows are rendered
+    together; shading and shadow tests amplify that to whole pixels. Element-wise products keep
+    every window a pure function of its seed, whatever the chunk.
+    """
+    return torch.stack(
+        [
+            rotation[..., i, 0] * v[..., 0]
+            + rotation[..., i, 1] * v[..., 1]
+            + rotation[..., i, 2] * v[..., 2]
+            for i in range(3)
+        ],
+        dim=-1,
+    )
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Dot product over the last axis (size 3) written out element by element (see _rotate)."""
+    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
+
+
 def camera_rays(
     scene: SceneBatch, height: int, width: int, offsets: tuple[float, float] = (0.0, 0.0)
 ) -> Tensor:
@@ -80,7 +105,7 @@ def camera_rays(
     y = (v.reshape(1, -1) - K[:, 1, 2, None]) / K[:, 1, 1, None]
     cam = torch.stack((x, y, torch.ones_like(x)), dim=-1)  # [W, P, 3]
     R = scene.cam_to_world[..., :3, :3]  # [W, S, 3, 3]
-    world = torch.einsum("wsij,wpj->wspi", R, cam)
+    world = _rotate(R[:, :, None], cam[:, None])  # [W, S, P, 3]
     return world.reshape(world.shape[0], -1, 3)
 
 
@@ -117,12 +142,10 @@ def shade(scene: SceneBatch, origins: Tensor, directions: Tensor, shadows: bool)
     hits = cast(scene, origins, directions)
     points = origins + hits.t[..., None] * directions
     normals, local = surface_frame(scene, hits.surface, points)
-    light = scene.ambient[:, None] + scene.sun[:, None] * (normals @ scene.sun_dir[..., None])[
-        ..., 0
-    ].clamp_min(0)
+    light = scene.ambient[:, None] + scene.sun[:, None] * _dot(normals, scene.sun_dir[:, None]).clamp_min(0)
     to_lamp = scene.lamp_pos[:, None] - points
     dist = to_lamp.norm(dim=-1).clamp_min(1e-3)
-    lambert = ((normals * to_lamp).sum(-1) / dist).clamp_min(0.0)
+    lambert = (_dot(normals, to_lamp) / dist).clamp_min(0.0)
     lamp = scene.lamp[:, None] * lambert / (1.0 + (dist / scene.lamp_falloff[:, None]) ** 2)
     if shadows:
         start = points + 1e-3 * normals
@@ -220,7 +243,7 @@ def _tracks(scene: SceneBatch, depth: Tensor, n: int) -> tuple[Tensor, Tensor, T
     y = (qy - K[:, 1, 2, None]) / K[:, 1, 1, None]
     cam = torch.stack((x, y, torch.ones_like(x)), dim=-1)
     T0 = scene.cam_to_world[:, 0]
-    dirs = cam @ T0[:, :3, :3].transpose(-1, -2)
+    dirs = _rotate(T0[:, None, :3, :3], cam)
     origin0 = T0[:, None, :3, 3]
     points = origin0 + cast(scene, origin0, dirs).t[..., None] * dirs  # [W, N, 3]
 
@@ -228,7 +251,7 @@ def _tracks(scene: SceneBatch, depth: Tensor, n: int) -> tuple[Tensor, Tensor, T
     R = scene.cam_to_world[..., :3, :3]  # [W, S, 3, 3]
     eye = scene.cam_to_world[..., :3, 3]  # [W, S, 3]
     rel = points[:, None] - eye[:, :, None]  # [W, S, N, 3]
-    pc = torch.einsum("wsji,wsnj->wsni", R, rel)  # camera coordinates
+    pc = _rotate(R.transpose(-1, -2)[:, :, None], rel)  # camera coordinates
     z = pc[..., 2]
     zs = z.clamp_min(1e-6)
     u = K[:, None, 0, 0, None] * pc[..., 0] / zs + K[:, None, 0, 2, None]

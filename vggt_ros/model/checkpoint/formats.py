@@ -60,11 +60,26 @@ def _detect_format(path: Path) -> str:
     )
 
 
+# PyTorch's CPU allocator aligns storage to 64 bytes; tensors read from a memory-mapped
+# safetensors file sit wherever the header put them (most are not 64-byte aligned).
+_CPU_ALIGNMENT = 64
+
+
 def _convert(tensor: Tensor, device: torch.device, dtype: torch.dtype | None) -> Tensor:
-    """Move to the target; only floating tensors change dtype (integer buffers stay exact)."""
+    """Move to the target; only floating tensors change dtype (integer buffers stay exact).
+
+    A CPU result that is not 64-byte aligned is copied into fresh storage. Why: on AVX-512
+    CPUs the matmul kernels take another path for unaligned operands, and a loaded model then
+    differed from the one that was saved by one float32 ULP in its outputs (and ran its
+    weights through the slower path).
+    """
     if dtype is not None and tensor.is_floating_point():
-        return tensor.to(device=device, dtype=dtype)
-    return tensor.to(device=device)
+        out = tensor.to(device=device, dtype=dtype)
+    else:
+        out = tensor.to(device=device)
+    if out.device.type == "cpu" and out.numel() and out.data_ptr() % _CPU_ALIGNMENT:
+        out = out.clone()
+    return out
 
 
 def _read_safetensors(

@@ -86,7 +86,11 @@ class TrainingModel(nn.Module):
         with_tracks = query_points is not None and "track" in self.heads and m.track_head is not None
         if self.taps is not None:
             self.taps.take()  # nothing of an earlier forward
-        layers = m.aggregate(images, with_tracks, keep_all_layers=self.flow)
+        if self.flow:  # the heads' layers and the one the flow loss reads, not all of them
+            keep = m.layers_needed(with_tracks) | {m.config.aggregator.depth - 2}
+            layers = m.aggregator(images, keep_layers=keep)
+        else:
+            layers = m.aggregate(images, with_tracks)
         out: dict[str, Any] = {}
         if self.taps is not None and torch.is_grad_enabled():
             out["attention_taps"] = (self.taps.take(), m.aggregator.patch_start_idx, m.config.patch_size)

@@ -311,3 +311,19 @@ def test_sincos_position_table_is_readable_and_distinct() -> None:
     assert r2.min() > 0.9
     with pytest.raises(ValueError, match="divisible by 4"):
         sincos_position_table(4, 30)
+
+
+def test_cli_flow_loss_renders_track_targets_without_the_track_head(tmp_path: Path) -> None:
+    """`--loss flow=1` needs the track targets (each point's displacement) even when the track
+    head is not trained: they are rendered and the loss is logged."""
+    run = tmp_path / "flow"
+    args = [
+        "train", "--out", str(run), "--model", "vggt-tiny", "--size", "42x56", "--frames", "2",
+        "--heads", "camera", "--steps", "2", "--batch-size", "2", "--validate-every", "10",
+        "--device", "cpu", "-q", "--track-queries", "8", "--log-every", "1", "--loss", "flow=1",
+    ]  # fmt: skip
+    assert main(args) == 0
+    config = TrainConfig.load(run / "config.json")
+    assert config.loss.flow == 1.0 and config.procedural.track_queries == 8
+    last = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()][-1]
+    assert last["flow"] > 0 and last["flow_px"] > 0

@@ -45,8 +45,19 @@ PARAMS = {
     "keyframe.max_interval_s": 10.0,
     "keyframe.min_interval_s": 0.0,
     "queue.size": 50,
-    "chaining.max_residual": 0.03,
-    "chaining.min_inlier_ratio": 0.6,
+    # The fake's per-pixel noise alone puts a window's chaining residual at the default
+    # threshold (0.030-0.033 over 16 fake seeds, 0-2 rejected windows a run); this test is about
+    # loops, so chaining gets headroom.
+    "chaining.max_residual": 0.06,
+    "chaining.min_inlier_ratio": 0.3,
+    "chaining.inlier_threshold": 0.1,
+    # Every published frame reaches the node, however busy the machine: with the default sensor
+    # QoS (best effort, keep last 5) a slow CI runner dropped frames, the keyframes thinned out
+    # and no loop was found in 120 s.
+    "qos_overrides": {
+        f"/{SESSION}/loops/image": {"subscription": {"reliability": "reliable", "depth": 200}},
+        f"/{SESSION}/loops/camera_info": {"subscription": {"reliability": "reliable", "depth": 200}},
+    },
 }
 
 
@@ -71,6 +82,9 @@ def test_node_closes_a_loop_and_republishes_the_corrected_path() -> None:
     try:
         wait_for(lambda: "ready:" in node.log(), 120, "start-up", node)
         wait_for(lambda: pub.get_subscription_count() > 0, 30, "the node's image subscription", node)
+        # The qos_overrides parameters reached the subscription (the default is best effort).
+        (sub_info,) = listener.node.get_subscriptions_info_by_topic(f"/{SESSION}/loops/image")
+        assert sub_info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
         time.sleep(1.0)
         for i in range(seq.num_frames):
             header = conv.make_header(100.0 + i / 10.0, "cam_optical")

@@ -547,6 +547,11 @@ def test_default_model_is_the_embedded_compact_model(listener):
         wait_for(lambda: "ready:" in node.log(), 120, "start-up", node)
         assert "embedded model vggt-compact-v1" in node.log()
         assert "UNTRAINED" not in node.log()
+        # Camera images arrive with the sensor-data QoS unless qos_overrides say otherwise.
+        topic = f"/{SESSION}/solo/image"
+        wait_for(lambda: listener.node.get_subscriptions_info_by_topic(topic), 30, "the subscription", node)
+        (sub_info,) = listener.node.get_subscriptions_info_by_topic(topic)
+        assert sub_info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
     finally:
         assert node.stop(signal.SIGTERM) == 0, node.log()[-3000:]
 

@@ -44,7 +44,8 @@ from nav_msgs.msg import Odometry
 from nav_msgs.msg import Path as PathMsg
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
@@ -337,35 +338,44 @@ class PerceptionCore(
         self.pub_odom = pub(Odometry, "~/odometry", OUTPUT_QOS)
         self.pub_path = pub(PathMsg, "~/path", OUTPUT_QOS)
 
+    def _subscribe_sensor(self, msg_type: Any, topic: str, callback: Any) -> None:
+        """Subscribe with the sensor-data QoS (best effort, keep last 5), which the standard
+        ``qos_overrides./<topic>.subscription.{reliability,history,depth}`` parameters can
+        change: a bag replayed faster than the node takes frames then loses none with
+        ``reliability: reliable`` and a deep ``depth``."""
+        qos = QoSProfile(
+            history=qos_profile_sensor_data.history,
+            depth=qos_profile_sensor_data.depth,
+            reliability=qos_profile_sensor_data.reliability,
+            durability=qos_profile_sensor_data.durability,
+        )  # a copy: rclpy writes the overrides into the profile it is given
+        self._input_subs.append(
+            self.create_subscription(
+                msg_type,
+                topic,
+                callback,
+                qos,
+                callback_group=self._sensor_group,
+                qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+            )
+        )
+
     def _make_subscriptions(self) -> None:
-        sensor_qos = qos_profile_sensor_data
-        group = self._sensor_group
         for cam in self.cameras:
             compressed = cam.transport == "compressed"
             cb = lambda msg, c=cam, z=compressed: self._on_image(c, msg, compressed=z)  # noqa: E731
-            msg_type = CompressedImage if compressed else Image
-            self._input_subs.append(
-                self.create_subscription(msg_type, cam.topic, cb, sensor_qos, callback_group=group)
-            )
+            self._subscribe_sensor(CompressedImage if compressed else Image, cam.topic, cb)
             if cam.camera_info_topic:
                 info_cb = lambda msg, c=cam: self._camera_info.__setitem__(c.name, msg)  # noqa: E731
-                self._input_subs.append(
-                    self.create_subscription(
-                        CameraInfo, cam.camera_info_topic, info_cb, sensor_qos, callback_group=group
-                    )
-                )
+                self._subscribe_sensor(CameraInfo, cam.camera_info_topic, info_cb)
         if self._p["odom_topic"]:
             self._input_subs.append(
                 self.create_subscription(
-                    Odometry, self._p["odom_topic"], self._on_odom, 50, callback_group=group
+                    Odometry, self._p["odom_topic"], self._on_odom, 50, callback_group=self._sensor_group
                 )
             )
         if self._p["metric_depth_topic"]:
-            self._input_subs.append(
-                self.create_subscription(
-                    Image, self._p["metric_depth_topic"], self._on_depth, sensor_qos, callback_group=group
-                )
-            )
+            self._subscribe_sensor(Image, self._p["metric_depth_topic"], self._on_depth)
 
     def _make_services(self) -> None:
         group = self._service_group

@@ -139,19 +139,21 @@ def streamed(listener, rig_node, seq):
     """Stream 12 rig frames at 10 Hz and wait for outputs.
 
     Images go best-effort (sensor-data QoS), so a warm-up frame is repeated (with earlier stamps)
-    until the node has counted one per camera: discovery has then completed both ways.
+    until the node has counted one per camera: discovery has then completed both ways. Returns
+    every stamp published, warm-up frames included: one that reached the node can become a
+    keyframe of the first windows (a CI run published tracks holding the warm-up stamp 980.1).
     """
 
     def received(cam: str) -> int:
         v = diagnostics_values(listener.get("/diagnostics"), f"{NS}: camera {cam}")
         return int(v.get("received", 0))
 
+    stamps = []
     for k in range(200):
         if received("left") and received("right"):
             break
-        _publish_frame(listener, seq, 0, stamp=T0 - 20.0 + 0.1 * k)
+        stamps.append(_publish_frame(listener, seq, 0, stamp=T0 - 20.0 + 0.1 * k))
         time.sleep(0.25)
-    stamps = []
     for i in range(seq.num_frames):
         stamps.append(_publish_frame(listener, seq, i))
         time.sleep(1.0 / FPS)

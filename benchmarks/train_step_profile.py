@@ -14,6 +14,9 @@ fixed batch, with the device synchronised around each measurement:
         --track-queries 64 --frames 8 --batch-size 32 --table
     python benchmarks/train_step_profile.py --model vggt-tiny --frames 4 --batch-size 2 \
         --loss flow=1 --track-queries 16 --device cpu --repeats 2
+    # the same step compiled block by block (vggt_ros.train.compile), first step = compile time
+    python benchmarks/train_step_profile.py --model vggt-compact --loss flow=1 \
+        --track-queries 64 --frames 8 --batch-size 32 --compile --no-subsets
 
 Figures: docs/training.md ("seventh session").
 """
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement")
     parser.add_argument("--table", action="store_true", help="also print the torch profiler's top operators")
+    parser.add_argument("--no-subsets", action="store_true", help="skip the head-subset steps")
     ours, train_argv = parser.parse_known_args(argv)
     if ours.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -76,10 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     step_index = iter(range(1, 1_000_000))
     render = _timed(lambda: trainer._batch(next(step_index)), device, ours.repeats, warmup=1)
     batch: WindowBatch = trainer._batch(0)
-    step = _timed(lambda: trainer.train_step(batch), device, ours.repeats, warmup=2)
+    # The first step pays one-off costs: with --compile, compiling (regional: a few blocks).
+    first = _timed(lambda: trainer.train_step(batch), device, 1)
+    step = _timed(lambda: trainer.train_step(batch), device, ours.repeats, warmup=1)
     c = trainer.config
-    print(f"device {device}, model {c.model}, batch {c.batch_size} x {c.frames} frames")
+    print(f"device {device}, model {c.model}, batch {c.batch_size} x {c.frames} frames, compile {c.compile}")
     print(f"render per batch      {render * 1000:8.1f} ms")
+    print(f"first train_step      {first:8.1f} s")
     print(f"train_step, all heads {step * 1000:8.1f} ms  ({','.join(c.heads)})")
 
     if ours.table:
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             print(averages.table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=60))
         print(averages.table(sort_by="cpu_time_total", row_limit=20, max_name_column_width=60))
 
-    for heads in HEAD_SUBSETS:
+    for heads in () if ours.no_subsets else HEAD_SUBSETS:
         subset = _trainer([*train_argv, "--heads", heads])
         seconds = _timed(lambda s=subset: s.train_step(batch), device, ours.repeats, warmup=2)
         print(f"train_step, {heads:<18} {seconds * 1000:8.1f} ms")

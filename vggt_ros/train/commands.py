@@ -184,7 +184,11 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
     g.add_argument("--ema-decay", type=float, default=0.999, help="0 disables the EMA weights")
     g.add_argument("--no-bf16", action="store_true", help="float32 on CUDA too (bf16 autocast by default)")
     g.add_argument("--gradient-checkpointing", action="store_true", help="recompute trunk activations")
-    g.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each transformer block and dense head (regional; see docs/training.md)",
+    )
     g = p.add_argument_group("bookkeeping")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--checkpoint-every", type=int, default=500)

@@ -58,7 +58,8 @@ class TrainConfig:
     Optimisation:
         steps, batch_size (windows per step, all processes together), lr, min_lr_ratio (cosine
         floor), warmup_steps, weight_decay, betas, grad_clip, ema_decay (0: no EMA), bf16,
-        gradient_checkpointing, compile (torch.compile the training forward).
+        gradient_checkpointing, compile (torch.compile each transformer block and dense head;
+        see :mod:`vggt_ros.train.compile`).
     Bookkeeping:
         seed, checkpoint_every, keep_checkpoints, validate_every, log_every,
         time_limit_minutes (stop cleanly, with a checkpoint, after this long; 0: no limit).

@@ -45,6 +45,7 @@ from vggt_ros.train.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from vggt_ros.train.compile import compile_training_regions
 from vggt_ros.train.config import TrainConfig
 from vggt_ros.train.data import VALIDATION_STREAM, MixedSource, ProceduralSource, SequenceSource
 from vggt_ros.train.losses import total_loss
@@ -195,6 +196,11 @@ class Trainer:
             attention_match=config.loss.attention_match > 0,
             flow=config.loss.flow > 0,
         )
+        if config.compile:
+            # Block by block, not the whole forward (see vggt_ros.train.compile), and before
+            # DDP wraps the model so every process compiles the same regions.
+            counts = compile_training_regions(self.model)
+            logger.info("torch.compile: %d blocks, %d dense heads", counts["blocks"], counts["dense_heads"])
         self.forward: nn.Module = self.training_model
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -204,8 +210,6 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=False,
             )
-        if config.compile:
-            self.forward = torch.compile(self.forward)
         self.optimizer = torch.optim.AdamW(
             _param_groups(self.model, config.weight_decay),
             lr=config.lr,

@@ -189,6 +189,11 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
         action="store_true",
         help="torch.compile each transformer block and dense head (regional; see docs/training.md)",
     )
+    g.add_argument(
+        "--render-process",
+        action="store_true",
+        help="draw the next batch in a separate process instead of a thread (same batches)",
+    )
     g = p.add_argument_group("bookkeeping")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--checkpoint-every", type=int, default=500)
@@ -210,6 +215,7 @@ _RESUME_OVERRIDES = {
     "log_every": "log_every",
     "device": "device",
     "compile": "compile",
+    "render_process": "render_process",
 }
 
 
@@ -270,6 +276,7 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
         bf16=not args.no_bf16,
         gradient_checkpointing=args.gradient_checkpointing,
         compile=args.compile,
+        render_process=args.render_process,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints,
@@ -295,6 +302,7 @@ def run_train(args: argparse.Namespace) -> int:
         config = TrainConfig.load(saved)
         changes = {field: getattr(args, key) for key, field in _RESUME_OVERRIDES.items()}
         changes["compile"] = args.compile or config.compile
+        changes["render_process"] = args.render_process or config.render_process
         changes["progress"] = not args.quiet
         config = dataclasses.replace(config, **changes)
     else:

@@ -29,6 +29,7 @@ RESUMABLE_CHANGES = {
     "device",
     "compile",
     "dataloader_prefetch",
+    "render_process",
 }
 
 
@@ -62,7 +63,9 @@ class TrainConfig:
         see :mod:`vggt_ros.train.compile`).
     Bookkeeping:
         seed, checkpoint_every, keep_checkpoints, validate_every, log_every,
-        time_limit_minutes (stop cleanly, with a checkpoint, after this long; 0: no limit).
+        time_limit_minutes (stop cleanly, with a checkpoint, after this long; 0: no limit),
+        dataloader_prefetch (draw the next batch while a step trains), render_process (draw it
+        in a separate process instead of a thread; see :mod:`vggt_ros.train.render_process`).
     """
 
     model: str = "vggt-compact"
@@ -98,6 +101,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     dataloader_prefetch: bool = True
+    render_process: bool = False
 
     def __post_init__(self) -> None:
         bad_heads = set(self.heads) - {"camera", "depth", "point", "track"}

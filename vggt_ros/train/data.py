@@ -70,6 +70,10 @@ class ProceduralSource:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
+    def __getstate__(self) -> dict[str, object]:
+        # A copy (e.g. pickled into the batch process) starts its own pool when it needs one.
+        return {**self.__dict__, "_pool": None}
+
     @property
     def image_hw(self) -> tuple[int, int]:
         return self.settings.height, self.settings.width

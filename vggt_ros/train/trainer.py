@@ -49,6 +49,7 @@ from vggt_ros.train.compile import compile_training_regions
 from vggt_ros.train.config import TrainConfig
 from vggt_ros.train.data import VALIDATION_STREAM, MixedSource, ProceduralSource, SequenceSource
 from vggt_ros.train.losses import total_loss
+from vggt_ros.train.render_process import RenderProcess
 from vggt_ros.train.targets import Targets, WindowBatch, normalize_window
 
 logger = logging.getLogger("vggt_ros.train")
@@ -435,7 +436,7 @@ class Trainer:
             bar = tqdm(total=c.steps, initial=self.state.step, desc="train", unit="step", dynamic_ncols=True)
         stopped_by, losses, validation, checkpoint = "steps", {}, None, None
         saved_step = -1
-        prefetch = _Prefetcher(self, enabled=c.dataloader_prefetch)
+        prefetch = _Prefetcher(self, enabled=c.dataloader_prefetch, process=c.render_process)
         try:
             last_log = time.monotonic()
             while self.state.step < end:
@@ -505,16 +506,27 @@ class Trainer:
 
 
 class _Prefetcher:
-    """Draws the next step's windows on a background thread (and CUDA stream) while the current
-    step trains. Batches are a pure function of the step, so prefetching changes nothing."""
+    """Draws the next step's windows while the current step trains: on a background thread
+    (and CUDA stream), or with ``process`` in a separate process
+    (:class:`~vggt_ros.train.render_process.RenderProcess`). Batches are a pure function of
+    the step, so prefetching changes nothing."""
 
-    def __init__(self, trainer: Trainer, enabled: bool) -> None:
+    def __init__(self, trainer: Trainer, enabled: bool, process: bool = False) -> None:
         self.trainer = trainer
         self.enabled = enabled
-        self.pool = ThreadPoolExecutor(max_workers=1) if enabled else None
+        self.process = RenderProcess(trainer.source, trainer.device) if enabled and process else None
+        self.pool = ThreadPoolExecutor(max_workers=1) if enabled and self.process is None else None
         cuda = trainer.device.type == "cuda"
-        self.stream = torch.cuda.Stream(trainer.device) if enabled and cuda else None
+        self.stream = torch.cuda.Stream(trainer.device) if self.pool is not None and cuda else None
         self.pending: tuple[int, Any] | None = None
+
+    def _get_from_process(self, step: int, next_step: int | None) -> WindowBatch:
+        assert self.process is not None
+        if step not in self.process.pending:
+            self.process.request(step, self.trainer._indices(step))
+        if next_step is not None and next_step not in self.process.pending:
+            self.process.request(next_step, self.trainer._indices(next_step))
+        return self.process.take(step)
 
     def _make(self, step: int) -> tuple[WindowBatch, Any]:
         if self.stream is None:
@@ -526,6 +538,8 @@ class _Prefetcher:
         return batch, event
 
     def get(self, step: int, next_step: int | None) -> WindowBatch:
+        if self.process is not None:
+            return self._get_from_process(step, next_step)
         if self.pending is not None and self.pending[0] == step:
             batch, event = self.pending[1].result()
         else:
@@ -544,6 +558,8 @@ class _Prefetcher:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.process is not None:
+            self.process.close()
 
 
 def _score_batch(out: dict[str, Any], batch: WindowBatch, targets: Targets) -> list:

@@ -72,7 +72,8 @@ def test_render_process_trains_exactly_like_the_thread(tmp_path: Path, monkeypat
 
 
 def test_render_process_returns_the_requested_windows_in_order() -> None:
-    source = ProceduralSource(SMALL, seed=3)
+    # workers=2 as on a GPU machine: the daemonic batch process must draw scenes without a pool
+    source = ProceduralSource(SMALL, seed=3, workers=2)
     worker = RenderProcess(source, torch.device("cpu"))
     try:
         worker.request("a", range(0, 2))

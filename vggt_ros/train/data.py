@@ -60,6 +60,10 @@ class ProceduralSource:
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor | None:
+        if multiprocessing.current_process().daemon:
+            # A daemonic process (the trainer's batch process) may not start children: draw
+            # the scenes here (the result is the same).
+            return None
         if self.workers > 0 and self._pool is None:
             # spawn: the trainer may hold CUDA and threads, which forked children must not inherit.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))

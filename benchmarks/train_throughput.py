@@ -33,8 +33,12 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def measure(train_args: list[str], steps: int, log_every: int, workdir: Path, name: str) -> dict[str, float]:
-    """One variant: steps/s after the first logged interval, and seconds to that interval."""
+def measure(
+    train_args: list[str], steps: int, log_every: int, workdir: Path, name: str, timeout: float
+) -> dict[str, float]:
+    """One variant: steps/s after the first logged interval, and seconds to that interval.
+
+    Raises RuntimeError when the run fails, logs too little, or outlasts ``timeout`` seconds."""
     out = workdir / name
     command = [
         sys.executable,
@@ -55,7 +59,10 @@ def measure(train_args: list[str], steps: int, log_every: int, workdir: Path, na
         "--quiet",
     ]
     start = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{name}: stopped after {timeout:.0f} s (--variant-timeout)") from None
     wall = time.monotonic() - start
     if done.returncode != 0:
         raise RuntimeError(f"{name}: vggt-ros train failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -73,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {list(VARIANTS)}")
+    parser.add_argument(
+        "--variant-timeout",
+        type=float,
+        default=300.0,
+        help="seconds one variant may take (a compile that runs away must not eat a device command)",
+    )
     parser.add_argument("train_args", nargs="*", help="vggt-ros train options (after --)")
     args = parser.parse_args(argv)
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -82,20 +95,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 2 * args.log_every:
         parser.error("--steps must hold at least two --log-every intervals")
     with tempfile.TemporaryDirectory(prefix="train_throughput_") as tmp:
-        results = {}
+        results: dict[str, dict[str, float]] = {}
+        failures: dict[str, str] = {}
         for name in names:
             train_args = [*args.train_args, *VARIANTS[name]]
-            results[name] = measure(train_args, args.steps, args.log_every, Path(tmp), name)
+            try:
+                results[name] = measure(
+                    train_args, args.steps, args.log_every, Path(tmp), name, args.variant_timeout
+                )
+            except RuntimeError as exc:  # report it and measure the other variants
+                failures[name] = str(exc)
+                print(f"{name}: FAILED: {exc}", flush=True)
+                continue
             print(f"{name}: {results[name]['steps_per_s']:.2f} steps/s", flush=True)
-    base = results[names[0]]["steps_per_s"]
-    print(f"\n| variant | steps/s | vs {names[0]} | first log (s) | wall (s) |")
+    if not results:
+        return 1
+    first = next(iter(results))
+    base = results[first]["steps_per_s"]
+    print(f"\n| variant | steps/s | vs {first} | first log (s) | wall (s) |")
     print("|---|---|---|---|---|")
-    for name, r in results.items():
+    for name in names:
+        if name in failures:
+            print(f"| {name} | failed | | | {failures[name].splitlines()[0]} |")
+            continue
+        r = results[name]
         print(
             f"| {name} | {r['steps_per_s']:.2f} | {r['steps_per_s'] / base:.2f}x | "
             f"{r['first_log_s']:.1f} | {r['wall_s']:.1f} |"
         )
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

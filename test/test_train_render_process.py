@@ -136,3 +136,37 @@ def test_cli_render_process_option_reaches_the_config(tmp_path: Path) -> None:
     assert config_from_args(args).render_process is True
     args = build_parser().parse_args(["train", "--out", str(tmp_path / "r")])
     assert config_from_args(args).render_process is False
+
+
+def _orphan_check(ready) -> None:
+    """Child that starts a batch process, reports its pid, then dies without closing it."""
+    worker = RenderProcess(ProceduralSource(SMALL), torch.device("cpu"))
+    ready.put(worker.process.pid)
+    ready.close()
+    ready.join_thread()  # flush the pid before dying
+    os._exit(0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_batch_process_exits_when_the_trainer_is_killed() -> None:
+    import multiprocessing
+    import time
+
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    trainer = context.Process(target=_orphan_check, args=(ready,))
+    trainer.start()
+    pid = ready.get(timeout=60)
+    trainer.join(timeout=60)
+    deadline = time.monotonic() + 30
+    status = Path(f"/proc/{pid}/status")
+    while time.monotonic() < deadline:
+        try:
+            state = next(line for line in status.read_text().splitlines() if line.startswith("State:"))
+        except (FileNotFoundError, ProcessLookupError):
+            return  # gone
+        if "zombie" in state:  # exited; nobody reaps orphans in some containers
+            return
+        time.sleep(0.5)
+    os.kill(pid, 9)
+    pytest.fail("the batch process outlived its trainer by 30 s")

@@ -16,6 +16,7 @@ so the batches, and hence the run, are the same as with the thread.
 
 from __future__ import annotations
 
+import os
 import queue
 import traceback
 from typing import Any
@@ -25,7 +26,7 @@ import torch.multiprocessing as mp
 
 from vggt_ros.train.targets import WindowBatch
 
-# How long the trainer waits for one batch before checking that the worker is still alive.
+# How long either side waits on its queue before checking that the other is still alive.
 _POLL_SECONDS = 5.0
 
 
@@ -33,12 +34,19 @@ class RenderProcessError(RuntimeError):
     """The batch process failed (its traceback is in the message) or died."""
 
 
-def _serve(source: Any, device: str, requests: Any, results: Any) -> None:
-    """Worker loop: ``(key, indices)`` requests in, ``(key, fields, error)`` results out."""
-    torch.set_num_threads(1)  # the scene-drawing pool and the trainer use the other cores
+def _serve(source: Any, device: str, requests: Any, results: Any, parent: int) -> None:
+    """Worker loop: ``(key, indices)`` requests in, ``(key, fields, error)`` results out.
+
+    ``parent`` is the trainer's pid (taken there: the trainer may die while this one starts)."""
+    torch.set_num_threads(1)  # the trainer uses the other cores
     try:
         while True:
-            item = requests.get()
+            try:
+                item = requests.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if os.getppid() != parent:  # the trainer was killed: do not linger as an orphan
+                    return
+                continue
             if item is None:
                 return
             key, indices = item
@@ -74,7 +82,7 @@ class RenderProcess:
         self.pending: list[Any] = []  # keys requested and not yet taken, oldest first
         self.process = context.Process(
             target=_serve,
-            args=(source, str(self.device), self.requests, self.results),
+            args=(source, str(self.device), self.requests, self.results, os.getpid()),
             name="vggt-ros-render",
             daemon=True,
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_fixtures import small_config
 
 from vggt_ros.eval.procedural import ProceduralSettings
 from vggt_ros.model.vggt import VGGT
@@ -75,23 +76,7 @@ def test_trainer_compile_option_compiles_the_regions(tmp_path: Path, monkeypatch
         return compile_training_regions(model, backend="aot_eager")
 
     monkeypatch.setattr(trainer_module, "compile_training_regions", aot_eager_regions)
-    config = TrainConfig(
-        model="vggt-tiny",
-        procedural=ProceduralSettings(height=42, width=56, frames=3, track_queries=0),
-        heads=("camera", "depth", "point"),
-        steps=2,
-        batch_size=2,
-        lr=1e-3,
-        warmup_steps=1,
-        checkpoint_every=2,
-        validate_every=2,
-        validation_windows=2,
-        log_every=1,
-        device="cpu",
-        progress=False,
-        dataloader_prefetch=False,
-        compile=True,
-    )
+    config = small_config(steps=2, warmup_steps=1, checkpoint_every=2, validate_every=2, compile=True)
     trainer = Trainer(config, tmp_path / "run")
     result = trainer.run()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_fixtures import HEADS, SMALL, small_config
 
 from vggt_ros.cli import main
 from vggt_ros.eval.procedural import ProceduralSettings
@@ -23,30 +24,7 @@ from vggt_ros.train.losses import total_loss
 from vggt_ros.train.targets import normalize_window
 from vggt_ros.train.trainer import Trainer
 
-SMALL = ProceduralSettings(height=42, width=56, frames=3, track_queries=0)
-HEADS = ("camera", "depth", "point")
-
-
-def _config(**changes) -> TrainConfig:
-    base = dict(
-        model="vggt-tiny",
-        procedural=SMALL,
-        heads=HEADS,
-        steps=6,
-        batch_size=2,
-        lr=1e-3,
-        warmup_steps=2,
-        ema_decay=0.9,
-        checkpoint_every=3,
-        validate_every=1000,
-        validation_windows=2,
-        log_every=1,
-        device="cpu",
-        progress=False,
-        dataloader_prefetch=False,
-    )
-    base.update(changes)
-    return TrainConfig(**base)
+_config = small_config
 
 
 @torch.no_grad()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_fixtures import SMALL, small_config
 
 from vggt_ros.cli import build_parser
-from vggt_ros.eval.procedural import ProceduralSettings
 from vggt_ros.train import trainer as trainer_module
 from vggt_ros.train.checkpoints import latest_checkpoint
 from vggt_ros.train.commands import config_from_args
@@ -20,27 +20,10 @@ from vggt_ros.train.data import ProceduralSource
 from vggt_ros.train.render_process import RenderProcess, RenderProcessError
 from vggt_ros.train.trainer import Trainer
 
-SMALL = ProceduralSettings(height=42, width=56, frames=3, track_queries=0)
-
 
 def _config(**changes) -> TrainConfig:
-    base = dict(
-        model="vggt-tiny",
-        procedural=SMALL,
-        heads=("camera", "depth", "point"),
-        steps=3,
-        batch_size=2,
-        lr=1e-3,
-        warmup_steps=1,
-        checkpoint_every=3,
-        validate_every=1000,
-        validation_windows=2,
-        log_every=1,
-        device="cpu",
-        progress=False,
-    )
-    base.update(changes)
-    return TrainConfig(**base)
+    # prefetch on (the thread or the process), 3 steps, a checkpoint at the end
+    return small_config(**{"steps": 3, "warmup_steps": 1, "dataloader_prefetch": True, **changes})
 
 
 def _losses(run: Path) -> list[float]:

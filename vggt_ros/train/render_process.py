@@ -5,13 +5,14 @@ a batch of procedural windows is mostly Python and kernel launches (146 ms for 3
 windows of 140x182 on the H200, docs/training.md), and so is the compact model's training step:
 on one interpreter the two take turns on the GIL and overlap little. This module runs the data
 source in a process of its own (``spawn``: the trainer holds CUDA and threads, which a forked
-child must not inherit), on the same device, a few steps ahead.
+child must not inherit), on the same device, one step ahead.
 
 Batches cross the process boundary as CPU tensors in shared memory and are copied to the
-training device by the trainer (about 13 MB for 32 such windows, under a millisecond on a
-PCIe 5 / NVLink-C2C host): simpler and safer than CUDA IPC, whose tensors the producer must keep
-alive until the consumer is done with them. A batch is a pure function of its window indices,
-so the batches, and hence the run, are the same as with the thread.
+training device by the trainer (about 110 MB for 32 such windows, images and depth in float32:
+a few milliseconds of copy against the render's 146 ms): simpler and safer than CUDA IPC, whose
+tensors the producer must keep alive until the consumer is done with them. A batch is a pure
+function of its window indices, so the batches, and hence the run, are the same as with the
+thread.
 """
 
 from __future__ import annotations

@@ -65,10 +65,13 @@ def test_render_process_returns_the_requested_windows_in_order() -> None:
     finally:
         worker.close()
     assert not worker.process.is_alive()
-    for got, indices in ((first, range(0, 2)), (second, range(2, 4))):
-        expected = source.windows(indices, "cpu")
-        for field in ("images", "cam_to_world", "intrinsics", "depth"):
-            assert torch.equal(getattr(got, field), getattr(expected, field)), field
+    try:
+        for got, indices in ((first, range(0, 2)), (second, range(2, 4))):
+            expected = source.windows(indices, "cpu")
+            for field in ("images", "cam_to_world", "intrinsics", "depth"):
+                assert torch.equal(getattr(got, field), getattr(expected, field)), field
+    finally:
+        source.close()  # this process's copy started a real pool of 2
     with pytest.raises(KeyError):
         worker.take("never requested")
 

@@ -3,7 +3,7 @@
 Compiling the whole training forward hands Dynamo one graph of every block, head and
 refinement iteration (the track head alone unrolls its iterations over several attention
 blocks): on the H200 a compact stage-2 run (8 frames, batch 32, flow loss, all heads) had not
-finished its first step after seven minutes (2026-12-03), which a 10-minute device command cannot
+logged its first 25 steps after 7.5 minutes (2026-12-03), which a 10-minute device command cannot
 afford. The repeated units are compiled instead, one by one, the way the inference engine does
 (:mod:`vggt_ros.engine.backends`): every transformer block of the encoder, the aggregator, the
 camera head and the tracker, and the dense heads' per-chunk function. Blocks of one class and

@@ -69,6 +69,13 @@ def test_eval_reports_the_injected_noise(seq, gt: GroundTruthSpec | None) -> Non
     # Depth: e ~ U(-a, a) gives AbsRel E|e| = a / 2 (median scaling leaves the factor ~1).
     assert report["depth"]["abs_rel"] == pytest.approx(DEPTH_NOISE / 2, rel=0.05)
     assert report["depth"]["keyframes"] == report["counts"]["keyframes"]
+    # Each window's row carries chaining's statistics next to its ground-truth scores.
+    rows = report["windows"]["per_window"]
+    assert len(rows) == report["counts"]["windows"] and all(r["accepted"] for r in rows)
+    assert rows[0]["median_relative_residual"] is None  # the first window aligns to nothing
+    for row in rows[1:]:
+        assert 0 <= row["median_relative_residual"] < 0.2 and 0 <= row["center_residual"] < 0.05
+        assert row["inlier_ratio"] >= 0.6 and row["residual"] < 0.03 and row["reason"] == "ok"
 
 
 def test_noise_free_double_gives_zero_error(seq) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from vggt_ros.geometry.alignment import Sim3
-from vggt_ros.mapping.chaining import WindowChainer
+from vggt_ros.mapping.chaining import WindowChainer, weighted_median
 from vggt_ros.mapping.config import ChainingConfig
 
 H, W = 60, 80
@@ -51,6 +51,52 @@ def test_recovers_the_sim3_between_a_window_and_the_map() -> None:
     assert abs(outcome.transform.scale - truth.scale) < 1e-6
     np.testing.assert_allclose(outcome.transform.rotation, truth.rotation, atol=1e-6)
     np.testing.assert_allclose(outcome.transform.translation, truth.translation, atol=1e-6)
+    assert outcome.median_relative_residual < 1e-6 and outcome.center_residual < 1e-6
+
+
+def test_weighted_median() -> None:
+    values = np.array([3.0, 1.0, 10.0, 2.0])
+    assert weighted_median(values, np.array([1.0, 1.0, 0.0, 1.0])) == 2.0
+    assert weighted_median(values, np.array([1.0, 1.0, 5.0, 1.0])) == 10.0
+    assert np.isnan(weighted_median(values, np.zeros(4)))
+    assert np.isnan(weighted_median(np.zeros(0), np.zeros(0)))
+
+
+def _shifted_window(seed: int, depth_noise: float = 0.0, center_shift: float = 0.0):
+    """A chainer holding keyframes 0-3, and the next window's view of keyframes 1-3 in its own
+    frame, with multiplicative depth noise U(-depth_noise, depth_noise) and keyframe 3's camera
+    (centre and the points it sees) moved by ``center_shift`` x the median depth."""
+    rng = np.random.default_rng(seed)
+    poses, depth, conf = _mapped_window(rng)
+    chainer = WindowChainer(ChainingConfig(points_per_keyframe=300))
+    chainer.commit(_window(poses, depth, conf), [0, 1, 2, 3], Sim3.identity(), window_id=0, segment=0)
+    truth = Sim3(0.8, Rotation.from_rotvec([0.1, 0.2, -0.1]).as_matrix(), np.array([1.0, 0.0, -0.5]))
+    poses_w = truth.inverse().transform_poses(poses[1:])
+    depth_w = depth[1:] / truth.scale * (1.0 + rng.uniform(-depth_noise, depth_noise, depth[1:].shape))
+    poses_w[-1, :3, 3] += center_shift * float(np.median(depth)) / truth.scale * np.array([1.0, 0.0, 0.0])
+    return chainer, _window(poses_w, depth_w, conf[1:])
+
+
+def test_median_relative_residual_measures_depth_disagreement() -> None:
+    """Depth off by U(-0.1, 0.1) in the new window: each point's residual is |e| of its depth
+    (along its ray), whose median is 0.05."""
+    chainer, window = _shifted_window(5, depth_noise=0.1)
+    outcome = chainer.align(window, [1, 2, 3], window_id=1)
+    assert 0.035 < outcome.median_relative_residual < 0.065
+
+
+def test_camera_centre_test_has_its_own_bound() -> None:
+    """One of three shared cameras 10 % of the depth off: its points are outliers (a third of
+    the weight, so the inlier share still passes) and its centre fails the default
+    max_center_residual (0.05) alone; raising the bound accepts the same fit."""
+    chainer, window = _shifted_window(6, center_shift=0.1)
+    outcome = chainer.align(window, [1, 2, 3], window_id=1)
+    assert not outcome.accepted and outcome.reason.startswith("shared camera centres disagree")
+    assert outcome.center_residual > 0.05
+    chainer.config = ChainingConfig(points_per_keyframe=300, max_center_residual=1.0)
+    relaxed = chainer.align(window, [1, 2, 3], window_id=1)
+    assert relaxed.accepted, relaxed.reason
+    assert relaxed.center_residual == outcome.center_residual
 
 
 def test_dense_pairs_are_confident_pixels_drawn_from_the_whole_image() -> None:

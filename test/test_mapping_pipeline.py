@@ -91,6 +91,11 @@ def test_chained_trajectory_matches_truth_after_one_sim3(orbit) -> None:
     # The map frame is z-up by the optical -> REP-103 axis swap (first camera level here).
     assert results[0].orientation == "optical-axes"
     assert all(0 < r.residual < 0.03 for r in results[1:])
+    # 1 % depth noise in each of two windows, 5 % outliers: the points' median disagreement
+    # after the fit is about a percent of their depth.
+    assert all(0 < r.median_relative_residual < 0.03 for r in results[1:]), [
+        r.median_relative_residual for r in results
+    ]
     assert len(pipeline.global_map) > 1000
 
 
@@ -101,6 +106,7 @@ def test_corrupted_window_is_rejected_and_the_map_survives(orbit) -> None:
     bad = results[3]
     assert not bad.accepted and bad.reason.startswith("rejected")
     assert bad.residual > 0.03 or bad.inlier_ratio < 0.6
+    assert bad.median_relative_residual > 0.2  # scrambled depth disagrees by tens of percent
     assert len(bad.points_map.xyz) == 0
     # Everything else chains (the window after the rejected one re-anchors on mapped keyframes).
     assert all(r.accepted for i, r in enumerate(results) if i != 3)

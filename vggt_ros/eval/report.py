@@ -96,6 +96,11 @@ def depth_at(record: KeyframeRecord, shape: tuple[int, int]) -> tuple[np.ndarray
     )
 
 
+def _finite_or_none(value: float) -> float | None:
+    """JSON-safe number: None for NaN or infinity (a window chaining could not align)."""
+    return float(value) if np.isfinite(value) else None
+
+
 def window_accuracy(result: ReplayResult) -> dict[str, Any]:
     """Per-window accuracy of every processed window (reference camera keyframes, >= 2 of them).
 
@@ -138,7 +143,19 @@ def window_accuracy(result: ReplayResult) -> dict[str, Any]:
         base = score_window(constant, gt_depth, np.repeat(np.eye(4)[None], len(ref), 0), at.poses)
         model.append(scores)
         baseline.append(base)
-        rows.append({"window_id": int(r.window_id), "accepted": bool(r.accepted), **scores.to_dict()})
+        rows.append(
+            {
+                "window_id": int(r.window_id),
+                "accepted": bool(r.accepted),
+                "reason": r.reason,
+                # chaining's alignment statistics, to relate its tests to the ground truth
+                "residual": _finite_or_none(r.residual),
+                "inlier_ratio": _finite_or_none(r.inlier_ratio),
+                "center_residual": _finite_or_none(r.center_residual),
+                "median_relative_residual": _finite_or_none(r.median_relative_residual),
+                **scores.to_dict(),
+            }
+        )
     if not model:
         return {"skipped": "no window had two reference-camera keyframes with ground truth"}
     return {

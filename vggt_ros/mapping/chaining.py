@@ -64,6 +64,9 @@ class ChainOutcome:
         inlier_ratio: confidence-weighted share of inlier correspondences.
         num_shared: mapped keyframes used.
         center_residual: largest shared camera-centre residual / median shared depth.
+        median_relative_residual: confidence-weighted median over the dense correspondences of
+            each point's residual divided by its depth in G (an AbsRel-like disagreement between
+            the window and the map after the fit; NaN without dense correspondences).
     """
 
     accepted: bool
@@ -73,6 +76,16 @@ class ChainOutcome:
     inlier_ratio: float
     num_shared: int
     center_residual: float = 0.0
+    median_relative_residual: float = float("nan")
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """Median of ``values`` [N] under non-negative ``weights`` [N] (NaN when all weights are 0)."""
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    if len(values) == 0 or cumulative[-1] <= 0:
+        return float("nan")
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
 def unproject_pixels(
@@ -194,13 +207,19 @@ class WindowChainer:
         inlier_ratio = float((w_all * fit.inliers).sum() / w_all.sum())
         residual = fit.rms / scene
         center_residual = float(fit.residuals[: len(shared)].max() / scene) if n_dense else residual
+        relative = float("nan")
+        if n_dense:
+            dense_depth = np.maximum(np.concatenate(depths), 1e-9)
+            relative = weighted_median(fit.residuals[len(shared) :] / dense_depth, w_all[len(shared) :])
         reasons = []
         if not np.isfinite(residual) or residual > cfg.max_residual:
             reasons.append(f"residual {residual:.4f} > {cfg.max_residual}")
         if inlier_ratio < cfg.min_inlier_ratio:
             reasons.append(f"inlier share {inlier_ratio:.2f} < {cfg.min_inlier_ratio}")
-        if n_dense and center_residual > cfg.inlier_threshold:
-            reasons.append(f"shared camera centres disagree ({center_residual:.4f} > {cfg.inlier_threshold})")
+        if n_dense and center_residual > cfg.max_center_residual:
+            reasons.append(
+                f"shared camera centres disagree ({center_residual:.4f} > {cfg.max_center_residual})"
+            )
         accepted = not reasons
         return ChainOutcome(
             accepted,
@@ -210,6 +229,7 @@ class WindowChainer:
             inlier_ratio,
             len(shared),
             center_residual,
+            relative,
         )
 
     def _dense_pairs(

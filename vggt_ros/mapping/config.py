@@ -159,7 +159,10 @@ class ChainingConfig(_Validated):
     """Largest accepted alignment residual: weighted inlier RMS of the shared keyframes' points
     divided by their median depth (dimensionless, e.g. 0.03 = 3 cm at 1 m)."""
     inlier_threshold: float = 0.05
-    """Correspondence residual, relative to the median depth, that counts as an inlier."""
+    """Correspondence residual, relative to the median depth, that counts as an inlier (in the
+    robust fit and in the inlier share)."""
+    max_center_residual: float = 0.05
+    """Largest accepted residual of a shared camera centre, relative to the median depth."""
     min_inlier_ratio: float = 0.6
     """Smallest accepted confidence-weighted share of inlier correspondences (0-1)."""
     min_shared_keyframes: int = 1
@@ -182,7 +185,7 @@ class ChainingConfig(_Validated):
     _section = "chaining"
 
     def __post_init__(self) -> None:
-        self._positive("max_residual", "inlier_threshold")
+        self._positive("max_residual", "inlier_threshold", "max_center_residual")
         self._fraction("min_inlier_ratio")
         self._integer("min_shared_keyframes", 1)
         self._integer("points_per_keyframe", 10)

@@ -358,6 +358,8 @@ class PerceptionPipeline:
                 map_to_odom=map_to_odom,
                 segment_id=self._segment,
                 inlier_ratio=outcome.inlier_ratio,
+                center_residual=outcome.center_residual,
+                median_relative_residual=outcome.median_relative_residual,
                 num_shared=outcome.num_shared,
                 orientation=self._orientation,
             )

@@ -231,6 +231,9 @@ class WindowResult:
         map_to_odom: [4, 4] map <- odom (REP-105) when odometry exists and the scale is metric.
         segment_id: map segment (increases when chaining had to restart).
         inlier_ratio: weighted share of inlier correspondences in the alignment.
+        center_residual: largest shared camera-centre residual / median shared depth.
+        median_relative_residual: weighted median of the dense correspondences' residual / depth
+            after the alignment (NaN when there were none; see ``ChainOutcome``).
         num_shared: keyframes the alignment used as anchors.
         orientation: how the map was made z-up ("odometry", "camera_to_base", "optical-axes").
         loops: loop candidates verified after this window (``vggt_ros.mapping.backend.LoopEvent``).
@@ -262,5 +265,7 @@ class WindowResult:
     map_rebuilt: bool = False
     poses_corrected: bool = False
     inlier_ratio: float = 0.0
+    center_residual: float = 0.0
+    median_relative_residual: float = float("nan")
     num_shared: int = 0
     orientation: str = ""

@@ -657,3 +657,19 @@ def test_weights_info_str_for_hub_and_not_strict() -> None:
     text = str(info)
     assert text.startswith("weights facebook/VGGT-1B@0123456789 (model.safetensors)")
     assert "sha256:0123456789abcdef" in text and "params=1.26B" in text and "device=cuda:0" in text
+
+
+RESUME_POINTS = sorted((Path(__file__).resolve().parents[1] / "checkpoints").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("path", RESUME_POINTS, ids=lambda p: p.name)
+def test_committed_resume_points_load_strictly(path: Path) -> None:
+    """The training resume points in checkpoints/ (README there) are complete vggt-compact raw
+    weights whose sha256 is the one checkpoints/README.md lists."""
+    import hashlib
+
+    model, info = ckpt.load_model(path, config="vggt-compact", identity="sha256")
+    assert sum(p.numel() for p in model.parameters()) > 6_000_000
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert f"`{digest}`" in (path.parent / "README.md").read_text()
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -53,10 +53,18 @@ def test_orb_retrieval_finds_the_revisits_and_nothing_else(revisit) -> None:
     assert places.vocabulary is not None  # retrieval ran on the word vectors, not brute force
 
 
+# Chaining tests for a predictor whose windows agree to about 2 % (this fake), not a network's
+# 6-21 %: here they refuse the one window whose depth and poses drifted apart (residual 0.032),
+# which the defaults (median disagreement <= 0.3 only) would chain, doubling the chained APE.
+TIGHT_CHAINING = ChainingConfig(max_residual=0.03, min_inlier_ratio=0.6, max_center_residual=0.05)
+
+
 def test_loop_closure_corrects_the_drift_and_the_map(revisit) -> None:
     fake = FakePredictor([sequence_tuple(revisit)], seed=5, drift_scale=0.08, drift_rotation_deg=0.8)
     config = PipelineConfig(
-        window=WindowConfig(size=6, stride=3), keyframe=KeyframeConfig(min_parallax_px=12.0)
+        window=WindowConfig(size=6, stride=3),
+        keyframe=KeyframeConfig(min_parallax_px=12.0),
+        chaining=TIGHT_CHAINING,
     )
     pipeline = PerceptionPipeline(config, fake)
     results = _run(pipeline, revisit)

@@ -87,9 +87,10 @@ def test_median_relative_residual_measures_depth_disagreement() -> None:
 
 def test_camera_centre_test_has_its_own_bound() -> None:
     """One of three shared cameras 10 % of the depth off: its points are outliers (a third of
-    the weight, so the inlier share still passes) and its centre fails the default
-    max_center_residual (0.05) alone; raising the bound accepts the same fit."""
+    the weight, so the inlier share still passes) and its centre fails a max_center_residual of
+    0.05 alone; raising the bound accepts the same fit."""
     chainer, window = _shifted_window(6, center_shift=0.1)
+    chainer.config = ChainingConfig(points_per_keyframe=300, max_center_residual=0.05)
     outcome = chainer.align(window, [1, 2, 3], window_id=1)
     assert not outcome.accepted and outcome.reason.startswith("shared camera centres disagree")
     assert outcome.center_residual > 0.05
@@ -141,3 +142,15 @@ def test_sparse_valid_pixels_fall_back_to_every_pixel() -> None:
     kept = patch_conf[patch_conf >= np.percentile(patch_conf, 30.0)]
     expected = int((kept >= np.percentile(kept, 30.0)).sum())
     assert 100 < len(pairs[0]) == expected
+
+
+def test_median_relative_residual_bound_rejects_disagreeing_depth() -> None:
+    """Depth off by U(-0.1, 0.1) (median disagreement 0.05) with only the median test active:
+    refused under a 0.03 bound, accepted under 0.1."""
+    off = {"max_residual": 1000.0, "min_inlier_ratio": 0.0, "max_center_residual": 1000.0}
+    chainer, window = _shifted_window(7, depth_noise=0.1)
+    chainer.config = ChainingConfig(points_per_keyframe=300, max_median_relative_residual=0.03, **off)
+    refused = chainer.align(window, [1, 2, 3], window_id=1)
+    assert not refused.accepted and refused.reason.startswith("points disagree by 0.0")
+    chainer.config = ChainingConfig(points_per_keyframe=300, max_median_relative_residual=0.1, **off)
+    assert chainer.align(window, [1, 2, 3], window_id=1).accepted

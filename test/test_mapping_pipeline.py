@@ -327,3 +327,28 @@ def test_poses_go_out_before_the_map_stage(orbit) -> None:
         # The map had not fused this window yet: one insertion per accepted window, afterwards.
         assert insertions_then == accepted.index(result)
     assert len(pipeline.global_map) > 0 and all(r.points_map.xyz.shape[0] > 0 for r in accepted)
+
+
+def test_windows_as_noisy_as_a_trained_network_are_chained(orbit) -> None:
+    """Depth noise of 12 % per pixel and 1 deg / 2 % pose noise, about a trained compact model's
+    disagreement between windows (docs/mapping.md "Chaining"): the default test (median point
+    disagreement <= 0.3) chains every window, where the tight tests tuned for a 1 %-noise
+    predictor refuse most of them; the trajectory stays within 5 % of the extent."""
+    noise = {"rot_noise_deg": 1.0, "trans_noise": 0.02, "depth_noise": 0.12}
+    fake = FakePredictor([sequence_tuple(orbit)], seed=3, **noise)
+    pipeline = PerceptionPipeline(config(), fake)
+    results = run(pipeline, orbit)
+    assert all(r.accepted for r in results), [r.reason for r in results]
+    assert all(0.05 < r.median_relative_residual < 0.3 for r in results[1:])
+    est, truth, _ = estimated_and_truth(pipeline, orbit)
+    extent = np.ptp(truth[:, :3, 3], axis=0).max()
+    error = trajectory_error(est[:, :3, 3], truth[:, :3, 3], with_scale=True)
+    assert error < 0.05 * extent  # measured 2.4 %
+    # The tight tests refuse 5 of 8 windows (measured) and the path suffers for it (15 %).
+    tight = ChainingConfig(max_residual=0.03, min_inlier_ratio=0.6, max_center_residual=0.05)
+    fake = FakePredictor([sequence_tuple(orbit)], seed=3, **noise)
+    pipeline = PerceptionPipeline(config(chaining=tight), fake)
+    refused = [r for r in run(pipeline, orbit) if not r.accepted]
+    assert len(refused) >= len(results) // 2
+    est, truth, _ = estimated_and_truth(pipeline, orbit)
+    assert trajectory_error(est[:, :3, 3], truth[:, :3, 3], with_scale=True) > 2 * error

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from vggt_ros.geometry.alignment import Sim3, robust_umeyama
-from vggt_ros.mapping.chaining import unproject_pixels
+from vggt_ros.mapping.chaining import unproject_pixels, weighted_median
 from vggt_ros.mapping.config import ChainingConfig, LoopConfig
 from vggt_ros.mapping.frames import camera_in_odom
 from vggt_ros.mapping.loops import LoopCandidate, OrbPlaceRecognizer
@@ -85,6 +85,7 @@ class LoopEvent:
         accepted, reason: the verdict and why.
         matches: ORB matches that proposed it.
         residual, inlier_ratio: of the verification window's alignment on the old keyframes.
+        median_relative_residual: that alignment's median point residual / depth (as chaining's).
         correction_m, correction_deg: what the loop would move the new keyframe by (G units).
         path_since_m: path length of the reference keyframes between the two (G units).
         edges: (old, new) keyframe pairs added to the pose graph.
@@ -98,6 +99,7 @@ class LoopEvent:
     matches: int
     residual: float = float("inf")
     inlier_ratio: float = 0.0
+    median_relative_residual: float = float("nan")
     correction_m: float = float("nan")
     correction_deg: float = float("nan")
     path_since_m: float = float("nan")
@@ -340,8 +342,9 @@ class BackEnd:
             event.reason = "too few points of the old keyframes to align on"
             event.seconds = time.perf_counter() - t0
             return event
-        to_g, residual, inlier_ratio = fit
+        to_g, residual, inlier_ratio, relative = fit
         event.residual, event.inlier_ratio = residual, inlier_ratio
+        event.median_relative_residual = relative
         poses = np.asarray(prediction.cam_to_world, np.float64)
         qi = ids.index(query_id)
         implied = node_sim3(to_g, poses[qi], self.graph.node_scale(query_id))
@@ -354,6 +357,11 @@ class BackEnd:
             reasons.append(f"residual {residual:.4f} > {self.chaining.max_residual}")
         if inlier_ratio < self.chaining.min_inlier_ratio:
             reasons.append(f"inlier share {inlier_ratio:.2f} < {self.chaining.min_inlier_ratio}")
+        if not np.isfinite(relative) or relative > self.chaining.max_median_relative_residual:
+            reasons.append(
+                f"points disagree by {relative:.3f} of their depth (median) > "
+                f"{self.chaining.max_median_relative_residual}"
+            )
         if event.correction_m > c.max_correction_ratio * event.path_since_m:
             reasons.append(
                 f"implied jump {event.correction_m:.3f} > {c.max_correction_ratio} x path "
@@ -383,9 +391,10 @@ class BackEnd:
 
     def _align_on_old(
         self, prediction: Any, ids: list[int], old: list[int]
-    ) -> tuple[Sim3, float, float] | None:
+    ) -> tuple[Sim3, float, float, float] | None:
         """G <- V from the old keyframes' stored points (current estimates) and the window's
-        depth at the same pixels; (transform, residual / scene depth, inlier share)."""
+        depth at the same pixels; (transform, residual / scene depth, inlier share, median of
+        each point's residual / its depth)."""
         src, dst, weights, depths = [], [], [], []
         for k in old:
             i = ids.index(k)
@@ -425,7 +434,8 @@ class BackEnd:
         except ValueError:
             return None
         inlier_ratio = float((w_all * fit.inliers).sum() / max(w_all.sum(), 1e-12))
-        return fit.transform, float(fit.rms / scene), inlier_ratio
+        relative = weighted_median(fit.residuals / np.maximum(np.concatenate(depths), 1e-9), w_all)
+        return fit.transform, float(fit.rms / scene), inlier_ratio, relative
 
     def _path_length(self, old_id: int, new_id: int) -> float:
         """Length (G units) of the reference keyframes' estimated path from ``old_id`` to ``new_id``."""

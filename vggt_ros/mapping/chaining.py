@@ -216,6 +216,11 @@ class WindowChainer:
             reasons.append(f"residual {residual:.4f} > {cfg.max_residual}")
         if inlier_ratio < cfg.min_inlier_ratio:
             reasons.append(f"inlier share {inlier_ratio:.2f} < {cfg.min_inlier_ratio}")
+        if np.isfinite(relative) and relative > cfg.max_median_relative_residual:
+            reasons.append(
+                f"points disagree by {relative:.3f} of their depth (median) > "
+                f"{cfg.max_median_relative_residual}"
+            )
         if n_dense and center_residual > cfg.max_center_residual:
             reasons.append(
                 f"shared camera centres disagree ({center_residual:.4f} > {cfg.max_center_residual})"

@@ -124,29 +124,59 @@ class _Echo:
         )
 
 
+CORRIDOR_K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+CORRIDOR_DEPTH = np.full((48, 64), 3.0, np.float32)
+CORRIDOR_IMAGE = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+
+
+class _Window:
+    """Two cameras 0.5 m apart along x, looking at a uniform wall 3 m away (a corridor step)."""
+
+    def __init__(self, first: int) -> None:
+        h, w = CORRIDOR_DEPTH.shape
+        self.cam_to_world = np.stack([np.eye(4), np.eye(4)])
+        self.cam_to_world[1, 0, 3] = 0.5  # 0.5 m steps along x
+        self.depth = np.stack([CORRIDOR_DEPTH, CORRIDOR_DEPTH])
+        self.depth_conf = np.full((2, h, w), 3.0, np.float32)
+        self.valid_mask = np.ones((2, h, w), bool)
+        self.colors = np.stack([CORRIDOR_IMAGE, CORRIDOR_IMAGE])
+        self.model_intrinsics = np.stack([CORRIDOR_K, CORRIDOR_K])
+
+
+class _Kf:
+    def __init__(self, i: int) -> None:
+        self.id, self.stamp, self.camera_id = i, float(i), "cam"
+        self.frame = type("F", (), {"image": CORRIDOR_IMAGE})()
+
+
+def test_window_edges_loosen_with_the_windows_disagreement() -> None:
+    """Edge standard deviations x (1 + d / odometry_sigma_disagreement), at most 10x: d = 0.1
+    doubles them, a window placed without alignment (residual inf) gets 10x, the first window
+    (residual 0, no dense correspondences) 1x."""
+    config = LoopConfig(odometry_sigma_disagreement=0.1)
+    backend = BackEnd(config, ChainingConfig())
+    base = np.radians(config.odometry_rotation_sigma_deg)
+    cases = [
+        (0.0, float("nan"), 1.0),
+        (0.05, 0.1, 2.0),
+        (0.05, 0.45, 5.5),
+        (0.05, 5.0, 10.0),
+        (np.inf, 0.1, 10.0),
+    ]
+    for start, (residual, disagreement, factor) in enumerate(cases):
+        to_g = Sim3(1.0, np.eye(3), np.array([0.5 * 2 * start, 0.0, 0.0]))
+        kfs = [_Kf(2 * start), _Kf(2 * start + 1)]
+        backend.add_window(_Window(0), kfs, to_g, residual, "cam", disagreement=disagreement)
+        sigmas = backend._edges[-1][3]
+        assert sigmas.rotation == pytest.approx(base * factor), (residual, disagreement)
+        assert sigmas.translation == pytest.approx(config.odometry_translation_sigma * factor)
+
+
 def test_a_wrong_loop_between_look_alike_places_is_rejected() -> None:
     """A corridor 10 m long whose two ends look the same: the verification window agrees with
     itself perfectly, but closing the loop would move the robot by the whole corridor."""
-    h, w = 48, 64
-    K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
-    depth = np.full((h, w), 3.0, np.float32)
-    image = (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
+    depth, K = CORRIDOR_DEPTH, CORRIDOR_K
     backend = BackEnd(LoopConfig(min_gap_keyframes=3, min_matches=8), ChainingConfig())
-
-    class _Window:
-        def __init__(self, first: int) -> None:
-            self.cam_to_world = np.stack([np.eye(4), np.eye(4)])
-            self.cam_to_world[1, 0, 3] = 0.5  # 0.5 m steps along x
-            self.depth = np.stack([depth, depth])
-            self.depth_conf = np.full((2, h, w), 3.0, np.float32)
-            self.valid_mask = np.ones((2, h, w), bool)
-            self.colors = np.stack([image, image])
-            self.model_intrinsics = np.stack([K, K])
-
-    class _Kf:
-        def __init__(self, i: int) -> None:
-            self.id, self.stamp, self.camera_id = i, float(i), "cam"
-            self.frame = type("F", (), {"image": image})()
 
     for start in range(0, 20):
         to_g = Sim3(1.0, np.eye(3), np.array([0.5 * start, 0.0, 0.0]))

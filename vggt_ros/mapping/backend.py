@@ -4,7 +4,7 @@ Fed by the pipeline after every accepted window (:meth:`BackEnd.add_window`):
 
 * every new keyframe becomes a pose-graph node (:mod:`.pose_graph`) and every pair of
   consecutive keyframes of the window an odometry edge, with standard deviations that grow with
-  the window's alignment residual;
+  the window's disagreement with the map (median relative residual);
 * once the scale is metric, each new reference-camera keyframe with odometry gets an
   odometry-sensor edge (metres) to the previous one (``loop.sensor_odometry``);
 * each keyframe keeps a few hundred points *relative to itself* (pixel, depth in the node's
@@ -43,7 +43,7 @@ from vggt_ros.mapping.pose_graph import EdgeSigmas, PoseGraph, SensorSigmas, nod
 
 logger = logging.getLogger(__name__)
 
-MAX_SIGMA_FACTOR = 10.0  # an edge's standard deviations grow at most this much with its residual
+MAX_SIGMA_FACTOR = 10.0  # an edge's standard deviations grow at most this much with its window's disagreement
 
 
 @dataclass
@@ -151,12 +151,16 @@ class BackEnd:
         residual: float,
         reference_camera: str | None,
         metres_per_unit: float | None = None,
+        disagreement: float = float("nan"),
     ) -> list[int]:
         """Nodes, odometry edges, stored points and place entries of an accepted window.
 
         ``keyframes`` follow the prediction's frames; ``transform`` is the window's G <- W;
-        ``metres_per_unit`` the metric size of a G unit when the scale is metric (enables the
-        odometry-sensor edges), else None. Returns the ids of the keyframes new to the graph.
+        ``residual`` its alignment residual (0 for the first window, inf when placed without an
+        alignment); ``disagreement`` its median relative residual to the map (NaN when it had no
+        dense correspondences); ``metres_per_unit`` the metric size of a G unit when the scale
+        is metric (enables the odometry-sensor edges), else None. Returns the ids of the
+        keyframes new to the graph.
         """
         c = self.config
         poses = np.asarray(prediction.cam_to_world, np.float64)
@@ -173,10 +177,14 @@ class BackEnd:
             self._store_points(prediction, i, kf, reference_camera)
             new.append(kf.id)
         # Window edges between consecutive keyframes (by time, then camera), looser when the
-        # window aligned worse.
-        # (A window placed without alignment, e.g. a new map segment, has no finite residual.)
-        ratio = float(residual) / max(self.chaining.max_residual, 1e-9)
-        factor = min(MAX_SIGMA_FACTOR, 1.0 + max(0.0, ratio)) if np.isfinite(ratio) else MAX_SIGMA_FACTOR
+        # window disagreed more with the map. A window placed without alignment (a new map
+        # segment: no finite residual) gets the loosest edges; the first window the tightest.
+        if not np.isfinite(residual):
+            factor = MAX_SIGMA_FACTOR
+        elif np.isfinite(disagreement):
+            factor = min(MAX_SIGMA_FACTOR, 1.0 + max(0.0, disagreement) / c.odometry_sigma_disagreement)
+        else:
+            factor = 1.0
         sigmas = EdgeSigmas(
             np.radians(c.odometry_rotation_sigma_deg), c.odometry_translation_sigma, c.odometry_scale_sigma
         ).scaled(factor)

@@ -301,11 +301,15 @@ class LoopConfig(_Validated):
     going round the same place again would otherwise close a loop at every keyframe)."""
     odometry_rotation_sigma_deg: float = 1.0
     """Standard deviation of a window edge's relative rotation (grows with the window's
-    alignment residual)."""
+    disagreement with the map, see ``odometry_sigma_disagreement``)."""
     odometry_translation_sigma: float = 0.05
     """Of its relative translation, as a share of the scene depth."""
     odometry_scale_sigma: float = 0.03
     """Of the log of its relative scale."""
+    odometry_sigma_disagreement: float = 0.1
+    """A window's edge standard deviations are multiplied by 1 + d / this, at most 10x, where d
+    is the window's median relative residual to the map (chaining's acceptance statistic): a
+    window that disagreed with the map by this much counts half as much in the graph."""
     sensor_odometry: bool = True
     """Add an odometry-sensor edge (metres, from odom_topic) between consecutive reference-camera
     keyframes once the scale is metric: it constrains their rigid motion, which pulls back the
@@ -337,6 +341,7 @@ class LoopConfig(_Validated):
             "odometry_rotation_sigma_deg",
             "odometry_translation_sigma",
             "odometry_scale_sigma",
+            "odometry_sigma_disagreement",
             "sensor_rotation_sigma_deg",
             "sensor_translation_floor_m",
         )

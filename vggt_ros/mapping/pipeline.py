@@ -413,6 +413,7 @@ class PerceptionPipeline:
             outcome.residual,
             self.reference_camera,
             metres_per_unit=scale.value if scale.metric else None,
+            disagreement=outcome.median_relative_residual,
         )
         for k in new:
             self._applied_scale[k] = self._backend.graph.node_scale(k)

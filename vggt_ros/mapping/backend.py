@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from vggt_ros.geometry.alignment import Sim3, robust_umeyama
-from vggt_ros.mapping.chaining import unproject_pixels, weighted_median
+from vggt_ros.mapping.chaining import median_relative_residual, unproject_pixels
 from vggt_ros.mapping.config import ChainingConfig, LoopConfig
 from vggt_ros.mapping.frames import camera_in_odom
 from vggt_ros.mapping.loops import LoopCandidate, OrbPlaceRecognizer
@@ -442,7 +442,7 @@ class BackEnd:
         except ValueError:
             return None
         inlier_ratio = float((w_all * fit.inliers).sum() / max(w_all.sum(), 1e-12))
-        relative = weighted_median(fit.residuals / np.maximum(np.concatenate(depths), 1e-9), w_all)
+        relative = median_relative_residual(fit.residuals, np.concatenate(depths), w_all)
         return fit.transform, float(fit.rms / scene), inlier_ratio, relative
 
     def _path_length(self, old_id: int, new_id: int) -> float:

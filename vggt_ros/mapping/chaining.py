@@ -88,6 +88,12 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
+def median_relative_residual(residuals: np.ndarray, depths: np.ndarray, weights: np.ndarray) -> float:
+    """Weighted median of ``residuals`` [N] / ``depths`` [N] (same units; depths floored at
+    1e-9): how far, relative to their depth, an alignment leaves its points from their targets."""
+    return weighted_median(residuals / np.maximum(depths, 1e-9), weights)
+
+
 def unproject_pixels(
     depth: np.ndarray, intrinsics: np.ndarray, rows: np.ndarray, cols: np.ndarray
 ) -> np.ndarray:
@@ -209,8 +215,9 @@ class WindowChainer:
         center_residual = float(fit.residuals[: len(shared)].max() / scene) if n_dense else residual
         relative = float("nan")
         if n_dense:
-            dense_depth = np.maximum(np.concatenate(depths), 1e-9)
-            relative = weighted_median(fit.residuals[len(shared) :] / dense_depth, w_all[len(shared) :])
+            relative = median_relative_residual(
+                fit.residuals[len(shared) :], np.concatenate(depths), w_all[len(shared) :]
+            )
         reasons = []
         if not np.isfinite(residual) or residual > cfg.max_residual:
             reasons.append(f"residual {residual:.4f} > {cfg.max_residual}")

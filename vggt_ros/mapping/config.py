@@ -309,7 +309,8 @@ class LoopConfig(_Validated):
     odometry_sigma_disagreement: float = 0.1
     """A window's edge standard deviations are multiplied by 1 + d / this, at most 10x, where d
     is the window's median relative residual to the map (chaining's acceptance statistic): a
-    window that disagreed with the map by this much counts half as much in the graph."""
+    window that disagreed with the map by this much gets edges with twice the standard
+    deviations (a quarter of the weight)."""
     sensor_odometry: bool = True
     """Add an odometry-sensor edge (metres, from odom_topic) between consecutive reference-camera
     keyframes once the scale is metric: it constrains their rigid motion, which pulls back the

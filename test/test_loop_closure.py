@@ -308,3 +308,17 @@ def test_odometry_sensor_edges_correct_the_drift_without_loops(revisit) -> None:
     assert bounded._backend.reseeds >= 2
     assert bounded._backend.graph.stats.sensor_edges >= 4
     assert _ape(revisit, bounded.path()) < chained
+
+
+def test_a_verification_window_whose_depth_disagrees_is_rejected() -> None:
+    """The verification window applies chaining's median test: a window whose depth is off by
+    factors of 0.1-5 per pixel against the old keyframes' stored points is refused for it."""
+    backend = BackEnd(LoopConfig(min_gap_keyframes=3, min_matches=8), ChainingConfig())
+    for start in range(0, 20):
+        to_g = Sim3(1.0, np.eye(3), np.array([0.5 * start, 0.0, 0.0]))
+        backend.add_window(_Window(start), [_Kf(start), _Kf(start + 1)], to_g, 0.0, "cam")
+    scrambled = CORRIDOR_DEPTH * np.random.default_rng(1).uniform(0.1, 5.0, CORRIDOR_DEPTH.shape)
+    event = backend.verify(20, LoopCandidate(0, 100), _Echo(scrambled.astype(np.float32), CORRIDOR_K))
+    assert not event.accepted and "points disagree by" in event.reason, event
+    assert event.median_relative_residual > ChainingConfig().max_median_relative_residual
+    assert backend.graph.stats.loop_edges == 0

@@ -40,6 +40,7 @@ from vggt_ros.msg import KeypointTracks  # noqa: E402
 from vggt_ros.srv import ExportKeyframes, SaveMap  # noqa: E402
 
 from vggt_ros.eval.synthetic import render_sequence  # noqa: E402
+from vggt_ros.model.embedded import DEFAULT_MODEL  # noqa: E402
 from vggt_ros.ros import conversions as conv  # noqa: E402
 
 NS = f"/{SESSION}/vggt_perception"
@@ -547,7 +548,7 @@ def test_default_model_is_the_embedded_compact_model(listener):
     node = NodeProcess({**params, "model.device": "cpu", "camera.front.topic": "solo/image"})
     try:
         wait_for(lambda: "ready:" in node.log(), 120, "start-up", node)
-        assert "embedded model vggt-compact-v1" in node.log()
+        assert f"embedded model {DEFAULT_MODEL.name}" in node.log()
         assert "UNTRAINED" not in node.log()
         # Camera images arrive with the sensor-data QoS unless qos_overrides say otherwise.
         topic = f"/{SESSION}/solo/image"

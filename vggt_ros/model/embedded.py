@@ -73,13 +73,13 @@ class EmbeddedModel:
 
 
 DEFAULT_MODEL = EmbeddedModel(
-    name="vggt-compact-v1",
+    name="vggt-compact-v2",
     config="vggt-compact",
-    filename="vggt-compact-v1.safetensors",
-    sha256="8a218d8160e84552ed081ff5583a282fd2b88f69a96a54e6e320157a46b1186d",
+    filename="vggt-compact-v2.safetensors",
+    sha256="7ee544746b17e35f19f4a1df173b52872a3c48d2f9c45edab704a3e6d59c8ade",
     image_size=182,
     card="docs/model_card_compact.md",
-    summary="25 H200-minutes on procedural rooms: relative depth learned, camera poses NOT yet learned",
+    summary="an H200-hour on procedural rooms: relative depth and camera rotation learned, far from VGGT-1B",
 )
 
 

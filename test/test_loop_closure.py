@@ -322,3 +322,67 @@ def test_a_verification_window_whose_depth_disagrees_is_rejected() -> None:
     assert not event.accepted and "points disagree by" in event.reason, event
     assert event.median_relative_residual > ChainingConfig().max_median_relative_residual
     assert backend.graph.stats.loop_edges == 0
+
+
+def _corridor_back_end(keyframes: int, **loop: float) -> BackEnd:
+    """Keyframes 0.5 m apart along x (chained windows of two), every one a loop-search entry."""
+    backend = BackEnd(LoopConfig(min_gap_keyframes=3, min_matches=8, **loop), ChainingConfig())
+    for start in range(0, keyframes - 1):
+        to_g = Sim3(1.0, np.eye(3), np.array([0.5 * start, 0.0, 0.0]))
+        backend.add_window(_Window(start), [_Kf(start), _Kf(start + 1)], to_g, 0.0, "cam")
+    return backend
+
+
+def test_large_corrections_need_a_second_loop_that_implies_the_same() -> None:
+    """With ``loop.confirmation_keyframes``, a loop refused only for the size of its correction
+    is held; a later one that implies the same correction accepts both, one that implies another
+    replaces it, and one too old to pair with it does not confirm it. The echo network puts each
+    query where its candidate is: query k with candidate k - 20 implies -10 m along x."""
+    echo = _Echo(CORRIDOR_DEPTH, CORRIDOR_K)
+    # Within 10 % of the path: this degenerate scene (a flat wall) aligns to about 5 %.
+    confirm = {
+        "confirmation_keyframes": 3,
+        "confirmation_max_ratio": 0.1,
+        "confirmed_max_correction_ratio": 2.0,
+    }
+
+    off = _corridor_back_end(24)
+    assert not off.verify(20, LoopCandidate(0, 100), echo).held  # off by default: refused outright
+
+    backend = _corridor_back_end(24, **confirm)
+    first = backend.verify(20, LoopCandidate(0, 100), echo)
+    assert first.held and not first.accepted and "implied jump" in first.reason, first
+    assert backend.graph.stats.loop_edges == 0
+    before = backend.graph.pose(21).translation.copy()
+    second = backend.verify(21, LoopCandidate(1, 100), echo)
+    assert second.accepted and first.accepted and second.confirmed_by == 20, second
+    assert second.edges and first.edges and backend.graph.stats.loop_edges == 4
+    assert backend.stats["loops_confirmed"] == 1
+    # The graph moved it back (a little: here the odometry edges are exact and stiff, and the
+    # loop edges robust).
+    assert backend.graph.pose(21).translation[0] < before[0] - 0.1
+
+    disagreeing = _corridor_back_end(24, **confirm)
+    disagreeing.verify(20, LoopCandidate(0, 100), echo)
+    other = disagreeing.verify(21, LoopCandidate(6, 100), echo)  # implies -7.5 m, not -10 m
+    assert other.held and not other.accepted and "disagrees with the loop of keyframe 20" in other.reason
+    assert disagreeing.graph.stats.loop_edges == 0
+    third = disagreeing.verify(22, LoopCandidate(7, 100), echo)  # agrees with the held one (21)
+    assert third.accepted and third.confirmed_by == 21
+
+    stale = _corridor_back_end(24, **confirm)
+    stale.verify(18, LoopCandidate(0, 100), echo)  # implies -9 m
+    late = stale.verify(23, LoopCandidate(5, 100), echo)  # also -9 m, but 5 keyframes later
+    assert late.held and not late.accepted and "5 keyframes old" in late.reason, late
+
+    bounded = _corridor_back_end(24, confirmation_keyframes=3, confirmed_max_correction_ratio=0.5)
+    refused = bounded.verify(20, LoopCandidate(0, 100), echo)  # a jump as long as the path
+    assert not refused.held and "too large to confirm" in refused.reason, refused
+    assert not bounded.verify(21, LoopCandidate(1, 100), echo).accepted
+
+
+def test_confirmation_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="confirmation_keyframes"):
+        LoopConfig(confirmation_keyframes=-1)
+    with pytest.raises(ValueError, match="confirmation_max_deg"):
+        LoopConfig(confirmation_max_deg=0.0)

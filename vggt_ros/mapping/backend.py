@@ -90,6 +90,10 @@ class LoopEvent:
         path_since_m: path length of the reference keyframes between the two (G units).
         edges: (old, new) keyframe pairs added to the pose graph.
         seconds: verification time.
+        held: refused only for its correction's size, and kept for confirmation
+            (``loop.confirmation_keyframes``).
+        confirmed_by: the query keyframe of the held loop this one confirmed (both accepted),
+            or None.
     """
 
     query_id: int
@@ -105,6 +109,21 @@ class LoopEvent:
     path_since_m: float = float("nan")
     edges: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
+    held: bool = False
+    confirmed_by: int | None = None
+
+
+@dataclass
+class _HeldLoop:
+    """A loop refused only for the size of its correction, waiting for a second that agrees.
+
+    ``correction`` is G <- G: the implied pose of the query keyframe times the inverse of its
+    pose at verification time; ``edges`` the (old, new, Z_old_new) loop edges it would add."""
+
+    event: LoopEvent
+    reference_index: int  # position of the query in reference_order
+    correction: Sim3
+    edges: list[tuple[int, int, Sim3]]
 
 
 def _angle_deg(rotation: np.ndarray) -> float:
@@ -137,9 +156,16 @@ class BackEnd:
             config.sensor_translation_floor_m,
         )
         self._cooldown = 0
+        self._held: _HeldLoop | None = None
         self.reseeds = 0
         self._rng = np.random.default_rng(seed)
-        self.stats = {"loops_detected": 0, "loops_verified": 0, "loops_accepted": 0, "loops_rejected": 0}
+        self.stats = {
+            "loops_detected": 0,
+            "loops_verified": 0,
+            "loops_accepted": 0,
+            "loops_rejected": 0,
+            "loops_confirmed": 0,
+        }
 
     # -------------------------------------------------------------------------- windows
 
@@ -370,32 +396,94 @@ class BackEnd:
                 f"points disagree by {relative:.3f} of their depth (median) > "
                 f"{self.chaining.max_median_relative_residual}"
             )
+        size_reasons = []
         if event.correction_m > c.max_correction_ratio * event.path_since_m:
-            reasons.append(
+            size_reasons.append(
                 f"implied jump {event.correction_m:.3f} > {c.max_correction_ratio} x path "
                 f"{event.path_since_m:.3f}"
             )
         if event.correction_deg > c.max_correction_deg:
-            reasons.append(f"implied rotation {event.correction_deg:.1f} deg > {c.max_correction_deg}")
-        if reasons:
-            event.reason = "; ".join(reasons)
+            size_reasons.append(f"implied rotation {event.correction_deg:.1f} deg > {c.max_correction_deg}")
+        # The loop edges it would add: candidate - query and candidate's successor - query's
+        # predecessor (more from the same window would be counted as independent evidence,
+        # which they are not).
+        edges = [
+            (
+                o,
+                n,
+                window_relative(
+                    to_g,
+                    poses[ids.index(o)],
+                    poses[ids.index(n)],
+                    self.graph.node_scale(o),
+                    self.graph.node_scale(n),
+                ),
+            )
+            for o, n in zip(old, new)
+        ]
+        if reasons or (size_reasons and not c.confirmation_keyframes):
+            event.reason = "; ".join(reasons + size_reasons)
             event.seconds = time.perf_counter() - t0
             return event
-        # Two edges: candidate - query and candidate's successor - query's predecessor (more
-        # from the same window would be counted as independent evidence, which they are not).
-        for o, n in zip(old, new):
-            a, b = ids.index(o), ids.index(n)
-            rel = window_relative(
-                to_g, poses[a], poses[b], self.graph.node_scale(o), self.graph.node_scale(n)
-            )
-            sigmas = EdgeSigmas()
-            self.graph.add_loop(o, n, rel, sigmas)
-            self._edges.append((o, n, rel, sigmas, True))
-            event.edges.append((o, n))
+        if size_reasons and event.correction_m > c.confirmed_max_correction_ratio * event.path_since_m:
+            size_reasons.append(f"too large to confirm (> {c.confirmed_max_correction_ratio} x path)")
+            event.reason = "; ".join(size_reasons)
+            event.seconds = time.perf_counter() - t0
+            return event
+        if size_reasons:
+            held = _HeldLoop(event, self.reference_order.index(query_id), implied @ current.inverse(), edges)
+            agreement = self._confirms(held)
+            if agreement is not None:
+                event.reason = "; ".join(size_reasons) + f"; {agreement}"
+                self._held = held
+                event.held = True
+                event.seconds = time.perf_counter() - t0
+                return event
+            first, self._held = self._held, None
+            assert first is not None
+            for o, n, rel in first.edges:
+                self._add_loop_edge(o, n, rel, first.event)
+            first.event.accepted, first.event.reason = True, f"confirmed by the loop of keyframe {query_id}"
+            self.stats["loops_rejected"] -= 1  # counted when it was held
+            self.stats["loops_accepted"] += 1
+            event.confirmed_by = first.event.query_id
+            event.reason = f"confirms the held loop of keyframe {first.event.query_id}"
+            self.stats["loops_confirmed"] += 1
+        else:
+            event.reason = "ok"
+        for o, n, rel in edges:
+            self._add_loop_edge(o, n, rel, event)
         self.graph.update(extra_iterations=5)
-        event.accepted, event.reason = True, "ok"
+        event.accepted = True
         event.seconds = time.perf_counter() - t0
         return event
+
+    def _confirms(self, held: _HeldLoop) -> str | None:
+        """None when ``held`` confirms the loop held before it (both imply the same correction
+        for ``held``'s keyframe, within ``loop.confirmation_keyframes``); else why not."""
+        c, event = self.config, held.event
+        first = self._held
+        if first is None or any(k not in self.graph for o, n, _ in first.edges for k in (o, n)):
+            return "held for confirmation"
+        gap = held.reference_index - self.reference_order.index(first.event.query_id)
+        if gap > c.confirmation_keyframes:
+            return f"held for confirmation (the held loop is {gap} keyframes old)"
+        current = self.graph.pose(event.query_id)
+        by_first, by_this = first.correction @ current, held.correction @ current
+        apart_m = float(np.linalg.norm(by_first.translation - by_this.translation))
+        apart_deg = _angle_deg(by_first.rotation.T @ by_this.rotation)
+        if apart_deg > c.confirmation_max_deg or apart_m > c.confirmation_max_ratio * event.path_since_m:
+            return (
+                f"held for confirmation (disagrees with the loop of keyframe {first.event.query_id} "
+                f"by {apart_m:.3f} and {apart_deg:.1f} deg)"
+            )
+        return None
+
+    def _add_loop_edge(self, old: int, new: int, relative: Sim3, event: LoopEvent) -> None:
+        sigmas = EdgeSigmas()
+        self.graph.add_loop(old, new, relative, sigmas)
+        self._edges.append((old, new, relative, sigmas, True))
+        event.edges.append((old, new))
 
     def _align_on_old(
         self, prediction: Any, ids: list[int], old: list[int]

@@ -288,6 +288,20 @@ class LoopConfig(_Validated):
     implies a jump as long as the path itself."""
     max_correction_deg: float = 30.0
     """A loop may rotate the new keyframe by at most this many degrees."""
+    confirmation_keyframes: int = 0
+    """A loop whose correction exceeds the two bounds above, but passes every other test, is
+    held; a second one, found within this many reference keyframes, that implies the same
+    correction accepts both (0 = off: every large correction is refused). Drift after a long
+    lap can be larger than the bounds; a look-alike place rarely implies one wrong correction
+    twice."""
+    confirmation_max_deg: float = 10.0
+    """Two held loops imply the same correction when the rotations they give the later keyframe
+    differ by at most this many degrees ..."""
+    confirmation_max_ratio: float = 0.05
+    """... and its positions by at most this share of the path travelled since the old keyframe."""
+    confirmed_max_correction_ratio: float = 1.0
+    """A confirmed pair may still move the new keyframe by at most this share of the path (a
+    chained path cannot drift further than it has travelled)."""
     points_per_keyframe: int = 1500
     """Points kept per keyframe (relative to it) to verify loops and rebuild the map after an
     optimisation."""
@@ -336,9 +350,13 @@ class LoopConfig(_Validated):
         self._integer("max_keyframes", 10)
         self._integer("cooldown_keyframes", 0)
         self._integer("sensor_map_rebuild_windows", 1)
+        self._integer("confirmation_keyframes", 0)
         self._positive(
             "max_correction_ratio",
             "max_correction_deg",
+            "confirmation_max_deg",
+            "confirmation_max_ratio",
+            "confirmed_max_correction_ratio",
             "odometry_rotation_sigma_deg",
             "odometry_translation_sigma",
             "odometry_scale_sigma",

@@ -305,3 +305,55 @@ def test_cli_flow_loss_renders_track_targets_without_the_track_head(tmp_path: Pa
     assert config.loss.flow == 1.0 and config.procedural.track_queries == 8
     last = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()][-1]
     assert last["flow"] > 0 and last["flow_px"] > 0
+
+
+def test_min_frames_trains_windows_of_varying_length(tmp_path: Path) -> None:
+    """--min-frames: each step trains on the first S frames of its windows, S in
+    [min_frames, frames] drawn from the seed and the step (so a resumed run and every process
+    draw the same); without it every step sees the full window."""
+    from dataclasses import replace
+
+    settings = replace(SMALL, frames=5, track_queries=8)
+    from vggt_ros.train.losses import LossWeights
+
+    # The flow loss keeps track targets (cut with the window) without the track head.
+    config = _config(
+        procedural=settings, heads=("camera", "depth"), loss=LossWeights(flow=1.0), min_frames=2, steps=12
+    )
+    trainer = Trainer(config, tmp_path / "run")
+    seen: list[tuple[int, int, int]] = []
+    original = trainer.train_step
+
+    def recording(batch):  # noqa: ANN001, ANN202
+        seen.append((batch.images.shape[1], batch.tracks.shape[1], batch.query_points.shape[1]))
+        return original(batch)
+
+    trainer.train_step = recording
+    assert trainer.run().step == 12
+    lengths = [s for s, _, _ in seen]
+    assert lengths == [trainer.window_length(step) for step in range(12)]
+    assert set(lengths) <= {2, 3, 4, 5} and len(set(lengths)) >= 2, lengths
+    assert all(tracks == s and queries == 8 for s, tracks, queries in seen)  # queries stay in frame 0
+    again = Trainer(config, tmp_path / "again")
+    assert [again.window_length(step) for step in range(12)] == lengths
+    full = Trainer(_config(procedural=settings, heads=("camera", "depth")), tmp_path / "full")
+    assert {full.window_length(step) for step in range(12)} == {5}
+    with pytest.raises(ValueError, match="min_frames"):
+        _config(procedural=settings, min_frames=6)
+    with pytest.raises(ValueError, match="min_frames"):
+        _config(procedural=settings, min_frames=1)
+
+
+def test_cli_min_frames_reaches_the_run_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = [
+        "train", "--out", str(run), "--model", "vggt-tiny", "--size", "42x56", "--frames", "3",
+        "--min-frames", "2", "--heads", "camera", "--steps", "1", "--batch-size", "2",
+        "--validation-windows", "2", "--device", "cpu", "-q",
+    ]  # fmt: skip
+    assert main(args) == 0
+    assert TrainConfig.load(run / "config.json").min_frames == 2
+    bad = list(args)
+    bad[2], bad[10] = str(tmp_path / "bad"), "4"
+    assert bad[9:11] == ["--min-frames", "4"]
+    assert main(bad) == 2  # longer than the window: refused with the reason

@@ -144,6 +144,14 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
     g.add_argument("--bag-max-gap", type=int, default=3, help="largest frame step inside a bag window")
     g.add_argument("--size", type=_size, default=(140, 182), help="training image size HxW (default 140x182)")
     g.add_argument("--frames", type=int, default=8, help="frames per window (default 8)")
+    g.add_argument(
+        "--min-frames",
+        type=int,
+        default=0,
+        help="train each step on the first S frames of its windows, S drawn per step from "
+        "[MIN_FRAMES, --frames] (default 0: always --frames); a model trained on one length does "
+        "worse at others",
+    )
     g.add_argument("--track-queries", type=int, default=64, help="track queries per window (default 64)")
     g.add_argument("--supersample", type=int, default=1, help="procedural colour rays per pixel side")
     g.add_argument(
@@ -265,6 +273,7 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
         bag_weight=args.bag_weight,
         bag_max_gap=args.bag_max_gap,
         validation_windows=args.validation_windows,
+        min_frames=args.min_frames,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,

@@ -56,6 +56,12 @@ class TrainConfig:
         bag_max_gap: largest frame step inside a bag window.
         validation_windows: held-out windows (procedural, validation seed stream, held-out
             settings) scored every ``validate_every`` steps.
+        min_frames: 0 trains every window at its full length (``frames``); from 2 to
+            ``frames``, each step trains on the first S frames of its windows, S drawn per step
+            uniformly from [min_frames, frames] (the same S on every process, a function of the
+            seed and the step, so a resumed run draws the same). A model trained on one window
+            length does worse at others (docs/training.md, tenth session); the node runs
+            whatever ``window.size`` x cameras it is given.
     Optimisation:
         steps, batch_size (windows per step, all processes together), lr, min_lr_ratio (cosine
         floor), warmup_steps, weight_decay, betas, grad_clip, ema_decay (0: no EMA), bf16,
@@ -79,6 +85,7 @@ class TrainConfig:
     bag_weight: float = 0.5
     bag_max_gap: int = 3
     validation_windows: int = 32
+    min_frames: int = 0
     steps: int = 10000
     batch_size: int = 16
     lr: float = 3e-4
@@ -139,6 +146,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.min_frames and not 2 <= self.min_frames <= self.frames:
+            raise ValueError(f"min_frames must be 0 or in [2, frames={self.frames}], got {self.min_frames}")
         if not 0 <= self.bag_weight <= 1:
             raise ValueError(f"bag_weight must be in [0, 1], got {self.bag_weight}")
         from vggt_ros.model.config import get_config

@@ -52,6 +52,13 @@ class WindowBatch:
     def select(self, index: slice) -> WindowBatch:
         return WindowBatch(**{k: None if v is None else v[index] for k, v in vars(self).items()})
 
+    def first_frames(self, frames: int) -> WindowBatch:
+        """The same windows cut to their first ``frames`` frames (frame 0, the reference, and
+        the track queries, which live in frame 0, are kept)."""
+        return WindowBatch(
+            **{k: v if v is None or k == "query_points" else v[:, :frames] for k, v in vars(self).items()}
+        )
+
 
 @dataclass
 class Targets:

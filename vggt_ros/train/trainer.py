@@ -52,6 +52,8 @@ from vggt_ros.train.losses import total_loss
 from vggt_ros.train.render_process import RenderProcess
 from vggt_ros.train.targets import Targets, WindowBatch, normalize_window
 
+WINDOW_LENGTH_STREAM = 7  # the random stream that draws each step's window length (config.min_frames)
+
 logger = logging.getLogger("vggt_ros.train")
 
 
@@ -314,6 +316,15 @@ class Trainer:
     def _batch(self, step: int) -> WindowBatch:
         return self.source.windows(self._indices(step), self.device)
 
+    def window_length(self, step: int) -> int:
+        """Frames trained at ``step`` (``config.min_frames``): the full length without it, else
+        drawn from the seed and the step alone, so every process and a resumed run agree."""
+        c = self.config
+        if not c.min_frames:
+            return c.frames
+        rng = np.random.default_rng([c.seed, step, WINDOW_LENGTH_STREAM])
+        return int(rng.integers(c.min_frames, c.frames + 1))
+
     def _autocast(self) -> Any:
         enabled = self.config.bf16 and self.device.type == "cuda"
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
@@ -443,6 +454,8 @@ class Trainer:
                 batch = prefetch.get(
                     self.state.step, next_step=self.state.step + 1 if self.state.step + 1 < end else None
                 )
+                if c.min_frames:
+                    batch = batch.first_frames(self.window_length(self.state.step))
                 losses = self.train_step(batch)
                 self.state.step += 1
                 self.state.samples += c.batch_size

@@ -404,6 +404,10 @@ class BackEnd:
             )
         if event.correction_deg > c.max_correction_deg:
             size_reasons.append(f"implied rotation {event.correction_deg:.1f} deg > {c.max_correction_deg}")
+        if reasons or (size_reasons and not c.confirmation_keyframes):
+            event.reason = "; ".join(reasons + size_reasons)
+            event.seconds = time.perf_counter() - t0
+            return event
         # The loop edges it would add: candidate - query and candidate's successor - query's
         # predecessor (more from the same window would be counted as independent evidence,
         # which they are not).
@@ -421,10 +425,6 @@ class BackEnd:
             )
             for o, n in zip(old, new)
         ]
-        if reasons or (size_reasons and not c.confirmation_keyframes):
-            event.reason = "; ".join(reasons + size_reasons)
-            event.seconds = time.perf_counter() - t0
-            return event
         if size_reasons and event.correction_m > c.confirmed_max_correction_ratio * event.path_since_m:
             size_reasons.append(f"too large to confirm (> {c.confirmed_max_correction_ratio} x path)")
             event.reason = "; ".join(size_reasons)

@@ -121,7 +121,6 @@ class _HeldLoop:
     pose at verification time; ``edges`` the (old, new, Z_old_new) loop edges it would add."""
 
     event: LoopEvent
-    reference_index: int  # position of the query in reference_order
     correction: Sim3
     edges: list[tuple[int, int, Sim3]]
 
@@ -431,7 +430,7 @@ class BackEnd:
             event.seconds = time.perf_counter() - t0
             return event
         if size_reasons:
-            held = _HeldLoop(event, self.reference_order.index(query_id), implied @ current.inverse(), edges)
+            held = _HeldLoop(event, implied @ current.inverse(), edges)
             agreement = self._confirms(held)
             if agreement is not None:
                 event.reason = "; ".join(size_reasons) + f"; {agreement}"
@@ -465,7 +464,8 @@ class BackEnd:
         first = self._held
         if first is None or any(k not in self.graph for o, n, _ in first.edges for k in (o, n)):
             return "held for confirmation"
-        gap = held.reference_index - self.reference_order.index(first.event.query_id)
+        order = self.reference_order
+        gap = order.index(event.query_id) - order.index(first.event.query_id)
         if gap > c.confirmation_keyframes:
             return f"held for confirmation (the held loop is {gap} keyframes old)"
         current = self.graph.pose(event.query_id)

@@ -346,8 +346,8 @@ def test_large_corrections_need_a_second_loop_that_implies_the_same() -> None:
         "confirmed_max_correction_ratio": 2.0,
     }
 
-    off = _corridor_back_end(24)
-    assert not off.verify(20, LoopCandidate(0, 100), echo).held  # off by default: refused outright
+    off = _corridor_back_end(24, confirmation_keyframes=0)
+    assert not off.verify(20, LoopCandidate(0, 100), echo).held  # 0 turns it off: refused outright
 
     backend = _corridor_back_end(24, **confirm)
     first = backend.verify(20, LoopCandidate(0, 100), echo)
@@ -386,3 +386,40 @@ def test_confirmation_settings_are_validated() -> None:
         LoopConfig(confirmation_keyframes=-1)
     with pytest.raises(ValueError, match="confirmation_max_deg"):
         LoopConfig(confirmation_max_deg=0.0)
+
+
+def test_an_accepted_loop_restarts_the_optimisation_from_its_spread_correction() -> None:
+    """``loop.spread_correction`` (on by default): with the loop edges in the graph, the
+    optimisation restarts from every keyframe after the old one moved by a growing share of the
+    loop's correction, all of it at the new keyframe (test_pose_graph.py shows why: far-off
+    robust loop edges are otherwise ignored). The echo network implies -10 m for keyframe 21."""
+    echo = _Echo(CORRIDOR_DEPTH, CORRIDOR_K)
+    confirm = {
+        "confirmation_keyframes": 3,
+        "confirmation_max_ratio": 0.1,
+        "confirmed_max_correction_ratio": 2.0,
+    }
+    for spread in (True, False):
+        backend = _corridor_back_end(24, spread_correction=spread, **confirm)
+        calls = []
+        real = backend.graph.reoptimize_from
+
+        def spy(moved, real=real, calls=calls, backend=backend):  # noqa: ANN001, ANN202
+            assert backend.graph.stats.loop_edges == 4  # the loop edges come first
+            calls.append({k: s.translation.copy() for k, s in moved.items()})
+            return real(moved)
+
+        backend.graph.reoptimize_from = spy
+        before = {k: backend.graph.pose(k).translation.copy() for k in range(24)}
+        backend.verify(20, LoopCandidate(0, 100), echo)
+        assert backend.verify(21, LoopCandidate(1, 100), echo).accepted
+        if not spread:
+            assert calls == []
+            continue
+        assert len(calls) == 1 and sorted(calls[0]) == list(range(1, 24))
+        moved = calls[0]
+        shift = {k: moved[k][0] - before[k][0] for k in moved}
+        assert shift[21] == pytest.approx(-10.0, abs=0.6)  # all of it at the new keyframe ...
+        assert shift[23] == pytest.approx(shift[21], abs=1e-6)  # ... and after it
+        assert shift[11] == pytest.approx(shift[21] * 11 / 21, abs=0.1)  # half-way: about half
+        assert abs(shift[1]) < 0.6

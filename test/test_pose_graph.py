@@ -12,6 +12,7 @@ from vggt_ros.mapping.pose_graph import (
     EdgeSigmas,
     PoseGraph,
     from_gtsam,
+    interpolate_correction,
     node_sim3,
     to_gtsam,
     window_relative,
@@ -53,7 +54,7 @@ def drifting_graph(n: int = 60, size: int = 4, stride: int = 2, seed: int = 0, w
     """A pose graph built like the pipeline does: windows of ``size`` keyframes every ``stride``,
     chained with errors that random-walk in scale (1.5 % per window), rotation (0.35 degrees) and
     position (1 cm); optionally one loop from a verification window on keyframes 0, 1, n-2, n-1
-    aligned on the old keyframes."""
+    aligned on the old keyframes (:func:`loop_edges`)."""
     rng = np.random.default_rng(seed)
     gt = circle(n)
     graph = PoseGraph()
@@ -81,17 +82,30 @@ def drifting_graph(n: int = 60, size: int = 4, stride: int = 2, seed: int = 0, w
     graph.update()
     before = graph.poses()
     if with_loop:
-        ids = [0, 1, n - 2, n - 1]
-        local = window_poses(gt, ids, 2.0)
-        to_g = Sim3.from_matrix(gt[0] @ np.diag([2.0, 2.0, 2.0, 1.0]))  # aligned on keyframes 0, 1
-        for old in (0, 1):
-            for new in (n - 2, n - 1):
-                rel = window_relative(
-                    to_g, local[old], local[new], graph.node_scale(old), graph.node_scale(new)
-                )
-                graph.add_loop(old, new, rel)
+        for old, new, rel in loop_edges(gt, graph)[0]:
+            graph.add_loop(old, new, rel)
         graph.update(extra_iterations=3)
     return gt, graph, before
+
+
+def loop_edges(gt: np.ndarray, graph: PoseGraph) -> tuple[list[tuple[int, int, Sim3]], Sim3]:
+    """The loop edges of an exact verification window on keyframes 0, 1, n-2, n-1 aligned on
+    the old keyframes, and the correction (G <- G) it implies for keyframe n-1."""
+    n = len(gt)
+    ids = [0, 1, n - 2, n - 1]
+    local = window_poses(gt, ids, 2.0)
+    to_g = Sim3.from_matrix(gt[0] @ np.diag([2.0, 2.0, 2.0, 1.0]))  # aligned on keyframes 0, 1
+    edges = [
+        (
+            old,
+            new,
+            window_relative(to_g, local[old], local[new], graph.node_scale(old), graph.node_scale(new)),
+        )
+        for old in (0, 1)
+        for new in (n - 2, n - 1)
+    ]
+    implied = node_sim3(to_g, local[n - 1], graph.node_scale(n - 1))
+    return edges, implied @ graph.pose(n - 1).inverse()
 
 
 def ape(gt: np.ndarray, est: dict[int, Sim3]) -> float:
@@ -129,6 +143,49 @@ def test_loop_closure_halves_the_drift() -> None:
     # Without the loop the optimised chain keeps its drift.
     gt, graph, before = drifting_graph(with_loop=False)
     assert ape(gt, graph.poses()) == pytest.approx(ape(gt, before), rel=1e-3)
+
+
+def test_interpolated_correction_runs_from_identity_to_the_whole() -> None:
+    c = Sim3(1.3, _rot([0.2, 0.1, 1.0], 1.2), np.array([0.5, -2.0, 1.0]))
+    np.testing.assert_allclose(interpolate_correction(c, 0.0).matrix(), np.eye(4), atol=1e-12)
+    np.testing.assert_allclose(interpolate_correction(c, 1.0).matrix(), c.matrix(), atol=1e-9)
+    half = interpolate_correction(c, 0.5)
+    np.testing.assert_allclose((half @ half).matrix(), c.matrix(), atol=1e-9)
+
+
+def test_a_large_correction_needs_the_spread_start() -> None:
+    """A lap whose every odometry edge under-estimates the turn by 1.5 degrees ends about 90
+    degrees off. Robust loop edges that far from the chain get almost no weight, so adding them
+    leaves the chain where it was; moving the keyframes by a growing share of the loop's
+    correction first (what the back end does, ``loop.spread_correction``) closes the loop."""
+    n = 60
+    gt = circle(n)
+    bias = Sim3(1.0, _rot([0, 1, 0], np.radians(1.5)), np.zeros(3))  # about the camera's vertical
+    exact = [Sim3.from_matrix(np.linalg.inv(gt[k]) @ gt[k + 1]) for k in range(n - 1)]
+    results = {}
+    for spread in (False, True):
+        graph = PoseGraph()
+        pose = Sim3.from_matrix(gt[0])
+        graph.add_keyframe(0, pose, fixed=True)
+        for k in range(n - 1):
+            measured = exact[k] @ bias
+            pose = pose @ measured
+            graph.add_keyframe(k + 1, pose)
+            graph.add_odometry(k, k + 1, measured)
+        graph.update()
+        before = graph.poses()
+        correction = Sim3.from_matrix(gt[n - 1]) @ before[n - 1].inverse()
+        assert np.degrees(np.arccos((np.trace(correction.rotation) - 1) / 2)) > 60
+        for old, new in ((0, n - 2), (0, n - 1), (1, n - 2), (1, n - 1)):
+            graph.add_loop(old, new, Sim3.from_matrix(np.linalg.inv(gt[old]) @ gt[new]))
+        if spread:
+            graph.reoptimize_from(
+                {k: interpolate_correction(correction, k / (n - 1)) @ before[k] for k in range(1, n)}
+            )
+        graph.update(extra_iterations=5)
+        results[spread] = ape(gt, graph.poses()) / ape(gt, before)
+    assert results[False] > 0.8, results  # the loop edges, that far off, are all but ignored
+    assert results[True] < 0.3, results
 
 
 def test_incremental_cost_stays_bounded() -> None:

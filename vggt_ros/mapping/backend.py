@@ -39,7 +39,14 @@ from vggt_ros.mapping.chaining import median_relative_residual, unproject_pixels
 from vggt_ros.mapping.config import ChainingConfig, LoopConfig
 from vggt_ros.mapping.frames import camera_in_odom
 from vggt_ros.mapping.loops import LoopCandidate, OrbPlaceRecognizer
-from vggt_ros.mapping.pose_graph import EdgeSigmas, PoseGraph, SensorSigmas, node_sim3, window_relative
+from vggt_ros.mapping.pose_graph import (
+    EdgeSigmas,
+    PoseGraph,
+    SensorSigmas,
+    interpolate_correction,
+    node_sim3,
+    window_relative,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +142,7 @@ class BackEnd:
     def __init__(self, config: LoopConfig, chaining: ChainingConfig, seed: int = 0) -> None:
         self.config = config
         self.chaining = chaining
-        self.graph = PoseGraph()
+        self.graph = PoseGraph(loop_kernel=self.config.loop_kernel)
         self.places = OrbPlaceRecognizer(
             min_matches=config.min_matches,
             min_gap=config.min_gap_keyframes,
@@ -251,7 +258,7 @@ class BackEnd:
         poses = self.graph.poses()
         keep = self._nodes[-(self.config.max_keyframes // 2) :]
         kept = set(keep)
-        graph = PoseGraph()
+        graph = PoseGraph(loop_kernel=self.config.loop_kernel)
         for i, k in enumerate(keep):
             graph.add_keyframe(k, poses[k], fixed=i == 0, unit=self.graph.node_scale(k))
         self._edges = [e for e in self._edges if e[0] in kept and e[1] in kept]
@@ -440,6 +447,7 @@ class BackEnd:
                 return event
             first, self._held = self._held, None
             assert first is not None
+            spread_from = first.event.candidate_id
             for o, n, rel in first.edges:
                 self._add_loop_edge(o, n, rel, first.event)
             first.event.accepted, first.event.reason = True, f"confirmed by the loop of keyframe {query_id}"
@@ -450,12 +458,34 @@ class BackEnd:
             self.stats["loops_confirmed"] += 1
         else:
             event.reason = "ok"
+            spread_from = candidate.keyframe_id
         for o, n, rel in edges:
             self._add_loop_edge(o, n, rel, event)
+        if c.spread_correction:
+            self._spread_correction(implied @ current.inverse(), spread_from, query_id)
         self.graph.update(extra_iterations=5)
         event.accepted = True
         event.seconds = time.perf_counter() - t0
         return event
+
+    def _spread_correction(self, correction: Sim3, old_id: int, new_id: int) -> None:
+        """Start the optimisation over from every node mapped after ``old_id`` moved by a share
+        of ``correction`` (G <- G, what the loop implies for ``new_id``), growing linearly with
+        the insertion order from none at ``old_id`` to all of it at ``new_id`` and for every
+        node after it (:meth:`PoseGraph.reoptimize_from`; the loop edges must be in the graph).
+        Chaining drift grows along the path, so the share of it each keyframe carries grows
+        too."""
+        if old_id not in self._nodes or new_id not in self._nodes:
+            return
+        first, last = self._nodes.index(old_id), self._nodes.index(new_id)
+        if last <= first:
+            return
+        poses, moved = self.graph.poses(), {}
+        for j in range(first + 1, len(self._nodes)):
+            k = self._nodes[j]
+            share = min(1.0, (j - first) / (last - first))
+            moved[k] = interpolate_correction(correction, share) @ poses[k]
+        self.graph.reoptimize_from(moved)
 
     def _confirms(self, held: _HeldLoop) -> str | None:
         """None when ``held`` confirms the loop held before it (both imply the same correction

@@ -288,20 +288,30 @@ class LoopConfig(_Validated):
     implies a jump as long as the path itself."""
     max_correction_deg: float = 30.0
     """A loop may rotate the new keyframe by at most this many degrees."""
-    confirmation_keyframes: int = 0
+    confirmation_keyframes: int = 8
     """A loop whose correction exceeds the two bounds above, but passes every other test, is
     held; a second one, found within this many reference keyframes, that implies the same
     correction accepts both (0 = off: every large correction is refused). Drift after a long
     lap can be larger than the bounds; a look-alike place rarely implies one wrong correction
     twice."""
-    confirmation_max_deg: float = 10.0
+    confirmation_max_deg: float = 30.0
     """Two held loops imply the same correction when the rotations they give the later keyframe
     differ by at most this many degrees ..."""
-    confirmation_max_ratio: float = 0.05
+    confirmation_max_ratio: float = 0.2
     """... and its positions by at most this share of the path travelled since the old keyframe."""
     confirmed_max_correction_ratio: float = 1.0
     """A confirmed pair may still move the new keyframe by at most this share of the path (a
     chained path cannot drift further than it has travelled)."""
+    spread_correction: bool = True
+    """Before an accepted loop's edges are added, move the keyframes between the old and the new
+    keyframe by a growing share of the loop's correction (none at the old one, all of it at the
+    new one and after) and re-optimise the whole graph from there. Without it a large
+    correction (tens of degrees after a long lap) leaves the loop edges so far off that their
+    robust kernel ignores them."""
+    loop_kernel: float = 10.0
+    """Cauchy parameter of loop edges, in their standard deviations: a loop edge further off
+    than this loses weight quickly (with ``spread_correction`` the optimisation starts with the
+    loop closed, and a small value lets the chain's odometry edges pull it open again)."""
     points_per_keyframe: int = 1500
     """Points kept per keyframe (relative to it) to verify loops and rebuild the map after an
     optimisation."""
@@ -357,6 +367,7 @@ class LoopConfig(_Validated):
             "confirmation_max_deg",
             "confirmation_max_ratio",
             "confirmed_max_correction_ratio",
+            "loop_kernel",
             "odometry_rotation_sigma_deg",
             "odometry_translation_sigma",
             "odometry_scale_sigma",
@@ -365,7 +376,7 @@ class LoopConfig(_Validated):
             "sensor_translation_floor_m",
         )
         self._non_negative("sensor_translation_share")
-        for name in ("enabled", "sensor_odometry"):
+        for name in ("enabled", "sensor_odometry", "spread_correction"):
             if not isinstance(getattr(self, name), bool):
                 _fail(self._section, name, getattr(self, name), "must be true or false")
 

@@ -78,6 +78,14 @@ def node_sim3(window_to_g: Sim3, pose_in_window: np.ndarray, node_scale: float) 
     return window_to_g @ rigid @ unit
 
 
+def interpolate_correction(correction: Sim3, fraction: float) -> Sim3:
+    """``exp(fraction * log(correction))``: the share ``fraction`` (0 = identity, 1 = all) of
+    a G <- G similarity along its geodesic in Sim(3)."""
+    require_gtsam()
+    xi = gtsam.Similarity3.Logmap(to_gtsam(correction))
+    return from_gtsam(gtsam.Similarity3.Expmap(float(fraction) * xi))
+
+
 def window_relative(
     window_to_g: Sim3, pose_a: np.ndarray, pose_b: np.ndarray, scale_a: float, scale_b: float
 ) -> Sim3:
@@ -211,8 +219,12 @@ class PoseGraph:
         params.setRelinearizeThreshold(relinearize_threshold)
         params.relinearizeSkip = relinearize_skip
         self._isam = gtsam.ISAM2(params)
+        self._params = params
         self._pending_graph = gtsam.NonlinearFactorGraph()
         self._pending_values = gtsam.Values()
+        # Every factor ever added, for a batch re-optimisation from a new starting point
+        # (:meth:`reoptimize_from`); bounded because the back end re-seeds large graphs.
+        self._all_factors = gtsam.NonlinearFactorGraph()
         self._estimate: dict[int, Sim3] = {}
         self._scales: dict[int, float] = {}
         self._loop_kernel = loop_kernel
@@ -309,12 +321,49 @@ class PoseGraph:
         loop closure moved many poses). Cost per call stays bounded as the graph grows: estimates
         are read back lazily, per keyframe (:meth:`pose`) or all at once (:meth:`poses`)."""
         t0 = time.perf_counter()
+        self._all_factors.push_back(self._pending_graph)
         self._isam.update(self._pending_graph, self._pending_values)
         for _ in range(extra_iterations):
             self._isam.update()
         self._pending_graph = gtsam.NonlinearFactorGraph()
         self._pending_values = gtsam.Values()
         self._estimate = {}  # stale: read back on demand
+        ms = (time.perf_counter() - t0) * 1e3
+        self.stats.updates += 1
+        self.stats.last_update_ms = ms
+        self.stats.update_ms.append(ms)
+        del self.stats.update_ms[: -self._history]
+
+    def reoptimize_from(self, moved: dict[int, Sim3], max_iterations: int = 50) -> None:
+        """Optimise the whole graph, pending edges included, in batch (Levenberg-Marquardt)
+        starting from the current estimates with ``moved``'s nodes replaced, and restart iSAM2
+        from the result.
+
+        Why: iSAM2 relinearises around its current estimate. After a loop whose correction is
+        large (tens of degrees after a long lap), the new loop edges start hundreds of standard
+        deviations off, their robust kernel gives them almost no weight, and the optimisation
+        stays where chaining put the poses. Starting from poses that already carry the
+        correction (:func:`interpolate_correction` along the loop) lets the loop edges count.
+        Add the loop edges first: without them the batch solve returns to the chain. The cost
+        is one batch solve over at most the back end's ``max_keyframes`` nodes.
+        """
+        t0 = time.perf_counter()
+        for k in moved:
+            if k not in self._scales:
+                raise KeyError(f"keyframe {k} is not in the pose graph")
+        self._all_factors.push_back(self._pending_graph)
+        initial = self._isam.calculateEstimate()
+        initial.insert(self._pending_values)
+        for k, pose in moved.items():
+            initial.update(k, to_gtsam(pose))
+        params = gtsam.LevenbergMarquardtParams()
+        params.setMaxIterations(max_iterations)
+        optimised = gtsam.LevenbergMarquardtOptimizer(self._all_factors, initial, params).optimize()
+        self._isam = gtsam.ISAM2(self._params)
+        self._isam.update(self._all_factors, optimised)
+        self._pending_graph = gtsam.NonlinearFactorGraph()
+        self._pending_values = gtsam.Values()
+        self._estimate = {}
         ms = (time.perf_counter() - t0) * 1e3
         self.stats.updates += 1
         self.stats.last_update_ms = ms

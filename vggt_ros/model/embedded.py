@@ -73,13 +73,13 @@ class EmbeddedModel:
 
 
 DEFAULT_MODEL = EmbeddedModel(
-    name="vggt-compact-v2",
+    name="vggt-compact-v3",
     config="vggt-compact",
-    filename="vggt-compact-v2.safetensors",
-    sha256="7ee544746b17e35f19f4a1df173b52872a3c48d2f9c45edab704a3e6d59c8ade",
+    filename="vggt-compact-v3.safetensors",
+    sha256="d67821b55a40e6e2e47f9d54078483d9563a1522e6abd7d66c1ddae6030f1efe",
     image_size=182,
     card="docs/model_card_compact.md",
-    summary="an H200-hour on procedural rooms: relative depth and camera rotation learned, far from VGGT-1B",
+    summary="76 H200-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
 )
 
 

@@ -1,9 +1,9 @@
 """FP8 (e4m3) matrix products for the trunk's linear layers (``--precision fp8``).
 
 The attention q/k/v and the two MLP linears of every encoder and aggregator block (11/12 of
-the blocks' linear FLOPs) become :class:`Fp8Linear`: its weight is quantized once to e4m3 with one scale per
-output channel, each call quantizes its input with one scale per token (row), and
-``torch._scaled_mm`` multiplies the two with float32 accumulation and writes bf16. Everything
+the blocks' linear FLOPs) become :class:`Fp8Linear`: its weight is quantized once to e4m3
+with one scale per output channel, each call quantizes its input with one scale per token
+(row), and ``torch._scaled_mm`` multiplies the two with float32 accumulation and writes bf16. Everything
 else (norms, softmax, RoPE, layer scales, the residual stream, the attention output
 projection, the heads) keeps the ``bf16`` mode's precision. The output projection stays out
 because its input, the attention output, loses the most to e4m3: on ``vggt-compact-v3``, 4

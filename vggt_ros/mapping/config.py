@@ -303,9 +303,9 @@ class LoopConfig(_Validated):
     """A confirmed pair may still move the new keyframe by at most this share of the path (a
     chained path cannot drift further than it has travelled)."""
     spread_correction: bool = True
-    """Before an accepted loop's edges are added, move the keyframes between the old and the new
-    keyframe by a growing share of the loop's correction (none at the old one, all of it at the
-    new one and after) and re-optimise the whole graph from there. Without it a large
+    """Once an accepted loop's edges are in the graph, re-optimise the whole graph starting from
+    the keyframes between the old and the new keyframe moved by a growing share of the loop's
+    correction (none at the old one, all of it at the new one and after). Without it a large
     correction (tens of degrees after a long lap) leaves the loop edges so far off that their
     robust kernel ignores them."""
     loop_kernel: float = 10.0

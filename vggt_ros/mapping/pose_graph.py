@@ -328,6 +328,10 @@ class PoseGraph:
         self._pending_graph = gtsam.NonlinearFactorGraph()
         self._pending_values = gtsam.Values()
         self._estimate = {}  # stale: read back on demand
+        self._count_update(t0)
+
+    def _count_update(self, t0: float) -> None:
+        """Statistics of an update that started at ``t0`` (``time.perf_counter``)."""
         ms = (time.perf_counter() - t0) * 1e3
         self.stats.updates += 1
         self.stats.last_update_ms = ms
@@ -364,11 +368,7 @@ class PoseGraph:
         self._pending_graph = gtsam.NonlinearFactorGraph()
         self._pending_values = gtsam.Values()
         self._estimate = {}
-        ms = (time.perf_counter() - t0) * 1e3
-        self.stats.updates += 1
-        self.stats.last_update_ms = ms
-        self.stats.update_ms.append(ms)
-        del self.stats.update_ms[: -self._history]
+        self._count_update(t0)
 
     def pose(self, kf_id: int) -> Sim3:
         """Current estimate of ``X_k`` (its initial value until the next :meth:`update`)."""

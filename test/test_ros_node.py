@@ -95,6 +95,8 @@ RIG_PARAMS = {
     "queue.size": 1,
     # Windows of 3 times x 2 cameras, stride 1: 4 of each window's 6 frames were seen before.
     "model.frame_cache": 12,
+    # Sparse global attention reaches the runner and works together with the frame cache.
+    "model.global_key_stride": 2,
 }
 
 
@@ -315,6 +317,7 @@ def test_diagnostics(listener, streamed):
     assert inf["weights_trained"] == "False"
     # The frame cache: overlapping windows reuse the encoder tokens of the frames they share.
     assert int(inf["frame_cache_hits"]) >= 1 and int(inf["frame_cache_misses"]) >= 6
+    assert inf["global_attention"] == "sparse keys, 1 in 2 (approximate)"
     # Where the time goes, image in to TF out: every stage of the published windows.
     lat = diagnostics_values(msgs, f"{NS}: latency")
     for stage in (

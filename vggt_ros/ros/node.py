@@ -284,7 +284,10 @@ class PerceptionCore(
             precision=self._p["model.precision"],
             target_size=choice.image_size,
             backend=self._p["model.backend"],
-            runner_options={"frame_cache": int(self._p["model.frame_cache"])},
+            runner_options={
+                "frame_cache": int(self._p["model.frame_cache"]),
+                "global_key_stride": int(self._p["model.global_key_stride"]),
+            },
         )
         if choice.untrained:
             self.get_logger().warning(

@@ -95,6 +95,7 @@ class DiagnosticsMixin:
         ]
         pairs += sorted(values.items())
         pairs += self._frame_cache()
+        pairs.append(("global_attention", self._global_attention()))
         pairs += self._gpu_memory()
         st.values = kv(pairs)
         arr.status.append(st)
@@ -150,6 +151,12 @@ class DiagnosticsMixin:
             ("frame_cache_misses", st.misses),
             ("frame_cache_stale", st.stale),
         ]
+
+    def _global_attention(self) -> str:
+        """Exact, or the sparse keys' stride (model.global_key_stride, approximate)."""
+        model = getattr(getattr(self.predictor, "runner", None), "model", None)
+        stride = int(getattr(getattr(model, "aggregator", None), "global_key_stride", 0) or 0)
+        return f"sparse keys, 1 in {stride} (approximate)" if stride > 1 else "exact"
 
     def _gpu_memory(self) -> list[tuple[str, Any]]:
         device = getattr(self.predictor, "device", None)

@@ -114,6 +114,17 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         high=4096,
         read_only=True,
     ),
+    "model.global_key_stride": ParamSpec(
+        0,
+        "APPROXIMATE sparse global attention for long windows (0: exact, the default): each token "
+        "attends to the first frame and to 1 in N patch tokens of the others. Measured on the "
+        "shipped compact model: 8 is 3.3x the official recipe at 100 frames with depth AbsRel "
+        "-0.005, but +0.034 at 32 frames, where 4 (+0.005) is the choice; no gain at 8-frame "
+        "windows (docs/benchmarks.md, 'Long windows'). Not with TensorRT.",
+        low=0,
+        high=64,
+        read_only=True,
+    ),
     "model.untrained": ParamSpec(
         False,
         "Run on untrained random weights of model.config instead of a checkpoint (pipeline tests "

@@ -12,7 +12,7 @@ from vggt_ros.geometry.alignment import Sim3
 from vggt_ros.mapping import Frame, KeyframeConfig, PerceptionPipeline, PipelineConfig, WindowConfig
 from vggt_ros.mapping.backend import BackEnd
 from vggt_ros.mapping.config import ChainingConfig, LoopConfig
-from vggt_ros.mapping.loops import LoopCandidate, OrbPlaceRecognizer
+from vggt_ros.mapping.loops import EncoderPlaceRecognizer, LoopCandidate, OrbPlaceRecognizer
 
 FPS = 10.0
 
@@ -51,6 +51,99 @@ def test_orb_retrieval_finds_the_revisits_and_nothing_else(revisit) -> None:
     # Every candidate is a true revisit: the two cameras stand within 1 m of each other.
     assert all(np.linalg.norm(pos[k] - pos[o]) < 1.0 for k, o in hits), hits
     assert places.vocabulary is not None  # retrieval ran on the word vectors, not brute force
+
+
+def _thumbnails(images) -> np.ndarray:  # noqa: ANN001
+    """A stand-in for encoder tokens: [N, 192] 8x8 colour thumbnails (image content only)."""
+    import cv2
+
+    return np.stack(
+        [cv2.resize(np.asarray(im), (8, 8), interpolation=cv2.INTER_AREA).ravel() for im in images]
+    )
+
+
+class _DescribingFake(FakePredictor):
+    """The drifting fake predictor with frame descriptors (thumbnails instead of encoder means)."""
+
+    __test__ = False
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.described = 0
+
+    def frame_descriptors(self, frames):  # noqa: ANN001, ANN201
+        self.described += len(frames)
+        return _thumbnails(frames).astype(np.float32)
+
+
+def test_encoder_retrieval_finds_the_revisits_and_respects_the_gap(revisit) -> None:
+    places = EncoderPlaceRecognizer(min_similarity=0.8, min_gap=20)
+    pos = revisit.cam_to_world[:, :3, 3]
+    hits = []
+    for k in range(0, revisit.num_frames, 2):
+        places.add(k, revisit.images[k])
+        assert k not in places  # not searchable before it is described
+        places.describe_pending(_thumbnails)
+        assert k in places
+        hits += [(k, c.keyframe_id, c.similarity) for c in places.candidates(k)]
+    assert any(k >= 100 for k, _, _ in hits), "the revisit was not retrieved"
+    assert all(k - o >= 40 for k, o, _ in hits)  # 20 stored keyframes of every second frame
+    assert all(s >= 0.8 for _, _, s in hits)
+    true = [np.linalg.norm(pos[k] - pos[o]) < 1.0 for k, o, _ in hits]
+    assert sum(true) >= 0.8 * len(true), hits
+    # Bounded, and a discarded keyframe is never a candidate again.
+    places.discard(hits[0][1])
+    assert hits[0][1] not in places
+    assert all(c.keyframe_id != hits[0][1] for c in places.candidates(hits[0][0], limit=100))
+
+
+def test_encoder_descriptors_that_fail_are_retried_and_bounded() -> None:
+    places = EncoderPlaceRecognizer(min_gap=2, max_keyframes=3)
+    image = np.zeros((8, 8, 3), np.uint8)
+    places.add(0, image)
+    with pytest.raises(ValueError, match="finite"):
+        places.describe_pending(lambda images: np.full((len(images), 4), np.nan))
+    places.describe_pending(lambda images: np.ones((len(images), 4)))  # kept, so retried
+    assert 0 in places
+    for k in range(1, 5 + EncoderPlaceRecognizer.MAX_PENDING):
+        places.add(k, image)
+    assert len(places._pending) == EncoderPlaceRecognizer.MAX_PENDING
+    places.describe_pending(lambda images: np.random.default_rng(len(images)).random((len(images), 4)))
+    assert len(places) == 3
+
+
+def test_loop_closure_with_encoder_place_recognition(revisit) -> None:
+    fake = _DescribingFake([sequence_tuple(revisit)], seed=5, drift_scale=0.08, drift_rotation_deg=0.8)
+    config = PipelineConfig(
+        window=WindowConfig(size=6, stride=3),
+        keyframe=KeyframeConfig(min_parallax_px=12.0),
+        chaining=TIGHT_CHAINING,
+        loop=LoopConfig(place_recognition="encoder", encoder_min_similarity=0.8),
+    )
+    pipeline = PerceptionPipeline(config, fake)
+    _run(pipeline, revisit)
+    accepted = [e for e in pipeline.loops if e.accepted]
+    assert accepted, [e.reason for e in pipeline.loops]
+    assert fake.described >= len(pipeline._backend.reference_order)  # every reference keyframe
+    pos = revisit.cam_to_world[:, :3, 3]
+    for e in accepted:
+        a, b = (int(round(pipeline.keyframe(k).stamp * FPS)) for k in (e.query_id, e.candidate_id))
+        assert np.linalg.norm(pos[a] - pos[b]) < 1.0
+    chained, optimised = _ape(revisit, pipeline.chained_path()), _ape(revisit, pipeline.path())
+    assert optimised < 0.7 * chained, (chained, optimised)
+
+
+def test_encoder_place_recognition_without_descriptors_logs_and_goes_on(revisit, caplog) -> None:
+    fake = FakePredictor([sequence_tuple(revisit)], seed=5)  # no frame_descriptors
+    config = PipelineConfig(
+        window=WindowConfig(size=6, stride=3),
+        keyframe=KeyframeConfig(min_parallax_px=12.0),
+        loop=LoopConfig(place_recognition="encoder"),
+    )
+    pipeline = PerceptionPipeline(config, fake)
+    results = _run(pipeline, revisit)
+    assert results and any(r.accepted for r in results) and not pipeline.loops
+    assert "place recognition failed" in caplog.text
 
 
 # Chaining tests for a predictor whose windows agree to about 2 % (this fake), not a network's
@@ -379,6 +472,13 @@ def test_large_corrections_need_a_second_loop_that_implies_the_same() -> None:
     refused = bounded.verify(20, LoopCandidate(0, 100), echo)  # a jump as long as the path
     assert not refused.held and "too large to confirm" in refused.reason, refused
     assert not bounded.verify(21, LoopCandidate(1, 100), echo).accepted
+
+
+def test_place_recognition_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="place_recognition"):
+        LoopConfig(place_recognition="netvlad")
+    with pytest.raises(ValueError, match="encoder_min_similarity"):
+        LoopConfig(encoder_min_similarity=1.5)
 
 
 def test_confirmation_settings_are_validated() -> None:

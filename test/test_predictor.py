@@ -428,3 +428,15 @@ def test_from_checkpoint_untrained_reports_it() -> None:
     pred = predictor.predict([rgb(60, 80)])
     assert pred.weights["trained"] is False and pred.weights["config"] == "vggt-tiny"
     assert pred.depth.shape == (1, 84, 112)
+
+
+def test_frame_descriptors_are_per_frame_encoder_means(tiny_model: VGGT) -> None:
+    predictor = Predictor(tiny_model, device="cpu", precision="fp32", target_size=182)
+    a, b, c = rgb(120, 160), rgb(120, 160) // 2, rgb(120, 160)[::-1].copy()
+    both = predictor.frame_descriptors([a, b, c], chunk=2)
+    assert both.shape == (3, tiny_model.config.embed_dim) and both.dtype == np.float32
+    # No cross-frame attention: a frame's descriptor does not depend on the frames beside it.
+    np.testing.assert_allclose(predictor.frame_descriptors([b])[0], both[1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(both[0], both[1])
+    with pytest.raises(ValueError, match="at least one frame"):
+        predictor.frame_descriptors([])

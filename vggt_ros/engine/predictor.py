@@ -521,6 +521,34 @@ class Predictor:
         }
         return prediction
 
+    def frame_descriptors(self, frames: Sequence[np.ndarray], chunk: int = 16) -> np.ndarray:
+        """One global descriptor per frame for place recognition: the mean of the frame's
+        encoder patch tokens (``VGGT.encode_frames``; no cross-frame attention, so a frame's
+        descriptor does not depend on the others).
+
+        Args:
+            frames: N images [H, W, 3] RGB uint8 (or float in [0, 1]), preprocessed as for
+                :meth:`predict` (frames after the first fitted into frame 0's model size).
+            chunk: frames per encoder call.
+
+        Returns:
+            [N, dim] float32 descriptors (dim: the encoder's token width).
+        """
+        if len(frames) == 0:
+            raise ValueError("frame_descriptors needs at least one frame")
+        batch = preprocess_frames(
+            frames,
+            mode=self.mode,
+            target_size=self.target_size,
+            patch_size=self.patch_size,
+            device=self.device,
+        )
+        out = []
+        with torch.no_grad(), inference_context(self.device, self.dtype):
+            for part in batch.images.split(chunk):
+                out.append(self.model.encode_frames(part).float().mean(dim=1))
+        return torch.cat(out).cpu().numpy()
+
     def _postprocess(
         self,
         out: dict[str, Any],

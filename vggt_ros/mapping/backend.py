@@ -38,7 +38,7 @@ from vggt_ros.geometry.alignment import Sim3, robust_umeyama
 from vggt_ros.mapping.chaining import median_relative_residual, unproject_pixels
 from vggt_ros.mapping.config import ChainingConfig, LoopConfig
 from vggt_ros.mapping.frames import camera_in_odom
-from vggt_ros.mapping.loops import LoopCandidate, OrbPlaceRecognizer
+from vggt_ros.mapping.loops import EncoderPlaceRecognizer, LoopCandidate, OrbPlaceRecognizer
 from vggt_ros.mapping.pose_graph import (
     EdgeSigmas,
     PoseGraph,
@@ -143,11 +143,19 @@ class BackEnd:
         self.config = config
         self.chaining = chaining
         self.graph = PoseGraph(loop_kernel=self.config.loop_kernel)
-        self.places = OrbPlaceRecognizer(
-            min_matches=config.min_matches,
-            min_gap=config.min_gap_keyframes,
-            max_keyframes=config.max_keyframes,
-        )
+        self.places: OrbPlaceRecognizer | EncoderPlaceRecognizer
+        if config.place_recognition == "encoder":
+            self.places = EncoderPlaceRecognizer(
+                min_similarity=config.encoder_min_similarity,
+                min_gap=config.min_gap_keyframes,
+                max_keyframes=config.max_keyframes,
+            )
+        else:
+            self.places = OrbPlaceRecognizer(
+                min_matches=config.min_matches,
+                min_gap=config.min_gap_keyframes,
+                max_keyframes=config.max_keyframes,
+            )
         self.points: OrderedDict[int, KeyframePoints] = OrderedDict()
         self.reference_order: list[int] = []  # reference-camera keyframes in insertion order
         self.loops: list[LoopEvent] = []
@@ -319,6 +327,12 @@ class BackEnd:
         ``loop.max_verifications`` verification windows); returns every verification's event."""
         events: list[LoopEvent] = []
         budget = self.config.max_verifications
+        if budget > 0 and new_reference_ids:
+            try:
+                self.places.describe_pending(lambda images: predictor.frame_descriptors(images))
+            except Exception as exc:  # noqa: BLE001 - no descriptor means no loop this time, not a dead node
+                logger.warning("place recognition failed: %s: %s", type(exc).__name__, exc)
+                return events
         for kf_id in new_reference_ids:
             if self._cooldown > 0:
                 self._cooldown -= 1

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 
 SCALE_SOURCES = ("none", "odometry", "depth", "rig", "fixed")
 ROBUST_METHODS = ("irls", "ransac")
+PLACE_RECOGNITION = ("orb", "encoder")
 
 
 def _fail(section: str, name: str, value: object, rule: str) -> None:
@@ -278,6 +279,15 @@ class LoopConfig(_Validated):
     """Keep the pose graph and look for loops; false = chaining only (the map never corrects)."""
     min_gap_keyframes: int = 15
     """A loop candidate is at least this many reference-camera keyframes older than the query."""
+    place_recognition: str = "orb"
+    """How loop candidates are found: orb (ORB bag of words, then a fundamental-matrix RANSAC
+    check: precise, misses revisits in low-texture scenes) or encoder (the cosine of the model's
+    own encoder tokens, mean-pooled per keyframe: finds more revisits, and more look-alikes, so
+    the VGGT verification window and the loop confirmation do the rejecting; one encoder pass
+    per reference keyframe). docs/mapping.md compares them."""
+    encoder_min_similarity: float = 0.5
+    """encoder: fewest cosine similarity (descriptors centred on the mean of the stored ones) of
+    a candidate."""
     min_matches: int = 40
     """Fewest geometrically consistent ORB matches (fundamental-matrix RANSAC) of a candidate."""
     max_verifications: int = 1
@@ -376,6 +386,8 @@ class LoopConfig(_Validated):
             "sensor_translation_floor_m",
         )
         self._non_negative("sensor_translation_share")
+        self._choice("place_recognition", PLACE_RECOGNITION)
+        self._fraction("encoder_min_similarity", -1.0, 1.0)
         for name in ("enabled", "sensor_odometry", "spread_correction"):
             if not isinstance(getattr(self, name), bool):
                 _fail(self._section, name, getattr(self, name), "must be true or false")

@@ -1,4 +1,7 @@
-"""Loop candidates: place recognition over keyframe images with ORB features (OpenCV).
+"""Loop candidates: place recognition over keyframe images, with ORB features (OpenCV) or the
+model's own encoder tokens.
+
+ORB (:class:`OrbPlaceRecognizer`, ``loop.place_recognition: orb``):
 
 Each keyframe of the reference camera gets ORB descriptors of a small grey image and a
 bag-of-words vector over a vocabulary of binary words (k-means on the first keyframes'
@@ -9,6 +12,13 @@ cosine of their word vectors, one matrix product however many keyframes are stor
 fundamental-matrix RANSAC), and those with at least ``min_matches`` consistent matches are the
 candidates. The database is bounded (``max_keyframes``, oldest evicted).
 
+Encoder (:class:`EncoderPlaceRecognizer`, ``loop.place_recognition: encoder``): each keyframe's
+descriptor is the mean of its encoder patch tokens (``Predictor.frame_descriptors``); a new
+keyframe is scored against the same older keyframes by the cosine of the descriptors centred on
+the mean of those stored (what every keyframe of one scene shares would otherwise dominate the
+cosine), and those above ``min_similarity`` are the candidates, best first. No geometric check:
+the recall is higher and so is the share of look-alikes, which verification has to reject.
+
 Candidates are only candidates: :mod:`vggt_ros.mapping.loop_closure` verifies each with a VGGT
 window before it becomes a pose-graph edge.
 """
@@ -16,6 +26,7 @@ window before it becomes a pose-graph edge.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -24,11 +35,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LoopCandidate:
-    """A stored keyframe that looks like the query: its id and the number of RANSAC-consistent
-    ORB matches."""
+    """A stored keyframe that looks like the query: its id, the number of RANSAC-consistent ORB
+    matches (0 for the encoder) and the descriptor cosine (encoder; NaN for ORB)."""
 
     keyframe_id: int
     matches: int
+    similarity: float = float("nan")
 
 
 @dataclass
@@ -138,6 +150,9 @@ class OrbPlaceRecognizer:
         elif self.vocabulary is not None:
             entry.words = self.vocabulary.counts(descriptors)
 
+    def describe_pending(self, describe: Callable[[list[np.ndarray]], np.ndarray]) -> None:
+        """Nothing to do: ORB describes a keyframe when it is added (the encoder's interface)."""
+
     def discard(self, keyframe_id: int) -> None:
         """Forget a keyframe (no longer a loop candidate)."""
         self._entries.pop(keyframe_id, None)
@@ -180,4 +195,93 @@ class OrbPlaceRecognizer:
             if n >= self.min_matches:
                 found.append(LoopCandidate(other_id, n))
         found.sort(key=lambda c: -c.matches)
+        return found[:limit]
+
+
+class EncoderPlaceRecognizer:
+    """Place recognition by the model's encoder tokens (see the module docstring).
+
+    Keyframes are added with their image; their descriptors are computed in batches by
+    :meth:`describe_pending` (it needs the network, which the caller holds), and only described
+    keyframes are stored (``in``) and searched.
+
+    Args:
+        min_similarity: fewest centred cosine of a candidate.
+        min_gap: a candidate is at least this many stored keyframes older than the query.
+        max_keyframes: keyframes kept (the oldest are evicted).
+    """
+
+    MAX_PENDING = 64
+
+    def __init__(self, min_similarity: float = 0.5, min_gap: int = 10, max_keyframes: int = 2000) -> None:
+        self.min_similarity = min_similarity
+        self.min_gap = min_gap
+        self.max_keyframes = max_keyframes
+        self._pending: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._ids: list[int] = []  # stored keyframes, oldest first
+        self._order: dict[int, int] = {}
+        self._descriptors: dict[int, np.ndarray] = {}  # [C] float64, as computed (not centred)
+        self._count = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, keyframe_id: int) -> bool:
+        return keyframe_id in self._order
+
+    def add(self, keyframe_id: int, image: np.ndarray) -> None:
+        """Queue a keyframe ([H, W, 3] uint8 RGB) for :meth:`describe_pending` (at most
+        ``MAX_PENDING``: if describing keeps failing, the oldest are dropped)."""
+        self._pending[keyframe_id] = image
+        while len(self._pending) > self.MAX_PENDING:
+            self._pending.popitem(last=False)
+
+    def describe_pending(self, describe: Callable[[list[np.ndarray]], np.ndarray]) -> None:
+        """Compute the queued keyframes' descriptors with ``describe`` (N images -> [N, C]) and
+        store them, oldest first."""
+        if not self._pending:
+            return
+        ids, images = list(self._pending), list(self._pending.values())
+        descriptors = np.asarray(describe(images), np.float64)
+        if descriptors.ndim != 2 or len(descriptors) != len(ids) or not np.isfinite(descriptors).all():
+            raise ValueError(
+                f"frame descriptors must be finite [{len(ids)}, C], got shape {descriptors.shape}"
+            )
+        self._pending.clear()
+        for keyframe_id, descriptor in zip(ids, descriptors):
+            self._ids.append(keyframe_id)
+            self._order[keyframe_id] = self._count
+            self._descriptors[keyframe_id] = descriptor
+            self._count += 1
+        while len(self._ids) > self.max_keyframes:
+            self.discard(self._ids[0])
+
+    def discard(self, keyframe_id: int) -> None:
+        """Forget a keyframe (no longer a loop candidate)."""
+        self._pending.pop(keyframe_id, None)
+        if keyframe_id in self._order:
+            self._ids.remove(keyframe_id)
+            del self._order[keyframe_id], self._descriptors[keyframe_id]
+
+    def similarities(self, keyframe_id: int) -> dict[int, float]:
+        """Centred cosine of the query against every stored keyframe at least ``min_gap`` older."""
+        if keyframe_id not in self._order:
+            raise KeyError(f"keyframe {keyframe_id} is not stored")
+        query_order = self._order[keyframe_id]
+        older = [k for k in self._ids if query_order - self._order[k] >= self.min_gap]
+        if not older:
+            return {}
+        stored = np.stack([self._descriptors[k] for k in self._ids])
+        mean = stored.mean(axis=0)
+        vectors = np.stack([self._descriptors[k] for k in older]) - mean
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+        q = self._descriptors[keyframe_id] - mean
+        q /= np.linalg.norm(q) + 1e-12
+        return dict(zip(older, (vectors @ q).tolist()))
+
+    def candidates(self, keyframe_id: int, limit: int = 3) -> list[LoopCandidate]:
+        """Loop candidates of a stored keyframe, most similar first (at most ``limit``)."""
+        scores = self.similarities(keyframe_id)
+        found = [LoopCandidate(k, 0, v) for k, v in scores.items() if v >= self.min_similarity]
+        found.sort(key=lambda c: -c.similarity)
         return found[:limit]

@@ -395,14 +395,31 @@ class PerceptionPipeline:
         }
         return result
 
+    def _record_chained_poses(self, keyframes: list[Keyframe]) -> None:
+        """Where window chaining alone would have put the window's new keyframes.
+
+        Once a loop (or an odometry-sensor edge) has moved the mapped keyframes, the next
+        windows chain onto the corrected poses; so each new keyframe is placed relative to the
+        window's oldest keyframe that has a chained pose already, by the same relative pose it has
+        now: ``chained(new) = chained(anchor) current(anchor)^-1 current(new)``. Before any
+        correction the two agree and this is the chaining's own pose. A window with no such
+        keyframe (the first, a new segment) is taken as placed.
+        """
+        poses = self._chainer.keyframes
+        anchor = next((kf.id for kf in keyframes if kf.id in self._chained_poses and kf.id in poses), None)
+        offset = (
+            np.eye(4) if anchor is None else self._chained_poses[anchor] @ np.linalg.inv(poses[anchor].pose)
+        )
+        for kf in keyframes:
+            if kf.id in poses and kf.id not in self._chained_poses:
+                self._chained_poses[kf.id] = offset @ poses[kf.id].pose
+
     def _add_to_back_end(
         self, prediction: Any, keyframes: list[Keyframe], outcome: ChainOutcome
     ) -> list[int]:
         """Pose-graph nodes and edges, stored points and place entries of an accepted window;
         returns its new reference-camera keyframes (the loop queries)."""
-        for kf in keyframes:
-            if kf.id in self._chainer.keyframes and kf.id not in self._chained_poses:
-                self._chained_poses[kf.id] = self._chainer.keyframes[kf.id].pose.copy()
+        self._record_chained_poses(keyframes)
         if self._backend is None:
             return []
         scale = self._scale.estimate()
@@ -694,7 +711,8 @@ class PerceptionPipeline:
             return sorted(out, key=lambda item: item[0])
 
     def chained_path(self) -> list[tuple[float, np.ndarray]]:
-        """:meth:`path` as window chaining placed it, before any loop correction."""
+        """:meth:`path` as window chaining alone would have placed it: no loop or odometry-sensor
+        correction, also for the keyframes mapped after one (see ``_record_chained_poses``)."""
         with self._lock:
             ref = self.reference_camera
             to_map = self._map_from_g(self._scale.estimate())

@@ -125,6 +125,7 @@ def test_loop_closure_with_encoder_place_recognition(revisit) -> None:
     accepted = [e for e in pipeline.loops if e.accepted]
     assert accepted, [e.reason for e in pipeline.loops]
     assert fake.described >= len(pipeline._backend.reference_order)  # every reference keyframe
+    assert all(e.similarity >= 0.8 and e.matches == 0 for e in pipeline.loops)
     pos = revisit.cam_to_world[:, :3, 3]
     for e in accepted:
         a, b = (int(round(pipeline.keyframe(k).stamp * FPS)) for k in (e.query_id, e.candidate_id))

@@ -190,6 +190,7 @@ def loop_report(result: ReplayResult, alignment: str, rpe_delta: int) -> dict[st
             "accepted": bool(e.accepted),
             "reason": str(e.reason),
             "matches": int(e.matches),
+            "similarity": _finite_or_none(e.similarity),
             "correction": float(e.correction_m),
             "path_since": float(e.path_since_m),
         }

@@ -90,7 +90,8 @@ class LoopEvent:
     Attributes:
         query_id, candidate_id: the new and the old keyframe.
         accepted, reason: the verdict and why.
-        matches: ORB matches that proposed it.
+        matches: ORB matches that proposed it (0 with encoder place recognition).
+        similarity: the encoder descriptors' centred cosine that proposed it (NaN with ORB).
         residual, inlier_ratio: of the verification window's alignment on the old keyframes.
         median_relative_residual: that alignment's median point residual / depth (as chaining's).
         correction_m, correction_deg: what the loop would move the new keyframe by (G units).
@@ -116,6 +117,7 @@ class LoopEvent:
     path_since_m: float = float("nan")
     edges: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
+    similarity: float = float("nan")
     held: bool = False
     confirmed_by: int | None = None
 
@@ -385,6 +387,7 @@ class BackEnd:
             for k in ids
         ]
         event = LoopEvent(query_id, candidate.keyframe_id, False, "", candidate.matches)
+        event.similarity = candidate.similarity
         try:
             prediction = predictor.predict(images)
         except Exception as exc:  # noqa: BLE001 - a failed verification is a rejected loop

@@ -281,10 +281,10 @@ class LoopConfig(_Validated):
     """A loop candidate is at least this many reference-camera keyframes older than the query."""
     place_recognition: str = "orb"
     """How loop candidates are found: orb (ORB bag of words, then a fundamental-matrix RANSAC
-    check: precise, misses revisits in low-texture scenes) or encoder (the cosine of the model's
-    own encoder tokens, mean-pooled per keyframe: finds more revisits, and more look-alikes, so
-    the VGGT verification window and the loop confirmation do the rejecting; one encoder pass
-    per reference keyframe). docs/mapping.md compares them."""
+    check: precise, misses revisits in low-texture scenes) or encoder (EXPERIMENTAL: the cosine
+    of the model's own encoder tokens, mean-pooled per keyframe; it finds more revisits and more
+    look-alikes, and the VGGT verification window must reject the latter, which with
+    vggt-compact-v3 it does not: false loops on 4 of 4 sequences measured). docs/mapping.md."""
     encoder_min_similarity: float = 0.5
     """encoder: fewest cosine similarity (descriptors centred on the mean of the stored ones) of
     a candidate."""

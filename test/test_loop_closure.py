@@ -39,6 +39,14 @@ def _ape(seq, path) -> float:
     return trajectory_error(est, truth, with_scale=True)
 
 
+def _orbit_config(**sections) -> PipelineConfig:  # noqa: ANN003
+    """Windows of 6 keyframes, stride 3, a keyframe per 12 px of parallax (the revisit orbit);
+    ``sections`` override the other PipelineConfig sections (chaining=..., loop=...)."""
+    return PipelineConfig(
+        window=WindowConfig(size=6, stride=3), keyframe=KeyframeConfig(min_parallax_px=12.0), **sections
+    )
+
+
 def test_orb_retrieval_finds_the_revisits_and_nothing_else(revisit) -> None:
     places = OrbPlaceRecognizer(min_gap=20)
     pos = revisit.cam_to_world[:, :3, 3]
@@ -114,11 +122,8 @@ def test_encoder_descriptors_that_fail_are_retried_and_bounded() -> None:
 
 def test_loop_closure_with_encoder_place_recognition(revisit) -> None:
     fake = _DescribingFake([sequence_tuple(revisit)], seed=5, drift_scale=0.08, drift_rotation_deg=0.8)
-    config = PipelineConfig(
-        window=WindowConfig(size=6, stride=3),
-        keyframe=KeyframeConfig(min_parallax_px=12.0),
-        chaining=TIGHT_CHAINING,
-        loop=LoopConfig(place_recognition="encoder", encoder_min_similarity=0.8),
+    config = _orbit_config(
+        chaining=TIGHT_CHAINING, loop=LoopConfig(place_recognition="encoder", encoder_min_similarity=0.8)
     )
     pipeline = PerceptionPipeline(config, fake)
     _run(pipeline, revisit)
@@ -136,11 +141,7 @@ def test_loop_closure_with_encoder_place_recognition(revisit) -> None:
 
 def test_encoder_place_recognition_without_descriptors_logs_and_goes_on(revisit, caplog) -> None:
     fake = FakePredictor([sequence_tuple(revisit)], seed=5)  # no frame_descriptors
-    config = PipelineConfig(
-        window=WindowConfig(size=6, stride=3),
-        keyframe=KeyframeConfig(min_parallax_px=12.0),
-        loop=LoopConfig(place_recognition="encoder"),
-    )
+    config = _orbit_config(loop=LoopConfig(place_recognition="encoder"))
     pipeline = PerceptionPipeline(config, fake)
     results = _run(pipeline, revisit)
     assert results and any(r.accepted for r in results) and not pipeline.loops
@@ -155,11 +156,7 @@ TIGHT_CHAINING = ChainingConfig(max_residual=0.03, min_inlier_ratio=0.6, max_cen
 
 def test_loop_closure_corrects_the_drift_and_the_map(revisit) -> None:
     fake = FakePredictor([sequence_tuple(revisit)], seed=5, drift_scale=0.08, drift_rotation_deg=0.8)
-    config = PipelineConfig(
-        window=WindowConfig(size=6, stride=3),
-        keyframe=KeyframeConfig(min_parallax_px=12.0),
-        chaining=TIGHT_CHAINING,
-    )
+    config = _orbit_config(chaining=TIGHT_CHAINING)
     pipeline = PerceptionPipeline(config, fake)
     results = _run(pipeline, revisit)
     loops = pipeline.loops
@@ -204,12 +201,7 @@ class _WindowSeededFake(FakePredictor):
 def test_chained_path_is_chaining_alone_also_after_a_loop(revisit) -> None:
     def run(loops: bool) -> PerceptionPipeline:
         fake = _WindowSeededFake([sequence_tuple(revisit)], drift_scale=0.08, drift_rotation_deg=0.8)
-        config = PipelineConfig(
-            window=WindowConfig(size=6, stride=3),
-            keyframe=KeyframeConfig(min_parallax_px=12.0),
-            chaining=TIGHT_CHAINING,
-            loop=LoopConfig(enabled=loops),
-        )
+        config = _orbit_config(chaining=TIGHT_CHAINING, loop=LoopConfig(enabled=loops))
         pipeline = PerceptionPipeline(config, fake)
         _run(pipeline, revisit)
         return pipeline
@@ -374,11 +366,7 @@ def test_loop_rich_procedural_paths_come_back() -> None:
 
 def test_back_end_stays_bounded_by_reseeding(revisit) -> None:
     fake = FakePredictor([sequence_tuple(revisit)], seed=2)
-    config = PipelineConfig(
-        window=WindowConfig(size=6, stride=3),
-        keyframe=KeyframeConfig(min_parallax_px=12.0),
-        loop=LoopConfig(max_keyframes=20),
-    )
+    config = _orbit_config(loop=LoopConfig(max_keyframes=20))
     pipeline = PerceptionPipeline(config, fake)
     sizes = []
     for i in range(revisit.num_frames):

@@ -33,7 +33,7 @@ from vggt_ros.engine.precision import (
     resolve_precision,
     synchronize,
 )
-from vggt_ros.engine.preprocess import PREPROCESS_MODES, plan_transform, preprocess_frames
+from vggt_ros.engine.preprocess import PREPROCESS_MODES, PreprocessedBatch, plan_transform, preprocess_frames
 from vggt_ros.engine.runner import ModelRunner
 from vggt_ros.engine.timing import NullTimer, StageTimer
 from vggt_ros.geometry import (
@@ -483,13 +483,7 @@ class Predictor:
         timer = timer or NullTimer()
         t0 = time.perf_counter()
         with timer.host_stage("preprocess"):
-            batch = preprocess_frames(
-                frames,
-                mode=self.mode,
-                target_size=self.target_size,
-                patch_size=self.patch_size,
-                device=self.device,
-            )
+            batch = self._preprocess(frames)
             queries = None if query_points is None else self._check_queries(query_points, batch.transforms[0])
             images = batch.images  # already on self.device
             model_queries = None
@@ -521,6 +515,16 @@ class Predictor:
         }
         return prediction
 
+    def _preprocess(self, frames: Sequence[np.ndarray]) -> PreprocessedBatch:
+        """Frames -> the model's input batch on this device (``preprocess_frames``)."""
+        return preprocess_frames(
+            frames,
+            mode=self.mode,
+            target_size=self.target_size,
+            patch_size=self.patch_size,
+            device=self.device,
+        )
+
     def frame_descriptors(self, frames: Sequence[np.ndarray], chunk: int = 16) -> np.ndarray:
         """One global descriptor per frame for place recognition: the mean of the frame's
         encoder patch tokens (``VGGT.encode_frames``; no cross-frame attention, so a frame's
@@ -536,13 +540,7 @@ class Predictor:
         """
         if len(frames) == 0:
             raise ValueError("frame_descriptors needs at least one frame")
-        batch = preprocess_frames(
-            frames,
-            mode=self.mode,
-            target_size=self.target_size,
-            patch_size=self.patch_size,
-            device=self.device,
-        )
+        batch = self._preprocess(frames)
         out = []
         with torch.no_grad(), inference_context(self.device, self.dtype):
             for part in batch.images.split(chunk):

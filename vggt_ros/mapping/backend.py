@@ -336,6 +336,8 @@ class BackEnd:
         budget = self.config.max_verifications
         if budget > 0 and new_reference_ids:
             try:
+                # A lambda: the predictor's frame_descriptors is looked up only when the encoder
+                # calls it (ORB never does, and test doubles need not have it).
                 self.places.describe_pending(lambda images: predictor.frame_descriptors(images))
             except Exception as exc:  # noqa: BLE001 - no descriptor means no loop this time, not a dead node
                 logger.warning("place recognition failed: %s: %s", type(exc).__name__, exc)

@@ -239,3 +239,25 @@ def test_sensor_odometry_edges_remove_the_drift() -> None:
         graph.add_sensor_odometry(0, 1, measured, 0.0)
     with pytest.raises(KeyError):
         graph.add_sensor_odometry(0, 10_000, measured, 1.0)
+
+
+def test_a_failed_update_restarts_the_solver_and_later_updates_work() -> None:
+    """An indeterminate step (here two new nodes tied only to each other) used to leave iSAM2
+    half-updated: every later update failed on the same keys (a soak lost 190 windows)."""
+    graph = PoseGraph()
+    graph.add_keyframe(0, Sim3.identity(), fixed=True)
+    graph.update()
+    step = Sim3(1.0, np.eye(3), np.array([1.0, 0.0, 0.0]))
+    graph.add_keyframe(1, step)
+    graph.add_keyframe(3, step @ step)
+    graph.add_odometry(1, 3, step)  # nothing ties 1 and 3 to the fixed node: indeterminate
+    graph.update()
+    assert graph.stats.failed_updates == 1
+    graph.add_keyframe(2, step)
+    graph.add_odometry(0, 2, step)
+    graph.update()  # would raise "key already exists" before the restart
+    assert graph.stats.failed_updates == 1
+    poses = graph.poses()
+    assert set(poses) == {0, 1, 2, 3}
+    np.testing.assert_allclose(poses[2].translation, [1.0, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose((poses[1].inverse() @ poses[3]).translation, [1.0, 0.0, 0.0], atol=1e-6)

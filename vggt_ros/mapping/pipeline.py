@@ -492,6 +492,7 @@ class PerceptionPipeline:
             "graph_sensor_edges": g.sensor_edges,
             "graph_update_ms": g.last_update_ms,
             "graph_reseeds": self._backend.reseeds,
+            "graph_failed_updates": g.failed_updates,
         }
 
     def _with_anchors(self, job: WindowJob) -> tuple[list[Keyframe], str]:

@@ -261,3 +261,12 @@ def test_a_failed_update_restarts_the_solver_and_later_updates_work() -> None:
     assert set(poses) == {0, 1, 2, 3}
     np.testing.assert_allclose(poses[2].translation, [1.0, 0.0, 0.0], atol=1e-6)
     np.testing.assert_allclose((poses[1].inverse() @ poses[3]).translation, [1.0, 0.0, 0.0], atol=1e-6)
+    # A second indeterminate step: weak priors go to the nodes without one only (2, 5, 6), so
+    # repeated failures do not grow the graph by a prior per node each time.
+    factors = graph._all_factors.size()
+    graph.add_keyframe(5, step)
+    graph.add_keyframe(6, step @ step)
+    graph.add_odometry(5, 6, step)
+    graph.update()
+    assert graph.stats.failed_updates == 2
+    assert graph._all_factors.size() == factors + 1 + 3

@@ -234,6 +234,7 @@ class PoseGraph:
         self._loop_kernel = loop_kernel
         self._history = history
         self._has_metric = False
+        self._weak_priors: set[int] = set()  # nodes given a gauge prior by a restart
         self.stats = PoseGraphStats()
 
     METRIC_KEY = 7854277750134145024  # gtsam.symbol("m", 0): above any keyframe id
@@ -367,8 +368,9 @@ class PoseGraph:
             self._isam.update(self._all_factors, values)
         except RuntimeError:
             weak = gtsam.noiseModel.Isotropic.Sigma(7, 10.0)
-            for k in self._scales:
+            for k in self._scales.keys() - self._weak_priors:  # once per node: bounded
                 self._all_factors.add(gtsam.PriorFactorSimilarity3(k, values.atSimilarity3(k), weak))
+                self._weak_priors.add(k)
             self._isam = gtsam.ISAM2(self._params)
             self._isam.update(self._all_factors, values)
 

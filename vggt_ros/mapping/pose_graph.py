@@ -348,9 +348,8 @@ class PoseGraph:
         still indeterminate, every node also gets a weak prior at that result (10 units and
         radians of standard deviation: it fixes the gauge, not the poses)."""
         self.stats.failed_updates += 1
-        logger.warning(
-            "pose graph update failed (%s); restarting it from a batch solve", str(exc).strip()[:120]
-        )
+        reason = " ".join(str(exc).split())[:160]  # GTSAM's messages span several lines
+        logger.warning("pose graph update failed (%s); restarting it from a batch solve", reason)
         initial = self._isam.calculateEstimate()  # holds the failed step's new values too
         for key in self._pending_values.keys():  # noqa: SIM118 - gtsam.Values is not iterable
             if not initial.exists(key):  # not inserted before the step failed

@@ -103,9 +103,9 @@ def test_ransac_stops_once_the_best_hypothesis_is_trusted(
     calls = []
     real = alignment.umeyama
 
-    def counting(src, dst, weights=None, with_scale=True):
+    def counting(src, dst, weights=None, with_scale=True, scale_estimator="forward"):
         calls.append(len(src))
-        return real(src, dst, weights, with_scale)
+        return real(src, dst, weights, with_scale, scale_estimator)
 
     monkeypatch.setattr(alignment, "umeyama", counting)
     rng = np.random.default_rng(11)
@@ -157,3 +157,42 @@ def test_errors_name_the_problem() -> None:
         robust_umeyama(np.eye(3), np.eye(3), method="lsq")
     with pytest.raises(ValueError, match="inlier_threshold"):
         robust_umeyama(np.eye(3), np.eye(3), inlier_threshold=0.0)
+
+
+def test_symmetric_scale_is_exact_and_swaps_to_its_inverse() -> None:
+    rng = np.random.default_rng(11)
+    src = rng.normal(size=(60, 3))
+    truth = random_sim3(rng)
+    w = rng.uniform(0.5, 2.0, 60)
+    est = umeyama(src, truth.apply(src), w, scale_estimator="symmetric")
+    np.testing.assert_allclose(est.matrix(), truth.matrix(), atol=1e-9)
+    noisy = truth.apply(src) + rng.normal(0, 0.3 * truth.scale, src.shape)
+    there = umeyama(src, noisy, w, scale_estimator="symmetric").scale
+    back = umeyama(noisy, src, w, scale_estimator="symmetric").scale
+    assert there * back == pytest.approx(1.0, rel=1e-12)
+    # The forward (least-squares) scale is not symmetric under noise.
+    assert umeyama(src, noisy, w).scale * umeyama(noisy, src, w).scale < 0.99
+    with pytest.raises(ValueError, match="scale_estimator"):
+        umeyama(src, noisy, scale_estimator="median")
+
+
+def test_symmetric_scale_is_unbiased_when_both_sides_are_noisy() -> None:
+    """Two predictions of the same scene, each with 20 % multiplicative depth noise along the
+    rays (a compact network's windows): the forward scale comes out ~14 % low (regression
+    dilution), every time; the symmetric one within a percent. Chaining compounds the forward
+    bias window after window."""
+    rng = np.random.default_rng(12)
+    scene = rng.uniform([-2.0, -1.0, 1.0], [2.0, 1.0, 5.0], (4000, 3))
+    forward, symmetric = [], []
+    for _ in range(10):
+        src = scene * (1.0 + 0.2 * rng.standard_normal((len(scene), 1)))
+        dst = 2.0 * scene * (1.0 + 0.2 * rng.standard_normal((len(scene), 1)))
+        forward.append(robust_umeyama(src, dst, method="irls").transform.scale / 2.0)
+        symmetric.append(
+            robust_umeyama(src, dst, method="irls", scale_estimator="symmetric").transform.scale / 2.0
+        )
+    assert np.mean(symmetric) == pytest.approx(1.0, abs=0.02)
+    assert np.mean(forward) < 0.92
+    assert robust_umeyama(
+        src, dst, method="ransac", inlier_threshold=1.0, scale_estimator="symmetric"
+    ).transform.scale == pytest.approx(2.0, rel=0.05)

@@ -227,10 +227,15 @@ def test_chained_path_is_chaining_alone_also_after_a_loop(revisit) -> None:
 
 class _Echo:
     """A verification 'network' for look-alike places: it sees the old and the new keyframes as
-    the same place (identity relative pose, same depth), as VGGT would for identical rooms."""
+    the same place (identity relative pose, same depth), as VGGT would for identical rooms.
 
-    def __init__(self, depth: np.ndarray, intrinsics: np.ndarray) -> None:
-        self.depth, self.K = depth, intrinsics
+    ``x_steps``: the frames' positions along x instead (metres, one per frame, in the order
+    ``verify`` passes them: query, its predecessor, candidate, its successor); e.g.
+    ``CONSISTENT_ECHO`` keeps the corridor's 0.5 m spacing within each pair, so the window agrees
+    with the map on the old keyframes and only the place is mistaken."""
+
+    def __init__(self, depth: np.ndarray, intrinsics: np.ndarray, x_steps: tuple[float, ...] = ()) -> None:
+        self.depth, self.K, self.x_steps = depth, intrinsics, x_steps
 
     def predict(self, frames):  # noqa: ANN001, ANN201
         from vggt_ros.engine import Prediction
@@ -239,9 +244,12 @@ class _Echo:
         s = len(frames)
         h, w = self.depth.shape
         t = ImageTransform((h, w), (h, w), (1.0, 1.0), (0.0, 0.0), (0, 0, w, h))
+        cam_to_world = np.repeat(np.eye(4)[None], s, 0)
+        if self.x_steps:
+            cam_to_world[:, 0, 3] = self.x_steps[:s]
         return Prediction(
-            cam_to_world=np.repeat(np.eye(4)[None], s, 0),
-            extrinsics=np.repeat(np.eye(4)[None, :3], s, 0),
+            cam_to_world=cam_to_world,
+            extrinsics=np.linalg.inv(cam_to_world)[:, :3],
             intrinsics=np.repeat(self.K[None], s, 0),
             model_intrinsics=np.repeat(self.K[None], s, 0),
             depth=np.repeat(self.depth[None], s, 0).astype(np.float32),
@@ -259,6 +267,7 @@ class _Echo:
 CORRIDOR_K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
 CORRIDOR_DEPTH = np.full((48, 64), 3.0, np.float32)
 CORRIDOR_IMAGE = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+CONSISTENT_ECHO = (0.0, -0.5, 0.0, 0.5)  # _Echo positions: the query at the candidate's place
 
 
 class _Window:
@@ -466,7 +475,7 @@ def test_large_corrections_need_a_second_loop_that_implies_the_same() -> None:
     is held; a later one that implies the same correction accepts both, one that implies another
     replaces it, and one too old to pair with it does not confirm it. The echo network puts each
     query where its candidate is: query k with candidate k - 20 implies -10 m along x."""
-    echo = _Echo(CORRIDOR_DEPTH, CORRIDOR_K)
+    echo = _Echo(CORRIDOR_DEPTH, CORRIDOR_K, CONSISTENT_ECHO)
     # Within 10 % of the path: this degenerate scene (a flat wall) aligns to about 5 %.
     confirm = {
         "confirmation_keyframes": 3,
@@ -528,7 +537,7 @@ def test_an_accepted_loop_restarts_the_optimisation_from_its_spread_correction()
     optimisation restarts from every keyframe after the old one moved by a growing share of the
     loop's correction, all of it at the new keyframe (test_pose_graph.py shows why: far-off
     robust loop edges are otherwise ignored). The echo network implies -10 m for keyframe 21."""
-    echo = _Echo(CORRIDOR_DEPTH, CORRIDOR_K)
+    echo = _Echo(CORRIDOR_DEPTH, CORRIDOR_K, CONSISTENT_ECHO)
     confirm = {
         "confirmation_keyframes": 3,
         "confirmation_max_ratio": 0.1,

@@ -12,6 +12,20 @@ wrappers around it:
   wrong (IRLS alone starts from the all-points least-squares fit, which a large outlier share
   can pull too far).
 
+Two scale estimators (``scale_estimator``):
+
+* ``"forward"``: Umeyama's least-squares scale ``s = tr(D S) / var(src)``, right when only
+  ``dst`` is noisy (aligning an estimate to ground truth). Noise in ``src`` inflates ``var(src)``
+  and shrinks ``s`` (regression dilution): with 5 % depth noise on both sides it is ~1 % low,
+  with 20 % ~14 % low, every time.
+* ``"symmetric"``: ``s = sqrt(var(dst) / var(src))`` (Horn 1987, "Closed-form solution of
+  absolute orientation using unit quaternions", sec. 2.D: the scale that treats both sets
+  alike, and ``1 / s`` when the sets are swapped). Right when both sides are predictions with
+  similar noise, as when chaining windows: the forward scale's bias compounds window after
+  window and shrinks a long run's map towards a point.
+
+The rotation does not depend on the scale; the translation follows from both.
+
 Everything is float64 numpy; points are ``[N, 3]`` rows.
 """
 
@@ -22,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 ROBUST_METHODS = ("irls", "ransac")
+SCALE_ESTIMATORS = ("forward", "symmetric")
 # Cauchy weights w = 1 / (1 + (r / c)^2) with c = CAUCHY_C * sigma reach 95 % efficiency on
 # Gaussian residuals (Holland & Welsch).
 CAUCHY_C = 2.3849
@@ -139,17 +154,23 @@ def _check_pairs(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None) -
 
 
 def umeyama(
-    src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None, with_scale: bool = True
+    src: np.ndarray,
+    dst: np.ndarray,
+    weights: np.ndarray | None = None,
+    with_scale: bool = True,
+    scale_estimator: str = "forward",
 ) -> Sim3:
     """Weighted least-squares similarity (or rigid) transform taking ``src`` onto ``dst``.
 
-    Minimises ``sum_i w_i |dst_i - (s R src_i + t)|^2`` in closed form.
+    Minimises ``sum_i w_i |dst_i - (s R src_i + t)|^2`` in closed form (``"forward"``), or
+    takes the symmetric scale (``"symmetric"``, see the module docstring).
 
     Args:
         src: [N, 3] points in the source frame.
         dst: [N, 3] corresponding points in the target frame.
         weights: [N] non-negative weights (None = all 1).
         with_scale: estimate s (Sim(3)); False fixes s = 1 (SE(3)).
+        scale_estimator: "forward" or "symmetric" (with_scale only).
 
     Returns:
         The Sim3 ``dst ~= s R src + t``.
@@ -158,6 +179,8 @@ def umeyama(
         ValueError: bad shapes, non-finite input, fewer than 3 points with positive weight, or
             a degenerate configuration (all weighted source points coincide).
     """
+    if scale_estimator not in SCALE_ESTIMATORS:
+        raise ValueError(f"scale_estimator must be one of {SCALE_ESTIMATORS}, got {scale_estimator!r}")
     src, dst, w = _check_pairs(src, dst, weights)
     if int((w > 0).sum()) < 3:
         raise ValueError("umeyama needs at least 3 correspondences with positive weight")
@@ -174,7 +197,12 @@ def umeyama(
     if np.linalg.det(U) * np.linalg.det(Vt) < 0:
         S[2, 2] = -1.0
     R = U @ S @ Vt
-    s = float(np.trace(np.diag(D) @ S) / var_s) if with_scale else 1.0
+    if not with_scale:
+        s = 1.0
+    elif scale_estimator == "symmetric":
+        s = float(np.sqrt(float(w @ (xd * xd).sum(axis=1)) / var_s))
+    else:
+        s = float(np.trace(np.diag(D) @ S) / var_s)
     if with_scale and s <= 0:
         raise ValueError("degenerate configuration: estimated scale is not positive")
     t = mu_d - s * R @ mu_s
@@ -200,13 +228,14 @@ def _irls(
     sigma_floor: float,
     initial: Sim3 | None,
     sigma_ceiling: float = np.inf,
+    scale_estimator: str = "forward",
 ) -> tuple[Sim3, np.ndarray]:
     """Cauchy-weighted IRLS; returns the transform and the final robust weights (not times w).
 
     ``sigma_ceiling`` (the inlier threshold, when known) bounds the Cauchy scale: with half or
     more outliers the median residual is an outlier's, and an unbounded scale would let the
     outliers pull a good RANSAC start away."""
-    transform = initial if initial is not None else umeyama(src, dst, w, with_scale)
+    transform = initial if initial is not None else umeyama(src, dst, w, with_scale, scale_estimator)
     robust = np.ones(len(src))
     for _ in range(iterations):
         r = _residuals(transform, src, dst)
@@ -215,7 +244,7 @@ def _irls(
         # give zero and turn every weight into 0/0.
         sigma = min(max(MAD_TO_SIGMA * _weighted_median(r, w), sigma_floor), max(sigma_ceiling, sigma_floor))
         robust = 1.0 / (1.0 + (r / (CAUCHY_C * sigma)) ** 2)
-        updated = umeyama(src, dst, w * robust, with_scale)
+        updated = umeyama(src, dst, w * robust, with_scale, scale_estimator)
         change = np.abs(updated.matrix() - transform.matrix()).max()
         transform = updated
         if change < 1e-12:
@@ -233,6 +262,7 @@ def robust_umeyama(
     iterations: int = 20,
     ransac_iterations: int = 200,
     rng: np.random.Generator | int | None = 0,
+    scale_estimator: str = "forward",
 ) -> AlignmentResult:
     """Outlier-robust, weighted Sim(3)/SE(3) alignment ``dst ~= s R src + t``.
 
@@ -247,6 +277,8 @@ def robust_umeyama(
         iterations: IRLS rounds (stops early on convergence).
         ransac_iterations: minimal-sample hypotheses for "ransac".
         rng: generator or seed for RANSAC sampling (deterministic by default).
+        scale_estimator: "forward" (least squares; ``dst`` is the reference) or "symmetric"
+            (both sides noisy, see the module docstring).
 
     Returns:
         AlignmentResult with per-point residuals, inlier mask and weighted inlier RMS.
@@ -264,9 +296,9 @@ def robust_umeyama(
     floor = inlier_threshold / 3.0 if inlier_threshold is not None else 1e-12
     initial = None
     if method == "ransac":
-        initial = _ransac(src, dst, w, with_scale, inlier_threshold, ransac_iterations, rng)
+        initial = _ransac(src, dst, w, with_scale, inlier_threshold, ransac_iterations, rng, scale_estimator)
     ceiling = inlier_threshold if inlier_threshold is not None else np.inf
-    transform, robust = _irls(src, dst, w, with_scale, iterations, floor, initial, ceiling)
+    transform, robust = _irls(src, dst, w, with_scale, iterations, floor, initial, ceiling, scale_estimator)
     r = _residuals(transform, src, dst)
     threshold = inlier_threshold
     if threshold is None:
@@ -302,6 +334,7 @@ def _ransac(
     threshold: float | None,
     iterations: int,
     rng: np.random.Generator | int | None,
+    scale_estimator: str = "forward",
 ) -> Sim3:
     """Best 3-point hypothesis by weighted inlier count, refit on its inliers.
 
@@ -322,7 +355,7 @@ def _ransac(
         done += 1
         idx = gen.choice(candidates, size=3, replace=False, p=p)
         try:
-            hyp = umeyama(src[idx], dst[idx], None, with_scale)
+            hyp = umeyama(src[idx], dst[idx], None, with_scale, scale_estimator)
         except ValueError:  # collinear / coincident sample
             continue
         r = _residuals(hyp, src, dst)
@@ -335,7 +368,7 @@ def _ransac(
             if threshold is not None:
                 needed = ransac_trials_needed(best_score / total)
     if best is None:
-        return umeyama(src, dst, w, with_scale)
+        return umeyama(src, dst, w, with_scale, scale_estimator)
     r = _residuals(best, src, dst)
     if threshold is not None:
         cut = threshold
@@ -344,7 +377,7 @@ def _ransac(
     keep = (r < max(cut, 1e-12)) & (w > 0)
     if keep.sum() >= 3:
         try:
-            return umeyama(src[keep], dst[keep], w[keep], with_scale)
+            return umeyama(src[keep], dst[keep], w[keep], with_scale, scale_estimator)
         except ValueError:
             pass
     return best

@@ -580,6 +580,7 @@ class BackEnd:
                 inlier_threshold=self.chaining.inlier_threshold * scene,
                 method=self.chaining.robust_method,
                 rng=self._rng,
+                scale_estimator=self.chaining.scale_estimator,
             )
         except ValueError:
             return None

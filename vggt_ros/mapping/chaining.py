@@ -205,6 +205,7 @@ class WindowChainer:
                 inlier_threshold=cfg.inlier_threshold * scene,
                 method=cfg.robust_method,
                 rng=rng,
+                scale_estimator=cfg.scale_estimator,
             )
         except ValueError as err:
             return ChainOutcome(

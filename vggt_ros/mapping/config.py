@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 
 SCALE_SOURCES = ("none", "odometry", "depth", "rig", "fixed")
 ROBUST_METHODS = ("irls", "ransac")
+SCALE_ESTIMATORS = ("forward", "symmetric")  # vggt_ros.geometry.alignment.SCALE_ESTIMATORS
 PLACE_RECOGNITION = ("orb", "encoder")
 
 
@@ -188,6 +189,12 @@ class ChainingConfig(_Validated):
     rest goes to the dense points)."""
     robust_method: str = "ransac"
     """"irls" or "ransac" (see vggt_ros.geometry.alignment)."""
+    scale_estimator: str = "symmetric"
+    """"symmetric" (sqrt of the ratio of the two point sets' spreads) or "forward" (Umeyama's
+    least squares). The window and the map are both network predictions; the forward scale is
+    biased low by their noise (regression dilution, ~1 % a window at 5 % depth noise) and the
+    bias compounds: on a 15-minute run the map shrank 3,000-fold and the pose graph became
+    singular (docs/mapping.md)."""
     max_consecutive_rejections: int = 2
     """After this many rejected windows in a row the next one starts a new segment (placed by
     odometry, or by continuity with the last mapped keyframe) instead of being refused again."""
@@ -204,6 +211,7 @@ class ChainingConfig(_Validated):
         self._fraction("conf_percentile", 0.0, 100.0)
         self._fraction("center_weight")
         self._choice("robust_method", ROBUST_METHODS)
+        self._choice("scale_estimator", SCALE_ESTIMATORS)
         self._integer("max_consecutive_rejections", 0)
 
 

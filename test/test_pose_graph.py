@@ -270,3 +270,33 @@ def test_a_failed_update_restarts_the_solver_and_later_updates_work() -> None:
     graph.update()
     assert graph.stats.failed_updates == 2
     assert graph._all_factors.size() == factors + 1 + 3
+
+
+def test_a_failed_recovery_does_not_poison_later_updates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the restart fails as well, that update raises (the window fails and is counted), but
+    what it held is not handed to the next update again: before, every later window failed on
+    'key already exists' (the twelfth session's 30-minute soak lost 172 windows so)."""
+    graph = PoseGraph()
+    step = Sim3(1.0, np.eye(3), np.array([1.0, 0.0, 0.0]))
+    graph.add_keyframe(0, Sim3.identity(), fixed=True)
+    graph.add_keyframe(1, step)
+    graph.add_keyframe(3, step @ step)
+    graph.add_odometry(1, 3, step)  # indeterminate: nothing ties 1 and 3 to node 0
+
+    def failing_restart(values):  # noqa: ANN001, ANN202
+        raise RuntimeError("still indeterminate")
+
+    real_restart = graph._restart_isam
+    monkeypatch.setattr(graph, "_restart_isam", failing_restart)
+    with pytest.raises(RuntimeError, match="still indeterminate"):
+        graph.update()
+    monkeypatch.setattr(graph, "_restart_isam", real_restart)
+    factors = graph._all_factors.size()
+    graph.add_keyframe(2, step)
+    graph.add_odometry(0, 2, step)
+    graph.update()  # no 'key already exists', no second recovery
+    assert graph.stats.failed_updates == 1
+    assert graph._all_factors.size() == factors + 1  # the new edge only, not the old ones again
+    poses = graph.poses()
+    assert set(poses) == {0, 1, 2, 3}
+    np.testing.assert_allclose(poses[2].translation, [1.0, 0.0, 0.0], atol=1e-6)

@@ -333,9 +333,13 @@ class PoseGraph:
                 self._isam.update()
         except RuntimeError as exc:  # GTSAM: an indeterminate or ill-conditioned linear system
             self._recover(exc)
-        self._pending_graph = gtsam.NonlinearFactorGraph()
-        self._pending_values = gtsam.Values()
-        self._estimate = {}  # stale: read back on demand
+        finally:
+            # Even when the recovery fails too (the window fails, the caller counts it): what
+            # was pending is in _all_factors and maybe in iSAM2 already, and handing it to the
+            # next update again would fail on 'key already exists' for every later window.
+            self._pending_graph = gtsam.NonlinearFactorGraph()
+            self._pending_values = gtsam.Values()
+            self._estimate = {}  # stale: read back on demand
         self._count_update(t0)
 
     def _recover(self, exc: RuntimeError) -> None:

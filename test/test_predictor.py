@@ -440,3 +440,23 @@ def test_frame_descriptors_are_per_frame_encoder_means(tiny_model: VGGT) -> None
     assert not np.allclose(both[0], both[1])
     with pytest.raises(ValueError, match="at least one frame"):
         predictor.frame_descriptors([])
+
+
+def test_point_head_option_skips_only_the_point_map(tiny_model: VGGT) -> None:
+    """Runner option ``point_head=False`` (the node's and ``vggt-ros eval``'s: the mapping
+    pipeline unprojects depth): no point-map stage, no point map, everything else identical."""
+    from vggt_ros.engine.timing import StageTimer
+
+    frames = [rgb(280, 364) for _ in range(3)]
+    full = Predictor(tiny_model, device="cpu", precision="fp32", target_size=182)
+    lean = Predictor(
+        tiny_model, device="cpu", precision="fp32", target_size=182, runner_options={"point_head": False}
+    )
+    timer = StageTimer(torch.device("cpu"))
+    a, b = full.predict(frames), lean.predict(frames, timer=timer)
+    assert "points" not in timer.results() and "depth" in timer.results()
+    assert a.world_points is not None and b.world_points is None and b.world_points_conf is None
+    np.testing.assert_array_equal(a.depth, b.depth)
+    np.testing.assert_array_equal(a.depth_conf, b.depth_conf)
+    np.testing.assert_array_equal(a.cam_to_world, b.cam_to_world)
+    assert b.points_from_depth().shape == a.world_points.shape

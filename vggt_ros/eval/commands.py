@@ -186,7 +186,7 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
     resolve_options(options, {t: i.msgtype for t, i in topics.items()})
     if predictor is None:
         check_model_options(args)
-        predictor = predictor_from_options(args)
+        predictor = predictor_from_options(args, point_head=False)  # the pipeline never reads it
     pipeline = PerceptionPipeline(config, predictor)
     recorder = None
     if args.record is not None:
@@ -497,7 +497,7 @@ def run_soak_command(args: argparse.Namespace, predictor: Any = None) -> int:
     frames, period = load_frames(args.bag)
     if predictor is None:
         check_model_options(args)
-        predictor = predictor_from_options(args)
+        predictor = predictor_from_options(args, point_head=False)  # the pipeline never reads it
     pipeline = PerceptionPipeline(config, predictor)
 
     def report(row: dict[str, float]) -> None:

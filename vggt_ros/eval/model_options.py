@@ -101,8 +101,10 @@ def model_choice(args: argparse.Namespace) -> Any:
     return args._model_choice
 
 
-def predictor_from_options(args: argparse.Namespace) -> Any:
-    """Load the model the options name and wrap it in a Predictor (warns when untrained)."""
+def predictor_from_options(args: argparse.Namespace, point_head: bool = True) -> Any:
+    """Load the model the options name and wrap it in a Predictor (warns when untrained).
+    ``point_head=False`` skips the point-map head (for the mapping pipeline, which unprojects
+    depth and never reads the point map)."""
     from vggt_ros.engine.predictor import Predictor
 
     choice = model_choice(args)
@@ -118,7 +120,10 @@ def predictor_from_options(args: argparse.Namespace) -> Any:
         mode=args.mode,
         target_size=choice.image_size,
         backend=args.backend,
-        runner_options={"global_key_stride": int(getattr(args, "global_key_stride", 0) or 0)},
+        runner_options={
+            "global_key_stride": int(getattr(args, "global_key_stride", 0) or 0),
+            "point_head": point_head,
+        },
     )
     if choice.embedded is not None:
         predictor.weights["model"] = choice.embedded.name

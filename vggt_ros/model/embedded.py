@@ -73,13 +73,13 @@ class EmbeddedModel:
 
 
 DEFAULT_MODEL = EmbeddedModel(
-    name="vggt-compact-v3",
+    name="vggt-compact-v4",
     config="vggt-compact",
-    filename="vggt-compact-v3.safetensors",
-    sha256="d67821b55a40e6e2e47f9d54078483d9563a1522e6abd7d66c1ddae6030f1efe",
+    filename="vggt-compact-v4.safetensors",
+    sha256="edabc6b91c776e5de70458475814136ffd9cb23aeca4e5b85fc3199f9f586973",
     image_size=182,
     card="docs/model_card_compact.md",
-    summary="76 H200-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
+    summary="88 H200-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
 )
 
 

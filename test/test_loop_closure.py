@@ -567,3 +567,22 @@ def test_an_accepted_loop_restarts_the_optimisation_from_its_spread_correction()
         assert shift[23] == pytest.approx(shift[21], abs=1e-6)  # ... and after it
         assert shift[11] == pytest.approx(shift[21] * 11 / 21, abs=0.1)  # half-way: about half
         assert abs(shift[1]) < 0.6
+
+
+def test_a_reseed_keeps_the_anchors_of_later_map_segments() -> None:
+    """A window that shares no keyframe with the graph (a new map segment) is anchored by a
+    prior on its first keyframe. The re-seed used to fix only the oldest kept node, so a kept
+    segment that no edge ties to it floated free: GTSAM found the system indeterminate (a
+    failed, restarted update). Now kept anchors stay fixed and the segment keeps its poses."""
+    backend = BackEnd(LoopConfig(min_gap_keyframes=3, min_matches=8, max_keyframes=12), ChainingConfig())
+    for start in range(0, 9):  # segment 1: keyframes 0-9 along x
+        to_g = Sim3(1.0, np.eye(3), np.array([0.5 * start, 0.0, 0.0]))
+        backend.add_window(_Window(start), [_Kf(start), _Kf(start + 1)], to_g, 0.0, "cam")
+    for start in (100, 101):  # segment 2: keyframes 100-102, 5 m off, no shared keyframe
+        to_g = Sim3(1.0, np.eye(3), np.array([0.5 * (start - 100), 5.0, 0.0]))
+        backend.add_window(_Window(start), [_Kf(start), _Kf(start + 1)], to_g, 0.0, "cam")
+    # 13 nodes > 12: the newest 6 (7, 8, 9 of segment 1; 100, 101, 102 of segment 2) stay.
+    assert backend.reseeds == 1 and sorted(backend.graph.poses()) == [7, 8, 9, 100, 101, 102]
+    assert backend.graph.stats.failed_updates == 0
+    np.testing.assert_allclose(backend.graph.pose(102).translation, [1.0, 5.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(backend.graph.pose(9).translation, [4.5, 0.0, 0.0], atol=1e-6)

@@ -167,6 +167,9 @@ class BackEnd:
         self.reference_order: list[int] = []  # reference-camera keyframes in insertion order
         self.loops: list[LoopEvent] = []
         self._nodes: list[int] = []  # graph nodes in insertion order
+        # Nodes fixed when added: the first keyframe and the first of every new map segment
+        # (a window sharing no keyframe with the graph). A re-seed keeps them fixed.
+        self._anchors: set[int] = set()
         self._edges: list[tuple[int, int, Sim3, EdgeSigmas, bool]] = []  # (a, b, Z_ab, sigmas, loop)
         # Odometry-sensor edges (a, b, camera b -> a in metres).
         self._sensor_edges: list[tuple[int, int, np.ndarray]] = []
@@ -220,6 +223,8 @@ class BackEnd:
                 continue
             self.graph.add_keyframe(kf.id, node_sim3(transform, poses[i], transform.scale), fixed=anchor)
             self._nodes.append(kf.id)
+            if anchor:
+                self._anchors.add(kf.id)
             anchor = False
             self._store_points(prediction, i, kf, reference_camera)
             new.append(kf.id)
@@ -269,13 +274,16 @@ class BackEnd:
 
     def _reseed(self) -> None:
         """Keep the newest half of the graph (see ``loop.max_keyframes``): their current poses,
-        the oldest of them fixed, the edges among them; forget the rest."""
+        the oldest of them fixed, the edges among them; forget the rest. Kept anchors of later
+        map segments stay fixed too: a segment that no edge ties to the oldest kept node would
+        otherwise float free, and GTSAM reports the system indeterminate."""
         poses = self.graph.poses()
         keep = self._nodes[-(self.config.max_keyframes // 2) :]
         kept = set(keep)
+        self._anchors = {keep[0]} | (self._anchors & kept)
         graph = PoseGraph(loop_kernel=self.config.loop_kernel)
-        for i, k in enumerate(keep):
-            graph.add_keyframe(k, poses[k], fixed=i == 0, unit=self.graph.node_scale(k))
+        for k in keep:
+            graph.add_keyframe(k, poses[k], fixed=k in self._anchors, unit=self.graph.node_scale(k))
         self._edges = [e for e in self._edges if e[0] in kept and e[1] in kept]
         for a, b, rel, sigmas, loop in self._edges:
             (graph.add_loop if loop else graph.add_odometry)(a, b, rel, sigmas)

@@ -234,8 +234,14 @@ class _Echo:
     ``CONSISTENT_ECHO`` keeps the corridor's 0.5 m spacing within each pair, so the window agrees
     with the map on the old keyframes and only the place is mistaken."""
 
-    def __init__(self, depth: np.ndarray, intrinsics: np.ndarray, x_steps: tuple[float, ...] = ()) -> None:
-        self.depth, self.K, self.x_steps = depth, intrinsics, x_steps
+    def __init__(
+        self,
+        depth: np.ndarray,
+        intrinsics: np.ndarray,
+        x_steps: tuple[float, ...] = (),
+        depth_factors: tuple[float, ...] = (),
+    ) -> None:
+        self.depth, self.K, self.x_steps, self.depth_factors = depth, intrinsics, x_steps, depth_factors
 
     def predict(self, frames):  # noqa: ANN001, ANN201
         from vggt_ros.engine import Prediction
@@ -252,7 +258,10 @@ class _Echo:
             extrinsics=np.linalg.inv(cam_to_world)[:, :3],
             intrinsics=np.repeat(self.K[None], s, 0),
             model_intrinsics=np.repeat(self.K[None], s, 0),
-            depth=np.repeat(self.depth[None], s, 0).astype(np.float32),
+            depth=(
+                np.repeat(self.depth[None], s, 0)
+                * np.asarray(self.depth_factors or (1.0,) * s)[:s, None, None]
+            ).astype(np.float32),
             depth_conf=np.full((s, h, w), 3.0, np.float32),
             world_points=None,
             world_points_conf=None,
@@ -586,3 +595,25 @@ def test_a_reseed_keeps_the_anchors_of_later_map_segments() -> None:
     assert backend.graph.stats.failed_updates == 0
     np.testing.assert_allclose(backend.graph.pose(102).translation, [1.0, 5.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(backend.graph.pose(9).translation, [4.5, 0.0, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_loops_measure_the_scale_of_the_new_keyframes(measured: bool) -> None:
+    """The verification window sees the new keyframes' depth twice their stored depth (chaining
+    had shrunk their units by half): with ``loop.measured_scale`` the loop edges carry that
+    ratio and the correction the new scale, so the graph grows the new keyframes' units; without
+    it a loop restates the creation units and leaves the scale where chaining put it."""
+    echo = _Echo(CORRIDOR_DEPTH, CORRIDOR_K, CONSISTENT_ECHO, depth_factors=(2.0, 2.0, 1.0, 1.0))
+    confirm = {
+        "confirmation_keyframes": 3,
+        "confirmation_max_ratio": 0.1,
+        "confirmed_max_correction_ratio": 2.0,
+    }
+    backend = _corridor_back_end(24, measured_scale=measured, **confirm)
+    backend.verify(20, LoopCandidate(0, 100), echo)
+    assert backend.verify(21, LoopCandidate(1, 100), echo).accepted
+    scale = backend.graph.pose(21).scale
+    if measured:
+        assert scale > 1.5, scale
+    else:
+        assert scale == pytest.approx(1.0, abs=0.05)

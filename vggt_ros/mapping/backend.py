@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from vggt_ros.geometry.alignment import Sim3, robust_umeyama
-from vggt_ros.mapping.chaining import median_relative_residual, unproject_pixels
+from vggt_ros.mapping.chaining import median_relative_residual, unproject_pixels, weighted_median
 from vggt_ros.mapping.config import ChainingConfig, LoopConfig
 from vggt_ros.mapping.frames import camera_in_odom
 from vggt_ros.mapping.loops import EncoderPlaceRecognizer, LoopCandidate, OrbPlaceRecognizer
@@ -419,7 +419,8 @@ class BackEnd:
         event.median_relative_residual = relative
         poses = np.asarray(prediction.cam_to_world, np.float64)
         qi = ids.index(query_id)
-        implied = node_sim3(to_g, poses[qi], self.graph.node_scale(query_id))
+        units = self._units(prediction, ids, to_g)
+        implied = node_sim3(to_g, poses[qi], units[query_id])
         current = self.graph.pose(query_id)
         event.correction_m = float(np.linalg.norm(implied.translation - current.translation))
         event.correction_deg = _angle_deg(implied.rotation.T @ current.rotation)
@@ -453,13 +454,7 @@ class BackEnd:
             (
                 o,
                 n,
-                window_relative(
-                    to_g,
-                    poses[ids.index(o)],
-                    poses[ids.index(n)],
-                    self.graph.node_scale(o),
-                    self.graph.node_scale(n),
-                ),
+                window_relative(to_g, poses[ids.index(o)], poses[ids.index(n)], units[o], units[n]),
             )
             for o, n in zip(old, new)
         ]
@@ -499,6 +494,29 @@ class BackEnd:
         event.accepted = True
         event.seconds = time.perf_counter() - t0
         return event
+
+    def _units(self, prediction: Any, ids: list[int], to_g: Sim3) -> dict[int, float]:
+        """Each keyframe's unit (the size of one of its node units in G) as the verification
+        window ``prediction`` (frames in ``ids`` order, G <- window ``to_g``) sees it: the
+        confidence-weighted median of its window depth over its stored depth at the stored
+        pixels, times the window's scale. The creation unit (``loop.measured_scale`` off, or too
+        few valid pixels) otherwise."""
+        units = {k: self.graph.node_scale(k) for k in ids}
+        if not self.config.measured_scale:
+            return units
+        for i, k in enumerate(ids):
+            stored = self.points[k]
+            depth_v = np.asarray(prediction.depth[i], np.float64)
+            if depth_v.shape != stored.model_hw:
+                continue
+            d = depth_v[stored.rows, stored.cols]
+            ok = np.isfinite(d) & (d > 0) & (stored.depth > 0)
+            if ok.sum() < 10:
+                continue
+            ratio = weighted_median(d[ok] / stored.depth[ok], np.maximum(stored.conf[ok], 1e-6))
+            if np.isfinite(ratio) and ratio > 0:
+                units[k] = float(to_g.scale * ratio)
+        return units
 
     def _spread_correction(self, correction: Sim3, old_id: int, new_id: int) -> None:
         """Start the optimisation over from every node mapped after ``old_id`` moved by a share

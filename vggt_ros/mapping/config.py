@@ -326,6 +326,11 @@ class LoopConfig(_Validated):
     correction (none at the old one, all of it at the new one and after). Without it a large
     correction (tens of degrees after a long lap) leaves the loop edges so far off that their
     robust kernel ignores them."""
+    measured_scale: bool = True
+    """Loop edges and the loop's correction take each keyframe's unit (its scale) as the
+    verification window measures it (its depth there against its stored depth, times the
+    window's scale in the map), so a loop corrects scale drift as well as position. False: the
+    units the keyframes were created with (a loop then restates the drift; before 2026-12-03)."""
     loop_kernel: float = 10.0
     """Cauchy parameter of loop edges, in their standard deviations: a loop edge further off
     than this loses weight quickly (with ``spread_correction`` the optimisation starts with the

@@ -495,6 +495,19 @@ class BackEnd:
         event.seconds = time.perf_counter() - t0
         return event
 
+    def _window_depth_at_stored(
+        self, prediction: Any, i: int, kf_id: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Frame ``i``'s depth of a verification window at keyframe ``kf_id``'s stored pixels
+        ([N] window units) and where it is usable ([N] bool: finite, positive); None when the
+        window's depth map has another size than the stored one."""
+        stored = self.points[kf_id]
+        depth_v = np.asarray(prediction.depth[i], np.float64)
+        if depth_v.shape != stored.model_hw:
+            return None
+        d = depth_v[stored.rows, stored.cols]
+        return d, np.isfinite(d) & (d > 0)
+
     def _units(self, prediction: Any, ids: list[int], to_g: Sim3) -> dict[int, float]:
         """Each keyframe's unit (the size of one of its node units in G) as the verification
         window ``prediction`` (frames in ``ids`` order, G <- window ``to_g``) sees it: the
@@ -505,12 +518,12 @@ class BackEnd:
         if not self.config.measured_scale:
             return units
         for i, k in enumerate(ids):
-            stored = self.points[k]
-            depth_v = np.asarray(prediction.depth[i], np.float64)
-            if depth_v.shape != stored.model_hw:
+            sampled = self._window_depth_at_stored(prediction, i, k)
+            if sampled is None:
                 continue
-            d = depth_v[stored.rows, stored.cols]
-            ok = np.isfinite(d) & (d > 0) & (stored.depth > 0)
+            d, ok = sampled
+            stored = self.points[k]
+            ok &= stored.depth > 0
             if ok.sum() < 10:
                 continue
             ratio = weighted_median(d[ok] / stored.depth[ok], np.maximum(stored.conf[ok], 1e-6))
@@ -575,11 +588,11 @@ class BackEnd:
         for k in old:
             i = ids.index(k)
             stored = self.points[k]
-            depth_v = np.asarray(prediction.depth[i], np.float64)
-            if depth_v.shape != stored.model_hw:
+            sampled = self._window_depth_at_stored(prediction, i, k)
+            if sampled is None:
                 continue
-            d = depth_v[stored.rows, stored.cols]
-            ok = np.isfinite(d) & (d > 0)
+            depth_v = np.asarray(prediction.depth[i], np.float64)
+            ok = sampled[1]
             if ok.sum() < 10:
                 continue
             node = self.graph.pose(k)

@@ -160,6 +160,15 @@ def test_cli_trains_resumes_and_exports(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--out", str(run), "--resume", "--steps", "4", "--device", "cpu", "-q"]) == 0
     assert latest_checkpoint(run).name == "step_0000004"
+    # A resume that names no schedule keeps the saved one (4 steps, checkpoints every 2), not
+    # the parser's defaults (10,000 steps): the run is complete and stops at once (the time
+    # limit only bounds this test if that breaks).
+    saved = json.loads((run / "config.json").read_text())
+    assert main(["train", "--out", str(run), "--resume", "--time-limit", "0.1", "-q"]) == 0
+    assert latest_checkpoint(run).name == "step_0000004"
+    resumed = json.loads((run / "config.json").read_text())
+    assert resumed["steps"] == saved["steps"] == 4
+    assert resumed["checkpoint_every"] == 2 and resumed["validate_every"] == 3
     validation = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if "val/abs_rel" in x]
     assert validation and validation[0]["val/windows"] == 2
     out = tmp_path / "model.safetensors"

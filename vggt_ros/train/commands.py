@@ -171,7 +171,7 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
     )
     g.add_argument("--validation-windows", type=int, default=32, help="held-out windows per validation")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, default=10000)
+    g.add_argument("--steps", type=int, default=None, help="optimizer steps of the schedule (default 10000)")
     g.add_argument("--batch-size", type=int, default=16, help="windows per step over all processes")
     g.add_argument("--lr", type=float, default=3e-4)
     g.add_argument("--min-lr-ratio", type=float, default=0.05, help="cosine floor as a share of --lr")
@@ -202,33 +202,47 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
         action="store_true",
         help="draw the next batch in a separate process instead of a thread (same batches)",
     )
+    # --resume keeps the saved value of each option below that is not given again.
     g = p.add_argument_group("bookkeeping")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--checkpoint-every", type=int, default=500)
-    g.add_argument("--keep-checkpoints", type=int, default=2)
-    g.add_argument("--validate-every", type=int, default=1000)
-    g.add_argument("--log-every", type=int, default=20)
-    g.add_argument("--time-limit", type=float, default=0.0, help="stop (with a checkpoint) after N minutes")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (500)")
+    g.add_argument("--keep-checkpoints", type=int, default=None, help="checkpoints kept (default 2)")
+    g.add_argument("--validate-every", type=int, default=None, help="steps between validations (1000)")
+    g.add_argument("--log-every", type=int, default=None, help="steps between log lines (default 20)")
+    g.add_argument(
+        "--time-limit", type=float, default=None, help="stop (with a checkpoint) after N minutes (none)"
+    )
+    g.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto)")
     p.set_defaults(handler=run_train)
 
 
-# Options that --resume may change (the rest comes from the saved run).
+# Options that --resume may change (the rest comes from the saved run): argument -> TrainConfig
+# field, and the value a new run gets when the option is not given. Their parser default is None
+# so that a resumed run keeps its saved value unless the option is given again: an earlier
+# version replaced a saved 1,500-step schedule by the 10,000-step default on every --resume.
 _RESUME_OVERRIDES = {
-    "steps": "steps",
-    "time_limit": "time_limit_minutes",
-    "checkpoint_every": "checkpoint_every",
-    "keep_checkpoints": "keep_checkpoints",
-    "validate_every": "validate_every",
-    "log_every": "log_every",
-    "device": "device",
-    "compile": "compile",
-    "render_process": "render_process",
+    "steps": ("steps", 10000),
+    "time_limit": ("time_limit_minutes", 0.0),
+    "checkpoint_every": ("checkpoint_every", 500),
+    "keep_checkpoints": ("keep_checkpoints", 2),
+    "validate_every": ("validate_every", 1000),
+    "log_every": ("log_every", 20),
+    "device": ("device", "auto"),
 }
 
 
+def _with_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the new-run default of every resumable option that was not given."""
+    values = vars(args).copy()
+    for key, (_, default) in _RESUME_OVERRIDES.items():
+        if values[key] is None:
+            values[key] = default
+    return argparse.Namespace(**values)
+
+
 def config_from_args(args: argparse.Namespace):  # -> TrainConfig
-    """A :class:`~vggt_ros.train.config.TrainConfig` from the command line."""
+    """A :class:`~vggt_ros.train.config.TrainConfig` from the command line (a new run)."""
+    args = _with_defaults(args)
     from vggt_ros.eval.procedural import ProceduralSettings
     from vggt_ros.train.config import TrainConfig
 
@@ -309,7 +323,13 @@ def run_train(args: argparse.Namespace) -> int:
         if not saved.is_file():
             raise FileNotFoundError(f"--resume: {args.out} holds no run (no config.json)")
         config = TrainConfig.load(saved)
-        changes = {field: getattr(args, key) for key, field in _RESUME_OVERRIDES.items()}
+        changes = {
+            field: getattr(args, key)
+            for key, (field, _) in _RESUME_OVERRIDES.items()
+            if getattr(args, key) is not None
+        }
+        if "time_limit_minutes" not in changes:
+            changes["time_limit_minutes"] = 0.0  # a limit is per command, never inherited
         changes["compile"] = args.compile or config.compile
         changes["render_process"] = args.render_process or config.render_process
         changes["progress"] = not args.quiet

@@ -150,6 +150,8 @@ def run_soak(
             graph_keyframes=float(stats.get("graph_keyframes", 0)),
             loops_accepted=float(stats.get("loops_accepted", 0)),
             loops_rejected=float(stats.get("loops_rejected", 0)),
+            unit_median=float(stats.get("graph_unit_median", np.nan)),
+            unit_newest=float(stats.get("graph_unit_newest", np.nan)),
             passes=float(pass_index),
         )
         cpu0, wall0 = cpu, now
@@ -216,12 +218,14 @@ def write_soak(out: Path, result: SoakResult, pipeline: Any) -> list[Path]:
     import matplotlib.pyplot as plt
 
     minutes = [r["minute"] for r in result.samples]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 6))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 6))
     series = [
         ("rss_mb", "memory (RSS, MB)"),
         ("cpu_percent", "CPU (% of one core)"),
         ("latency_p95_ms", "window latency p95 (ms)"),
         ("map_points", "map points"),
+        ("unit_median", "keyframe unit, median (1 = first window)"),
+        ("graph_keyframes", "pose-graph keyframes"),
     ]
     for ax, (key, label) in zip(axes.ravel(), series):
         ax.plot(minutes, [r[key] for r in result.samples], ".-")

@@ -483,8 +483,13 @@ class PerceptionPipeline:
         if self._backend is None:
             return {"enabled": 0}
         g = self._backend.graph.stats
+        units = self._backend.graph.units()
         return {
             "enabled": 1,
+            # The keyframes' map units (1 = the first window's): their median drifting away
+            # from 1 is scale drift that loops did not correct.
+            "graph_unit_median": float(np.median(units)) if units.size else float("nan"),
+            "graph_unit_newest": float(units[-1]) if units.size else float("nan"),
             **self._backend.stats,
             "graph_keyframes": g.keyframes,
             "graph_odometry_edges": g.odometry_edges,

@@ -249,6 +249,11 @@ class PoseGraph:
         """The local scale the node was created with (its unit)."""
         return self._scales[kf_id]
 
+    def units(self) -> np.ndarray:
+        """[N] the nodes' units in creation order: how big each new keyframe's window was mapped
+        against the first one. Their drift is the scale drift of a long run (docs/soak.md)."""
+        return np.fromiter(self._scales.values(), float, len(self._scales))
+
     def add_keyframe(self, kf_id: int, pose: Sim3, fixed: bool = False, unit: float | None = None) -> None:
         """A new node with its initial pose; ``fixed`` pins it (a tight prior: the gauge).
         ``unit`` is the node's local unit (default: the pose's scale; a re-seeded graph passes

@@ -200,9 +200,17 @@ def umeyama(
     return _fit(src, dst, w, with_scale, scale_estimator)
 
 
-def _fit(src: np.ndarray, dst: np.ndarray, w: np.ndarray, with_scale: bool, scale_estimator: str) -> Sim3:
+def _fit(
+    src: np.ndarray,
+    dst: np.ndarray,
+    w: np.ndarray,
+    with_scale: bool,
+    scale_estimator: str,
+    sq_norms: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Sim3:
     """:func:`umeyama` on pairs already checked by :func:`_check_pairs` (the robust loops call
-    it tens of times on the same validated arrays)."""
+    it tens of times on the same validated arrays). ``sq_norms``: the rows' squared norms
+    ``(|src_i|^2, |dst_i|^2)`` when the caller refits the same pairs again and again."""
     if int((w > 0).sum()) < 3:
         raise ValueError("umeyama needs at least 3 correspondences with positive weight")
     w = w / w.sum()
@@ -210,9 +218,10 @@ def _fit(src: np.ndarray, dst: np.ndarray, w: np.ndarray, with_scale: bool, scal
     # pairs): cov = sum_i w_i d_i s_i^T - mu_d mu_s^T, var_s = sum_i w_i |s_i|^2 - |mu_s|^2.
     # Cancellation costs ~eps |mu|^2 / var relative: 1e-12 for points 100 spreads from the
     # origin; coincident points far from it leave a variance of ~eps |mu|^2, hence the test.
+    src_sq, dst_sq = sq_norms if sq_norms is not None else (np.einsum("ij,ij->i", src, src), None)
     wd = dst * w[:, None]
     mu_s, mu_d = w @ src, wd.sum(axis=0)
-    var_s = float(w @ np.einsum("ij,ij->i", src, src) - mu_s @ mu_s)
+    var_s = float(w @ src_sq - mu_s @ mu_s)
     if var_s <= 1e-18 + 1e-14 * float(mu_s @ mu_s):
         raise ValueError("degenerate source points: all weighted points coincide")
     cov = wd.T @ src - np.outer(mu_d, mu_s)  # [3, 3] sum_i w_i xd_i xs_i^T
@@ -225,7 +234,8 @@ def _fit(src: np.ndarray, dst: np.ndarray, w: np.ndarray, with_scale: bool, scal
     if not with_scale:
         s = 1.0
     elif scale_estimator == "symmetric":
-        var_d = float(np.einsum("ij,ij->", wd, dst) - mu_d @ mu_d)
+        second = w @ dst_sq if dst_sq is not None else np.einsum("ij,ij->", wd, dst)
+        var_d = float(second - mu_d @ mu_d)
         s = float(np.sqrt(max(var_d, 0.0) / var_s))
     else:
         s = float(np.trace(np.diag(D) @ S) / var_s)
@@ -282,6 +292,20 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
+def _cauchy_sigma(r: np.ndarray, w: np.ndarray, floor: float, ceiling: float) -> float:
+    """``MAD_TO_SIGMA x`` the weighted median of ``r``, clamped to [floor, ceiling].
+
+    The clamp usually decides (with a trained network's ~12 % inliers the median residual is an
+    outlier's, far above the ceiling): two weighted counts settle those cases without the sort.
+    """
+    half = 0.5 * float(w.sum())
+    if float(w @ (r < ceiling / MAD_TO_SIGMA)) < half:  # the median is >= ceiling / MAD
+        return ceiling
+    if float(w @ (r <= floor / MAD_TO_SIGMA)) >= half:  # the median is <= floor / MAD
+        return floor
+    return min(max(MAD_TO_SIGMA * _weighted_median(r, w), floor), ceiling)
+
+
 def _irls(
     src: np.ndarray,
     dst: np.ndarray,
@@ -300,7 +324,8 @@ def _irls(
     more outliers the median residual is an outlier's, and an unbounded scale would let the
     outliers pull a good RANSAC start away. Stops once a round moves the transform's matrix by
     less than :data:`IRLS_TOLERANCE` of its largest entry (at least 1)."""
-    transform = initial if initial is not None else _fit(src, dst, w, with_scale, scale_estimator)
+    sq_norms = (np.einsum("ij,ij->i", src, src), np.einsum("ij,ij->i", dst, dst))
+    transform = initial if initial is not None else _fit(src, dst, w, with_scale, scale_estimator, sq_norms)
     robust = np.ones(len(src))
     rounds = 0
     for rounds in range(1, iterations + 1):  # noqa: B007 - the count is returned
@@ -308,9 +333,9 @@ def _irls(
         # Residual norms of 3-d Gaussian noise are chi-distributed; the MAD-style estimate
         # below is a robust stand-in for their spread, floored so an exact fit does not
         # give zero and turn every weight into 0/0.
-        sigma = min(max(MAD_TO_SIGMA * _weighted_median(r, w), sigma_floor), max(sigma_ceiling, sigma_floor))
+        sigma = _cauchy_sigma(r, w, sigma_floor, max(sigma_ceiling, sigma_floor))
         robust = 1.0 / (1.0 + (r / (CAUCHY_C * sigma)) ** 2)
-        updated = _fit(src, dst, w * robust, with_scale, scale_estimator)
+        updated = _fit(src, dst, w * robust, with_scale, scale_estimator, sq_norms)
         before = transform.matrix()
         change = np.abs(updated.matrix() - before).max()
         transform = updated
@@ -424,7 +449,9 @@ def _ransac(
     scored = candidates
     if len(scored) > RANSAC_SCORE_POINTS:
         scored = np.sort(gen.choice(candidates, RANSAC_SCORE_POINTS, replace=False))
-    src_s, dst_s, w_s = src[scored], dst[scored], w[scored]
+    # Scoring in float32 about halves its cost; relative to the inlier threshold its rounding
+    # (~1e-7 of the coordinates) decides nothing. Fits and the refit stay float64.
+    src_s, dst_s, w_s = src[scored].astype(np.float32), dst[scored].astype(np.float32), w[scored]
     total = float(w_s.sum())
     best_index, best_score = None, -np.inf
     best_params: tuple[float, np.ndarray, np.ndarray] | None = None
@@ -437,7 +464,8 @@ def _ransac(
         s_b, R_b, t_b, ok = _fit_triplets(src[idx], dst[idx], with_scale, scale_estimator)
         ok &= distinct
         # Squared residuals [block, n_scored]; matmul broadcasts over the block (BLAS).
-        diff = s_b[:, None, None] * (src_s @ R_b.transpose(0, 2, 1)) + (t_b[:, None, :] - dst_s)
+        sR = (s_b[:, None, None] * R_b.transpose(0, 2, 1)).astype(np.float32)
+        diff = src_s @ sR + (t_b[:, None, :].astype(np.float32) - dst_s)
         r2 = np.einsum("bnk,bnk->bn", diff, diff)
         if threshold is None:  # no threshold: least weighted median residual (LMedS)
             order = np.argsort(r2, axis=1)

@@ -17,46 +17,22 @@ Figures: docs/benchmarks.md ("Latency in the node").
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
-import sys
-import tempfile
 import time
 import types
-from pathlib import Path
 
 import numpy as np
+from revisions import module_at
 
 from vggt_ros.geometry.alignment import Sim3
 from vggt_ros.mapping import chaining
 from vggt_ros.mapping.config import ChainingConfig
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _module_at(revision: str, path_in_repo: str, name: str) -> types.ModuleType:
-    """A module of this repository as it was at a git revision, imported as ``name``."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:{path_in_repo}"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    path = Path(tempfile.mkdtemp()) / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
 
 def _chaining_at(revision: str) -> types.ModuleType:
     """``vggt_ros.mapping.chaining`` as it was at a git revision, fitting with that revision's
     ``robust_umeyama`` (its Sim3 stays today's: the two share one interface)."""
-    module = _module_at(revision, "vggt_ros/mapping/chaining.py", "chaining_baseline")
-    alignment = _module_at(revision, "vggt_ros/geometry/alignment.py", "alignment_baseline")
+    module = module_at(revision, "vggt_ros/mapping/chaining.py", "chaining_baseline")
+    alignment = module_at(revision, "vggt_ros/geometry/alignment.py", "alignment_baseline")
     module.robust_umeyama = alignment.robust_umeyama
     return module
 

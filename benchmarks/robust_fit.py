@@ -12,38 +12,19 @@ Figures: docs/benchmarks.md ("Latency in the node").
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
-import sys
-import tempfile
 import time
 import types
-from pathlib import Path
 
 import numpy as np
+from revisions import module_at
 
 from vggt_ros.geometry import alignment
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _alignment_at(revision: str) -> types.ModuleType:
     """``vggt_ros.geometry.alignment`` as it was at a git revision."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:vggt_ros/geometry/alignment.py"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
     name = f"alignment_{revision.replace('~', '_').replace('^', '_')}"
-    path = Path(tempfile.mkdtemp()) / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return module_at(revision, "vggt_ros/geometry/alignment.py", name)
 
 
 def main() -> int:

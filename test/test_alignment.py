@@ -242,3 +242,15 @@ def test_symmetric_scale_is_unbiased_when_both_sides_are_noisy() -> None:
     assert robust_umeyama(
         src, dst, method="ransac", inlier_threshold=1.0, scale_estimator="symmetric"
     ).transform.scale == pytest.approx(2.0, rel=0.05)
+
+
+def test_clamped_cauchy_scale_equals_the_sorted_weighted_median() -> None:
+    """The IRLS scale skips the sort when the clamp decides; it must give what the sort gives."""
+    rng = np.random.default_rng(14)
+    for _ in range(300):
+        r = np.abs(rng.normal(0.0, rng.uniform(0.01, 2.0), 500))
+        w = rng.random(500)
+        floor = rng.uniform(0.0, 0.5)
+        ceiling = floor + rng.uniform(0.0, 1.0)
+        expected = min(max(alignment.MAD_TO_SIGMA * alignment._weighted_median(r, w), floor), ceiling)
+        assert alignment._cauchy_sigma(r, w, floor, ceiling) == pytest.approx(expected, rel=1e-12)

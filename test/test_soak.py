@@ -59,6 +59,7 @@ def test_two_minute_soak_stays_bounded(tmp_path: Path) -> None:
     # keyframes' units stay near the first window's instead of compounding.
     units = [r["unit_median"] for r in samples[1:]]
     assert all(0.5 < u < 2.0 for u in units)
+    assert all(np.isfinite(r["graph_update_ms"]) and r["graph_update_ms"] > 0 for r in samples[1:])
     names = {p.name for p in written}
     assert {"soak.csv", "soak.json", "soak.png", "map.ply", "trajectory.tum"} <= names
     saved = json.loads((tmp_path / "soak" / "soak.json").read_text())

@@ -150,6 +150,8 @@ def run_soak(
             graph_keyframes=float(stats.get("graph_keyframes", 0)),
             loops_accepted=float(stats.get("loops_accepted", 0)),
             loops_rejected=float(stats.get("loops_rejected", 0)),
+            # The pose graph's own share of the back end's cost (median of its recent updates).
+            graph_update_ms=float(stats.get("graph_update_ms_median", np.nan)),
             unit_median=float(stats.get("graph_unit_median", np.nan)),
             unit_newest=float(stats.get("graph_unit_newest", np.nan)),
             passes=float(pass_index),

@@ -496,6 +496,7 @@ class PerceptionPipeline:
             "graph_loop_edges": g.loop_edges,
             "graph_sensor_edges": g.sensor_edges,
             "graph_update_ms": g.last_update_ms,
+            "graph_update_ms_median": float(np.median(g.update_ms)) if g.update_ms else 0.0,
             "graph_reseeds": self._backend.reseeds,
             "graph_failed_updates": g.failed_updates,
         }

@@ -453,8 +453,8 @@ def _ransac(
     # (~1e-7 of the coordinates) decides nothing. Fits and the refit stay float64.
     src_s, dst_s, w_s = src[scored].astype(np.float32), dst[scored].astype(np.float32), w[scored]
     total = float(w_s.sum())
-    best_index, best_score = None, -np.inf
-    best_params: tuple[float, np.ndarray, np.ndarray] | None = None
+    best: Sim3 | None = None
+    best_score = -np.inf
     needed, counted = iterations, 0
     while counted < min(iterations, needed):
         block = min(RANSAC_BLOCK if counted else RANSAC_MIN_TRIALS, iterations - counted)
@@ -480,13 +480,11 @@ def _ransac(
                 break
             counted += 1
             if ok[j] and scores[j] > best_score:
-                best_index, best_score = j, scores[j]
-                best_params = (float(s_b[j]), R_b[j].copy(), t_b[j].copy())
+                best, best_score = Sim3(float(s_b[j]), R_b[j].copy(), t_b[j].copy()), scores[j]
                 if threshold is not None:
                     needed = ransac_trials_needed(best_score / total)
-    if best_index is None or best_params is None:
+    if best is None:
         return _fit(src, dst, w, with_scale, scale_estimator), counted
-    best = Sim3(*best_params)
     r = _residuals(best, src, dst)
     if threshold is not None:
         cut = threshold

@@ -147,3 +147,27 @@ def test_window_capture_failure_runs_eagerly(caplog):
     assert graphs.replay({"x": x}, stages, NullTimer().stage) is None  # remembered
     assert "CUDA graph capture failed for the test window" in caplog.text
     assert caplog.text.count("capture failed") == 1
+
+
+def test_an_occasional_window_size_does_not_evict_the_steady_graph():
+    """A node's steady window of 2 with two windows of 3 in a row (say, extra anchors after a
+    rejection): the 3s run eagerly and the graph of 2 is replayed again afterwards, without a
+    second capture (each capture costs the warm-up and capture calls counted here)."""
+    calls = []
+
+    def double(state):
+        calls.append(state["x"].shape[0])
+        state["y"] = state["x"] * 2
+
+    graphs = WindowGraphs(max_graphs=1)
+    stages = [GraphStage("double", double)]
+    for n in (2, 2, 2, 2, 2, 2, 3, 3, 2, 2, 2):
+        x = torch.arange(n, device="cuda", dtype=torch.float32)
+        out = graphs.replay({"x": x}, stages, NullTimer().stage)
+        if out is None:
+            state = {"x": x}
+            double(state)
+            out = state
+        torch.testing.assert_close(out["y"], x * 2)
+    # 2: eager, then warm-up + capture; replays. 3, 3: eager both times. 2: replays again.
+    assert calls == [2, 2, 2, 3, 3]

@@ -12,6 +12,10 @@ Two wrappers:
   about 11 ms of GPU work on an H200.
 
 One graph is captured per input shape (a robot's window size is fixed, so in practice one).
+A node also runs other window sizes now and then (a window with extra anchor keyframes after a
+rejection, a loop-verification window): :class:`ShapeUsage` keeps such an occasional shape
+from evicting the steady one, which would cost two captures (on the H200 about 0.3 s for the
+compact model, the tail of its latency; docs/benchmarks.md, run H).
 
 Memory: a captured graph keeps its intermediates in a private pool between replays, so each
 shape holds about the memory of one eager call (plus a copy of its inputs). Only the most
@@ -192,12 +196,50 @@ def _cloned(value: Any) -> Any:
     return value
 
 
+class ShapeUsage:
+    """How often each window shape ran lately: an exponentially decaying count per shape
+    (every call multiplies all counts by ``decay`` and adds 1 to its own shape).
+
+    A full graph cache captures a new shape only when that shape is now used at least as much
+    as the cached shape it would evict. A steady window size settles near ``1 / (1 - decay)``
+    (5 at 0.8); a shape seen twice in a row now and then reaches 1.8 and never evicts it; a
+    lasting change of window size takes over after about four windows.
+
+    Args:
+        decay: per-call factor in (0, 1).
+        forget_below: counts under this are dropped (the table stays small).
+    """
+
+    def __init__(self, decay: float = 0.8, forget_below: float = 0.01) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.forget_below = forget_below
+        self._counts: dict[tuple, float] = {}
+
+    def record(self, key: tuple) -> None:
+        """Count one call of shape ``key``."""
+        counts = {k: v * self.decay for k, v in self._counts.items() if v * self.decay >= self.forget_below}
+        counts[key] = counts.get(key, 0.0) + 1.0
+        self._counts = counts
+
+    def count(self, key: tuple) -> float:
+        """The decayed count of ``key`` (0 when unseen or forgotten)."""
+        return self._counts.get(key, 0.0)
+
+    def may_evict(self, key: tuple, cached: Sequence[tuple]) -> bool:
+        """Whether ``key`` may replace the least used of the ``cached`` shapes."""
+        return not cached or self.count(key) >= min(self.count(k) for k in cached)
+
+
 class WindowGraphs(_GraphCache[_CapturedWindow]):
     """Replays a window's stages as CUDA graphs, one graph per stage, once its shape repeats.
 
     A shape is captured on its second call in a row: the first call runs eagerly (for compiled
     sections it is also their compile), so the growing windows of a node's start-up, each seen
-    once, never pay a capture. The stages' graphs share one memory pool and are replayed in
+    once, never pay a capture. When the cache is full, a new shape is captured only once it is
+    used at least as much as the shape it would evict (:class:`ShapeUsage`): an occasional
+    other size runs eagerly instead of costing two captures. The stages' graphs share one memory pool and are replayed in
     capture order, so a stage reuses the memory its predecessors freed, as it does eagerly:
     the pool holds about one eager window's peak.
 
@@ -214,6 +256,7 @@ class WindowGraphs(_GraphCache[_CapturedWindow]):
         super().__init__(name, max_graphs)
         self.warmup = warmup
         self._last_key: tuple | None = None
+        self.usage = ShapeUsage()
 
     def replay(
         self,
@@ -243,10 +286,15 @@ class WindowGraphs(_GraphCache[_CapturedWindow]):
             tuple(stage.name for stage in stages),
             tuple(sorted((name, shape_key([x])) for name, x in inputs.items())),
         )
-        first_sighting = key not in self._graphs and key != self._last_key
+        self.usage.record(key)
+        cached = key in self._graphs
+        first_sighting = not cached and key != self._last_key
         self._last_key = key
         if first_sighting:
             return None
+        full = len(self._graphs) >= self.max_graphs
+        if not cached and full and not self.usage.may_evict(key, list(self._graphs)):
+            return None  # an occasional shape: eager, and the steady shape keeps its graph
         entry = self._get_or_capture(key, lambda: self._capture(inputs, stages))
         if entry is None:
             return None

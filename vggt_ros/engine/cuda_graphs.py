@@ -240,8 +240,8 @@ class WindowGraphs(_GraphCache[_CapturedWindow]):
     once, never pay a capture. When the cache is full, a new shape is captured only once it is
     used at least as much as the shape it would evict (:class:`ShapeUsage`): an occasional
     other size runs eagerly instead of costing two captures. The stages' graphs share one
-    memory pool and are replayed in capture order, so a stage reuses the memory its predecessors freed, as it does eagerly:
-    the pool holds about one eager window's peak.
+    memory pool and are replayed in capture order, so a stage reuses the memory its
+    predecessors freed, as it does eagerly: the pool holds about one eager window's peak.
 
     Args:
         name: what the log line calls the work when a capture fails (that shape then runs

@@ -186,6 +186,45 @@ def test_a_large_correction_needs_the_spread_start() -> None:
     assert results[True] < 0.3, results
 
 
+def test_the_spread_start_optimises_only_the_loops_span() -> None:
+    """A loop near the end of a long chain: the batch solve of reoptimize_from takes the moved
+    keyframes and the factors touching them (its cost follows the loop's span, not the graph),
+    closes the loop as well, and leaves the keyframes before the loop where they were."""
+    n, old = 200, 150
+    gt = circle(n, radius=20.0)
+    bias = Sim3(1.0, _rot([0, 1, 0], np.radians(1.0)), np.zeros(3))
+    graph = PoseGraph()
+    pose = Sim3.from_matrix(gt[0])
+    graph.add_keyframe(0, pose, fixed=True)
+    for k in range(n - 1):
+        measured = Sim3.from_matrix(np.linalg.inv(gt[k]) @ gt[k + 1]) @ bias
+        pose = pose @ measured
+        graph.add_keyframe(k + 1, pose)
+        graph.add_odometry(k, k + 1, measured)
+    graph.update()
+    before = graph.poses()
+    # The loop edges say where the end is relative to keyframe `old`, as the chain got there.
+    truth_from_old = {k: before[old] @ Sim3.from_matrix(np.linalg.inv(gt[old]) @ gt[k]) for k in range(n)}
+    for a, b in ((old, n - 1), (old + 1, n - 2)):
+        graph.add_loop(a, b, Sim3.from_matrix(np.linalg.inv(gt[a]) @ gt[b]))
+    correction = truth_from_old[n - 1] @ before[n - 1].inverse()
+    share = {k: (k - old) / (n - 1 - old) for k in range(old + 1, n)}
+    moved = {k: interpolate_correction(correction, f) @ before[k] for k, f in share.items()}
+    local, _ = graph._local_problem(set(moved), graph._isam.calculateEstimate())
+    assert local.size() < 0.35 * n  # the span's ~50 odometry edges, 2 loop edges and held neighbours
+    graph.reoptimize_from(moved)
+    graph.update(extra_iterations=5)
+    after = graph.poses()
+
+    def err(est: dict[int, Sim3]) -> float:
+        gaps = [est[k].translation - truth_from_old[k].translation for k in moved]
+        return float(np.mean(np.linalg.norm(gaps, axis=1)))
+
+    assert err(after) < 0.3 * err(before), (err(before), err(after))
+    shift = max(np.linalg.norm(after[k].translation - before[k].translation) for k in range(old - 50))
+    assert shift < 1e-3, shift
+
+
 def test_incremental_cost_stays_bounded() -> None:
     graph = PoseGraph()
     graph.add_keyframe(0, Sim3.identity(), fixed=True)

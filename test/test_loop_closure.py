@@ -184,6 +184,36 @@ def test_loop_closure_corrects_the_drift_and_the_map(revisit) -> None:
     assert 0 < len(pipeline.global_map) <= len(xyz)
 
 
+def test_map_rebuilds_after_loops_are_rate_limited_and_flushed_on_demand(revisit) -> None:
+    """loop.map_rebuild_min_windows: loops move the keyframes at once either way; the map is
+    rebuilt at once only when the last rebuild is that many windows old, else later, and
+    refresh_map() (before a save) rebuilds a map that still waits."""
+
+    def run(min_windows: int) -> tuple[PerceptionPipeline, list]:
+        fake = FakePredictor([sequence_tuple(revisit)], seed=5, drift_scale=0.08, drift_rotation_deg=0.8)
+        loop = LoopConfig(map_rebuild_min_windows=min_windows)
+        pipeline = PerceptionPipeline(_orbit_config(chaining=TIGHT_CHAINING, loop=loop), fake)
+        return pipeline, _run(pipeline, revisit)
+
+    every, every_results = run(1)
+    closing = [r for r in every_results if any(e.accepted for e in r.loops)]
+    assert closing and all(r.map_rebuilt and r.poses_corrected for r in closing)
+    assert every.stats["map_rebuilds"] == len(closing) and not every.refresh_map()
+
+    never, never_results = run(10_000)
+    closing = [r for r in never_results if any(e.accepted for e in r.loops)]
+    assert len(closing) == len([r for r in every_results if any(e.accepted for e in r.loops)])
+    assert all(r.poses_corrected for r in closing) and not any(r.map_rebuilt for r in never_results)
+    assert "map_rebuilds" not in never.stats
+    # The poses are the optimised ones already; the map follows on demand.
+    assert _ape(revisit, never.path()) == pytest.approx(_ape(revisit, every.path()), rel=1e-6)
+    assert never.refresh_map() and never.stats["map_rebuilds"] == 1 and not never.refresh_map()
+    xyz, _, _ = never._backend.cloud()
+    assert 0 < len(never.global_map) <= len(xyz)  # only the stored keyframe points, re-placed
+    with pytest.raises(ValueError, match="map_rebuild_min_windows"):
+        LoopConfig(map_rebuild_min_windows=0)
+
+
 class _WindowSeededFake(FakePredictor):
     """The drifting fake whose noise depends on the window's frames, not on the call order: a
     run with loop closure (its verification windows are extra calls) sees the same windows as

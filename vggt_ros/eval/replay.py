@@ -589,6 +589,7 @@ def replay_bag(
     for kf_id, pose in (pipeline.keyframe_poses() or {}).items():
         if int(kf_id) in keyframes:
             keyframes[int(kf_id)].cam_to_map = np.asarray(pose, np.float64)
+    pipeline.refresh_map()  # a loop's correction may still wait for its map rebuild
     gm = pipeline.global_map
     points = (np.asarray(gm.points()), np.asarray(gm.colors()), np.asarray(gm.confidences()))
     stamps = np.asarray(frame_stamps)

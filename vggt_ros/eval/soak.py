@@ -208,6 +208,7 @@ def write_soak(out: Path, result: SoakResult, pipeline: Any) -> list[Path]:
         json.dumps({"totals": result.totals, "samples": result.samples}, indent=2) + "\n"
     )
     written.append(out / "soak.json")
+    pipeline.refresh_map()  # a loop's correction may still wait for its map rebuild
     if len(pipeline.global_map):
         written.append(Path(pipeline.global_map.save(out / "map.ply")))
     path = pipeline.path()

@@ -320,10 +320,18 @@ class LoopConfig(_Validated):
     confirmed_max_correction_ratio: float = 1.0
     """A confirmed pair may still move the new keyframe by at most this share of the path (a
     chained path cannot drift further than it has travelled)."""
+    map_rebuild_min_windows: int = 10
+    """After an accepted loop, keyframes, TF and path move to the optimised poses at once, and
+    the voxel map is rebuilt from the keyframes' stored points unless the last rebuild was fewer
+    than this many windows ago: then at the first window this many windows after it (and
+    whenever the map is saved). A rebuild handles up to max_keyframes x points_per_keyframe
+    points (about 0.4 s on two CPU cores at 2,000 keyframes), and a robot that keeps revisiting
+    places closes a loop every few windows. 1: rebuild after every loop."""
     spread_correction: bool = True
-    """Once an accepted loop's edges are in the graph, re-optimise the whole graph starting from
-    the keyframes between the old and the new keyframe moved by a growing share of the loop's
-    correction (none at the old one, all of it at the new one and after). Without it a large
+    """Once an accepted loop's edges are in the graph, re-optimise the keyframes between the old
+    and the new keyframe (and after it), starting from them moved by a growing share of the
+    loop's correction (none at the old one, all of it at the new one and after), the keyframes
+    before the loop held where they are. Without it a large
     correction (tens of degrees after a long lap) leaves the loop edges so far off that their
     robust kernel ignores them."""
     measured_scale: bool = True
@@ -383,6 +391,7 @@ class LoopConfig(_Validated):
         self._integer("max_keyframes", 10)
         self._integer("cooldown_keyframes", 0)
         self._integer("sensor_map_rebuild_windows", 1)
+        self._integer("map_rebuild_min_windows", 1)
         self._integer("confirmation_keyframes", 0)
         self._positive(
             "max_correction_ratio",

@@ -142,6 +142,10 @@ class PerceptionPipeline:
             self._chainer = WindowChainer(cfg.chaining, dense_memory=4 * cfg.window.size * 4)
             self._backend = BackEnd(cfg.loop, cfg.chaining) if cfg.loop.enabled else None
             self._sensor_windows = 0  # accepted windows that added odometry-sensor edges
+            # Windows since the voxel map was last rebuilt from the keyframes, and whether a
+            # correction since then still waits for its rebuild (loop.map_rebuild_min_windows).
+            self._windows_since_rebuild = 0
+            self._map_stale = False
             self._chained_poses: dict[int, np.ndarray] = {}  # G poses as chained, before any loop
             self._applied_scale: dict[int, float] = {}  # node scale baked into the chainer's depth
             self._scale = ScaleEstimator(cfg.scale)
@@ -372,6 +376,7 @@ class PerceptionPipeline:
             rebuild = self._sensor_windows % self.config.loop.sensor_map_rebuild_windows == 0
             with self._lock:
                 self._apply_back_end(rebuild_map=rebuild)
+                self._map_stale = self._map_stale or not rebuild
             result.map_rebuilt = rebuild
             result.poses_corrected = True
         # Loop verification runs a network window: outside the lock, so frames keep flowing.
@@ -379,9 +384,14 @@ class PerceptionPipeline:
             result.loops = self._backend.close_loops(new_reference, self.predictor)
             if any(event.accepted for event in result.loops):
                 with self._lock:
-                    self._apply_back_end()
-                result.map_rebuilt = True
+                    self._apply_back_end(rebuild_map=False)
+                    self._map_stale = True
                 result.poses_corrected = True
+        self._windows_since_rebuild += 1
+        if self._map_stale and self._windows_since_rebuild >= self.config.loop.map_rebuild_min_windows:
+            with self._lock:
+                self._rebuild_map()
+            result.map_rebuilt = True
         t5 = time.perf_counter()
         result.timings = {
             "predict_ms": (t1 - t0) * 1e3,
@@ -456,7 +466,13 @@ class PerceptionPipeline:
             if mapped.depth is not None and abs(factor - 1.0) > 1e-12:
                 mapped.depth = (mapped.depth * factor).astype(np.float32)
             self._applied_scale[k] = pose.scale
-        if not rebuild_map:
+        if rebuild_map:
+            self._rebuild_map(poses)
+
+    def _rebuild_map(self, poses: dict[int, Sim3] | None = None) -> None:
+        """Replace the voxel map by the keyframes' stored points placed with ``poses`` (default:
+        the back end's current estimates); caller holds the lock."""
+        if self._backend is None:
             return
         xyz, rgb, conf = self._backend.cloud(poses)
         map_from_g = self._map_from_g(self._scale.estimate())
@@ -464,7 +480,19 @@ class PerceptionPipeline:
         if len(xyz):
             self.global_map.insert(map_from_g.apply(xyz).astype(np.float32), rgb, conf.astype(np.float32))
         self._map_applied = map_from_g
+        self._map_stale = False
+        self._windows_since_rebuild = 0
         self.stats["map_rebuilds"] = self.stats.get("map_rebuilds", 0) + 1
+
+    def refresh_map(self) -> bool:
+        """Rebuild the voxel map now if a loop correction still waits for its rebuild
+        (``loop.map_rebuild_min_windows``); call before saving or reporting the final map.
+        Returns whether it rebuilt."""
+        with self._lock:
+            if not self._map_stale:
+                return False
+            self._rebuild_map()
+            return True
 
     @property
     def map_size(self) -> int:

@@ -60,6 +60,7 @@ class ServicesMixin:
             return response
         try:
             with self._map_lock:
+                self.pipeline.refresh_map()  # a loop's correction may still wait for its rebuild
                 n = len(self.pipeline.global_map)
                 if n == 0:
                     response.success, response.message = False, "the map is empty (no window processed yet)"

@@ -78,6 +78,24 @@ def test_tiny_config_is_small_and_has_every_head():
         assert getattr(model, head) is not None
 
 
+def test_compact_deep_config_fits_the_compact_budget_without_a_point_head():
+    """vggt-compact-deep trades the unused point head for three more trunk layers and must still
+    fit the embedded model's 15 MB fp16 budget (7.5 M parameters)."""
+    cfg = get_config("vggt-compact-deep")
+    assert cfg.aggregator.depth == 9 and not cfg.enable_point
+    assert max(cfg.dpt.layer_indices) == cfg.aggregator.depth - 1
+    torch.manual_seed(0)
+    model = VGGT(cfg).eval()
+    params = model.count_parameters()
+    assert params <= 7_500_000, params
+    assert 2 * params <= 15_000_000
+    assert model.point_head is None
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 140, 182))
+    assert out["depth"].shape == (1, 2, 140, 182, 1)
+    assert "world_points" not in out and torch.isfinite(out["depth"]).all()
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="divisible by 4"):
         dataclasses.replace(

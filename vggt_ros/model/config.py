@@ -162,11 +162,26 @@ VGGT_COMPACT = VGGTConfig(
     ),
 )
 
-CONFIGS: dict[str, VGGTConfig] = {cfg.name: cfg for cfg in (VGGT_1B, VGGT_SMALL, VGGT_COMPACT, VGGT_TINY)}
+# About 7.2 M parameters (14.4 MB as fp16): an A/B capacity experiment against vggt-compact
+# within the same 15 MB budget. The mapping pipeline unprojects depth and never reads the point
+# head, so its parameters go to three more frame/global pairs (nine). The dense heads read layers
+# (1, 4, 6, 8): VGGT-1B's (4, 11, 17, 23) of 23 scaled to the last layer and rounded, the rule that
+# also gives vggt-compact's (1, 2, 4, 5) and vggt-small's (2, 5, 8, 11).
+VGGT_COMPACT_DEEP = VGGT_COMPACT.replace(
+    name="vggt-compact-deep",
+    aggregator=dataclasses.replace(VGGT_COMPACT.aggregator, depth=9),
+    dpt=dataclasses.replace(VGGT_COMPACT.dpt, layer_indices=(1, 4, 6, 8)),
+    enable_point=False,
+)
+
+CONFIGS: dict[str, VGGTConfig] = {
+    cfg.name: cfg for cfg in (VGGT_1B, VGGT_SMALL, VGGT_COMPACT, VGGT_COMPACT_DEEP, VGGT_TINY)
+}
 
 
 def get_config(name_or_config: str | VGGTConfig) -> VGGTConfig:
-    """Look up a named configuration (``vggt-1b``, ``vggt-small``, ``vggt-compact``, ``vggt-tiny``)."""
+    """Look up a named configuration (``vggt-1b``, ``vggt-small``, ``vggt-compact``,
+    ``vggt-compact-deep``, ``vggt-tiny``)."""
     if isinstance(name_or_config, VGGTConfig):
         return name_or_config
     try:

@@ -32,6 +32,7 @@ from vggt_ros.mapping.backend import BackEnd, LoopEvent
 from vggt_ros.mapping.chaining import ChainOutcome, WindowChainer, unproject_pixels
 from vggt_ros.mapping.config import PipelineConfig
 from vggt_ros.mapping.frames import camera_in_odom, map_anchor, map_to_odom
+from vggt_ros.mapping.heap import release_free_heap
 from vggt_ros.mapping.keyframes import KeyframeDecision, KeyframeSelector
 from vggt_ros.mapping.rig import RigGrouper
 from vggt_ros.mapping.scale import ScaleEstimator, depth_ratio, odometry_ratios, rig_ratios
@@ -433,6 +434,7 @@ class PerceptionPipeline:
         if self._backend is None:
             return []
         scale = self._scale.estimate()
+        reseeds = self._backend.reseeds
         new = self._backend.add_window(
             prediction,
             keyframes,
@@ -444,6 +446,8 @@ class PerceptionPipeline:
         )
         for k in new:
             self._applied_scale[k] = self._backend.graph.node_scale(k)
+        if self._backend.reseeds != reseeds:
+            release_free_heap()  # half the graph and its stored points were just freed
         ref = self.reference_camera
         return [kf.id for kf in keyframes if kf.id in new and kf.camera_id == ref]
 
@@ -483,6 +487,9 @@ class PerceptionPipeline:
         self._map_stale = False
         self._windows_since_rebuild = 0
         self.stats["map_rebuilds"] = self.stats.get("map_rebuilds", 0) + 1
+        # The old map and the rebuild's temporaries are freed now; without this the process's
+        # resident memory climbs for hours although its live data is bounded (heap.py).
+        release_free_heap()
 
     def refresh_map(self) -> bool:
         """Rebuild the voxel map now if a loop correction still waits for its rebuild

@@ -112,16 +112,18 @@ def test_long_windows_release_the_short_window_graph():
     assert not runner._window_graphs._graphs  # (its memory pool goes with the last reference)
 
 
-def test_window_capture_waits_for_a_repeated_shape():
+def _doubling_windows(graphs: WindowGraphs, sizes: tuple[int, ...]) -> list[int]:
+    """Run a one-stage "window" (y = 2 x) of each size through ``graphs`` as the runner does
+    (eagerly when ``replay`` returns None); the sizes the stage function was called with
+    (eager runs, warm-ups and captures; replays call nothing)."""
     calls = []
 
     def double(state):
         calls.append(state["x"].shape[0])
         state["y"] = state["x"] * 2
 
-    graphs = WindowGraphs(max_graphs=1)
     stages = [GraphStage("double", double)]
-    for n in (1, 2, 2, 2, 3, 2):
+    for n in sizes:
         x = torch.arange(n, device="cuda", dtype=torch.float32)
         out = graphs.replay({"x": x}, stages, NullTimer().stage)
         if out is None:  # the caller runs the stages eagerly
@@ -129,6 +131,12 @@ def test_window_capture_waits_for_a_repeated_shape():
             double(state)
             out = state
         torch.testing.assert_close(out["y"], x * 2)
+    return calls
+
+
+def test_window_capture_waits_for_a_repeated_shape():
+    graphs = WindowGraphs(max_graphs=1)
+    calls = _doubling_windows(graphs, (1, 2, 2, 2, 3, 2))
     # 1: eager (first sight). 2: eager; again: 1 warm-up + 1 capture, then replays (no call).
     # 3: eager (first sight, not captured), so the graph of 2 is still kept and replayed.
     assert calls == [1, 2, 2, 2, 3]
@@ -153,21 +161,6 @@ def test_an_occasional_window_size_does_not_evict_the_steady_graph():
     """A node's steady window of 2 with two windows of 3 in a row (say, extra anchors after a
     rejection): the 3s run eagerly and the graph of 2 is replayed again afterwards, without a
     second capture (each capture costs the warm-up and capture calls counted here)."""
-    calls = []
-
-    def double(state):
-        calls.append(state["x"].shape[0])
-        state["y"] = state["x"] * 2
-
-    graphs = WindowGraphs(max_graphs=1)
-    stages = [GraphStage("double", double)]
-    for n in (2, 2, 2, 2, 2, 2, 3, 3, 2, 2, 2):
-        x = torch.arange(n, device="cuda", dtype=torch.float32)
-        out = graphs.replay({"x": x}, stages, NullTimer().stage)
-        if out is None:
-            state = {"x": x}
-            double(state)
-            out = state
-        torch.testing.assert_close(out["y"], x * 2)
+    calls = _doubling_windows(WindowGraphs(max_graphs=1), (2, 2, 2, 2, 2, 2, 3, 3, 2, 2, 2))
     # 2: eager, then warm-up + capture; replays. 3, 3: eager both times. 2: replays again.
     assert calls == [2, 2, 2, 3, 3]

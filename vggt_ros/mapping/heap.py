@@ -5,8 +5,8 @@ temporary points, every re-seed half the pose graph and its stored keyframe poin
 such freed blocks in its arenas (one per thread that allocated) instead of returning them, so
 the process's resident memory climbs although the live data is bounded: in the 30-minute soak
 of 2026-12-04 it rose 620 -> 1,060 MB, and ``malloc_trim(0)`` took 110-270 MB back each time it
-was called (docs/soak.md). The pipeline calls :func:`release_free_heap` after each map rebuild.
-Elsewhere (macOS, musl) it does nothing.
+was called (docs/soak.md). The pipeline calls :func:`release_free_heap` after each map rebuild
+and each re-seed of the pose graph. Elsewhere (macOS, musl) it does nothing.
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import logging
-
-logger = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=1)

@@ -421,10 +421,10 @@ class PoseGraph:
         free = set(moved) | set(self._pending_values.keys())
         if self._has_metric:
             free.add(self.METRIC_KEY)
-        local, held = self._local_problem(free, initial)
+        local, local_initial = self._local_problem(free, initial)
         params = gtsam.LevenbergMarquardtParams()
         params.setMaxIterations(max_iterations)
-        optimised = gtsam.LevenbergMarquardtOptimizer(local, held, params).optimize()
+        optimised = gtsam.LevenbergMarquardtOptimizer(local, local_initial, params).optimize()
         for k in free:
             if not optimised.exists(k):
                 continue
@@ -442,7 +442,8 @@ class PoseGraph:
         self, free: set[int], values: gtsam.Values
     ) -> tuple[gtsam.NonlinearFactorGraph, gtsam.Values]:
         """The factors touching a ``free`` variable, with every other variable they touch held
-        at its value by a tight prior; and those variables' values (from ``values``)."""
+        at its value by a tight prior; and the starting values of every variable in them (from
+        ``values``)."""
         local = gtsam.NonlinearFactorGraph()
         keys: set[int] = set()
         for i in range(self._all_factors.size()):
@@ -453,16 +454,16 @@ class PoseGraph:
             if any(k in free for k in factor_keys):
                 local.add(factor)
                 keys.update(factor_keys)
-        held = gtsam.Values()
+        start = gtsam.Values()
         tight = gtsam.noiseModel.Isotropic.Sigma(7, 1e-6)
         for k in keys:
             if k == self.METRIC_KEY:
-                held.insert(k, values.atVector(k))
+                start.insert(k, values.atVector(k))
                 continue
-            held.insert(k, values.atSimilarity3(k))
+            start.insert(k, values.atSimilarity3(k))
             if k not in free:
                 local.add(gtsam.PriorFactorSimilarity3(k, values.atSimilarity3(k), tight))
-        return local, held
+        return local, start
 
     def pose(self, kf_id: int) -> Sim3:
         """Current estimate of ``X_k`` (its initial value until the next :meth:`update`)."""

@@ -123,3 +123,33 @@ def test_mixed_sources_with_and_without_depth(room_bag, tmp_path: Path) -> None:
     targets = normalize_window(batch)
     assert bool(targets.frame_valid[no_depth].all())
     assert bool(torch.isfinite(targets.pose_enc).all()) and bool((targets.scale > 0).all())
+
+
+def test_large_rooms_are_bigger_than_every_held_out_room() -> None:
+    """The large-room preset must leave the held-out floor plans unseen (they sit in between)."""
+    train = ProceduralSettings()
+    large, held_out = train.large_rooms(), ProceduralSettings.held_out()
+    for axis in ("room_x", "room_y"):
+        assert getattr(large, axis)[0] > getattr(held_out, axis)[1], axis
+    # everything but the room and the object counts is the base settings' own
+    same = ("height", "width", "frames", "fov_deg", "motion_weights", "step_scale", "ambient", "noise_sigma")
+    assert all(getattr(large, k) == getattr(train, k) for k in same)
+
+
+def test_a_share_of_training_windows_is_rendered_in_large_rooms(tmp_path: Path) -> None:
+    from train_fixtures import SMALL, small_config
+
+    from vggt_ros.train.trainer import Trainer
+
+    trainer = Trainer(small_config(large_room_share=0.5), tmp_path / "run")
+    source = trainer.source
+    assert isinstance(source, MixedSource)
+    assert [s.settings for s in source.sources] == [SMALL, SMALL.large_rooms()]
+    assert np.allclose(source.p, [0.5, 0.5])
+    # the large source's scenes are bigger: its cameras see farther (mean of the farthest depth)
+    far = [float(s.windows(range(8), "cpu").depth.flatten(1).amax(1).mean()) for s in source.sources]
+    assert far[1] > 1.3 * far[0], far
+    with pytest.raises(ValueError, match="large_room_share"):
+        small_config(large_room_share=1.5)
+    with pytest.raises(ValueError, match="large_room_share needs procedural"):
+        small_config(large_room_share=0.3, procedural=None, bags=("x.mcap",))

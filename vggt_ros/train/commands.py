@@ -153,6 +153,14 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
         "worse at others",
     )
     g.add_argument("--track-queries", type=int, default=64, help="track queries per window (default 64)")
+    g.add_argument(
+        "--large-rooms",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of procedural windows rendered in rooms larger than the held-out ones "
+        "(19-27 m; default 0); teaches large rotations in big, sparse spaces",
+    )
     g.add_argument("--supersample", type=int, default=1, help="procedural colour rays per pixel side")
     g.add_argument(
         "--motions",
@@ -283,6 +291,7 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
         position_init=args.position_init,
         layer_scale_init=args.layer_scale_init,
         procedural=procedural,
+        large_room_share=args.large_rooms,
         bags=tuple(str(b) for b in args.bag),
         bag_weight=args.bag_weight,
         bag_max_gap=args.bag_max_gap,

@@ -51,6 +51,9 @@ class TrainConfig:
             after any ``init_checkpoint``). See :func:`~vggt_ros.train.trainer.set_trunk_layer_scale`.
     Data:
         procedural: settings of the renderer (None: no procedural data).
+        large_room_share: share of the procedural windows rendered in rooms larger than every
+            held-out room (:meth:`~vggt_ros.eval.procedural.ProceduralSettings.large_rooms`); 0
+            renders every window with ``procedural`` as it is.
         bags: ground-truth bags (from ``vggt-ros generate`` / ``convert-dataset``).
         bag_weight: share of windows drawn from the bags when both are used.
         bag_max_gap: largest frame step inside a bag window.
@@ -81,6 +84,7 @@ class TrainConfig:
     position_init: str = "default"
     layer_scale_init: float = 0.0
     procedural: ProceduralSettings | None = field(default_factory=ProceduralSettings)
+    large_room_share: float = 0.0
     bags: tuple[str, ...] = ()
     bag_weight: float = 0.5
     bag_max_gap: int = 3
@@ -148,6 +152,10 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.min_frames and not 2 <= self.min_frames <= self.frames:
             raise ValueError(f"min_frames must be 0 or in [2, frames={self.frames}], got {self.min_frames}")
+        if not 0 <= self.large_room_share <= 1:
+            raise ValueError(f"large_room_share must be in [0, 1], got {self.large_room_share}")
+        if self.large_room_share and self.procedural is None:
+            raise ValueError("large_room_share needs procedural data (a share of the procedural windows)")
         if not 0 <= self.bag_weight <= 1:
             raise ValueError(f"bag_weight must be in [0, 1], got {self.bag_weight}")
         from vggt_ros.model.config import get_config

@@ -280,8 +280,13 @@ class Trainer:
             cuda = self.device.type == "cuda"
             workers = min(8, max(0, (os.cpu_count() or 2) // max(1, self.world) - 2)) if cuda else 0
             chunk = c.batch_size if cuda else 8
-            sources.append(ProceduralSource(c.procedural, seed=c.seed, workers=workers, render_chunk=chunk))
-            weights.append(1.0 - c.bag_weight if c.bags else 1.0)
+            share = 1.0 - c.bag_weight if c.bags else 1.0
+            large = c.large_room_share
+            for settings, weight in ((c.procedural, 1.0 - large), (c.procedural.large_rooms(), large)):
+                if weight > 0:
+                    source = ProceduralSource(settings, seed=c.seed, workers=workers, render_chunk=chunk)
+                    sources.append(source)
+                    weights.append(share * weight)
         if c.bags:
             hw = (c.procedural.height, c.procedural.width) if c.procedural else (140, 182)
             queries = c.procedural.track_queries if c.procedural and "track" in c.heads else 0

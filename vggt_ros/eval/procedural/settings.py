@@ -132,6 +132,24 @@ class ProceduralSettings:
         )
         return base.replace(**changes)
 
+    def large_rooms(self) -> ProceduralSettings:
+        """These settings in rooms larger than every held-out room, with room for more objects.
+
+        Rooms 19-27 m long, 13-20 m wide and 3.5-6 m high (the held-out rooms are 12-18 x 8-12 x
+        3-5 m, the training rooms 4-14 x 3-10 x 2.4-4.5 m), up to 14 boxes and 4 cylinders;
+        image size, lenses, light and motions stay these settings' own. Training on a share of
+        these teaches large rotations in big, sparse spaces (docs/training.md, sixteenth session)
+        while the held-out rooms' floor plans stay unseen in between (only heights overlap).
+        """
+        return self.replace(
+            name=f"{self.name}_large_rooms",
+            room_x=(19.0, 27.0),
+            room_y=(13.0, 20.0),
+            room_z=(3.5, 6.0),
+            boxes=(2, 14),
+            cylinders=(0, 4),
+        )
+
     @property
     def motion_names(self) -> tuple[str, ...]:
         return MOTIONS

@@ -38,6 +38,15 @@ def main() -> int:
     ap.add_argument("--config", default=None)
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1000, help="first sequence seed")
+    ap.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pipeline parameter passed to every `vggt-ros eval` (repeatable), e.g. "
+        "chaining.min_inlier_ratio=0.02",
+    )
+    ap.add_argument("--skip-untrained", action="store_true", help="replay the given weights only")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cases = [(f"procedural-{m}", ["--scene", "procedural", "--held-out", "--motion", m]) for m in MOTIONS]
@@ -61,14 +70,14 @@ def main() -> int:
             ]
             assert cli(["generate", str(bag), *gen, *size, "-q"]) == 0
         rows[name] = {}
-        for label, extra in (
-            ("model", model_args),
-            ("untrained", ["--untrained", "--config", args.config or "vggt-compact"]),
-        ):
+        labels = [("model", model_args)]
+        if not args.skip_untrained:
+            labels.append(("untrained", ["--untrained", "--config", args.config or "vggt-compact"]))
+        params = [arg for kv in args.param for arg in ("--param", kv)]
+        for label, extra in labels:
             out = args.out / "reports" / f"{name}-{label}"
-            assert (
-                cli(["eval", str(bag), "--out", str(out), "--no-plots", "--device", "cpu", *extra, "-q"]) == 0
-            )
+            command = ["eval", str(bag), "--out", str(out), "--no-plots", "--device", "cpu", *extra, *params]
+            assert cli([*command, "-q"]) == 0
             summary = accuracy_summary(json.loads((out / "report.json").read_text()))
             rows[name][label] = summary["model"]
             rows[name]["constant/identity"] = summary["constant/identity baseline"]
@@ -85,7 +94,7 @@ def main() -> int:
     print()
     print("| mean over sequences | depth AbsRel (window) | rotation error (deg) | APE (% of length) |")
     print("|---|---|---|---|")
-    for label in ("model", "untrained", "constant/identity"):
+    for label in [label for label, _ in labels] + ["constant/identity"]:
         means = [_mean([rows[n][label][k] for n in rows]) for k in KEYS]
         print(f"| {label} | " + " | ".join("-" if m is None else f"{m:.3f}" for m in means) + " |")
     return 0

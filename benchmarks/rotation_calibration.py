@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from vggt_ros.eval.procedural import ProceduralSettings
+from vggt_ros.eval.procedural.settings import MOTIONS
 from vggt_ros.geometry.pose_encoding import pose_encoding_to_extrinsics_intrinsics
 from vggt_ros.model.checkpoint import load_model
 from vggt_ros.model.embedded import DEFAULT_MODEL
@@ -39,10 +40,17 @@ GROUPS = {
 }
 
 
-def scene_settings(name: str, height: int, width: int, frames: int) -> tuple[ProceduralSettings, int]:
+def scene_settings(
+    name: str, height: int, width: int, frames: int, motion: str | None = None
+) -> tuple[ProceduralSettings, int]:
     """Settings and seed stream of a scene name: ``train``, ``train_large_rooms``, ``held_out``
-    or ``held_out+train_<group>[+train_<group>...]`` (groups: :data:`GROUPS`)."""
-    size = dict(height=height, width=width, frames=frames, track_queries=0)
+    or ``held_out+train_<group>[+train_<group>...]`` (groups: :data:`GROUPS`); ``motion`` keeps
+    only that camera motion."""
+    size: dict = dict(height=height, width=width, frames=frames, track_queries=0)
+    if motion is not None:
+        if motion not in MOTIONS:
+            raise ValueError(f"unknown motion {motion!r}; expected one of {', '.join(MOTIONS)}")
+        size["motion_weights"] = tuple(float(m == motion) for m in MOTIONS)
     train = ProceduralSettings(**size)
     if name == "train":
         return train, TRAIN_STREAM
@@ -56,7 +64,7 @@ def scene_settings(name: str, height: int, width: int, frames: int) -> tuple[Pro
         fields = GROUPS.get(group.removeprefix("train_"))
         if not group.startswith("train_") or fields is None:
             raise ValueError(f"unknown group {group!r}; expected train_<{'|'.join(GROUPS)}>")
-        changes.update({f: getattr(train, f) for f in fields})
+        changes.update({f: getattr(train, f) for f in fields if f not in size})
     return ProceduralSettings.held_out(**size, **changes), VALIDATION_STREAM
 
 
@@ -96,6 +104,7 @@ def main() -> None:
     p.add_argument("--windows", type=int, default=32, help="windows per scene")
     p.add_argument("--size", default="140x182", help="HxW")
     p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--motion", default=None, help=f"only this camera motion ({', '.join(MOTIONS)})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -107,7 +116,7 @@ def main() -> None:
         model, info = load_model(DEFAULT_MODEL.path, config=DEFAULT_MODEL.config, device="cpu")
     print(f"weights: {info}")
     for name in args.scenes.split(","):
-        settings, stream = scene_settings(name.strip(), height, width, args.frames)
+        settings, stream = scene_settings(name.strip(), height, width, args.frames, args.motion)
         pairs = angle_pairs(model, ProceduralSource(settings, seed=args.seed, stream=stream), args.windows, 8)
         true, predicted = pairs[:, 0], pairs[:, 1]
         error = np.abs(predicted - true)

@@ -82,9 +82,7 @@ def angle_pairs(model: torch.nn.Module, source: ProceduralSource, windows: int, 
         batch = source.windows(range(start, min(windows, start + chunk)), "cpu")
         images = normalize_window(batch).images
         out = model(images)
-        pose = out["pose_enc_list"][-1].float().numpy().astype(np.float64) if "pose_enc_list" in out else None
-        if pose is None:
-            pose = out["pose_enc"].float().numpy().astype(np.float64)
+        pose = out["pose_enc"].float().numpy().astype(np.float64)  # the camera head's last iteration
         hw = tuple(images.shape[-2:])
         for b in range(pose.shape[0]):
             extr, _ = pose_encoding_to_extrinsics_intrinsics(pose[b], hw)

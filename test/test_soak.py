@@ -74,3 +74,84 @@ def test_two_minute_soak_stays_bounded(tmp_path: Path) -> None:
 def test_soak_command_refuses_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["soak", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "-q"]) == 2
     assert "bag not found" in capsys.readouterr().err
+
+
+def _circle(n: int, radius: float = 2.0) -> np.ndarray:
+    """[n, 4, 4] cameras on a circle, one pass of a loop (metres)."""
+    poses = np.repeat(np.eye(4)[None], n, 0)
+    angles = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
+    poses[:, 0, 3], poses[:, 2, 3] = radius * np.cos(angles), radius * np.sin(angles)
+    return poses
+
+
+def test_run_consistency_scores_the_whole_run_against_one_pass_of_ground_truth() -> None:
+    """Every pass of a soak revisits the same ground truth: a run mapped in one consistent
+    frame scores ~0 whatever its unit; a run whose later passes were mapped larger (scale
+    drift) or shifted scores the mismatch, pass by pass."""
+    from vggt_ros.eval.soak import run_consistency
+    from vggt_ros.mapping.export.trajectory import Trajectory
+
+    n, period, t0 = 20, 2.0, 100.0
+    truth = Trajectory(t0 + np.arange(n) * period / n, _circle(n))
+
+    def run(unit_of_pass, shift_of_pass=lambda p: 0.0):  # noqa: ANN001, ANN202
+        path = []
+        for p in range(8):
+            for i, T in enumerate(_circle(n)):
+                est = T.copy()
+                est[:3, 3] = est[:3, 3] * unit_of_pass(p) + [shift_of_pass(p), 0.0, 0.0]
+                path.append((t0 + p * period + i * period / n, est))
+        return run_consistency(path, truth, t0, period)
+
+    same = run(lambda p: 0.5)  # one consistent map, half a metre per unit
+    assert same.matched == 8 * n and same.ape_rmse_m < 1e-9
+    assert same.scale_drift == pytest.approx(1.0) and same.scale_spread == pytest.approx(1.0)
+    assert same.pass_scale[0] == pytest.approx(2.0)  # metres per map unit
+    assert same.pass_length_m == pytest.approx(truth.path_length())  # one pass: 19 of 20 arcs
+    growing = run(lambda p: 0.5 * 1.1**p)  # every pass mapped 10 % larger
+    assert growing.scale_drift == pytest.approx(1.1**-6, rel=0.02)  # last two passes over first two
+    assert growing.ape_rmse_m > 0.3 and growing.pass_ape_m[7] > growing.pass_ape_m[3]
+    shifted = run(lambda p: 1.0, lambda p: 1.0 if p >= 4 else 0.0)  # the map slid 1 m at pass 4
+    assert shifted.scale_drift == pytest.approx(1.0)
+    assert shifted.ape_rmse_m == pytest.approx(0.5, rel=0.05) and len(shifted.pass_ape_m) == 8
+
+
+def test_soak_without_a_clock_processes_every_window(tmp_path: Path) -> None:
+    """``--no-clock``: frames go in as fast as the pipeline takes them and every window is
+    processed in turn (none dropped), up to ``--windows``; the bag's ground truth then scores
+    the run (consistency.json)."""
+    seq = render_sequence(40, 72, 96, seed=4, path="orbit")
+    bag = write_sequence_bag(seq, tmp_path / "orbit")
+    fake = FakePredictor([sequence_tuple(seq)], seed=1)
+    config = PipelineConfig(
+        window=WindowConfig(size=6, stride=3), keyframe=KeyframeConfig(min_parallax_px=12.0)
+    )
+    frames, period = load_frames(bag)
+    pipeline = PerceptionPipeline(config, fake)
+    result = run_soak(frames, period, pipeline, minutes=5.0, sample_every_s=60.0, clock=False, max_windows=12)
+    totals = result.totals
+    assert totals["windows_processed"] == 12 and totals["windows_dropped"] == 0
+    assert totals["minutes"] < 2.0 and totals["passes"] >= 1
+
+    code = main(
+        [
+            "soak",
+            str(bag),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-clock",
+            "--windows",
+            "9",
+            "--device",
+            "cpu",
+            "-q",
+        ]
+    )
+    assert code == 0
+    saved = json.loads((tmp_path / "o" / "soak.json").read_text())
+    assert saved["totals"]["windows_processed"] + saved["totals"]["windows_dropped"] == 9
+    assert saved["totals"]["windows_dropped"] == 0
+    consistency = json.loads((tmp_path / "o" / "consistency.json").read_text())
+    assert consistency["matched"] >= 3 and np.isfinite(consistency["ape_rmse_m"])
+    assert (tmp_path / "o" / "consistency.png").is_file()
+    assert main(["soak", str(bag), "--out", str(tmp_path / "p"), "--windows", "0", "-q"]) == 2

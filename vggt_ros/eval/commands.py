@@ -465,7 +465,9 @@ def add_soak(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
             "rate for --minutes, with inference on a worker thread behind a one-window queue as in the "
             "node. Every --sample-every seconds: memory, CPU, window latency, windows processed / dropped "
             "/ rejected / failed, map points, pose-graph size, loops. Writes soak.csv, soak.json, "
-            "soak.png, map.ply and trajectory.tum to --out (docs/soak.md)."
+            "soak.png, map.ply and trajectory.tum to --out; with ground truth in the bag also "
+            "consistency.json / consistency.png: the whole run's trajectory against it after one Sim(3), "
+            "and each pass's scale (docs/soak.md)."
         ),
     )
     p.add_argument("bag", type=Path, help="rosbag2 directory (e.g. from `vggt-ros generate --motion lap`)")
@@ -473,6 +475,15 @@ def add_soak(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--rate", type=float, default=1.0, help="x the recorded rate")
     p.add_argument("--sample-every", type=float, default=60.0, help="seconds between samples")
+    p.add_argument(
+        "--no-clock",
+        action="store_true",
+        help="process every window, one after the other, as fast as the pipeline goes (nothing dropped: "
+        "two settings then see the same windows; latency is the processing time)",
+    )
+    p.add_argument(
+        "--windows", type=int, default=None, help="stop after this many windows (also before --minutes)"
+    )
     g = p.add_argument_group("model")
     add_model_options(g)
     g = p.add_argument_group("pipeline")
@@ -485,7 +496,15 @@ def add_soak(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
 
 
 def run_soak_command(args: argparse.Namespace, predictor: Any = None) -> int:
-    from vggt_ros.eval.soak import growth_per_minute, load_frames, run_soak, write_soak
+    from vggt_ros.eval.soak import (
+        growth_per_minute,
+        load_frames,
+        load_ground_truth,
+        run_consistency,
+        run_soak,
+        write_consistency,
+        write_soak,
+    )
     from vggt_ros.mapping import PerceptionPipeline
 
     if not args.bag.exists():
@@ -493,8 +512,11 @@ def run_soak_command(args: argparse.Namespace, predictor: Any = None) -> int:
     for name in ("minutes", "rate", "sample_every"):
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0")
+    if args.windows is not None and args.windows < 1:
+        raise ValueError("--windows must be at least 1")
     config = pipeline_config(args)
     frames, period = load_frames(args.bag)
+    ground_truth = load_ground_truth(args.bag, frames[0].camera_id)
     if predictor is None:
         check_model_options(args)
         predictor = predictor_from_options(args, point_head=False)  # the pipeline never reads it
@@ -516,8 +538,32 @@ def run_soak_command(args: argparse.Namespace, predictor: Any = None) -> int:
             row["loops_rejected"],
         )
 
-    result = run_soak(frames, period, pipeline, args.minutes, args.rate, args.sample_every, progress=report)
+    result = run_soak(
+        frames,
+        period,
+        pipeline,
+        args.minutes,
+        args.rate,
+        args.sample_every,
+        progress=report,
+        clock=not args.no_clock,
+        max_windows=args.windows,
+    )
     written = write_soak(args.out, result, pipeline)
+    if ground_truth is None:
+        logger.info("the bag has no ground truth: no consistency score")
+    elif (consistency := run_consistency(pipeline.path(), ground_truth, frames[0].stamp, period)) is not None:
+        written += write_consistency(args.out, consistency)
+        logger.info(
+            "whole run against the ground truth (one Sim(3) over %d keyframes of %d passes): APE RMSE %.3f m "
+            "(%.2f %% of one pass's %.1f m); scale, last quarter of the passes over the first: %.3f",
+            consistency.matched,
+            len(consistency.pass_ape_m),
+            consistency.ape_rmse_m,
+            consistency.ape_percent_of_pass,
+            consistency.pass_length_m,
+            consistency.scale_drift,
+        )
     logger.info(
         "soak totals %s; growth over the second half: RSS %.2f MB/min, map %.0f points/min; wrote %s",
         json.dumps(result.totals),

@@ -561,7 +561,8 @@ def replay_bag(
     wall = time.perf_counter() - wall0
 
     estimate = _estimate(pipeline)
-    ground_truth = _ground_truth(ctx, o, estimate, keyframes)
+    ref_camera = next((r.camera_id for r in keyframes.values()), None)
+    ground_truth = _ground_truth(ctx, o, estimate, ref_camera)
     # Ground-truth depth of every reference-camera keyframe of any window (accepted or not: the
     # window metrics score every window the network saw).
     gt_depth_by_kf: dict[int, np.ndarray] = {}
@@ -683,13 +684,13 @@ def _estimate(pipeline: Any) -> Trajectory:
 
 
 def _ground_truth(
-    ctx: _Context, o: ReplayOptions, estimate: Trajectory, keyframes: dict[int, KeyframeRecord]
+    ctx: _Context, o: ReplayOptions, estimate: Trajectory, ref_camera: str | None
 ) -> Trajectory | None:
-    """Ground-truth poses of the reference camera's optical frame (in the GT world)."""
+    """Ground-truth poses of the reference camera's optical frame ``ref_camera`` (in the GT
+    world), at the estimate's stamps where the ground truth is dense."""
     if ctx.gt_raw is None:
         return None
     gt = ctx.gt_raw
-    ref_camera = next((r.camera_id for r in keyframes.values()), None)
     if ctx.gt_body and ref_camera and ctx.gt_body.lstrip("/") != ref_camera.lstrip("/"):
         try:
             body_from_cam = ctx.tf.lookup(ctx.gt_body, ref_camera, float(gt.stamps[0]))

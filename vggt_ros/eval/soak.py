@@ -8,7 +8,10 @@ windows that arrive while the worker is busy are dropped *and counted*. Every ``
 seconds it records the process's memory (RSS) and CPU use, window latency (p50 / p95 / max over
 the interval), keyframes, windows processed / dropped / rejected / failed, map points, pose-graph
 size and loop counts, to ``soak.csv`` / ``soak.json`` with a plot (``soak.png``); at the end it
-saves the map (``map.ply``) and the trajectory (``trajectory.tum``).
+saves the map (``map.ply``) and the trajectory (``trajectory.tum``). When the bag has ground
+truth, :func:`run_consistency` scores the whole run's trajectory against it: every pass revisits
+the same ground-truth path, so one Sim(3) over all passes shows whether later passes were mapped
+where the earlier ones were (``consistency.json``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from vggt_ros.eval import bags
-from vggt_ros.eval.replay import ReplayOptions, _decode_image, _read_context, resolve_options
+from vggt_ros.eval.replay import ReplayOptions, _decode_image, _ground_truth, _read_context, resolve_options
+from vggt_ros.mapping.export.trajectory import Trajectory, interpolate
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +82,116 @@ def load_frames(bag: Path, options: ReplayOptions | None = None) -> tuple[list[A
     return frames, period
 
 
+def load_ground_truth(bag: Path, camera_id: str, options: ReplayOptions | None = None) -> Trajectory | None:
+    """Ground-truth poses of camera ``camera_id``'s optical frame (in the ground truth's world) over
+    one pass of the bag, or None when the bag has none (see ``vggt-ros eval --ground-truth``)."""
+    topics = {t: i.msgtype for t, i in bags.bag_topics(bag).items()}
+    o = resolve_options(options or ReplayOptions(odom_topic=""), topics)
+    ctx = _read_context(bag, o, topics)
+    empty = Trajectory(np.zeros(0), np.zeros((0, 4, 4)))
+    return _ground_truth(ctx, o, empty, camera_id)
+
+
+@dataclass
+class RunConsistency:
+    """How well the whole run's trajectory agrees with the ground truth it revisits every pass.
+
+    Attributes:
+        ape_rmse_m: APE RMSE (metres) of every reference keyframe of the run after one Sim(3).
+        ape_percent_of_pass: the same as a share of one pass's ground-truth path length (%).
+        pass_length_m: one pass's path length (m).
+        matched: keyframes scored.
+        pass_scale: {pass: metres per map unit of that pass's keyframes alone (own Sim(3))}.
+        scale_spread: largest over smallest ``pass_scale`` (1 = no scale drift between passes).
+        scale_drift: median ``pass_scale`` of the last quarter of the passes over that of the
+            first quarter (1 = the map's unit stayed the same size; below 1: later passes were
+            mapped larger).
+        pass_ape_m: {pass: APE RMSE (m) of that pass's keyframes under the run's one Sim(3)}.
+        pass_own_ape_m: {pass: APE RMSE (m) of that pass alone after its own Sim(3)}: small
+            here and large in ``pass_ape_m`` = each pass is right, the passes disagree.
+    """
+
+    ape_rmse_m: float
+    ape_percent_of_pass: float
+    pass_length_m: float
+    matched: int
+    pass_scale: dict[int, float]
+    scale_spread: float
+    scale_drift: float
+    pass_ape_m: dict[int, float]
+    pass_own_ape_m: dict[int, float]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "ape_rmse_m": self.ape_rmse_m,
+            "ape_percent_of_pass": self.ape_percent_of_pass,
+            "pass_length_m": self.pass_length_m,
+            "matched": self.matched,
+            "scale_spread": self.scale_spread,
+            "scale_drift": self.scale_drift,
+            "pass_scale": {str(k): v for k, v in self.pass_scale.items()},
+            "pass_ape_m": {str(k): v for k, v in self.pass_ape_m.items()},
+            "pass_own_ape_m": {str(k): v for k, v in self.pass_own_ape_m.items()},
+        }
+
+
+def run_consistency(
+    path: list[tuple[float, np.ndarray]], ground_truth: Trajectory, first_stamp: float, period: float
+) -> RunConsistency | None:
+    """Score a soak's final trajectory (``pipeline.path()``: [(stamp, [4, 4] cam_to_map)], stamps
+    shifted by ``period`` each pass from ``first_stamp``) against one pass of ``ground_truth``.
+
+    Each keyframe's stamp is folded back into the bag's time to find its true pose; one Sim(3)
+    aligns the whole run (a map whose later passes drifted away from the earlier ones scores
+    badly however good each pass is alone). Returns None with fewer than 3 keyframes matched.
+    """
+    from vggt_ros.eval.metrics import trajectory_errors
+
+    if len(path) < 3 or len(ground_truth) < 2:
+        return None
+    stamps = np.array([s for s, _ in path], np.float64)
+    poses = np.stack([np.asarray(T, np.float64) for _, T in path])
+    # The small margin keeps a pass's first frame in its own pass despite float rounding.
+    passes = np.floor((stamps - first_stamp) / period + 1e-6).astype(int)
+    folded = stamps - passes * period
+    truth, ok = interpolate(ground_truth, folded, max_gap=0.2)
+    if ok.sum() < 3:
+        return None
+    stamps, poses, passes = stamps[ok], poses[ok], passes[ok]
+    est, ref = Trajectory(stamps, poses), Trajectory(stamps, truth.poses)
+    errors = trajectory_errors(est, ref, alignment="sim3", max_diff=1e-6)
+    matched_pass = passes[np.searchsorted(stamps, errors.stamps)]  # errors follow their stamps
+    pass_length = float(ground_truth.path_length())
+    pass_scale, pass_ape, pass_own_ape = {}, {}, {}
+    for p in np.unique(passes):
+        pass_ape[int(p)] = float(np.sqrt(np.mean(errors.ape_trans[matched_pass == p] ** 2)))
+        sel = passes == p
+        if sel.sum() >= 3:
+            own = trajectory_errors(
+                Trajectory(stamps[sel], poses[sel]),
+                Trajectory(stamps[sel], truth.poses[sel]),
+                alignment="sim3",
+                max_diff=1e-6,
+            )
+            pass_scale[int(p)] = own.scale
+            pass_own_ape[int(p)] = float(np.sqrt(np.mean(own.ape_trans**2)))
+    scales = np.array(list(pass_scale.values()))
+    quarter = max(1, len(scales) // 4)
+    drift = float(np.median(scales[-quarter:]) / np.median(scales[:quarter])) if scales.size else float("nan")
+    rmse = float(np.sqrt(np.mean(errors.ape_trans**2)))
+    return RunConsistency(
+        ape_rmse_m=rmse,
+        ape_percent_of_pass=100.0 * rmse / max(pass_length, 1e-12),
+        pass_length_m=pass_length,
+        matched=int(errors.matched),
+        pass_scale=pass_scale,
+        scale_spread=float(scales.max() / scales.min()) if scales.size else float("nan"),
+        scale_drift=drift,
+        pass_ape_m=pass_ape,
+        pass_own_ape_m=pass_own_ape,
+    )
+
+
 def run_soak(
     frames: list[Any],
     period: float,
@@ -86,8 +200,16 @@ def run_soak(
     rate: float = 1.0,
     sample_every_s: float = 60.0,
     progress: Callable[[dict[str, float]], None] | None = None,
+    clock: bool = True,
+    max_windows: int | None = None,
 ) -> SoakResult:
-    """Replay ``frames`` in a loop for ``minutes`` of wall time (see the module docstring)."""
+    """Replay ``frames`` in a loop for ``minutes`` of wall time (see the module docstring).
+
+    ``clock=False`` feeds the frames as fast as the pipeline takes them and processes every
+    window on the calling thread, one after the other: nothing is dropped, so two settings
+    see the same windows (latency is then the processing time). ``max_windows`` ends the run
+    after that many windows (processed or dropped) even before ``minutes``.
+    """
     import dataclasses
 
     jobs: queue.Queue = queue.Queue(maxsize=1)
@@ -101,26 +223,27 @@ def run_soak(
         "windows_rejected": 0,
     }
 
-    def work() -> None:
-        while True:
-            item = jobs.get()
-            if item is None:
-                return
-            job, queued = item
-            try:
-                result = pipeline.process(job)
-            except Exception as exc:  # noqa: BLE001 - counted, like the node does
-                logger.warning("window %s failed: %s", getattr(job, "window_id", "?"), exc)
-                with lock:
-                    counts["windows_failed"] += 1
-                continue
+    def process(job: Any, queued: float) -> None:
+        try:
+            result = pipeline.process(job)
+        except Exception as exc:  # noqa: BLE001 - counted, like the node does
+            logger.warning("window %s failed: %s", getattr(job, "window_id", "?"), exc)
             with lock:
-                latencies.append((time.perf_counter() - queued) * 1e3)
-                counts["windows_processed"] += 1
-                counts["windows_rejected"] += not result.accepted
+                counts["windows_failed"] += 1
+            return
+        with lock:
+            latencies.append((time.perf_counter() - queued) * 1e3)
+            counts["windows_processed"] += 1
+            counts["windows_rejected"] += not result.accepted
+
+    def work() -> None:
+        while (item := jobs.get()) is not None:
+            process(*item)
 
     worker = threading.Thread(target=work, name="soak-worker", daemon=True)
-    worker.start()
+    if clock:
+        worker.start()
+    windows = 0
     result = SoakResult()
     start = time.perf_counter()
     cpu0, wall0 = time.process_time(), start
@@ -167,16 +290,21 @@ def run_soak(
             offset = pass_index * period
             for frame in frames:
                 due = t_pass + (frame.stamp - frames[0].stamp) / rate
-                while (now := time.perf_counter()) < due:
+                while clock and (now := time.perf_counter()) < due:
                     time.sleep(min(0.01, due - now))
+                now = time.perf_counter()
                 if now >= next_sample:
                     sample(now)
                     next_sample += sample_every_s
-                if now >= end:
+                if now >= end or (max_windows is not None and windows >= max_windows):
                     break
                 job = pipeline.add_frame(dataclasses.replace(frame, stamp=frame.stamp + offset))
                 counts["frames"] += 1
                 if job is None:
+                    continue
+                windows += 1
+                if not clock:
+                    process(job, time.perf_counter())
                     continue
                 try:
                     jobs.put_nowait((job, time.perf_counter()))
@@ -184,9 +312,12 @@ def run_soak(
                     with lock:
                         counts["windows_dropped"] += 1
             pass_index += 1
+            if max_windows is not None and windows >= max_windows:
+                break
     finally:
-        jobs.put(None)
-        worker.join()
+        if clock:
+            jobs.put(None)
+            worker.join()
     sample(time.perf_counter())
     result.totals = {**counts, "passes": pass_index, "minutes": (time.perf_counter() - start) / 60.0}
     return result
@@ -239,6 +370,37 @@ def write_soak(out: Path, result: SoakResult, pipeline: Any) -> list[Path]:
     plt.close(fig)
     written.append(out / "soak.png")
     return written
+
+
+def write_consistency(out: Path, consistency: RunConsistency) -> list[Path]:
+    """consistency.json and consistency.png (each pass's APE under the run's one Sim(3), and its
+    own scale relative to the first pass's) in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "consistency.json").write_text(json.dumps(consistency.summary(), indent=2) + "\n")
+    fig, (ax_ape, ax_scale) = plt.subplots(1, 2, figsize=(11, 4))
+    passes = sorted(consistency.pass_ape_m)
+    ax_ape.plot(passes, [consistency.pass_ape_m[p] for p in passes], ".-", label="one Sim(3) for the run")
+    own = sorted(consistency.pass_own_ape_m)
+    ax_ape.plot(own, [consistency.pass_own_ape_m[p] for p in own], ".-", label="each pass's own Sim(3)")
+    ax_ape.legend()
+    ax_ape.set_title(f"APE RMSE per pass (whole run {consistency.ape_rmse_m:.3f} m)")
+    ax_ape.set_xlabel("pass")
+    ax_ape.set_ylabel("m")
+    scaled = sorted(consistency.pass_scale)
+    if scaled:
+        first = consistency.pass_scale[scaled[0]]
+        ax_scale.plot(scaled, [consistency.pass_scale[p] / first for p in scaled], ".-")
+    ax_scale.set_title("metres per map unit, own Sim(3) per pass (1 = first pass)")
+    ax_scale.set_xlabel("pass")
+    fig.tight_layout()
+    fig.savefig(out / "consistency.png", dpi=100)
+    plt.close(fig)
+    return [out / "consistency.json", out / "consistency.png"]
 
 
 def growth_per_minute(samples: list[dict[str, float]], key: str) -> float:

@@ -613,7 +613,9 @@ def test_a_reseed_keeps_the_anchors_of_later_map_segments() -> None:
     prior on its first keyframe. The re-seed used to fix only the oldest kept node, so a kept
     segment that no edge ties to it floated free: GTSAM found the system indeterminate (a
     failed, restarted update). Now kept anchors stay fixed and the segment keeps its poses."""
-    backend = BackEnd(LoopConfig(min_gap_keyframes=3, min_matches=8, max_keyframes=12), ChainingConfig())
+    backend = BackEnd(
+        LoopConfig(min_gap_keyframes=3, min_matches=8, max_keyframes=12, keep_places=False), ChainingConfig()
+    )
     for start in range(0, 9):  # segment 1: keyframes 0-9 along x
         to_g = Sim3(1.0, np.eye(3), np.array([0.5 * start, 0.0, 0.0]))
         backend.add_window(_Window(start), [_Kf(start), _Kf(start + 1)], to_g, 0.0, "cam")
@@ -625,6 +627,88 @@ def test_a_reseed_keeps_the_anchors_of_later_map_segments() -> None:
     assert backend.graph.stats.failed_updates == 0
     np.testing.assert_allclose(backend.graph.pose(102).translation, [1.0, 5.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(backend.graph.pose(9).translation, [4.5, 0.0, 0.0], atol=1e-6)
+
+
+def _corridor_run(backend: BackEnd, first: int, last: int) -> None:
+    """Windows of two keyframes along the corridor (0.5 m apart) from ``first`` to ``last``."""
+    for start in range(first, last):
+        to_g = Sim3(1.0, np.eye(3), np.array([0.5 * start, 0.0, 0.0]))
+        backend.add_window(_Window(start), [_Kf(start), _Kf(start + 1)], to_g, 0.0, "cam")
+
+
+def test_a_reseed_keeps_one_keyframe_per_place_of_what_it_drops() -> None:
+    """``loop.keep_places``: a re-seed keeps, besides the newest half, the first keyframe of
+    every place of the part it drops (a cell of ``place_cell`` x the scene depth, here 0.5 x
+    3 m: three keyframes of the corridor per cell) with its successor, fixed where they were,
+    with their points and place entries, up to a quarter of ``max_keyframes`` (6 here)."""
+    config = LoopConfig(min_gap_keyframes=3, min_matches=8, max_keyframes=24)
+    backend = BackEnd(config, ChainingConfig())
+    _corridor_run(backend, 0, 24)  # keyframes 0-24: 25 > 24 nodes, one re-seed
+    places = [0, 1, 3, 4, 6, 7]  # cells x < 1.5, 1.5-3 and 3-4.5 m; 9-10 would pass the budget
+    recent = list(range(13, 25))
+    assert backend.reseeds == 1 and sorted(backend.graph.poses()) == places + recent
+    assert sorted(backend.points) == places + recent and all(k in backend.places for k in places)
+    assert backend.graph.stats.failed_updates == 0
+    for k in places:  # fixed where they were
+        np.testing.assert_allclose(backend.graph.pose(k).translation, [0.5 * k, 0.0, 0.0], atol=1e-6)
+    # A kept place's verification window gets its successor, not a keyframe of another time.
+    assert backend._neighbour(0, +1) == 1 and backend._neighbour(1, +1) is None
+    assert backend._neighbour(13, -1) is None and backend._neighbour(14, -1) == 13
+    # The map a rebuild makes still covers the dropped part of the corridor.
+    xyz, _, _ = backend.cloud()
+    assert xyz[:, 0].min() < 0.0 and len(xyz) == len(places + recent) * config.points_per_keyframe
+    # The next re-seed keeps the places the first one kept (the budget is full: no new ones).
+    _corridor_run(backend, 24, 31)
+    assert backend.reseeds == 2
+    assert sorted(backend.graph.poses()) == places + list(range(20, 32))
+
+    without = BackEnd(
+        LoopConfig(min_gap_keyframes=3, min_matches=8, max_keyframes=24, keep_places=False), ChainingConfig()
+    )
+    _corridor_run(without, 0, 24)
+    assert sorted(without.graph.poses()) == recent and sorted(without.points) == recent
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_window_edges_take_the_shared_keyframes_current_unit(measured: bool) -> None:
+    """A later window is aligned on the map as the back end moved it: here the map holds
+    keyframe 1 at twice the unit it was created with (the window sees its depth as stored, and
+    its alignment scale is 2). With ``loop.odometry_measured_scale`` the edge to the new
+    keyframe 2 takes keyframe 1 at that unit (relative scale 1, the window's 0.5 m step in
+    keyframe 1's units at unit 2); with the creation unit it restates the correction as a
+    doubling of scale and distance, which compounds window after window."""
+    config = LoopConfig(min_gap_keyframes=3, min_matches=8, odometry_measured_scale=measured)
+    backend = BackEnd(config, ChainingConfig())
+    backend.add_window(_Window(0), [_Kf(0), _Kf(1)], Sim3.identity(), 0.0, "cam")
+    to_g = Sim3(2.0, np.eye(3), np.array([0.5, 0.0, 0.0]))
+    backend.add_window(_Window(1), [_Kf(1), _Kf(2)], to_g, 0.01, "cam")
+    a, b, relative, _, loop = backend._edges[-1]
+    assert (a, b, loop) == (1, 2, False)
+    expected = 1.0 if measured else 2.0
+    assert relative.scale == pytest.approx(expected, rel=1e-3)
+    np.testing.assert_allclose(relative.translation, [0.5 * expected, 0.0, 0.0], atol=1e-3)
+
+
+def test_place_keys_split_positions_and_viewing_directions() -> None:
+    from vggt_ros.mapping.backend import place_key
+
+    def pose(x: float, yaw_deg: float) -> Sim3:
+        c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+        turn = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])  # about the camera's y (down)
+        return Sim3(1.0, turn, np.array([x, 0.0, 0.0]))
+
+    assert place_key(pose(0.2, 5.0), 1.0) == place_key(pose(0.9, 30.0), 1.0)  # one cell, one sector
+    assert place_key(pose(0.2, 5.0), 1.0) != place_key(pose(1.2, 5.0), 1.0)  # the next cell
+    assert place_key(pose(0.2, 5.0), 1.0) != place_key(pose(0.2, 185.0), 1.0)  # looking back
+    looking_down = Sim3(1.0, np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]]), np.zeros(3))
+    assert place_key(looking_down, 1.0)[-1] != place_key(pose(0.0, 0.0), 1.0)[-1]
+
+
+def test_keep_places_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="place_cell"):
+        LoopConfig(place_cell=0.0)
+    with pytest.raises(ValueError, match="keep_places"):
+        LoopConfig(keep_places="yes")
 
 
 @pytest.mark.parametrize("measured", [True, False])

@@ -134,6 +134,17 @@ class _HeldLoop:
     edges: list[tuple[int, int, Sim3]]
 
 
+def place_key(pose: Sim3, cell: float) -> tuple[int, ...]:
+    """The place of a camera (keyframe -> G): its position's cell of side ``cell`` (G units)
+    and its optical axis's 45-degree sector of azimuth about G's y axis (the first camera's
+    down) and band of elevation (below -30, -30 to 30, above 30 degrees)."""
+    x, y, z = pose.rotation[:, 2]
+    azimuth = int(np.floor((np.arctan2(x, z) + np.pi) / (np.pi / 4))) % 8
+    elevation = int(np.clip(np.floor((np.degrees(np.arcsin(np.clip(-y, -1.0, 1.0))) + 90.0) / 60.0), 0, 2))
+    cx, cy, cz = np.floor(np.asarray(pose.translation) / cell).astype(int)
+    return (int(cx), int(cy), int(cz), azimuth, elevation)
+
+
 def _angle_deg(rotation: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0))))
 
@@ -145,6 +156,9 @@ class BackEnd:
         self.config = config
         self.chaining = chaining
         self.graph = PoseGraph(loop_kernel=self.config.loop_kernel)
+        # The re-seeds bound the place database (they discard what they drop); its own bound,
+        # which evicts the oldest entries, only backs that up: at the graph's size it would
+        # evict the kept places (the oldest entries) as the newest keyframes come in.
         self.places: OrbPlaceRecognizer | EncoderPlaceRecognizer
         if config.place_recognition == "encoder":
             logger.warning(
@@ -155,16 +169,22 @@ class BackEnd:
             self.places = EncoderPlaceRecognizer(
                 min_similarity=config.encoder_min_similarity,
                 min_gap=config.min_gap_keyframes,
-                max_keyframes=config.max_keyframes,
+                max_keyframes=2 * config.max_keyframes,
             )
         else:
             self.places = OrbPlaceRecognizer(
                 min_matches=config.min_matches,
                 min_gap=config.min_gap_keyframes,
-                max_keyframes=config.max_keyframes,
+                max_keyframes=2 * config.max_keyframes,
             )
         self.points: OrderedDict[int, KeyframePoints] = OrderedDict()
         self.reference_order: list[int] = []  # reference-camera keyframes in insertion order
+        # Insertion number of every stored reference keyframe: two are neighbours (for a
+        # verification window) only when inserted one after the other.
+        self._reference_seq: dict[int, int] = {}
+        self._reference_count = 0
+        # Places kept by re-seeds (loop.keep_places): keyframe -> its kept successor (or None).
+        self._places: dict[int, int | None] = {}
         self.loops: list[LoopEvent] = []
         self._nodes: list[int] = []  # graph nodes in insertion order
         # Nodes fixed when added: the first keyframe and the first of every new map segment
@@ -241,11 +261,17 @@ class BackEnd:
             np.radians(c.odometry_rotation_sigma_deg), c.odometry_translation_sigma, c.odometry_scale_sigma
         ).scaled(factor)
         order = sorted(range(len(keyframes)), key=lambda i: (keyframes[i].stamp, str(keyframes[i].camera_id)))
+        ids = [kf.id for kf in keyframes]
+        units = {k: self.graph.node_scale(k) for k in ids}
+        if c.odometry_measured_scale and np.isfinite(residual) and len(new) < len(ids):
+            # The window was aligned on the map as the back end last moved it, so a keyframe
+            # it shares with the map has the unit it has there now, not the one it was created
+            # with; an edge built from the creation unit restates every correction since then as
+            # a scale (and distance) step to the new keyframes, and the steps compound.
+            units = self._units(prediction, ids, transform, measure=True)
         for a, b in zip(order, order[1:]):
             ka, kb = keyframes[a].id, keyframes[b].id
-            rel = window_relative(
-                transform, poses[a], poses[b], self.graph.node_scale(ka), self.graph.node_scale(kb)
-            )
+            rel = window_relative(transform, poses[a], poses[b], units[ka], units[kb])
             self.graph.add_odometry(ka, kb, rel, sigmas)
             self._edges.append((ka, kb, rel, sigmas, False))
         if metres_per_unit is not None and c.sensor_odometry:
@@ -274,13 +300,18 @@ class BackEnd:
 
     def _reseed(self) -> None:
         """Keep the newest half of the graph (see ``loop.max_keyframes``): their current poses,
-        the oldest of them fixed, the edges among them; forget the rest. Kept anchors of later
-        map segments stay fixed too: a segment that no edge ties to the oldest kept node would
-        otherwise float free, and GTSAM reports the system indeterminate."""
+        the oldest of them fixed, the edges among them; forget the rest, except one keyframe
+        (and its successor) per place of the older part (``loop.keep_places``), fixed where it
+        was last optimised. Kept anchors of later map segments stay fixed too: a segment that
+        no edge ties to the oldest kept node would otherwise float free, and GTSAM reports the
+        system indeterminate."""
         poses = self.graph.poses()
-        keep = self._nodes[-(self.config.max_keyframes // 2) :]
+        recent = self._nodes[-(self.config.max_keyframes // 2) :]
+        self._places = self._places_to_keep(poses, set(recent)) if self.config.keep_places else {}
+        places = set(self._places) | {n for n in self._places.values() if n is not None}
+        keep = [k for k in self._nodes if k in places and k not in recent] + recent
         kept = set(keep)
-        self._anchors = {keep[0]} | (self._anchors & kept)
+        self._anchors = {recent[0]} | (self._anchors & kept) | (places - set(recent))
         graph = PoseGraph(loop_kernel=self.config.loop_kernel)
         for k in keep:
             graph.add_keyframe(k, poses[k], fixed=k in self._anchors, unit=self.graph.node_scale(k))
@@ -298,8 +329,57 @@ class BackEnd:
             del self.points[k]
             self.places.discard(k)
         self.reference_order = [k for k in self.reference_order if k in kept]
+        self._reference_seq = {k: self._reference_seq[k] for k in self.reference_order}
         self.reseeds += 1
-        logger.info("pose graph re-seeded with its newest %d keyframes", len(keep))
+        logger.info(
+            "pose graph re-seeded with its newest %d keyframes and %d kept places",
+            len(recent),
+            len(self._places),
+        )
+
+    def _places_to_keep(self, poses: dict[int, Sim3], recent: set[int]) -> dict[int, int | None]:
+        """One reference keyframe per place among those a re-seed would drop, with its successor
+        (the verification window's second old frame): {keyframe: successor or None}.
+
+        A place is a cell of ``loop.place_cell`` x the keyframes' median scene depth (G units)
+        and a 45-degree sector of viewing azimuth (three of elevation) in G. Places kept by
+        earlier re-seeds claim their cells first, then the oldest keyframe of a cell: the
+        first map of a place is the one the later passes come back to, so its scale and
+        position, not a drifted copy's, are what their loops hold on to. At most a quarter of
+        ``loop.max_keyframes`` keyframes (pairs) are kept, the earliest places first.
+        """
+        c = self.config
+        older = [k for k in self.reference_order if k not in recent and k in poses and k in self.points]
+        depths = [
+            float(np.median(self.points[k].depth)) * poses[k].scale
+            for k in older
+            if self.points[k].depth.size
+        ]
+        if not depths:
+            return {}
+        cell = c.place_cell * float(np.median(depths))
+        if not (np.isfinite(cell) and cell > 0):
+            return {}
+        budget = c.max_keyframes // 4
+        ordered = [k for k in older if k in self._places] + [k for k in older if k not in self._places]
+        index = {k: i for i, k in enumerate(self.reference_order)}
+        claimed: dict[tuple[int, ...], int] = {}
+        kept: dict[int, int | None] = {}
+        size = 0
+        for k in ordered:
+            key = place_key(poses[k], cell)
+            if key in claimed:
+                continue
+            j = index[k] + 1
+            successor = self.reference_order[j] if j < len(self.reference_order) else None
+            if successor is not None and self._reference_seq.get(successor) != self._reference_seq[k] + 1:
+                successor = None  # not its neighbour in time (dropped by an earlier re-seed)
+            if size + 1 + (successor is not None) > budget:
+                break
+            claimed[key] = k
+            kept[k] = successor
+            size += 1 + (successor is not None)
+        return kept
 
     def _store_points(self, prediction: Any, i: int, kf: Any, reference_camera: str | None) -> None:
         depth = np.asarray(prediction.depth[i], np.float32)
@@ -320,6 +400,8 @@ class BackEnd:
             jpeg = buf.tobytes() if ok_jpeg else None
             self.places.add(kf.id, image)
             self.reference_order.append(kf.id)
+            self._reference_seq[kf.id] = self._reference_count
+            self._reference_count += 1
         # Window depth is in window units; node units are window units (the node's scale is the
         # window's, see node_sim3).
         self.points[kf.id] = KeyframePoints(
@@ -377,13 +459,17 @@ class BackEnd:
         return events
 
     def _neighbour(self, kf_id: int, step: int) -> int | None:
+        """The reference keyframe inserted ``step`` (+1 or -1) after ``kf_id``, when still stored
+        (a kept place's neighbours are mostly gone)."""
         order = self.reference_order
         if kf_id not in order:
             return None
         j = order.index(kf_id) + step
-        if 0 <= j < len(order) and self.points[order[j]].jpeg is not None:
-            return order[j]
-        return None
+        if not 0 <= j < len(order) or self.points[order[j]].jpeg is None:
+            return None
+        if self._reference_seq.get(order[j]) != self._reference_seq.get(kf_id, -2) + step:
+            return None
+        return order[j]
 
     def verify(self, query_id: int, candidate: LoopCandidate, predictor: Any) -> LoopEvent:
         """Verify one candidate with a VGGT window (see the module docstring)."""
@@ -508,14 +594,16 @@ class BackEnd:
         d = depth_v[stored.rows, stored.cols]
         return d, np.isfinite(d) & (d > 0)
 
-    def _units(self, prediction: Any, ids: list[int], to_g: Sim3) -> dict[int, float]:
-        """Each keyframe's unit (the size of one of its node units in G) as the verification
-        window ``prediction`` (frames in ``ids`` order, G <- window ``to_g``) sees it: the
+    def _units(
+        self, prediction: Any, ids: list[int], to_g: Sim3, measure: bool | None = None
+    ) -> dict[int, float]:
+        """Each keyframe's unit (the size of one of its node units in G) as the window
+        ``prediction`` (frames in ``ids`` order, G <- window ``to_g``) sees it: the
         confidence-weighted median of its window depth over its stored depth at the stored
-        pixels, times the window's scale. The creation unit (``loop.measured_scale`` off, or too
-        few valid pixels) otherwise."""
+        pixels, times the window's scale. The creation unit (``measure`` false, by default
+        ``loop.measured_scale``, or too few valid pixels) otherwise."""
         units = {k: self.graph.node_scale(k) for k in ids}
-        if not self.config.measured_scale:
+        if not (self.config.measured_scale if measure is None else measure):
             return units
         for i, k in enumerate(ids):
             sampled = self._window_depth_at_stored(prediction, i, k)
@@ -540,13 +628,15 @@ class BackEnd:
         too."""
         if old_id not in self._nodes or new_id not in self._nodes:
             return
-        first, last = self._nodes.index(old_id), self._nodes.index(new_id)
-        if last <= first:
+        first = self._nodes.index(old_id)
+        # Fixed nodes (anchors, kept places) stay where they are and carry no share.
+        after = [k for k in self._nodes[first + 1 :] if k not in self._anchors]
+        if new_id not in after:
             return
+        last = after.index(new_id) + 1
         poses, moved = self.graph.poses(), {}
-        for j in range(first + 1, len(self._nodes)):
-            k = self._nodes[j]
-            share = min(1.0, (j - first) / (last - first))
+        for j, k in enumerate(after, start=1):
+            share = min(1.0, j / last)
             moved[k] = interpolate_correction(correction, share) @ poses[k]
         self.graph.reoptimize_from(moved)
 

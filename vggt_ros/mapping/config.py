@@ -350,9 +350,19 @@ class LoopConfig(_Validated):
     optimisation."""
     max_keyframes: int = 2000
     """Keyframes in the pose graph, the place database and the point store. Beyond it the graph
-    is re-seeded with the newest half (their current poses, the edges between them): memory and
-    cost per keyframe stay bounded; loops to older keyframes can no longer close, their points
-    leave a rebuilt map, their poses stay where they were last optimised."""
+    is re-seeded with the newest half (their current poses, the edges between them) and the
+    kept places (``keep_places``): memory and cost per keyframe stay bounded; loops to the other
+    older keyframes can no longer close, their points leave a rebuilt map, their poses stay
+    where they were last optimised."""
+    keep_places: bool = True
+    """At a re-seed, also keep one reference keyframe (with its successor) per place of the part
+    dropped (a cell of ``place_cell`` x the scene depth and a 45-degree sector of viewing
+    direction), fixed where it was last optimised, with its stored points and place entry, up
+    to a quarter of ``max_keyframes``: later passes still close loops on the first map of a
+    place, which holds their scale and position against drift, and a rebuilt map keeps the
+    places not visited lately. False: the newest half only (before 2026-12-05)."""
+    place_cell: float = 0.5
+    """Side of a kept place's cell, as a share of the keyframes' median scene depth."""
     cooldown_keyframes: int = 10
     """After a closed loop, this many reference keyframes are not searched for loops (a robot
     going round the same place again would otherwise close a loop at every keyframe)."""
@@ -363,6 +373,12 @@ class LoopConfig(_Validated):
     """Of its relative translation, as a share of the scene depth."""
     odometry_scale_sigma: float = 0.03
     """Of the log of its relative scale."""
+    odometry_measured_scale: bool = True
+    """A window's edges take each keyframe it shares with the map at the unit the window
+    measures for it (its depth there against its stored depth, times the window's scale in
+    the map), which is the unit the back end's corrections have given it; false: the unit it
+    was created with, which makes every earlier correction of its scale a scale step of the
+    edges to the new keyframes (the map grew x1.5-2 in long runs; before 2026-12-05)."""
     odometry_sigma_disagreement: float = 0.1
     """A window's edge standard deviations are multiplied by 1 + d / this, at most 10x, where d
     is the window's median relative residual to the map (chaining's acceptance statistic): a
@@ -412,7 +428,15 @@ class LoopConfig(_Validated):
         self._non_negative("sensor_translation_share")
         self._choice("place_recognition", PLACE_RECOGNITION)
         self._fraction("encoder_min_similarity", -1.0, 1.0)
-        for name in ("enabled", "sensor_odometry", "spread_correction"):
+        self._positive("place_cell")
+        for name in (
+            "enabled",
+            "sensor_odometry",
+            "spread_correction",
+            "keep_places",
+            "measured_scale",
+            "odometry_measured_scale",
+        ):
             if not isinstance(getattr(self, name), bool):
                 _fail(self._section, name, getattr(self, name), "must be true or false")
 

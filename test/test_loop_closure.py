@@ -669,24 +669,30 @@ def test_a_reseed_keeps_one_keyframe_per_place_of_what_it_drops() -> None:
     assert sorted(without.graph.poses()) == recent and sorted(without.points) == recent
 
 
-@pytest.mark.parametrize("measured", [True, False])
-def test_window_edges_take_the_shared_keyframes_current_unit(measured: bool) -> None:
-    """A later window is aligned on the map as the back end moved it: here the map holds
-    keyframe 1 at twice the unit it was created with (the window sees its depth as stored, and
-    its alignment scale is 2). With ``loop.odometry_measured_scale`` the edge to the new
-    keyframe 2 takes keyframe 1 at that unit (relative scale 1, the window's 0.5 m step in
-    keyframe 1's units at unit 2); with the creation unit it restates the correction as a
-    doubling of scale and distance, which compounds window after window."""
-    config = LoopConfig(min_gap_keyframes=3, min_matches=8, odometry_measured_scale=measured)
+@pytest.mark.parametrize("current", [True, False])
+def test_window_edges_take_the_shared_keyframes_current_unit(current: bool) -> None:
+    """A later window is aligned on the map as the back end moved it. Here a (tight) loop edge
+    has doubled keyframe 1's unit since it was created; the next window sees it as the map
+    holds it (alignment scale 2). With ``loop.odometry_current_unit`` the edge to the new
+    keyframe 2 takes keyframe 1 at its current unit (relative scale 1, the window's 0.5 m step
+    in keyframe 1's units); with the creation unit it restates the correction as a doubling
+    of scale and distance, which compounds window after window."""
+    from vggt_ros.mapping.pose_graph import EdgeSigmas
+
+    config = LoopConfig(min_gap_keyframes=3, min_matches=8, odometry_current_unit=current)
     backend = BackEnd(config, ChainingConfig())
     backend.add_window(_Window(0), [_Kf(0), _Kf(1)], Sim3.identity(), 0.0, "cam")
+    doubled = Sim3(2.0, np.eye(3), np.array([0.5, 0.0, 0.0]))
+    backend.graph.add_loop(0, 1, doubled, EdgeSigmas(rotation=1e-3, translation=1e-3, log_scale=1e-3))
+    backend.graph.reoptimize_from({1: doubled})
+    assert backend.graph.pose(1).scale == pytest.approx(2.0, rel=0.01)
     to_g = Sim3(2.0, np.eye(3), np.array([0.5, 0.0, 0.0]))
     backend.add_window(_Window(1), [_Kf(1), _Kf(2)], to_g, 0.01, "cam")
     a, b, relative, _, loop = backend._edges[-1]
     assert (a, b, loop) == (1, 2, False)
-    expected = 1.0 if measured else 2.0
-    assert relative.scale == pytest.approx(expected, rel=1e-3)
-    np.testing.assert_allclose(relative.translation, [0.5 * expected, 0.0, 0.0], atol=1e-3)
+    expected = 1.0 if current else 2.0
+    assert relative.scale == pytest.approx(expected, rel=0.01)
+    np.testing.assert_allclose(relative.translation, [0.5 * expected, 0.0, 0.0], atol=0.01)
 
 
 def test_place_keys_split_positions_and_viewing_directions() -> None:

@@ -373,12 +373,12 @@ class LoopConfig(_Validated):
     """Of its relative translation, as a share of the scene depth."""
     odometry_scale_sigma: float = 0.03
     """Of the log of its relative scale."""
-    odometry_measured_scale: bool = True
-    """A window's edges take each keyframe it shares with the map at the unit the window
-    measures for it (its depth there against its stored depth, times the window's scale in
-    the map), which is the unit the back end's corrections have given it; false: the unit it
-    was created with, which makes every earlier correction of its scale a scale step of the
-    edges to the new keyframes (the map grew x1.5-2 in long runs; before 2026-12-05)."""
+    odometry_current_unit: bool = True
+    """A window's edges take each keyframe it shares with the map at its current unit in the
+    graph: the scale the back end's corrections have given it, at which the window was aligned
+    on the map. False: the unit it was created with, which turns every earlier correction of
+    its scale into a scale (and distance) step to the new keyframes; the steps compound (the
+    map's passes drifted apart x1.5-2 in long runs; before 2026-12-05)."""
     odometry_sigma_disagreement: float = 0.1
     """A window's edge standard deviations are multiplied by 1 + d / this, at most 10x, where d
     is the window's median relative residual to the map (chaining's acceptance statistic): a
@@ -435,7 +435,7 @@ class LoopConfig(_Validated):
             "spread_correction",
             "keep_places",
             "measured_scale",
-            "odometry_measured_scale",
+            "odometry_current_unit",
         ):
             if not isinstance(getattr(self, name), bool):
                 _fail(self._section, name, getattr(self, name), "must be true or false")

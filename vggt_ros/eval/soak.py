@@ -84,7 +84,8 @@ def load_frames(bag: Path, options: ReplayOptions | None = None) -> tuple[list[A
 
 def load_ground_truth(bag: Path, camera_id: str, options: ReplayOptions | None = None) -> Trajectory | None:
     """Ground-truth poses of camera ``camera_id``'s optical frame (in the ground truth's world) over
-    one pass of the bag, or None when the bag has none (see ``vggt-ros eval --ground-truth``)."""
+    one pass of the bag, or None when the bag has none (the `vggt-ros eval` default: the
+    ``/ground_truth/pose`` topic)."""
     topics = {t: i.msgtype for t, i in bags.bag_topics(bag).items()}
     o = resolve_options(options or ReplayOptions(odom_topic=""), topics)
     ctx = _read_context(bag, o, topics)

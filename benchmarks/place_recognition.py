@@ -35,6 +35,7 @@ import torch
 
 from vggt_ros.eval.procedural import ProceduralSettings
 from vggt_ros.eval.procedural.render import render_sequence
+from vggt_ros.mapping.config import LoopConfig
 from vggt_ros.mapping.loops import OrbPlaceRecognizer
 from vggt_ros.model.checkpoint import load_model
 from vggt_ros.model.embedded import choose_model
@@ -68,6 +69,12 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--every", type=int, default=4, help="keyframe every N frames")
     ap.add_argument("--min-gap", type=int, default=15)
+    ap.add_argument(
+        "--orb-fast-threshold",
+        type=int,
+        default=None,
+        help="ORB's FAST threshold (default: loop.orb_fast_threshold)",
+    )
     ap.add_argument("--radius", type=float, default=1.0)
     ap.add_argument("--angle", type=float, default=30.0)
     ap.add_argument("--threshold", type=float, default=0.5, help="encoder cosine to accept a match")
@@ -75,6 +82,7 @@ def main() -> int:
     ap.add_argument("--shortlist", type=int, default=3, help="encoder+orb: candidates checked")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    fast_threshold = args.orb_fast_threshold or LoopConfig().orb_fast_threshold
     choice = choose_model(args.checkpoint, args.config)
     model, _ = load_model(choice.source, config=choice.config, device="cpu")
     model.eval()
@@ -87,7 +95,7 @@ def main() -> int:
         keys = list(range(0, seq.num_frames, args.every))
         poses = seq.cam_to_world[keys]
         images = seq.images[keys]
-        orb = OrbPlaceRecognizer(min_gap=args.min_gap)
+        orb = OrbPlaceRecognizer(min_gap=args.min_gap, fast_threshold=fast_threshold)
         desc = encoder_descriptors(model, images, (140, 182))
         per = {m: {"revisit_queries": 0, "returned": 0, "true": 0, "found": 0} for m in totals}
         for q in range(len(keys)):

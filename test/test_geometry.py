@@ -328,3 +328,29 @@ def test_image_transform_edges_numpy_and_mask():
         tf.original_to_model_points(np.zeros((4, 3)))
     with pytest.raises(ValueError, match=r"\[\.\.\., 3, 3\]"):
         tf.intrinsics_to_model(np.eye(4))
+
+
+def _wall_camera(x: float, yaw_deg: float = 0.0) -> np.ndarray:
+    """Camera at (x, 0, 0) looking along +z (turned ``yaw_deg`` about the y axis)."""
+    a = math.radians(yaw_deg)
+    T = np.eye(4)
+    T[:3, :3] = [[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]]
+    T[0, 3] = x
+    return T
+
+
+def test_view_overlap_of_a_wall_by_hand() -> None:
+    """A wall 4 m ahead, 64 px wide images with f = 32: each camera sees 8 m of it. Shifted by
+    2 m the other camera sees 6 of those 8 m; turned away it sees none; a nearer surface in
+    front of the second camera (an occluder) hides all of it."""
+    from vggt_ros.geometry.overlap import view_overlap
+
+    K = np.array([[32.0, 0, 31.5], [0, 32.0, 23.5], [0, 0, 1]])
+    wall = np.full((48, 64), 4.0)
+    same = _wall_camera(0.0)
+    assert view_overlap(wall, K, same, wall, K, same, step=1) == pytest.approx(1.0)
+    assert view_overlap(wall, K, same, wall, K, _wall_camera(2.0), step=1) == pytest.approx(0.75, abs=0.02)
+    assert view_overlap(wall, K, same, wall, K, _wall_camera(0.0, 180.0), step=1) == 0.0
+    assert view_overlap(wall, K, same, np.full((48, 64), 2.0), K, _wall_camera(2.0), step=1) == 0.0
+    unknown = np.full((48, 64), np.nan)
+    assert view_overlap(unknown, K, same, wall, K, same) == 0.0

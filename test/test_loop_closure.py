@@ -61,6 +61,45 @@ def test_orb_retrieval_finds_the_revisits_and_nothing_else(revisit) -> None:
     assert places.vocabulary is not None  # retrieval ran on the word vectors, not brute force
 
 
+def test_orb_finds_the_revisits_in_a_dim_low_contrast_room(revisit) -> None:
+    """The same orbit at 15 % of its contrast (a dim, plain room): OpenCV's default FAST
+    threshold finds almost no corners and no loop; the default ``loop.orb_fast_threshold``
+    finds the revisits, and still only true ones."""
+    pos = revisit.cam_to_world[:, :3, 3]
+
+    def hits(places: OrbPlaceRecognizer) -> list[tuple[int, int]]:
+        found = []
+        for k in range(0, revisit.num_frames, 2):
+            image = np.asarray(revisit.images[k], np.float32)
+            dim = np.clip(90 + 0.15 * (image - image.mean()), 0, 255).astype(np.uint8)
+            places.add(k, dim)
+            found += [(k, c.keyframe_id) for c in places.candidates(k)]
+        return found
+
+    assert hits(OrbPlaceRecognizer(min_gap=20, fast_threshold=20)) == []
+    found = hits(OrbPlaceRecognizer(min_gap=20, fast_threshold=LoopConfig().orb_fast_threshold))
+    assert len(found) >= 3 and all(k >= 100 for k, _ in found), found
+    assert all(np.linalg.norm(pos[k] - pos[o]) < 1.0 for k, o in found), found
+
+
+def test_orb_counts_no_inliers_where_ransac_finds_no_model(revisit, monkeypatch) -> None:
+    """Where RANSAC finds no fundamental matrix OpenCV returns None and a mask it never wrote
+    (its memory's leftovers: seen as 831 "inliers" of 24 matches, a false candidate)."""
+    from vggt_ros.mapping import loops
+
+    places = OrbPlaceRecognizer()
+    places.add(0, revisit.images[0])
+    places.add(1, revisit.images[1])
+    a, b = places._entries[0], places._entries[1]
+    assert places._consistent_matches(a, b) >= places.min_matches  # neighbours: a real model
+
+    def no_model(src, dst, *args):  # noqa: ANN001, ANN002, ANN202
+        return None, np.full((len(src), 1), 255, np.uint8)
+
+    monkeypatch.setattr(loops.cv2, "findFundamentalMat", no_model)
+    assert places._consistent_matches(a, b) == 0
+
+
 def _thumbnails(images) -> np.ndarray:  # noqa: ANN001
     """A stand-in for encoder tokens: [N, 192] 8x8 colour thumbnails (image content only)."""
     import cv2
@@ -372,7 +411,7 @@ def test_a_wrong_loop_between_look_alike_places_is_rejected() -> None:
 def test_eval_reports_loops_and_ape_before_and_after(revisit, tmp_path) -> None:
     from vggt_ros.eval.generate import write_sequence_bag
     from vggt_ros.eval.replay import replay_bag
-    from vggt_ros.eval.report import write_report
+    from vggt_ros.eval.report import LOOP_TRUE_OVERLAP, write_report
 
     bag = write_sequence_bag(revisit, tmp_path / "revisit")
     fake = FakePredictor([sequence_tuple(revisit)], seed=5, drift_scale=0.08, drift_rotation_deg=0.8)
@@ -388,6 +427,11 @@ def test_eval_reports_loops_and_ape_before_and_after(revisit, tmp_path) -> None:
         and loops["false_accepted"] == 0
     )
     assert all(e["true"] for e in loops["events"] if e["accepted"])
+    # Truth is the ground-truth view overlap (the bag has depth and camera_info); the distance
+    # is reported beside it.
+    for e in loops["events"]:
+        assert e["true"] == (e["ground_truth_overlap"] >= LOOP_TRUE_OVERLAP), e
+        assert e["ground_truth_distance_m"] >= 0 and 0 <= e["view_overlap"] <= 1, e
     # The report carries both numbers. (On this replay the three loops correct little: their
     # verification windows are as noisy as the chained ones; the pipeline test above and
     # test_pose_graph show the gains when the loop is better than the accumulated drift.)
@@ -395,6 +439,7 @@ def test_eval_reports_loops_and_ape_before_and_after(revisit, tmp_path) -> None:
     assert loops["chained_ape_percent_of_length"] > 0
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Loop closure" in text and "as chained" in text
+    assert "views share (window / truth)" in text and "accepted (true)" in text
 
 
 def test_loop_rich_procedural_paths_come_back() -> None:
@@ -509,10 +554,30 @@ def _corridor_back_end(keyframes: int, **loop: float) -> BackEnd:
     return backend
 
 
+@pytest.mark.parametrize("min_overlap", [0.4, 0.0])
+def test_a_loop_between_views_that_share_little_is_rejected(min_overlap: float) -> None:
+    """``loop.min_view_overlap``: a verification window that places the query 2.5 m along the
+    wall from the candidate (each sees 3.84 m of it: they share 35 %) agrees with the map in
+    every other respect, and is refused for that alone; 1.5 m apart (61 % shared) it is closed."""
+    far = _corridor_back_end(21, min_view_overlap=min_overlap)
+    event = far.verify(20, LoopCandidate(15, 100), _Echo(CORRIDOR_DEPTH, CORRIDOR_K, (2.5, 2.0, 0.0, 0.5)))
+    assert event.view_overlap == pytest.approx(1 - 2.5 / 3.84, abs=0.05)  # every 4th pixel
+    assert event.correction_m == pytest.approx(0.0, abs=0.05)  # the map agrees: only the overlap fails
+    if min_overlap:
+        assert not event.accepted and "views share 0.3" in event.reason, event
+        assert far.graph.stats.loop_edges == 0
+    else:
+        assert event.accepted, event
+    near = _corridor_back_end(21, min_view_overlap=min_overlap)
+    event = near.verify(20, LoopCandidate(17, 100), _Echo(CORRIDOR_DEPTH, CORRIDOR_K, (1.5, 1.0, 0.0, 0.5)))
+    assert event.accepted and event.view_overlap == pytest.approx(1 - 1.5 / 3.84, abs=0.06), event
+
+
 def test_large_corrections_need_a_second_loop_that_implies_the_same() -> None:
     """With ``loop.confirmation_keyframes``, a loop refused only for the size of its correction
-    is held; a later one that implies the same correction accepts both, one that implies another
-    replaces it, and one too old to pair with it does not confirm it. The echo network puts each
+    is held; a later one that implies the same correction, closing on another old keyframe,
+    accepts both; one that implies another replaces it, and one too old to pair with it or
+    closing on the same old keyframe does not confirm it. The echo network puts each
     query where its candidate is: query k with candidate k - 20 implies -10 m along x."""
     echo = _Echo(CORRIDOR_DEPTH, CORRIDOR_K, CONSISTENT_ECHO)
     # Within 10 % of the path: this degenerate scene (a flat wall) aligns to about 5 %.
@@ -550,6 +615,16 @@ def test_large_corrections_need_a_second_loop_that_implies_the_same() -> None:
     stale.verify(18, LoopCandidate(0, 100), echo)  # implies -9 m
     late = stale.verify(23, LoopCandidate(5, 100), echo)  # also -9 m, but 5 keyframes later
     assert late.held and not late.accepted and "5 keyframes old" in late.reason, late
+
+    # A second loop to the same old keyframe repeats the first one's evidence (a look-alike
+    # view seen again from the next keyframe): it replaces the held loop, it does not confirm it.
+    same = _corridor_back_end(24, **confirm)
+    same.verify(20, LoopCandidate(0, 100), echo)
+    again = same.verify(21, LoopCandidate(0, 100), echo)  # implies -10.5 m: would agree
+    assert again.held and not again.accepted and "closes on keyframe 0 as the held loop does" in again.reason
+    assert same.graph.stats.loop_edges == 0
+    other_old = same.verify(22, LoopCandidate(2, 100), echo)
+    assert other_old.accepted and other_old.confirmed_by == 21, other_old
 
     bounded = _corridor_back_end(24, confirmation_keyframes=3, confirmed_max_correction_ratio=0.5)
     refused = bounded.verify(20, LoopCandidate(0, 100), echo)  # a jump as long as the path
@@ -729,7 +804,9 @@ def test_loops_measure_the_scale_of_the_new_keyframes(measured: bool) -> None:
         "confirmation_max_ratio": 0.1,
         "confirmed_max_correction_ratio": 2.0,
     }
-    backend = _corridor_back_end(24, measured_scale=measured, **confirm)
+    # min_view_overlap off: this echo's frames see walls at 6 and 3 m from one spot, which no
+    # real window would (their surfaces do not overlap); the units are what is tested here.
+    backend = _corridor_back_end(24, measured_scale=measured, min_view_overlap=0.0, **confirm)
     backend.verify(20, LoopCandidate(0, 100), echo)
     assert backend.verify(21, LoopCandidate(1, 100), echo).accepted
     scale = backend.graph.pose(21).scale

@@ -180,6 +180,9 @@ class ReplayResult:
         loops: every verified loop candidate (``vggt_ros.mapping.backend.LoopEvent``).
         keyframe_stamps: stamps of the keyframes the loops name.
         warm_up: what :func:`warm_up_predictor` ran before the replay, or None.
+        reference_camera_info: the reference camera's camera_info intrinsics [3, 3] and the
+            (H, W) they are for, or None without camera_info (the loop report's ground-truth
+            view overlap needs the true camera, not the pipeline's estimate).
     """
 
     estimate: Trajectory
@@ -205,6 +208,7 @@ class ReplayResult:
     loops: list[Any] = field(default_factory=list)
     keyframe_stamps: dict[int, float] = field(default_factory=dict)
     warm_up: dict[str, Any] | None = None
+    reference_camera_info: tuple[np.ndarray, tuple[int, int]] | None = None
 
     @property
     def metric(self) -> bool:
@@ -622,7 +626,17 @@ def replay_bag(
             for e_id in (event.query_id, event.candidate_id)
             if (info := pipeline.keyframe(e_id)) is not None
         },
+        reference_camera_info=_reference_camera_info(ctx, o),
     )
+
+
+def _reference_camera_info(ctx: _Context, o: ReplayOptions) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """camera_info intrinsics of the first image topic and the (H, W) they are for, or None."""
+    topic = (o.camera_info_topics or [""])[0]
+    if not topic or topic not in ctx.camera_info:
+        return None
+    K, hw, _ = ctx.camera_info[topic]
+    return np.asarray(K, np.float64), (int(hw[0]), int(hw[1]))
 
 
 def _make_frame(

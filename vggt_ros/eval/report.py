@@ -33,6 +33,7 @@ from vggt_ros.eval.metrics import (
     trajectory_errors,
 )
 from vggt_ros.eval.replay import KeyframeRecord, ReplayResult
+from vggt_ros.geometry.overlap import view_overlap
 
 logger = logging.getLogger(__name__)
 ALIGN_CHOICES = ("auto", "sim3", "se3", "none")
@@ -165,13 +166,46 @@ def window_accuracy(result: ReplayResult) -> dict[str, Any]:
     }
 
 
-LOOP_TRUE_DISTANCE_M = 1.0  # a loop is true when its two cameras stood this close (ground truth)
+LOOP_TRUE_OVERLAP = 0.3  # a loop is true when its two cameras see this much of one surface ...
+LOOP_TRUE_DISTANCE_M = 1.0  # ... or, without ground-truth depth, stood this close (ground truth)
 
 
-def loop_report(result: ReplayResult, alignment: str, rpe_delta: int) -> dict[str, Any]:
+def _loop_overlap(result: ReplayResult, ids: tuple[int, int], poses: np.ndarray) -> float | None:
+    """The smaller share of either keyframe's ground-truth surface that the other sees, or None
+    without ground-truth depth for both or the camera's camera_info."""
+    depths = [result.gt_depth_by_keyframe.get(k) for k in ids]
+    if any(d is None for d in depths) or result.reference_camera_info is None:
+        return None
+    K, (h, w) = result.reference_camera_info
+    K = K.copy()  # camera_info of another resolution than the depth images: scale it
+    K[0] *= depths[0].shape[1] / w
+    K[1] *= depths[0].shape[0] / h
+    a_in_b = view_overlap(depths[0], K, poses[0], depths[1], K, poses[1])
+    b_in_a = view_overlap(depths[1], K, poses[1], depths[0], K, poses[0])
+    return min(a_in_b, b_in_a)
+
+
+def _offset_error(measured: np.ndarray, truth: np.ndarray, metres_per_unit: float) -> dict[str, float]:
+    """How far a loop's measured offset (the new camera in the old one, [4, 4], G units) is
+    from the ground truth's ([4, 4], metres), at the run's scale (metres per G unit)."""
+    moved = float(np.linalg.norm(metres_per_unit * measured[:3, 3] - truth[:3, 3]))
+    cos = (np.trace(measured[:3, :3].T @ truth[:3, :3]) - 1.0) / 2.0
+    turned = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    return {"offset_error_m": moved, "offset_error_deg": turned}
+
+
+def loop_report(
+    result: ReplayResult, alignment: str, rpe_delta: int, metres_per_unit: float | None = None
+) -> dict[str, Any]:
     """Loop closures of a replay: verified / accepted / rejected, how many accepted ones are
-    true (their keyframes' ground-truth camera centres within ``LOOP_TRUE_DISTANCE_M``), and the
-    trajectory's APE before (as chained) and after the pose-graph optimisation."""
+    true, and the trajectory's APE before (as chained) and after the pose-graph optimisation.
+
+    A loop is true when its two keyframes show the same place: with ground-truth depth, each
+    camera sees at least ``LOOP_TRUE_OVERLAP`` of the other's surface (:func:`view_overlap`,
+    the smaller of the two shares); without it, their ground-truth camera centres lie within
+    ``LOOP_TRUE_DISTANCE_M``. Both figures are in every event's row where they can be
+    computed, with how far the loop's measured offset is from the ground truth's.
+    """
     from vggt_ros.mapping.export.trajectory import interpolate
 
     events = result.loops
@@ -193,6 +227,9 @@ def loop_report(result: ReplayResult, alignment: str, rpe_delta: int) -> dict[st
             "similarity": _finite_or_none(e.similarity),
             "correction": float(e.correction_m),
             "path_since": float(e.path_since_m),
+            "view_overlap": _finite_or_none(getattr(e, "view_overlap", float("nan"))),
+            "correction_deg": _finite_or_none(e.correction_deg),
+            "correction_scale": _finite_or_none(getattr(e, "correction_scale", float("nan"))),
         }
         stamps = [result.keyframe_stamps.get(int(k)) for k in (e.query_id, e.candidate_id)]
         if gt is not None and len(gt) > 1 and None not in stamps:
@@ -200,7 +237,16 @@ def loop_report(result: ReplayResult, alignment: str, rpe_delta: int) -> dict[st
             if ok.all():
                 distance = float(np.linalg.norm(at.poses[0][:3, 3] - at.poses[1][:3, 3]))
                 row["ground_truth_distance_m"] = distance
-                row["true"] = distance < LOOP_TRUE_DISTANCE_M
+                overlap = _loop_overlap(result, (int(e.query_id), int(e.candidate_id)), at.poses)
+                row["ground_truth_overlap"] = overlap
+                if overlap is None:
+                    row["true"] = distance < LOOP_TRUE_DISTANCE_M
+                else:
+                    row["true"] = overlap >= LOOP_TRUE_OVERLAP
+                offset = getattr(e, "offset", None)
+                if offset is not None and metres_per_unit is not None:
+                    truth = np.linalg.inv(at.poses[1]) @ at.poses[0]  # query in candidate
+                    row.update(_offset_error(offset, truth, metres_per_unit))
                 if e.accepted:
                     true_accepted += row["true"]
                     false_accepted += not row["true"]
@@ -305,7 +351,10 @@ def evaluate(
         report["depth"] = {"skipped": why}
 
     report["windows"] = window_accuracy(result)
-    report["loops"] = loop_report(result, alignment, rpe_delta)
+    # The final trajectory's Sim(3) scale turns the loops' G units into metres.
+    errors_now = details["trajectory"]
+    metres_per_unit = errors_now.scale if errors_now is not None else None
+    report["loops"] = loop_report(result, alignment, rpe_delta, metres_per_unit=metres_per_unit)
 
     # Latency, rates, drops.
     win = result.windows
@@ -429,6 +478,22 @@ def loop_lines(report: dict[str, Any]) -> list[str]:
             f"| after the pose graph | {_fmt(tr['ape_trans_m']['rmse'])} "
             f"| {_fmt(tr['ape_percent_of_length'])} |",
         ]
+    if lp.get("events"):
+        lines += [
+            "",
+            "| new | old | verdict | views share (window / truth) | truth: apart (m) "
+            "| offset error (m / deg) | reason |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for e in lp["events"]:
+            verdict = "accepted" if e["accepted"] else "rejected"
+            if "true" in e:
+                verdict += " (true)" if e["true"] else " (FALSE)"
+            lines.append(
+                f"| {e['query']} | {e['candidate']} | {verdict} | {_fmt(e.get('view_overlap'))} / "
+                f"{_fmt(e.get('ground_truth_overlap'))} | {_fmt(e.get('ground_truth_distance_m'))} "
+                f"| {_fmt(e.get('offset_error_m'))} / {_fmt(e.get('offset_error_deg'))} | {e['reason']} |"
+            )
     return [*lines, ""]
 
 

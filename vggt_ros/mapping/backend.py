@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from vggt_ros.geometry.alignment import Sim3, robust_umeyama
+from vggt_ros.geometry.overlap import view_overlap
 from vggt_ros.mapping.chaining import median_relative_residual, unproject_pixels, weighted_median
 from vggt_ros.mapping.config import ChainingConfig, LoopConfig
 from vggt_ros.mapping.frames import camera_in_odom
@@ -50,6 +51,9 @@ from vggt_ros.mapping.pose_graph import (
 
 logger = logging.getLogger(__name__)
 
+# A point of one verification frame is "seen" by another when that frame's depth there agrees
+# within this share: looser than ground truth's 0.1, the window's depth is a prediction.
+VIEW_OVERLAP_DEPTH_TOLERANCE = 0.25
 MAX_SIGMA_FACTOR = 10.0  # an edge's standard deviations grow at most this much with its window's disagreement
 
 
@@ -95,13 +99,22 @@ class LoopEvent:
         residual, inlier_ratio: of the verification window's alignment on the old keyframes.
         median_relative_residual: that alignment's median point residual / depth (as chaining's).
         correction_m, correction_deg: what the loop would move the new keyframe by (G units).
+        correction_scale: and the factor it would change its unit (scale) by.
         path_since_m: path length of the reference keyframes between the two (G units).
+        view_overlap: share of the new keyframe's surface the old one sees in the verification
+            window (and of the old one's the new one sees: the smaller), from the window's own
+            depth and poses; NaN before it was computed.
+        offset: [4, 4] the new keyframe's camera in the old one's as the loop measures it
+            (rotation, translation in G units: the old keyframe's current pose and the new
+            one's pose implied by the verification window), or None before it was computed.
         edges: (old, new) keyframe pairs added to the pose graph.
         seconds: verification time.
         held: refused only for its correction's size, and kept for confirmation
             (``loop.confirmation_keyframes``).
         confirmed_by: the query keyframe of the held loop this one confirmed (both accepted),
             or None.
+        confirmation_apart: how far apart (G units, degrees) the two loops of a confirmation
+            put the new keyframe, or None.
     """
 
     query_id: int
@@ -115,6 +128,10 @@ class LoopEvent:
     correction_m: float = float("nan")
     correction_deg: float = float("nan")
     path_since_m: float = float("nan")
+    view_overlap: float = float("nan")
+    correction_scale: float = float("nan")
+    offset: np.ndarray | None = None
+    confirmation_apart: tuple[float, float] | None = None
     edges: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
     similarity: float = float("nan")
@@ -174,6 +191,7 @@ class BackEnd:
         else:
             self.places = OrbPlaceRecognizer(
                 min_matches=config.min_matches,
+                fast_threshold=config.orb_fast_threshold,
                 min_gap=config.min_gap_keyframes,
                 max_keyframes=2 * config.max_keyframes,
             )
@@ -513,8 +531,16 @@ class BackEnd:
         current = self.graph.pose(query_id)
         event.correction_m = float(np.linalg.norm(implied.translation - current.translation))
         event.correction_deg = _angle_deg(implied.rotation.T @ current.rotation)
+        event.correction_scale = float(implied.scale / current.scale)
         event.path_since_m = self._path_length(candidate.keyframe_id, query_id)
+        old_pose = self.graph.pose(candidate.keyframe_id)
+        event.offset = np.eye(4)
+        event.offset[:3, :3] = old_pose.rotation.T @ implied.rotation
+        event.offset[:3, 3] = old_pose.rotation.T @ (implied.translation - old_pose.translation)
+        event.view_overlap = self._view_overlap(prediction, qi, ids.index(candidate.keyframe_id))
         reasons = []
+        if event.view_overlap < c.min_view_overlap:
+            reasons.append(f"views share {event.view_overlap:.2f} of their surface < {c.min_view_overlap}")
         if not np.isfinite(residual) or residual > self.chaining.max_residual:
             reasons.append(f"residual {residual:.4f} > {self.chaining.max_residual}")
         if inlier_ratio < self.chaining.min_inlier_ratio:
@@ -570,7 +596,11 @@ class BackEnd:
             self.stats["loops_rejected"] -= 1  # counted when it was held
             self.stats["loops_accepted"] += 1
             event.confirmed_by = first.event.query_id
-            event.reason = f"confirms the held loop of keyframe {first.event.query_id}"
+            apart_m, apart_deg = event.confirmation_apart or (float("nan"), float("nan"))
+            event.reason = (
+                f"confirms the held loop of keyframe {first.event.query_id} "
+                f"(they disagree by {apart_m:.3f} and {apart_deg:.1f} deg)"
+            )
             self.stats["loops_confirmed"] += 1
         else:
             event.reason = "ok"
@@ -583,6 +613,18 @@ class BackEnd:
         event.accepted = True
         event.seconds = time.perf_counter() - t0
         return event
+
+    @staticmethod
+    def _view_overlap(prediction: Any, a: int, b: int) -> float:
+        """The smaller share of frame a's and frame b's surface that the other frame sees, from
+        the window's depth and poses (its own frame: no map estimate enters)."""
+        depth = [np.asarray(prediction.depth[i], np.float64) for i in (a, b)]
+        ks = [np.asarray(prediction.model_intrinsics[i], np.float64) for i in (a, b)]
+        poses = [np.asarray(prediction.cam_to_world[i], np.float64) for i in (a, b)]
+        tolerance = VIEW_OVERLAP_DEPTH_TOLERANCE
+        a_in_b = view_overlap(depth[0], ks[0], poses[0], depth[1], ks[1], poses[1], tolerance=tolerance)
+        b_in_a = view_overlap(depth[1], ks[1], poses[1], depth[0], ks[0], poses[0], tolerance=tolerance)
+        return min(a_in_b, b_in_a)
 
     def _window_depth_at_stored(
         self, prediction: Any, i: int, kf_id: int
@@ -643,7 +685,8 @@ class BackEnd:
 
     def _confirms(self, held: _HeldLoop) -> str | None:
         """None when ``held`` confirms the loop held before it (both imply the same correction
-        for ``held``'s keyframe, within ``loop.confirmation_keyframes``); else why not."""
+        for ``held``'s keyframe, within ``loop.confirmation_keyframes``, and close on different
+        old keyframes); else why not."""
         c, event = self.config, held.event
         first = self._held
         if first is None or any(k not in self.graph for o, n, _ in first.edges for k in (o, n)):
@@ -652,6 +695,10 @@ class BackEnd:
         gap = order.index(event.query_id) - order.index(first.event.query_id)
         if gap > c.confirmation_keyframes:
             return f"held for confirmation (the held loop is {gap} keyframes old)"
+        if event.candidate_id == first.event.candidate_id:
+            # The same old image seen again from the next keyframes repeats the first loop's
+            # mistake if it was one (a look-alike view from metres away): not a second opinion.
+            return f"held for confirmation (closes on keyframe {event.candidate_id} as the held loop does)"
         current = self.graph.pose(event.query_id)
         by_first, by_this = first.correction @ current, held.correction @ current
         apart_m = float(np.linalg.norm(by_first.translation - by_this.translation))
@@ -661,6 +708,7 @@ class BackEnd:
                 f"held for confirmation (disagrees with the loop of keyframe {first.event.query_id} "
                 f"by {apart_m:.3f} and {apart_deg:.1f} deg)"
             )
+        held.event.confirmation_apart = (apart_m, apart_deg)
         return None
 
     def _add_loop_edge(self, old: int, new: int, relative: Sim3, event: LoopEvent) -> None:

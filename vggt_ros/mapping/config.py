@@ -300,8 +300,19 @@ class LoopConfig(_Validated):
     a candidate."""
     min_matches: int = 40
     """Fewest geometrically consistent ORB matches (fundamental-matrix RANSAC) of a candidate."""
+    orb_fast_threshold: int = 7
+    """FAST corner threshold of the ORB features (grey levels; OpenCV's default is 20). ORB
+    keeps the 500 strongest corners, so a lower threshold only matters where corners are weak:
+    in dim, low-contrast rooms 20 finds almost none (3 per keyframe on a generated held-out
+    figure-eight) and no loop closes. 20 before 2026-12-05."""
     max_verifications: int = 1
     """Candidates verified with a VGGT window per processed window (each costs one inference)."""
+    min_view_overlap: float = 0.4
+    """A loop's two keyframes must each see at least this share of the other's surface in the
+    verification window (its own depth and poses). The window's alignment checks only the old
+    keyframes against the map; how the new one stands to them is the network's guess, and
+    between views that share little surface it is a poor one (measured: true loops 0.46-0.97,
+    a loop between cameras 2.4 m apart sharing 0.28 of their surface 0.30). 0 = off."""
     max_correction_ratio: float = 0.3
     """A loop may move the new keyframe by at most this share of the path travelled since the old
     one: drift is a few percent of the path; a wrong loop between look-alike places usually
@@ -311,9 +322,10 @@ class LoopConfig(_Validated):
     confirmation_keyframes: int = 8
     """A loop whose correction exceeds the two bounds above, but passes every other test, is
     held; a second one, found within this many reference keyframes, that implies the same
-    correction accepts both (0 = off: every large correction is refused). Drift after a long
-    lap can be larger than the bounds; a look-alike place rarely implies one wrong correction
-    twice."""
+    correction and closes on another old keyframe accepts both (0 = off: every large
+    correction is refused). Drift after a long lap can be larger than the bounds; a look-alike
+    place rarely implies one wrong correction twice, except seen again from the next keyframe
+    (the same old keyframe: since 2026-12-05 not a confirmation)."""
     confirmation_max_deg: float = 30.0
     """Two held loops imply the same correction when the rotations they give the later keyframe
     differ by at most this many degrees ..."""
@@ -404,6 +416,7 @@ class LoopConfig(_Validated):
     def __post_init__(self) -> None:
         self._integer("min_gap_keyframes", 2)
         self._integer("min_matches", 8)
+        self._integer("orb_fast_threshold", 1)
         self._integer("max_verifications", 0)
         self._integer("points_per_keyframe", 10)
         self._integer("max_keyframes", 10)
@@ -428,6 +441,7 @@ class LoopConfig(_Validated):
         self._non_negative("sensor_translation_share")
         self._choice("place_recognition", PLACE_RECOGNITION)
         self._fraction("encoder_min_similarity", -1.0, 1.0)
+        self._fraction("min_view_overlap")
         self._positive("place_cell")
         for name in (
             "enabled",

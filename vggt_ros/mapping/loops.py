@@ -84,6 +84,10 @@ class OrbPlaceRecognizer:
     Args:
         image_width: keyframes are resized to this width (grey) before feature extraction.
         features: ORB features per keyframe.
+        fast_threshold: FAST corner threshold (grey levels). OpenCV's default, 20, finds almost
+            no corners in dim, low-contrast rooms (3 per keyframe in a generated held-out
+            figure-eight); ORB keeps the ``features`` strongest corners, so a lower threshold
+            changes nothing in textured images and still finds corners in plain ones.
         ratio: Lowe's ratio test threshold.
         min_matches: fewest RANSAC-consistent matches of a candidate.
         min_gap: a candidate is at least this many stored keyframes older than the query.
@@ -97,6 +101,7 @@ class OrbPlaceRecognizer:
         self,
         image_width: int = 320,
         features: int = 500,
+        fast_threshold: int = 20,
         ratio: float = 0.8,
         min_matches: int = 40,
         min_gap: int = 10,
@@ -109,7 +114,7 @@ class OrbPlaceRecognizer:
         self.min_matches = min_matches
         self.min_gap = min_gap
         self.max_keyframes = max_keyframes
-        self._orb = cv2.ORB_create(nfeatures=features)
+        self._orb = cv2.ORB_create(nfeatures=features, fastThreshold=fast_threshold)
         self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         self.shortlist = shortlist
         self.vocabulary_keyframes = vocabulary_keyframes
@@ -166,8 +171,12 @@ class OrbPlaceRecognizer:
             return len(good) if len(good) < 8 else 0
         src = a.keypoints[[m.queryIdx for m in good]]
         dst = b.keypoints[[m.trainIdx for m in good]]
-        _, mask = cv2.findFundamentalMat(src, dst, cv2.FM_RANSAC, 1.5, 0.99)
-        return int(mask.sum()) if mask is not None else 0
+        fundamental, mask = cv2.findFundamentalMat(src, dst, cv2.FM_RANSAC, 1.5, 0.99)
+        # Where RANSAC finds no model OpenCV returns no matrix and a mask it never wrote to
+        # (seen: 831 "inliers" of 24 matches): only a found model has inliers.
+        if fundamental is None or mask is None:
+            return 0
+        return int(np.count_nonzero(mask))
 
     def _shortlist(self, query: _Entry, older: list[tuple[int, _Entry]]) -> list[tuple[int, _Entry]]:
         """The stored keyframes whose words are most like the query's (tf-idf cosine)."""

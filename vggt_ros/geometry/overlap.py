@@ -1,0 +1,54 @@
+"""How much of one camera's surface another camera sees (ground truth or predicted depth)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def view_overlap(
+    depth_a: np.ndarray,
+    intrinsics_a: np.ndarray,
+    cam_to_world_a: np.ndarray,
+    depth_b: np.ndarray,
+    intrinsics_b: np.ndarray,
+    cam_to_world_b: np.ndarray,
+    step: int = 4,
+    tolerance: float = 0.1,
+) -> float:
+    """Share of camera a's surface that camera b sees too, by ground truth.
+
+    Every ``step``-th pixel of a with a valid depth is lifted to the world and projected into b;
+    it counts as seen when it lands inside b's image, in front of it, and not hidden: b's own
+    depth there agrees with its distance within ``tolerance`` (relative).
+
+    Args:
+        depth_a, depth_b: [H, W] metres along the optical axis (NaN or <= 0 where unknown).
+        intrinsics_a, intrinsics_b: [3, 3] of those depth images (pixel centres at integers).
+        cam_to_world_a, cam_to_world_b: [4, 4] camera optical frame -> world.
+
+    Returns:
+        The share in [0, 1] (0 when a has no valid depth).
+    """
+    h, w = depth_a.shape
+    v, u = np.mgrid[0:h:step, 0:w:step]
+    z = np.asarray(depth_a, np.float64)[v, u]
+    valid = np.isfinite(z) & (z > 0)
+    if not valid.any():
+        return 0.0
+    u, v, z = u[valid], v[valid], z[valid]
+    rays = np.linalg.inv(intrinsics_a) @ np.stack([u, v, np.ones_like(z)])  # [3, N]
+    world = cam_to_world_a[:3, :3] @ (rays * z) + cam_to_world_a[:3, 3:4]
+    world_to_b = np.linalg.inv(cam_to_world_b)
+    in_b = world_to_b[:3, :3] @ world + world_to_b[:3, 3:4]  # [3, N]
+    zb = in_b[2]
+    front = zb > 1e-6
+    pix = intrinsics_b @ in_b
+    ub = np.where(front, pix[0] / np.where(front, zb, 1.0), -1.0)
+    vb = np.where(front, pix[1] / np.where(front, zb, 1.0), -1.0)
+    hb, wb = depth_b.shape
+    col, row = np.rint(ub).astype(int), np.rint(vb).astype(int)
+    inside = front & (col >= 0) & (col < wb) & (row >= 0) & (row < hb)
+    seen = np.zeros_like(inside)
+    surface = np.asarray(depth_b, np.float64)[row[inside], col[inside]]
+    seen[inside] = np.isfinite(surface) & (np.abs(surface - zb[inside]) <= tolerance * zb[inside])
+    return float(seen.mean())

@@ -15,14 +15,15 @@ def view_overlap(
     step: int = 4,
     tolerance: float = 0.1,
 ) -> float:
-    """Share of camera a's surface that camera b sees too, by ground truth.
+    """Share of camera a's surface that camera b sees too (ground-truth or predicted depth).
 
     Every ``step``-th pixel of a with a valid depth is lifted to the world and projected into b;
     it counts as seen when it lands inside b's image, in front of it, and not hidden: b's own
     depth there agrees with its distance within ``tolerance`` (relative).
 
     Args:
-        depth_a, depth_b: [H, W] metres along the optical axis (NaN or <= 0 where unknown).
+        depth_a, depth_b: [H, W] depth along the optical axis, in the unit of the poses'
+            translations (NaN or <= 0 where unknown).
         intrinsics_a, intrinsics_b: [3, 3] of those depth images (pixel centres at integers).
         cam_to_world_a, cam_to_world_b: [4, 4] camera optical frame -> world.
 

@@ -354,3 +354,18 @@ def test_view_overlap_of_a_wall_by_hand() -> None:
     assert view_overlap(wall, K, same, np.full((48, 64), 2.0), K, _wall_camera(2.0), step=1) == 0.0
     unknown = np.full((48, 64), np.nan)
     assert view_overlap(unknown, K, same, wall, K, same) == 0.0
+
+
+def test_mutual_view_overlap_is_the_smaller_direction() -> None:
+    """A camera 4 m further back from the wall (8 m away) sees all of the near camera's 8 x 6 m
+    of it; the near camera sees a quarter of the far camera's 16 x 12 m: the mutual share is
+    that quarter."""
+    from vggt_ros.geometry.overlap import mutual_view_overlap, view_overlap
+
+    K = np.array([[32.0, 0, 31.5], [0, 32.0, 23.5], [0, 0, 1]])
+    near, far = _wall_camera(0.0), _wall_camera(0.0)
+    far[2, 3] = -4.0
+    near_depth, far_depth = np.full((48, 64), 4.0), np.full((48, 64), 8.0)
+    assert view_overlap(near_depth, K, near, far_depth, K, far, step=1) == pytest.approx(1.0)
+    assert view_overlap(far_depth, K, far, near_depth, K, near, step=1) == pytest.approx(0.25, abs=0.03)
+    assert mutual_view_overlap(near_depth, K, near, far_depth, K, far) == pytest.approx(0.25, abs=0.05)

@@ -33,7 +33,7 @@ from vggt_ros.eval.metrics import (
     trajectory_errors,
 )
 from vggt_ros.eval.replay import KeyframeRecord, ReplayResult
-from vggt_ros.geometry.overlap import view_overlap
+from vggt_ros.geometry.overlap import mutual_view_overlap
 
 logger = logging.getLogger(__name__)
 ALIGN_CHOICES = ("auto", "sim3", "se3", "none")
@@ -180,9 +180,7 @@ def _loop_overlap(result: ReplayResult, ids: tuple[int, int], poses: np.ndarray)
     K = K.copy()  # camera_info of another resolution than the depth images: scale it
     K[0] *= depths[0].shape[1] / w
     K[1] *= depths[0].shape[0] / h
-    a_in_b = view_overlap(depths[0], K, poses[0], depths[1], K, poses[1])
-    b_in_a = view_overlap(depths[1], K, poses[1], depths[0], K, poses[0])
-    return min(a_in_b, b_in_a)
+    return mutual_view_overlap(depths[0], K, poses[0], depths[1], K, poses[1])
 
 
 def _offset_error(measured: np.ndarray, truth: np.ndarray, metres_per_unit: float) -> dict[str, float]:
@@ -201,10 +199,11 @@ def loop_report(
     true, and the trajectory's APE before (as chained) and after the pose-graph optimisation.
 
     A loop is true when its two keyframes show the same place: with ground-truth depth, each
-    camera sees at least ``LOOP_TRUE_OVERLAP`` of the other's surface (:func:`view_overlap`,
-    the smaller of the two shares); without it, their ground-truth camera centres lie within
-    ``LOOP_TRUE_DISTANCE_M``. Both figures are in every event's row where they can be
-    computed, with how far the loop's measured offset is from the ground truth's.
+    camera sees at least ``LOOP_TRUE_OVERLAP`` of the other's surface
+    (:func:`~vggt_ros.geometry.overlap.mutual_view_overlap`); without it, their ground-truth
+    camera centres lie within ``LOOP_TRUE_DISTANCE_M``. Both figures are in every event's row
+    where they can be computed, with how far the loop's measured offset is from the ground
+    truth's.
     """
     from vggt_ros.mapping.export.trajectory import interpolate
 

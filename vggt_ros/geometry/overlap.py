@@ -53,3 +53,24 @@ def view_overlap(
     surface = np.asarray(depth_b, np.float64)[row[inside], col[inside]]
     seen[inside] = np.isfinite(surface) & (np.abs(surface - zb[inside]) <= tolerance * zb[inside])
     return float(seen.mean())
+
+
+def mutual_view_overlap(
+    depth_a: np.ndarray,
+    intrinsics_a: np.ndarray,
+    cam_to_world_a: np.ndarray,
+    depth_b: np.ndarray,
+    intrinsics_b: np.ndarray,
+    cam_to_world_b: np.ndarray,
+    tolerance: float = 0.1,
+) -> float:
+    """The smaller of :func:`view_overlap` a -> b and b -> a: the share of surface *each* camera
+    shares with the other (a camera that backed away from a wall sees all of the nearer
+    camera's view, the nearer one only part of its)."""
+    a_in_b = view_overlap(
+        depth_a, intrinsics_a, cam_to_world_a, depth_b, intrinsics_b, cam_to_world_b, tolerance=tolerance
+    )
+    b_in_a = view_overlap(
+        depth_b, intrinsics_b, cam_to_world_b, depth_a, intrinsics_a, cam_to_world_a, tolerance=tolerance
+    )
+    return min(a_in_b, b_in_a)

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from vggt_ros.geometry.alignment import Sim3, robust_umeyama
-from vggt_ros.geometry.overlap import view_overlap
+from vggt_ros.geometry.overlap import mutual_view_overlap
 from vggt_ros.mapping.chaining import median_relative_residual, unproject_pixels, weighted_median
 from vggt_ros.mapping.config import ChainingConfig, LoopConfig
 from vggt_ros.mapping.frames import camera_in_odom
@@ -621,10 +621,9 @@ class BackEnd:
         depth = [np.asarray(prediction.depth[i], np.float64) for i in (a, b)]
         ks = [np.asarray(prediction.model_intrinsics[i], np.float64) for i in (a, b)]
         poses = [np.asarray(prediction.cam_to_world[i], np.float64) for i in (a, b)]
-        tolerance = VIEW_OVERLAP_DEPTH_TOLERANCE
-        a_in_b = view_overlap(depth[0], ks[0], poses[0], depth[1], ks[1], poses[1], tolerance=tolerance)
-        b_in_a = view_overlap(depth[1], ks[1], poses[1], depth[0], ks[0], poses[0], tolerance=tolerance)
-        return min(a_in_b, b_in_a)
+        return mutual_view_overlap(
+            depth[0], ks[0], poses[0], depth[1], ks[1], poses[1], tolerance=VIEW_OVERLAP_DEPTH_TOLERANCE
+        )
 
     def _window_depth_at_stored(
         self, prediction: Any, i: int, kf_id: int

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vggt_ros.geometry.camera import depth_to_world_points, invert_rigid, project_points
+
 
 def view_overlap(
     depth_a: np.ndarray,
@@ -30,24 +32,16 @@ def view_overlap(
     Returns:
         The share in [0, 1] (0 when a has no valid depth).
     """
-    h, w = depth_a.shape
-    v, u = np.mgrid[0:h:step, 0:w:step]
-    z = np.asarray(depth_a, np.float64)[v, u]
+    depth_a = np.asarray(depth_a, np.float64)
+    world = depth_to_world_points(depth_a, invert_rigid(cam_to_world_a), intrinsics_a)[::step, ::step]
+    z = depth_a[::step, ::step]
     valid = np.isfinite(z) & (z > 0)
     if not valid.any():
         return 0.0
-    u, v, z = u[valid], v[valid], z[valid]
-    rays = np.linalg.inv(intrinsics_a) @ np.stack([u, v, np.ones_like(z)])  # [3, N]
-    world = cam_to_world_a[:3, :3] @ (rays * z) + cam_to_world_a[:3, 3:4]
-    world_to_b = np.linalg.inv(cam_to_world_b)
-    in_b = world_to_b[:3, :3] @ world + world_to_b[:3, 3:4]  # [3, N]
-    zb = in_b[2]
+    pixels, zb = project_points(world[valid], invert_rigid(cam_to_world_b), intrinsics_b)
     front = zb > 1e-6
-    pix = intrinsics_b @ in_b
-    ub = np.where(front, pix[0] / np.where(front, zb, 1.0), -1.0)
-    vb = np.where(front, pix[1] / np.where(front, zb, 1.0), -1.0)
     hb, wb = depth_b.shape
-    col, row = np.rint(ub).astype(int), np.rint(vb).astype(int)
+    col, row = (np.rint(np.where(front[:, None], pixels, -1.0)).astype(int)).T
     inside = front & (col >= 0) & (col < wb) & (row >= 0) & (row < hb)
     seen = np.zeros_like(inside)
     surface = np.asarray(depth_b, np.float64)[row[inside], col[inside]]

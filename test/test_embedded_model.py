@@ -63,6 +63,26 @@ def test_model_choice_rules() -> None:
         choose_model(None, "vggt-1b")
 
 
+def test_a_checkpoint_without_config_takes_the_config_saved_in_its_header(tmp_path: Path) -> None:
+    """``--checkpoint run.safetensors`` alone loads a compact model the trainer exported (its header
+    names the config); files without the field, torch files and repo ids keep vggt-1b."""
+    copy = tmp_path / "exported.safetensors"
+    shutil.copyfile(DEFAULT_MODEL.path, copy)
+    saved = choose_model(str(copy))
+    assert saved.config == "vggt-compact" and saved.image_size == 182
+    assert "as saved in the file" in saved.description
+    assert choose_model(str(copy), "vggt-tiny").config == "vggt-tiny"  # an explicit config wins
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({"x": torch.zeros(2)}, str(bare))
+    assert choose_model(str(bare)).config == "vggt-1b"
+    pickled = tmp_path / "weights.pt"
+    torch.save({"x": torch.zeros(2)}, pickled)
+    assert choose_model(str(pickled)).config == "vggt-1b"
+    assert choose_model(str(tmp_path / "missing.safetensors")).config == "vggt-1b"
+
+
 @pytest.fixture(scope="module")
 def demo_accuracy() -> dict:
     """The accuracy table `make demo` prints: the bundled sequence's left camera through the

@@ -47,7 +47,10 @@ def add_model_options(parser: argparse.ArgumentParser | Any) -> None:
         "--config",
         default=None,
         choices=sorted(CONFIGS),
-        help="model configuration (default: vggt-1b with --checkpoint, else the embedded model's)",
+        help=(
+            "model configuration (default: with --checkpoint the config saved in a safetensors "
+            "file's header, else vggt-1b; without, the embedded model's)"
+        ),
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument(

@@ -107,7 +107,8 @@ def choose_model(
     """Resolve the model options every tool shares.
 
     * ``untrained``: random weights of ``config`` (default the embedded model's config);
-    * a ``checkpoint``: that file or repo id with ``config`` (default ``vggt-1b``);
+    * a ``checkpoint``: that file or repo id with ``config`` (default: the config a safetensors
+      file's header names, as ``vggt-ros train`` writes it, else ``vggt-1b``);
     * neither: the embedded default model (its config and image size unless given).
 
     ``image_size`` defaults to 518 for ``vggt-1b`` and to the config's ``img_size`` otherwise.
@@ -127,9 +128,11 @@ def choose_model(
         what = f"UNTRAINED random weights ({name}); outputs are meaningless"
         return ModelChoice(None, name, size, None, what)
     if checkpoint:
-        name = config or "vggt-1b"
+        name, where = config, ""
+        if name is None:
+            name, where = _config_saved_in(str(checkpoint))
         size = image_size or get_config(name).img_size
-        return ModelChoice(str(checkpoint), name, size, None, f"checkpoint {checkpoint} ({name})")
+        return ModelChoice(str(checkpoint), name, size, None, f"checkpoint {checkpoint} ({name}{where})")
     if config and config != DEFAULT_MODEL.config:
         raise ValueError(
             f"no checkpoint given for config {config!r}: the embedded model is {DEFAULT_MODEL.config!r}; "
@@ -138,3 +141,16 @@ def choose_model(
     path = DEFAULT_MODEL.verified_path()
     size = image_size or DEFAULT_MODEL.image_size
     return ModelChoice(str(path), DEFAULT_MODEL.config, size, DEFAULT_MODEL, DEFAULT_MODEL.describe())
+
+
+def _config_saved_in(checkpoint: str) -> tuple[str, str]:
+    """``(config, note)`` for a checkpoint given without a config: the config named in a
+    safetensors file's header (files written by ``vggt-ros train`` / ``export-model`` carry it),
+    else ``vggt-1b`` (the released weights and their conversions carry none)."""
+    from vggt_ros.model.checkpoint.formats import saved_config_name
+    from vggt_ros.model.config import CONFIGS
+
+    saved = saved_config_name(checkpoint)
+    if saved in CONFIGS:
+        return saved, ", as saved in the file"
+    return "vggt-1b", ""

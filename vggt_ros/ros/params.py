@@ -71,7 +71,8 @@ NODE_PARAMS: dict[str, ParamSpec] = {
     "model.config": ParamSpec(
         "",
         "Model architecture: vggt-1b (released checkpoints), vggt-small, vggt-compact (the embedded "
-        "model), vggt-tiny (tests). Empty: vggt-1b with a checkpoint, else the embedded model's.",
+        "model), vggt-tiny (tests). Empty: with a checkpoint the config saved in its safetensors "
+        "header, else vggt-1b; without, the embedded model's.",
         choices=MODEL_CONFIGS,
         read_only=True,
     ),

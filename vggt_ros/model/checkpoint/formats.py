@@ -106,6 +106,24 @@ def _read_safetensors(
     return state, metadata
 
 
+def saved_config_name(source: str | os.PathLike[str]) -> str | None:
+    """The config name a local safetensors file says it was saved from (its header's ``config``).
+
+    Reads only the header. ``None`` for anything else: a repo id, a directory, a ``torch.save``
+    file, an unreadable file or a file without the field (the caller keeps its own default).
+    """
+    path = Path(source)
+    try:
+        if not path.is_file() or _detect_format(path) != "safetensors":
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return (f.metadata() or {}).get("config") or None
+    except Exception:  # noqa: BLE001  (a broken file is reported by the loader, with context)
+        return None
+
+
 def _read_torch(path: Path, legacy: bool) -> object:
     try:
         # weights_only: the unpickler only builds tensors and plain containers and refuses any

@@ -18,7 +18,6 @@ Figures: docs/soak.md ("The back end's cost as the graph grows").
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import sys
@@ -65,44 +64,44 @@ def _instrument(totals: dict[str, list[float]]) -> None:
 
 
 def _replay(windows: int, out: Path, totals: dict[str, list[float]]):  # noqa: ANN202
-    """A stand-in for ``vggt_ros.eval.soak.run_soak`` with the same signature: no clock."""
+    """``vggt_ros.eval.soak.run_soak`` without a clock (every window processed, in order), for
+    ``windows`` windows, writing one JSONL row per window."""
+    from vggt_ros.eval import soak
 
-    def run(frames: list[Any], period: float, pipe: Any, *_args: Any, **_kwargs: Any) -> Any:
-        from vggt_ros.eval.soak import SoakResult
+    run_soak = soak.run_soak
 
-        done, passes = 0, 0
-        with out.open("w") as f:
-            while done < windows:
-                for frame in frames:
-                    job = pipe.add_frame(dataclasses.replace(frame, stamp=frame.stamp + passes * period))
-                    if job is None:
-                        continue
-                    before = {k: list(v) for k, v in totals.items()}
-                    t0 = time.perf_counter()
-                    result = pipe.process(job)
-                    stats = pipe.back_end_stats
-                    row: dict[str, Any] = {
-                        "window": done,
-                        "ms": (time.perf_counter() - t0) * 1e3,
-                        "accepted": result.accepted,
-                        "graph_keyframes": stats.get("graph_keyframes"),
-                        "loops_accepted": stats.get("loops_accepted"),
-                        "map_points": pipe.map_size,
-                        "map_rebuilt": result.map_rebuilt,
-                        **{k: result.timings.get(k, 0.0) for k in STAGES},
-                    }
-                    for label, (ms, calls) in totals.items():
-                        ms0, calls0 = before.get(label, [0.0, 0])
-                        row[label] = round(ms - ms0, 3)
-                        row[label + " calls"] = calls - calls0
-                    f.write(json.dumps(row) + "\n")
-                    done += 1
-                    if done % 50 == 0:
-                        print(f"{done} windows, graph {row['graph_keyframes']}", file=sys.stderr)
-                    if done >= windows:
-                        break
-                passes += 1
-        return SoakResult()
+    def run(frames: list[Any], period: float, pipe: Any, *args: Any, **kwargs: Any) -> Any:
+        f = out.open("w")
+        done, before = 0, {}
+
+        def row(result: Any, ms: float) -> None:
+            nonlocal done, before
+            stats = pipe.back_end_stats
+            line: dict[str, Any] = {
+                "window": done,
+                "ms": ms,
+                "accepted": result.accepted,
+                "graph_keyframes": stats.get("graph_keyframes"),
+                "loops_accepted": stats.get("loops_accepted"),
+                "map_points": pipe.map_size,
+                "map_rebuilt": result.map_rebuilt,
+                **{k: result.timings.get(k, 0.0) for k in STAGES},
+            }
+            for label, (total_ms, calls) in totals.items():
+                ms0, calls0 = before.get(label, (0.0, 0))
+                line[label] = round(total_ms - ms0, 3)
+                line[label + " calls"] = calls - calls0
+            before = {k: tuple(v) for k, v in totals.items()}
+            f.write(json.dumps(line) + "\n")
+            done += 1
+            if done % 50 == 0:
+                print(f"{done} windows, graph {line['graph_keyframes']}", file=sys.stderr)
+
+        kwargs.update(clock=False, max_windows=windows, on_window=row)
+        try:
+            return run_soak(frames, period, pipe, *args, **kwargs)
+        finally:
+            f.close()
 
     return run
 
@@ -146,7 +145,8 @@ def main() -> int:
     _instrument(totals)
     soak.run_soak = _replay(args.windows, args.out, totals)
     soak.write_soak = lambda *_args, **_kwargs: []  # the profile is the output
-    code = cli_main(["soak", str(args.bag), "--out", str(args.out.parent), "--minutes", "1", *soak_args])
+    # --minutes only bounds the run: --windows ends it.
+    code = cli_main(["soak", str(args.bag), "--out", str(args.out.parent), "--minutes", "100000", *soak_args])
     summarize([args.out])
     return code
 

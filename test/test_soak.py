@@ -134,9 +134,22 @@ def test_soak_without_a_clock_processes_every_window(tmp_path: Path) -> None:
     )
     frames, period = load_frames(bag)
     pipeline = PerceptionPipeline(config, fake)
-    result = run_soak(frames, period, pipeline, minutes=5.0, sample_every_s=60.0, clock=False, max_windows=12)
+    seen: list[tuple[bool, float]] = []
+    result = run_soak(
+        frames,
+        period,
+        pipeline,
+        minutes=5.0,
+        sample_every_s=60.0,
+        clock=False,
+        max_windows=12,
+        on_window=lambda r, ms: seen.append((r.accepted, ms)),
+    )
     totals = result.totals
     assert totals["windows_processed"] == 12 and totals["windows_dropped"] == 0
+    # the per-window hook (benchmarks/backend_profile.py) sees every processed window once
+    assert len(seen) == 12 and all(ms > 0 for _, ms in seen)
+    assert sum(not ok for ok, _ in seen) == totals["windows_rejected"]
     assert totals["minutes"] < 2.0 and totals["passes"] >= 1
 
     code = main(

@@ -203,13 +203,16 @@ def run_soak(
     progress: Callable[[dict[str, float]], None] | None = None,
     clock: bool = True,
     max_windows: int | None = None,
+    on_window: Callable[[Any, float], None] | None = None,
 ) -> SoakResult:
     """Replay ``frames`` in a loop for ``minutes`` of wall time (see the module docstring).
 
     ``clock=False`` feeds the frames as fast as the pipeline takes them and processes every
     window on the calling thread, one after the other: nothing is dropped, so two settings
     see the same windows (latency is then the processing time). ``max_windows`` ends the run
-    after that many windows (processed or dropped) even before ``minutes``.
+    after that many windows (processed or dropped) even before ``minutes``. ``on_window(result,
+    ms)`` is called after every processed window (on the worker thread with the clock) with the
+    pipeline's WindowResult and the time from queueing to the end of processing.
     """
     import dataclasses
 
@@ -232,10 +235,13 @@ def run_soak(
             with lock:
                 counts["windows_failed"] += 1
             return
+        ms = (time.perf_counter() - queued) * 1e3
         with lock:
-            latencies.append((time.perf_counter() - queued) * 1e3)
+            latencies.append(ms)
             counts["windows_processed"] += 1
             counts["windows_rejected"] += not result.accepted
+        if on_window is not None:
+            on_window(result, ms)
 
     def work() -> None:
         while (item := jobs.get()) is not None:

@@ -47,6 +47,22 @@ def expected_ape(predictor: GroundTruthPredictor, stamps: np.ndarray, seq) -> fl
     ]
 
 
+def _evo_ape_rmse(reference: Path, estimate: Path) -> float:
+    """APE RMSE (m) of two TUM files read and Sim(3)-aligned by evo itself."""
+    from evo.core import metrics, sync
+    from evo.tools import file_interface
+
+    ref, est = sync.associate_trajectories(
+        file_interface.read_tum_trajectory_file(str(reference)),
+        file_interface.read_tum_trajectory_file(str(estimate)),
+        max_diff=0.02,
+    )
+    est.align(ref, correct_scale=True)
+    ape = metrics.APE(metrics.PoseRelation.translation_part)
+    ape.process_data((ref, est))
+    return float(ape.get_statistic(metrics.StatisticsType.rmse))
+
+
 @pytest.mark.parametrize(
     "gt",
     [None, GroundTruthSpec(tf=("world", "camera_optical_frame")), GroundTruthSpec(topic="/odom")],
@@ -117,6 +133,12 @@ def test_cli_writes_report_plots_exports_and_recording(tmp_path, seq) -> None:
     assert report["latency_ms"]["window"]["count"] == report["counts"]["windows"]
     assert report["rates"]["keyframe_ratio"] == pytest.approx(report["counts"]["keyframes"] / 16)
     assert "APE translation" in (out / "report.md").read_text()
+    assert _evo_ape_rmse(out / "ground_truth.tum", out / "trajectory.tum") == pytest.approx(
+        report["trajectory"]["ape_trans_m"]["rmse"], rel=1e-4
+    )
+    assert _evo_ape_rmse(out / "ground_truth.tum", out / "trajectory_chained.tum") == pytest.approx(
+        report["loops"]["chained_ape_rmse_m"], rel=1e-4
+    )
     for name in ("trajectory_top.png", "trajectory_error.png", "depth_error_hist.png", "depth_grid.png"):
         assert (out / name).stat().st_size > 5000, name
     exp = out / "export"

@@ -11,7 +11,8 @@
 * ``rates``: keyframes per second of bag time, share of frames that became keyframes, replay
   speed; ``dropped``: windows/frames refused by the full queue (rate mode) and undecodable images.
 
-:func:`write_report` writes ``report.json``, ``report.md`` and the plots (matplotlib, Agg).
+:func:`write_report` writes ``report.json``, ``report.md``, the trajectories as TUM files and the
+plots (matplotlib, Agg).
 """
 
 from __future__ import annotations
@@ -717,6 +718,38 @@ def write_report(
         json.dump(report, f, indent=2, allow_nan=False)
         f.write("\n")
     (out / "report.md").write_text(markdown(report, bag))
+    write_trajectories(out, result, bag)
     if plots:
         write_plots(out, result, details)
     return report
+
+
+def write_trajectories(out: Path, result: ReplayResult, bag: str = "") -> list[Path]:
+    """The keyframe trajectories as TUM files for evo and other tools: ``trajectory.tum`` (the
+    reference camera's optical frame in the map, after the pose graph), ``trajectory_chained.tum``
+    (the same keyframes as chained, before loop corrections) and ``ground_truth.tum`` (the bag's
+    ground truth, camera optical frame in its world). Not aligned: e.g. ``evo_ape tum
+    ground_truth.tum trajectory.tum --align --correct_scale``. A trajectory that is missing or
+    empty is not written."""
+    from vggt_ros.mapping.export.trajectory import write_tum
+
+    files = (
+        (
+            "trajectory.tum",
+            result.estimate,
+            "vggt_ros eval: keyframe camera (optical) -> map, after the pose graph",
+        ),
+        (
+            "trajectory_chained.tum",
+            result.chained_estimate,
+            "vggt_ros eval: keyframe camera -> map, as chained",
+        ),
+        ("ground_truth.tum", result.ground_truth, "vggt_ros eval: ground-truth camera (optical) -> world"),
+    )
+    written = []
+    for name, trajectory, comment in files:
+        if trajectory is not None and len(trajectory):
+            written.append(
+                write_tum(out / name, trajectory.sorted(), f"{comment}\nbag: {bag}" if bag else comment)
+            )
+    return written

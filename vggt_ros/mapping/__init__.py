@@ -12,6 +12,7 @@ from vggt_ros.mapping.config import (
     LoopConfig,
     MapConfig,
     PipelineConfig,
+    RefineConfig,
     ScaleConfig,
     WindowConfig,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "VoxelMap",
     "WindowBuilder",
     "WindowChainer",
+    "RefineConfig",
     "WindowConfig",
     "WindowJob",
     "WindowPoses",

@@ -455,10 +455,56 @@ class LoopConfig(_Validated):
                 _fail(self._section, name, getattr(self, name), "must be true or false")
 
 
+@dataclass
+class RefineConfig(_Validated):
+    """Window poses refined by PnP on the network's own depth (``pose_refine.py``; docs/mapping.md,
+    "Pose refinement"): each frame is placed on the previous frame of its camera from tracked
+    corners and that frame's depth, where the placement is trusted; else the camera head's pose
+    stays."""
+
+    enabled: bool = True
+    """Refine each window's poses before chaining (false: the camera head's poses as they are)."""
+    max_corners: int = 400
+    """Corners tracked per frame pair (model-resolution image)."""
+    reprojection_px: float = 2.0
+    """RANSAC inlier threshold, pixels of the model-resolution image."""
+    min_inliers: int = 20
+    """Fewest PnP inliers for a placement to be used."""
+    min_inlier_share: float = 0.5
+    """Smallest share (0-1) of the tracked corners that must be PnP inliers."""
+    max_rotation_deg: float = 5.0
+    """A placement whose rotation differs from the camera head's by more (degrees) is not used:
+    the head's rotations between close frames are good to about 2 degrees; its translations are
+    what the refinement corrects."""
+    head_tolerance_px: float = 1.0
+    """The head's own pose is kept where it reprojects the PnP inliers within this many pixels of
+    PnP's median error: PnP fits the depth's noise too, and a good head is left alone."""
+    max_step_ratio: float = 0.0
+    """When >= 1: a placement whose step (translation length) is more than this factor longer or
+    shorter than the head's is not used. 0: no limit. Where only far points are tracked (fast
+    motion) PnP's steps can shrink (up to 4x on a held-out lap), but the head's steps err more
+    on average: 1.5 and 2 gave back most of the model card's gain (docs/mapping.md)."""
+
+    _section = "refine"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            _fail(self._section, "enabled", self.enabled, "must be true or false")
+        self._integer("max_corners", 10)
+        self._positive("reprojection_px", "max_rotation_deg")
+        self._non_negative("head_tolerance_px")
+        ratio = self.max_step_ratio
+        if not (isinstance(ratio, (int, float)) and (ratio == 0 or ratio >= 1.0)):
+            _fail(self._section, "max_step_ratio", ratio, "must be 0 (no limit) or a number >= 1")
+        self._integer("min_inliers", 6)
+        self._fraction("min_inlier_share")
+
+
 def _sections() -> dict[str, type]:
     return {
         "keyframe": KeyframeConfig,
         "window": WindowConfig,
+        "refine": RefineConfig,
         "chaining": ChainingConfig,
         "scale": ScaleConfig,
         "map": MapConfig,
@@ -472,6 +518,7 @@ class PipelineConfig:
 
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     chaining: ChainingConfig = field(default_factory=ChainingConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     map: MapConfig = field(default_factory=MapConfig)

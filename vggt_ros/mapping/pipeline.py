@@ -34,6 +34,7 @@ from vggt_ros.mapping.config import PipelineConfig
 from vggt_ros.mapping.frames import camera_in_odom, map_anchor, map_to_odom
 from vggt_ros.mapping.heap import release_free_heap
 from vggt_ros.mapping.keyframes import KeyframeDecision, KeyframeSelector
+from vggt_ros.mapping.pose_refine import RefineSettings, refined_prediction
 from vggt_ros.mapping.rig import RigGrouper
 from vggt_ros.mapping.scale import ScaleEstimator, depth_ratio, odometry_ratios, rig_ratios
 from vggt_ros.mapping.types import (
@@ -171,7 +172,19 @@ class PerceptionPipeline:
                 "windows_rejected": 0,
                 "windows_without_tracks": 0,
                 "segments": 1,
+                "frames_refined": 0,
+                "frames_not_refined": 0,
             }
+            r = cfg.refine
+            self._refine_settings = RefineSettings(
+                r.max_corners,
+                r.reprojection_px,
+                r.min_inliers,
+                r.min_inlier_share,
+                r.max_rotation_deg,
+                r.head_tolerance_px,
+                r.max_step_ratio,
+            )
 
     @property
     def scale(self) -> ScaleEstimate:
@@ -278,6 +291,16 @@ class PerceptionPipeline:
             prediction = self.predictor.predict(images, job.query_points, frame_keys=keys)
         else:
             prediction = self.predictor.predict(images, job.query_points)
+        t_refine = time.perf_counter()
+        if self.config.refine.enabled:
+            prediction, refinement = refined_prediction(
+                prediction, [kf.camera_id for kf in keyframes], self._refine_settings
+            )
+            if refinement is not None:
+                self.stats["frames_refined"] += int(refinement.refined.sum())
+                self.stats["frames_not_refined"] += int(
+                    len(refinement.refined) - 1 - refinement.refined.sum()
+                )
         t1 = time.perf_counter()
         ids = [kf.id for kf in keyframes]
         new_reference: list[int] = []
@@ -395,7 +418,8 @@ class PerceptionPipeline:
             result.map_rebuilt = True
         t5 = time.perf_counter()
         result.timings = {
-            "predict_ms": (t1 - t0) * 1e3,
+            "predict_ms": (t_refine - t0) * 1e3,
+            "refine_ms": (t1 - t_refine) * 1e3,
             "chain_ms": (t2 - t1) * 1e3,
             "scale_ms": (t3 - t2) * 1e3,
             "poses_ms": (t_poses - t0) * 1e3,

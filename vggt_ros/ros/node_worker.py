@@ -173,7 +173,8 @@ class WorkerMixin:
         ):
             if key in t:
                 self.stats.stage(stage, t[key])
-        chaining = [t[k] for k in ("chain_ms", "scale_ms") if k in t]
+        # "chaining": from the network's output to the window's poses (refinement, fit, scale).
+        chaining = [t[k] for k in ("refine_ms", "chain_ms", "scale_ms") if k in t]
         if chaining:
             self.stats.stage("chaining", sum(chaining))
         if "map_ms" in t:  # after TF, odometry and path went out (pipeline on_poses)

@@ -37,7 +37,7 @@ class RateMeter:
 #   preprocess   resize / pad / upload of the window's images
 #   network      the VGGT forward pass (on the GPU: until its outputs are ready)
 #   postprocess  download, camera decoding, the Prediction
-#   chaining     Sim(3) chaining, scale, map merge, pose-graph bookkeeping
+#   chaining     window pose refinement, Sim(3) chaining, scale, pose-graph bookkeeping
 #   loops        loop verification and pose-graph optimisation (when a loop query ran)
 #   publish      TF, odometry, path (the rest of the outputs come after TF)
 #   image_to_tf  newest frame received -> its window's TF sent: what a planner waits for

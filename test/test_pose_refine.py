@@ -16,7 +16,8 @@ from vggt_ros.engine.predictor import Prediction
 from vggt_ros.engine.preprocess import ImageTransform
 from vggt_ros.eval.synthetic import render_sequence
 from vggt_ros.mapping import PipelineConfig
-from vggt_ros.mapping.pose_refine import RefineSettings, refine_window_poses, refined_prediction
+from vggt_ros.mapping.config import RefineConfig
+from vggt_ros.mapping.pose_refine import refine_window_poses, refined_prediction
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +89,10 @@ def test_a_placement_that_disagrees_with_the_heads_rotation_is_not_used(forward)
     tilt = np.eye(4)
     tilt[:3, :3] = Rotation.from_euler("x", 8.0, degrees=True).as_matrix()
     head[2:] = head[2:] @ tilt  # the head turns frame 2 by 8 deg (and carries it on)
-    out = refine_window_poses(colors, depth, intrinsics, head, settings=RefineSettings(max_rotation_deg=5.0))
+    out = refine_window_poses(colors, depth, intrinsics, head, config=RefineConfig(max_rotation_deg=5.0))
     assert not out.refined[2] and "rotation" in out.reasons[2]
     assert out.refined[[1, 3, 4, 5]].all()
-    loose = refine_window_poses(
-        colors, depth, intrinsics, head, settings=RefineSettings(max_rotation_deg=20.0)
-    )
+    loose = refine_window_poses(colors, depth, intrinsics, head, config=RefineConfig(max_rotation_deg=20.0))
     assert loose.refined[1:].all()
 
 
@@ -101,9 +100,7 @@ def test_max_step_ratio_keeps_the_head_where_the_steps_differ_too_much(forward) 
     colors, depth, intrinsics, truth = _window(forward)
     head = _bad_head(truth, stretch=3.0, turn_deg=0.0)
     assert refine_window_poses(colors, depth, intrinsics, head).refined[1:].all()  # default: no limit
-    limited = refine_window_poses(
-        colors, depth, intrinsics, head, settings=RefineSettings(max_step_ratio=2.0)
-    )
+    limited = refine_window_poses(colors, depth, intrinsics, head, config=RefineConfig(max_step_ratio=2.0))
     assert not limited.refined.any() and all("x the head's" in r for r in limited.reasons[1:])
 
 
@@ -115,9 +112,7 @@ def test_a_head_that_explains_the_tracks_is_kept(forward) -> None:
     assert not out.refined.any()
     assert all("the head explains the tracks" in r for r in out.reasons[1:])
     np.testing.assert_allclose(out.cam_to_world, truth, atol=1e-9)
-    strict = refine_window_poses(
-        colors, depth, intrinsics, truth, settings=RefineSettings(head_tolerance_px=0.0)
-    )
+    strict = refine_window_poses(colors, depth, intrinsics, truth, config=RefineConfig(head_tolerance_px=0.0))
     assert strict.refined.any()  # without the tolerance PnP, fitting the noise too, replaces it
 
 
@@ -157,14 +152,14 @@ def make_prediction(colors, depth, intrinsics, cam_to_world) -> Prediction:  # n
 def test_refined_prediction_updates_extrinsics_and_leaves_the_rest(forward) -> None:
     colors, depth, intrinsics, truth = _window(forward)
     prediction = make_prediction(colors, depth, intrinsics, _bad_head(truth))
-    settings = RefineSettings()
-    refined, result = refined_prediction(prediction, None, settings)
+    config = RefineConfig()
+    refined, result = refined_prediction(prediction, None, config)
     assert result is not None and result.refined[1:].all()
     np.testing.assert_allclose(refined.extrinsics, np.linalg.inv(refined.cam_to_world)[:, :3, :])
     assert refined.depth is prediction.depth and refined.colors is prediction.colors
     assert prediction.cam_to_world is not refined.cam_to_world  # the input is not modified
     without_images = make_prediction(None, depth, intrinsics, truth)
-    same, nothing = refined_prediction(without_images, None, settings)
+    same, nothing = refined_prediction(without_images, None, config)
     assert same is without_images and nothing is None
 
 

@@ -34,7 +34,7 @@ from vggt_ros.mapping.config import PipelineConfig
 from vggt_ros.mapping.frames import camera_in_odom, map_anchor, map_to_odom
 from vggt_ros.mapping.heap import release_free_heap
 from vggt_ros.mapping.keyframes import KeyframeDecision, KeyframeSelector
-from vggt_ros.mapping.pose_refine import RefineSettings, refined_prediction
+from vggt_ros.mapping.pose_refine import refined_prediction
 from vggt_ros.mapping.rig import RigGrouper
 from vggt_ros.mapping.scale import ScaleEstimator, depth_ratio, odometry_ratios, rig_ratios
 from vggt_ros.mapping.types import (
@@ -175,16 +175,6 @@ class PerceptionPipeline:
                 "frames_refined": 0,
                 "frames_not_refined": 0,
             }
-            r = cfg.refine
-            self._refine_settings = RefineSettings(
-                r.max_corners,
-                r.reprojection_px,
-                r.min_inliers,
-                r.min_inlier_share,
-                r.max_rotation_deg,
-                r.head_tolerance_px,
-                r.max_step_ratio,
-            )
 
     @property
     def scale(self) -> ScaleEstimate:
@@ -294,7 +284,7 @@ class PerceptionPipeline:
         t_refine = time.perf_counter()
         if self.config.refine.enabled:
             prediction, refinement = refined_prediction(
-                prediction, [kf.camera_id for kf in keyframes], self._refine_settings
+                prediction, [kf.camera_id for kf in keyframes], self.config.refine
             )
             if refinement is not None:
                 self.stats["frames_refined"] += int(refinement.refined.sum())

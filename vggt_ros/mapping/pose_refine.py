@@ -19,8 +19,8 @@ within ``max_rotation_deg``, the head's own pose does not reproject the inliers 
 whose camera has no earlier frame in the window keeps its head pose relative to frame 0.
 
 Everything runs on the model-resolution maps of the window (``Prediction.colors``, ``depth``,
-``model_intrinsics``, ``valid_mask``), downscaled by an integer factor to at most ``max_width``
-pixels, the pairs in parallel threads. The point head's ``world_points`` are not changed (the
+``model_intrinsics``, ``valid_mask``), downscaled by an integer factor to at most ``MAX_WIDTH``
+pixels, the pairs in ``THREADS`` parallel threads. The point head's ``world_points`` are not changed (the
 mapping pipeline unprojects depth and never reads them). Cost on the 2-core CPU: about 35 ms
 per 8-frame window at 140x182 and at 350x518 (downscaled to 259 px).
 """
@@ -35,6 +35,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vggt_ros.mapping.config import RefineConfig
+
 # Forward-backward Lucas-Kanade: a track is kept when tracking it back lands this close (px).
 BACK_TRACK_PX = 0.5
 # Shi-Tomasi corners: quality relative to the strongest corner, and spacing (px). The low
@@ -45,21 +47,8 @@ LK_WINDOW = (15, 15)
 LK_LEVELS = 3
 LK_MIN_EIGENVALUE = 1e-4  # OpenCV's default
 RANSAC_ITERATIONS = 200
-
-
-@dataclass(frozen=True)
-class RefineSettings:
-    """What a PnP placement needs to be trusted (``refine.*`` parameters, see RefineConfig)."""
-
-    max_corners: int = 400
-    reprojection_px: float = 2.0
-    min_inliers: int = 20
-    min_inlier_share: float = 0.5
-    max_rotation_deg: float = 5.0
-    head_tolerance_px: float = 1.0
-    max_step_ratio: float = 0.0  # 0: no limit
-    max_width: int = 320  # larger model images are downscaled by an integer factor first
-    threads: int = 4  # frame pairs estimated at once
+MAX_WIDTH = 320  # larger model images are downscaled by an integer factor first
+THREADS = 4  # frame pairs estimated at once
 
 
 @dataclass
@@ -106,7 +95,7 @@ def pnp_relative_pose(
     intrinsics_a: np.ndarray,
     intrinsics_b: np.ndarray,
     usable_a: np.ndarray,
-    settings: RefineSettings,
+    config: RefineConfig,
     head_b_to_a: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, int, int, str]:
     """Pose of camera b in camera a's frame from a's depth and tracks a -> b.
@@ -118,7 +107,7 @@ def pnp_relative_pose(
         intrinsics_a, intrinsics_b: [3, 3] of those images (pixel centres at integers).
         usable_a: [H, W] bool, pixels of a where corners may be taken (e.g. not padding).
         head_b_to_a: the camera head's pose of b in a; when it explains the PnP inliers within
-            ``settings.head_tolerance_px`` of PnP's own median reprojection error, it is kept
+            ``config.head_tolerance_px`` of PnP's own median reprojection error, it is kept
             (PnP fits the depth's noise too: a good head is not replaced by a noisier estimate).
 
     Returns:
@@ -127,12 +116,12 @@ def pnp_relative_pose(
     valid = usable_a & np.isfinite(depth_a) & (depth_a > 0)
     corners = cv2.goodFeaturesToTrack(
         gray_a,
-        settings.max_corners,
+        config.max_corners,
         CORNER_QUALITY,
         CORNER_SPACING_PX,
         mask=valid.astype(np.uint8) * 255,
     )
-    if corners is None or len(corners) < settings.min_inliers:
+    if corners is None or len(corners) < config.min_inliers:
         return None, 0, 0, "too few corners"
     tracked, status, _ = cv2.calcOpticalFlowPyrLK(
         gray_a,
@@ -152,7 +141,7 @@ def pnp_relative_pose(
     h, w = depth_a.shape
     inside = (pb[:, 0] >= 0) & (pb[:, 0] <= w - 1) & (pb[:, 1] >= 0) & (pb[:, 1] <= h - 1)
     pa, pb = pa[inside], pb[inside]
-    if len(pa) < settings.min_inliers:
+    if len(pa) < config.min_inliers:
         return None, 0, len(pa), f"{len(pa)} points tracked"
     cols, rows = np.rint(pa[:, 0]).astype(int), np.rint(pa[:, 1]).astype(int)
     z = depth_a[rows, cols].astype(np.float64)
@@ -164,13 +153,13 @@ def pnp_relative_pose(
         np.asarray(intrinsics_b, np.float64),
         None,
         iterationsCount=RANSAC_ITERATIONS,
-        reprojectionError=settings.reprojection_px,
+        reprojectionError=config.reprojection_px,
     )
     count = 0 if inliers is None else len(inliers)
-    if not ok or count < settings.min_inliers:
+    if not ok or count < config.min_inliers:
         return None, count, len(pa), f"PnP: {count} inliers of {len(pa)}"
-    if count < settings.min_inlier_share * len(pa):
-        return None, count, len(pa), f"PnP: {count} inliers of {len(pa)} < {settings.min_inlier_share:.2f}"
+    if count < config.min_inlier_share * len(pa):
+        return None, count, len(pa), f"PnP: {count} inliers of {len(pa)} < {config.min_inlier_share:.2f}"
     # RANSAC's pose comes from a minimal sample: polish it on all inliers (Levenberg-Marquardt).
     keep = inliers.ravel()
     rvec, tvec = cv2.solvePnPRefineLM(
@@ -184,7 +173,7 @@ def pnp_relative_pose(
         k_b = np.asarray(intrinsics_b, np.float64)
         pnp_px = _median_reprojection_px(points[keep], pb[keep], b_to_a, k_b)
         head_px = _median_reprojection_px(points[keep], pb[keep], head_b_to_a, k_b)
-        if head_px <= pnp_px + settings.head_tolerance_px:
+        if head_px <= pnp_px + config.head_tolerance_px:
             return None, count, len(pa), f"the head explains the tracks ({head_px:.2f} px, PnP {pnp_px:.2f})"
     return b_to_a, count, len(pa), ""
 
@@ -214,27 +203,27 @@ def _pair_estimate(
     j: int,
     k: int,
     head_relative: np.ndarray,
-    settings: RefineSettings,
+    config: RefineConfig,
 ) -> tuple[np.ndarray | None, int, str]:
     """PnP of frame k on frame j with the head checks: (k in j or None, inliers, reason)."""
-    factor = max(1, int(np.ceil(gray[j].shape[1] / settings.max_width)))
+    factor = max(1, int(np.ceil(gray[j].shape[1] / MAX_WIDTH)))
     usable = np.ones(depth[j].shape, bool) if valid_mask is None else np.asarray(valid_mask[j], bool)
     gray_j, depth_j, usable_j, k_j = _downscaled(
         gray[j], np.asarray(depth[j], np.float64), usable, intrinsics[j], factor
     )
     gray_k, _, _, k_k = _downscaled(gray[k], np.asarray(depth[k], np.float64), usable, intrinsics[k], factor)
     relative, count, _, reason = pnp_relative_pose(
-        gray_j, gray_k, depth_j, k_j, k_k, usable_j, settings, head_relative
+        gray_j, gray_k, depth_j, k_j, k_k, usable_j, config, head_relative
     )
     if relative is None:
         return None, count, reason
     disagreement = _rotation_deg(relative[:3, :3].T @ head_relative[:3, :3])
-    if disagreement > settings.max_rotation_deg:
-        return None, count, f"rotation {disagreement:.1f} deg from the head's > {settings.max_rotation_deg}"
-    if settings.max_step_ratio:
+    if disagreement > config.max_rotation_deg:
+        return None, count, f"rotation {disagreement:.1f} deg from the head's > {config.max_rotation_deg}"
+    if config.max_step_ratio:
         ratio = max(np.linalg.norm(relative[:3, 3]), 1e-12) / max(np.linalg.norm(head_relative[:3, 3]), 1e-12)
-        if not 1.0 / settings.max_step_ratio <= ratio <= settings.max_step_ratio:
-            return None, count, f"step {ratio:.2f} x the head's, beyond {settings.max_step_ratio}"
+        if not 1.0 / config.max_step_ratio <= ratio <= config.max_step_ratio:
+            return None, count, f"step {ratio:.2f} x the head's, beyond {config.max_step_ratio}"
     return relative, count, ""
 
 
@@ -245,12 +234,12 @@ def refine_window_poses(
     cam_to_world: np.ndarray,
     valid_mask: np.ndarray | None = None,
     camera_ids: list[str] | None = None,
-    settings: RefineSettings | None = None,
+    config: RefineConfig | None = None,
 ) -> RefinedPoses:
     """Place each frame of a window on an earlier one by PnP (module docstring).
 
     The pairs are estimated in parallel threads (OpenCV releases the GIL), on images at most
-    ``settings.max_width`` pixels wide, and composed in window order.
+    ``MAX_WIDTH`` pixels wide, and composed in window order.
 
     Args:
         colors: [S, H, W, 3] uint8 RGB model inputs.
@@ -259,12 +248,12 @@ def refine_window_poses(
         cam_to_world: [S, 4, 4] the head's poses (camera optical -> window frame).
         valid_mask: [S, H, W] bool, False on padding (None: every pixel).
         camera_ids: per frame, its camera (pairs stay within one camera); None: one camera.
-        settings: acceptance rules (default :class:`RefineSettings`).
+        config: acceptance rules (``refine.*``; default :class:`RefineConfig`).
 
     Returns:
         :class:`RefinedPoses`.
     """
-    settings = settings or RefineSettings()
+    config = config or RefineConfig()
     head = np.asarray(cam_to_world, np.float64)
     count = len(head)
     gray = [cv2.cvtColor(np.ascontiguousarray(c), cv2.COLOR_RGB2GRAY) for c in colors]
@@ -280,9 +269,9 @@ def refine_window_poses(
     def estimate(pair: tuple[int, int]) -> tuple[np.ndarray | None, int, str]:
         j, k = pair
         head_relative = np.linalg.inv(head[j]) @ head[k]
-        return _pair_estimate(gray, depth, intrinsics, valid_mask, j, k, head_relative, settings)
+        return _pair_estimate(gray, depth, intrinsics, valid_mask, j, k, head_relative, config)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(pairs), settings.threads))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(pairs), THREADS))) as pool:
         estimates = dict(zip(pairs, pool.map(estimate, pairs)))
     out = head.copy()
     refined = np.zeros(count, bool)
@@ -304,7 +293,7 @@ def refine_window_poses(
 
 
 def refined_prediction(
-    prediction: Any, camera_ids: list[str] | None, settings: RefineSettings
+    prediction: Any, camera_ids: list[str] | None, config: RefineConfig
 ) -> tuple[Any, RefinedPoses | None]:
     """A copy of a ``Prediction`` with its poses refined (``cam_to_world`` and ``extrinsics``);
     the prediction itself and None when it carries no images (``colors``) to track in."""
@@ -317,7 +306,7 @@ def refined_prediction(
         prediction.cam_to_world,
         getattr(prediction, "valid_mask", None),
         camera_ids,
-        settings,
+        config,
     )
     extrinsics = np.linalg.inv(result.cam_to_world)[:, :3, :]
     if is_dataclass(prediction):

@@ -233,3 +233,28 @@ def test_the_pipeline_chains_the_refined_poses(forward) -> None:
         refined[enabled] = pipeline.stats["frames_refined"]
     assert refined[False] == 0 and refined[True] > 0
     assert errors[True] < 0.3 * errors[False], errors  # measured 0.7 % and 5.1 % of the extent
+
+
+def test_a_failing_refinement_keeps_the_heads_window(forward, monkeypatch) -> None:
+    """An exception inside the refinement (e.g. OpenCV on a malformed image) is logged and
+    counted; the window goes on with the camera head's poses."""
+    from test_mapping_fakes import FakePredictor, sequence_tuple
+
+    from vggt_ros.mapping import Frame, KeyframeConfig, PerceptionPipeline, WindowConfig
+    from vggt_ros.mapping import pipeline as pipeline_module
+
+    def broken(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("cv2.error: bad image")
+
+    monkeypatch.setattr(pipeline_module, "refined_prediction", broken)
+    seq = render_sequence(12, 120, 160, seed=3, path="forward")
+    config = PipelineConfig(
+        window=WindowConfig(size=4, stride=2), keyframe=KeyframeConfig(min_parallax_px=4.0)
+    )
+    pipeline = PerceptionPipeline(config, FakePredictor([sequence_tuple(seq)], seed=2))
+    results = []
+    for i in range(len(seq.images)):
+        if job := pipeline.add_frame(Frame(seq.stamps[i], "cam", seq.images[i], intrinsics=seq.intrinsics)):
+            results.append(pipeline.process(job))
+    assert results and all(r.accepted for r in results)
+    assert pipeline.stats["refine_failures"] == len(results) and pipeline.stats["frames_refined"] == 0

@@ -174,6 +174,7 @@ class PerceptionPipeline:
                 "segments": 1,
                 "frames_refined": 0,
                 "frames_not_refined": 0,
+                "refine_failures": 0,
             }
 
     @property
@@ -283,9 +284,16 @@ class PerceptionPipeline:
             prediction = self.predictor.predict(images, job.query_points)
         t_refine = time.perf_counter()
         if self.config.refine.enabled:
-            prediction, refinement = refined_prediction(
-                prediction, [kf.camera_id for kf in keyframes], self.config.refine
-            )
+            try:
+                prediction, refinement = refined_prediction(
+                    prediction, [kf.camera_id for kf in keyframes], self.config.refine
+                )
+            except Exception as exc:  # noqa: BLE001 - the head's poses are still a window
+                logger.warning(
+                    "pose refinement failed for window %d: %s: %s", job.window_id, type(exc).__name__, exc
+                )
+                self.stats["refine_failures"] += 1
+                refinement = None
             if refinement is not None:
                 self.stats["frames_refined"] += int(refinement.refined.sum())
                 self.stats["frames_not_refined"] += int(

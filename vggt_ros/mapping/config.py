@@ -481,9 +481,9 @@ class RefineConfig(_Validated):
     PnP's median error: PnP fits the depth's noise too, and a good head is left alone."""
     max_step_ratio: float = 0.0
     """When >= 1: a placement whose step (translation length) is more than this factor longer or
-    shorter than the head's is not used. 0: no limit. Where only far points are tracked (fast
-    motion) PnP's steps can shrink (up to 4x on a held-out lap), but the head's steps err more
-    on average: 1.5 and 2 gave back most of the model card's gain (docs/mapping.md)."""
+    shorter than the head's is not used. 0: no limit. On fast held-out laps PnP shrinks some
+    steps (up to 4x), but the head's steps err more on average: 1.5 and 2 gave back most of the
+    model card's gain (docs/mapping.md)."""
 
     _section = "refine"
 

@@ -35,6 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vggt_ros.geometry.camera import invert_rigid, project_points
 from vggt_ros.mapping.config import RefineConfig
 
 # Forward-backward Lucas-Kanade: a track is kept when tracking it back lands this close (px).
@@ -45,7 +46,6 @@ CORNER_QUALITY = 0.005
 CORNER_SPACING_PX = 4
 LK_WINDOW = (15, 15)
 LK_LEVELS = 3
-LK_MIN_EIGENVALUE = 1e-4  # OpenCV's default
 RANSAC_ITERATIONS = 200
 MAX_WIDTH = 320  # larger model images are downscaled by an integer factor first
 THREADS = 4  # frame pairs estimated at once
@@ -76,15 +76,10 @@ def _median_reprojection_px(
     points_a: np.ndarray, pixels_b: np.ndarray, b_to_a: np.ndarray, k_b: np.ndarray
 ) -> float:
     """Median distance (px) between ``pixels_b`` and ``points_a`` ([N, 3], camera a) seen by b."""
-    a_to_b = np.linalg.inv(b_to_a)
-    cam = points_a @ a_to_b[:3, :3].T + a_to_b[:3, 3]
-    z = cam[:, 2]
-    front = z > 1e-9
-    if not front.any():
-        return float("inf")
-    uv = cam[front, :2] / z[front, None] * np.diag(k_b)[:2] + k_b[:2, 2]
+    pixels, z = project_points(points_a, invert_rigid(b_to_a), k_b)
     error = np.full(len(points_a), np.inf)
-    error[front] = np.linalg.norm(uv - pixels_b[front], axis=1)
+    front = z > 1e-9
+    error[front] = np.linalg.norm(pixels[front] - pixels_b[front], axis=1)
     return float(np.median(error))
 
 
@@ -130,7 +125,6 @@ def pnp_relative_pose(
         None,
         winSize=LK_WINDOW,
         maxLevel=LK_LEVELS,
-        minEigThreshold=LK_MIN_EIGENVALUE,
     )
     back, status_back, _ = cv2.calcOpticalFlowPyrLK(
         gray_b, gray_a, tracked, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
@@ -178,21 +172,24 @@ def pnp_relative_pose(
     return b_to_a, count, len(pa), ""
 
 
-def _downscaled(
-    gray: np.ndarray, depth: np.ndarray, usable: np.ndarray, intrinsics: np.ndarray, factor: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The pair's inputs at 1/``factor`` of the size (pixel centres at integers kept exact)."""
+def _downscaled_image(gray: np.ndarray, intrinsics: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image at 1/``factor`` of its size (area average) and its intrinsics (pixel centres at
+    integers kept exact)."""
     if factor == 1:
-        return gray, depth, usable, intrinsics
+        return gray, intrinsics
     h, w = gray.shape[0] // factor, gray.shape[1] // factor
     k = np.asarray(intrinsics, np.float64).copy()
     k[:2, :2] /= factor
     k[:2, 2] = (k[:2, 2] + 0.5) / factor - 0.5
-    # Depth and mask by nearest sampling at each block's centre pixel (no mixing across edges).
-    rows = np.arange(h) * factor + factor // 2
-    cols = np.arange(w) * factor + factor // 2
-    small = cv2.resize(gray[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_AREA)
-    return small, depth[np.ix_(rows, cols)], usable[np.ix_(rows, cols)], k
+    return cv2.resize(gray[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_AREA), k
+
+
+def _block_centres(values: np.ndarray, factor: int) -> np.ndarray:
+    """A map at 1/``factor`` of its size, each block's centre pixel (no mixing across edges)."""
+    if factor == 1:
+        return values
+    h, w = values.shape[0] // factor, values.shape[1] // factor
+    return values[np.ix_(np.arange(h) * factor + factor // 2, np.arange(w) * factor + factor // 2)]
 
 
 def _pair_estimate(
@@ -208,10 +205,10 @@ def _pair_estimate(
     """PnP of frame k on frame j with the head checks: (k in j or None, inliers, reason)."""
     factor = max(1, int(np.ceil(gray[j].shape[1] / MAX_WIDTH)))
     usable = np.ones(depth[j].shape, bool) if valid_mask is None else np.asarray(valid_mask[j], bool)
-    gray_j, depth_j, usable_j, k_j = _downscaled(
-        gray[j], np.asarray(depth[j], np.float64), usable, intrinsics[j], factor
-    )
-    gray_k, _, _, k_k = _downscaled(gray[k], np.asarray(depth[k], np.float64), usable, intrinsics[k], factor)
+    gray_j, k_j = _downscaled_image(gray[j], intrinsics[j], factor)
+    gray_k, k_k = _downscaled_image(gray[k], intrinsics[k], factor)
+    depth_j = _block_centres(np.asarray(depth[j], np.float64), factor)
+    usable_j = _block_centres(usable, factor)
     relative, count, _, reason = pnp_relative_pose(
         gray_j, gray_k, depth_j, k_j, k_k, usable_j, config, head_relative
     )

@@ -17,7 +17,7 @@ from vggt_ros.engine.preprocess import ImageTransform
 from vggt_ros.eval.synthetic import render_sequence
 from vggt_ros.mapping import PipelineConfig
 from vggt_ros.mapping.config import RefineConfig
-from vggt_ros.mapping.pose_refine import refine_window_poses, refined_prediction
+from vggt_ros.mapping.pose_refine import FeatureCache, refine_window_poses, refined_prediction
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,43 @@ def test_refinement_recovers_the_steps_the_head_got_wrong(forward) -> None:
     assert t_err < 0.1 and r_err < 0.5, (t_err, r_err)  # measured 0.062, 0.09 deg
 
 
+def test_sift_places_large_forward_steps_that_tracks_miss() -> None:
+    """Every 5th frame of a forward drive (steps of about a fifth of the scene's depth): the image
+    grows between keyframes, Lucas-Kanade tracks fail or come out short, scale-invariant SIFT
+    matches still place every frame."""
+    seq = render_sequence(26, 120, 160, seed=3, path="forward")
+    window = seq.images[::5], seq.depth[::5], np.repeat(seq.intrinsics[None], 6, 0)
+    truth = np.linalg.inv(seq.cam_to_world[0]) @ seq.cam_to_world[::5]
+    head = _bad_head(truth)
+    with_sift = refine_window_poses(*window, head)
+    assert with_sift.methods[1:] == ["sift"] * 5
+    assert _relative_errors(with_sift.cam_to_world, truth)[0] < 0.05
+    tracks_only = refine_window_poses(*window, head, config=RefineConfig(sift=False))
+    assert "sift" not in tracks_only.methods
+    assert _relative_errors(tracks_only.cam_to_world, truth)[0] > 0.2
+
+
+def test_the_feature_cache_reuses_shared_frames_and_changes_nothing(forward) -> None:
+    """Two overlapping windows (frames 0-3 and 2-5): the second detects only its two new frames,
+    and the poses equal those computed without a cache; a changed image is detected anew; the
+    cache keeps at most its capacity."""
+    colors, depth, intrinsics, truth = _window(forward)
+    head = _bad_head(truth)
+    cache = FeatureCache(capacity=5)
+    for frames in (slice(0, 4), slice(2, 6)):
+        window = colors[frames], depth[frames], intrinsics[frames], head[frames]
+        cached = refine_window_poses(*window, feature_cache=cache)
+        np.testing.assert_array_equal(cached.cam_to_world, refine_window_poses(*window).cam_to_world)
+        assert cached.methods[1:] == ["sift"] * 3
+    assert (cache.hits, cache.misses, len(cache)) == (2, 6, 5)
+    changed = colors[2:6].copy()
+    changed[0] = 255 - changed[0]
+    refine_window_poses(changed, depth[2:6], intrinsics[2:6], head[2:6], feature_cache=cache)
+    assert (cache.hits, cache.misses) == (5, 7)
+    with pytest.raises(ValueError, match="capacity"):
+        FeatureCache(0)
+
+
 def test_a_plain_image_keeps_the_head(forward) -> None:
     colors, depth, intrinsics, truth = _window(forward)
     colors = colors.copy()
@@ -110,9 +147,10 @@ def test_a_head_that_explains_the_tracks_is_kept(forward) -> None:
     colors, depth, intrinsics, truth = _window(forward)
     out = refine_window_poses(colors, depth, intrinsics, truth)
     assert not out.refined.any()
-    assert all("the head explains the tracks" in r for r in out.reasons[1:])
+    assert all("the head explains the correspondences" in r for r in out.reasons[1:])
     np.testing.assert_allclose(out.cam_to_world, truth, atol=1e-9)
-    strict = refine_window_poses(colors, depth, intrinsics, truth, config=RefineConfig(head_tolerance_px=0.0))
+    strict_config = RefineConfig(head_tolerance_px=0.0, sift=False)
+    strict = refine_window_poses(colors, depth, intrinsics, truth, config=strict_config)
     assert strict.refined.any()  # without the tolerance PnP, fitting the noise too, replaces it
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from vggt_ros.geometry.alignment import Sim3, robust_umeyama
 from vggt_ros.geometry.overlap import mutual_view_overlap
+from vggt_ros.mapping.calibration import calibrated_prediction
 from vggt_ros.mapping.chaining import median_relative_residual, unproject_pixels, weighted_median
 from vggt_ros.mapping.config import ChainingConfig, LoopConfig
 from vggt_ros.mapping.frames import camera_in_odom
@@ -65,7 +66,8 @@ class KeyframePoints:
         rows, cols: [N] model-resolution pixels; depth: [N] float32 z-depth in node units;
         rgb: [N, 3] uint8; conf: [N] float32; model_intrinsics: [3, 3]; model_hw: (Hm, Wm);
         camera_id, stamp: of the keyframe; jpeg: the image (reference camera only, for loop
-        verification windows), else None.
+        verification windows), else None; calibration: [3, 3] camera_info intrinsics of that
+        image, given to the verification windows (None: the network's are used).
     """
 
     rows: np.ndarray
@@ -78,6 +80,7 @@ class KeyframePoints:
     camera_id: str
     stamp: float
     jpeg: bytes | None = None
+    calibration: np.ndarray | None = None
 
     def local_points(self, keep: np.ndarray | None = None) -> np.ndarray:
         """[N, 3] camera-frame points in node units (of the ``keep`` mask's points when given)."""
@@ -169,9 +172,14 @@ def _angle_deg(rotation: np.ndarray) -> float:
 class BackEnd:
     """Pose graph, keyframe point store, place database and loop verification."""
 
-    def __init__(self, config: LoopConfig, chaining: ChainingConfig, seed: int = 0) -> None:
+    def __init__(
+        self, config: LoopConfig, chaining: ChainingConfig, seed: int = 0, calibrated_intrinsics: bool = False
+    ) -> None:
+        """``calibrated_intrinsics``: verification windows use the keyframes' camera_info
+        intrinsics (``window.calibrated_intrinsics``, as the pipeline's windows do)."""
         self.config = config
         self.chaining = chaining
+        self.calibrated_intrinsics = calibrated_intrinsics
         self.graph = PoseGraph(loop_kernel=self.config.loop_kernel)
         # The re-seeds bound the place database (they discard what they drop); its own bound,
         # which evicts the oldest entries, only backs that up: at the graph's size it would
@@ -436,6 +444,7 @@ class BackEnd:
             camera_id=str(kf.camera_id),
             stamp=float(kf.stamp),
             jpeg=jpeg,
+            calibration=kf.frame.intrinsics if self.calibrated_intrinsics else None,
         )
 
     # ----------------------------------------------------------------------------- loops
@@ -512,6 +521,7 @@ class BackEnd:
         event.similarity = candidate.similarity
         try:
             prediction = predictor.predict(images)
+            prediction, _ = calibrated_prediction(prediction, [self.points[k].calibration for k in ids])
         except Exception as exc:  # noqa: BLE001 - a failed verification is a rejected loop
             event.reason = f"verification window failed: {type(exc).__name__}: {exc}"
             event.seconds = time.perf_counter() - t0

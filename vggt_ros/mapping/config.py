@@ -126,6 +126,11 @@ class WindowConfig(_Validated):
     cameras it has."""
     num_track_queries: int = 0
     """Query points tracked through each window (corners of its first keyframe); 0 = no tracks."""
+    calibrated_intrinsics: bool = True
+    """After the network, use each frame's camera_info intrinsics (mapped to the model's
+    resolution) instead of the network's predicted field of view: pose refinement, chaining, map,
+    clouds and loop verification. Frames without camera_info keep the network's; false: the
+    network's everywhere (calibration.py, docs/mapping.md)."""
 
     _section = "window"
 
@@ -148,6 +153,8 @@ class WindowConfig(_Validated):
         self._non_negative("rig_time_tolerance_s")
         self._positive("rig_max_wait_s")
         self._integer("num_track_queries", 0)
+        if not isinstance(self.calibrated_intrinsics, bool):
+            _fail(self._section, "calibrated_intrinsics", self.calibrated_intrinsics, "must be true or false")
 
     @property
     def overlap(self) -> int:
@@ -464,6 +471,13 @@ class RefineConfig(_Validated):
 
     enabled: bool = True
     """Refine each window's poses before chaining (false: the camera head's poses as they are)."""
+    sift: bool = True
+    """Place each frame by SIFT matches first (scale-invariant: forward motion enlarges the
+    image, and Lucas-Kanade tracks then come out short and shrink the step); the tracked corners
+    where SIFT's placement is not used. False: tracked corners only."""
+    min_sift_inliers: int = 12
+    """Fewest PnP inliers among the SIFT matches for their placement to be used (no share:
+    ratio-tested matches carry many outliers in dim rooms)."""
     max_corners: int = 400
     """Corners tracked per frame pair (model-resolution image)."""
     reprojection_px: float = 2.0
@@ -488,9 +502,11 @@ class RefineConfig(_Validated):
     _section = "refine"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.enabled, bool):
-            _fail(self._section, "enabled", self.enabled, "must be true or false")
+        for name in ("enabled", "sift"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(self._section, name, getattr(self, name), "must be true or false")
         self._integer("max_corners", 10)
+        self._integer("min_sift_inliers", 6)
         self._positive("reprojection_px", "max_rotation_deg")
         self._non_negative("head_tolerance_px")
         ratio = self.max_step_ratio

@@ -29,12 +29,13 @@ import numpy as np
 from vggt_ros.geometry.alignment import Sim3
 from vggt_ros.geometry.camera import depth_to_world_points
 from vggt_ros.mapping.backend import BackEnd, LoopEvent
+from vggt_ros.mapping.calibration import calibrated_prediction
 from vggt_ros.mapping.chaining import ChainOutcome, WindowChainer, unproject_pixels
 from vggt_ros.mapping.config import PipelineConfig
 from vggt_ros.mapping.frames import camera_in_odom, map_anchor, map_to_odom
 from vggt_ros.mapping.heap import release_free_heap
 from vggt_ros.mapping.keyframes import KeyframeDecision, KeyframeSelector
-from vggt_ros.mapping.pose_refine import refined_prediction
+from vggt_ros.mapping.pose_refine import FeatureCache, refined_prediction
 from vggt_ros.mapping.rig import RigGrouper
 from vggt_ros.mapping.scale import ScaleEstimator, depth_ratio, odometry_ratios, rig_ratios
 from vggt_ros.mapping.types import (
@@ -142,7 +143,13 @@ class PerceptionPipeline:
             self._next_time_index = 0
             self._last_time_stamp: float | None = None
             self._chainer = WindowChainer(cfg.chaining, dense_memory=4 * cfg.window.size * 4)
-            self._backend = BackEnd(cfg.loop, cfg.chaining) if cfg.loop.enabled else None
+            self._backend = (
+                BackEnd(cfg.loop, cfg.chaining, calibrated_intrinsics=cfg.window.calibrated_intrinsics)
+                if cfg.loop.enabled
+                else None
+            )
+            # Keypoints of the pose refinement, reused by the windows that share a frame.
+            self._refine_features = FeatureCache(capacity=4 * cfg.window.size)
             self._sensor_windows = 0  # accepted windows that added odometry-sensor edges
             # Windows since the voxel map was last rebuilt from the keyframes, and whether a
             # correction since then still waits for its rebuild (loop.map_rebuild_min_windows).
@@ -172,7 +179,9 @@ class PerceptionPipeline:
                 "windows_rejected": 0,
                 "windows_without_tracks": 0,
                 "segments": 1,
+                "frames_calibrated": 0,
                 "frames_refined": 0,
+                "frames_refined_by_sift": 0,
                 "frames_not_refined": 0,
                 "refine_failures": 0,
             }
@@ -283,10 +292,15 @@ class PerceptionPipeline:
         else:
             prediction = self.predictor.predict(images, job.query_points)
         t_refine = time.perf_counter()
+        if self.config.window.calibrated_intrinsics:
+            prediction, calibrated = calibrated_prediction(
+                prediction, [kf.frame.intrinsics for kf in keyframes]
+            )
+            self.stats["frames_calibrated"] += calibrated
         if self.config.refine.enabled:
             try:
                 prediction, refinement = refined_prediction(
-                    prediction, [kf.camera_id for kf in keyframes], self.config.refine
+                    prediction, [kf.camera_id for kf in keyframes], self.config.refine, self._refine_features
                 )
             except Exception as exc:  # noqa: BLE001 - the head's poses are still a window
                 logger.warning(
@@ -296,6 +310,7 @@ class PerceptionPipeline:
                 refinement = None
             if refinement is not None:
                 self.stats["frames_refined"] += int(refinement.refined.sum())
+                self.stats["frames_refined_by_sift"] += refinement.methods.count("sift")
                 self.stats["frames_not_refined"] += int(
                     len(refinement.refined) - 1 - refinement.refined.sum()
                 )

@@ -8,26 +8,34 @@ ratio| 0.41) and 10-60 degrees in direction; perspective-n-point on the window's
 the median to 0.16 and about 10 degrees.
 
 For each frame k > 0 (in window order), j is the previous frame of the same camera (the
-previous frame when camera ids are not given): Shi-Tomasi corners of j (on valid pixels with
-depth) are tracked into k by pyramidal Lucas-Kanade and kept when tracking back lands within
-``BACK_TRACK_PX``; their 3D points come from j's depth; OpenCV's ``solvePnPRansac`` (then
-``solvePnPRefineLM`` on the inliers) gives k's pose relative to j. It replaces the head's relative
-pose only when it has enough inliers (count and share), its rotation agrees with the head's
-within ``max_rotation_deg``, the head's own pose does not reproject the inliers about as well
-(``head_tolerance_px``: PnP fits the depth's noise too) and, optionally, its step is within
-``max_step_ratio`` of the head's. Poses are composed from frame 0, which does not move. A frame
-whose camera has no earlier frame in the window keeps its head pose relative to frame 0.
+previous frame when camera ids are not given). Correspondences j -> k come first from SIFT
+keypoints matched with Lowe's ratio test (scale-invariant: driving forward enlarges the image
+between keyframes, and there Lucas-Kanade tracks come out short or fail, which made PnP shrink
+the step), and where SIFT's placement is not used, from Shi-Tomasi corners of j tracked into k by
+pyramidal Lucas-Kanade and kept when tracking back lands within ``BACK_TRACK_PX``. Their 3D
+points come from j's depth; OpenCV's ``solvePnPRansac`` (then ``solvePnPRefineLM`` on the
+inliers) gives k's pose relative to j. It replaces the head's relative pose only when it has
+enough inliers (``min_sift_inliers``; for tracks ``min_inliers`` and ``min_inlier_share``), its
+rotation agrees with the head's within ``max_rotation_deg``, the head's own pose does not
+reproject the inliers about as well (``head_tolerance_px``: PnP fits the depth's noise too) and,
+optionally, its step is within ``max_step_ratio`` of the head's. Poses are composed from frame 0,
+which does not move. A frame whose camera has no earlier frame in the window keeps its head pose
+relative to frame 0.
 
 Everything runs on the model-resolution maps of the window (``Prediction.colors``, ``depth``,
 ``model_intrinsics``, ``valid_mask``), downscaled by an integer factor to at most ``MAX_WIDTH``
-pixels, the pairs in ``THREADS`` parallel threads. The point head's ``world_points`` are not changed (the
-mapping pipeline unprojects depth and never reads them). Cost on the 2-core CPU: about 35 ms
-per 8-frame window at 140x182 and at 350x518 (downscaled to 259 px).
+pixels (SIFT: ``SIFT_MAX_WIDTH``), the frames' keypoints and then the pairs in ``THREADS``
+parallel threads; a :class:`FeatureCache` keeps keypoints for the next windows. The point head's
+``world_points`` are not changed (the mapping pipeline unprojects depth and never reads them).
+Cost per 8-frame window on the 2-core CPU: docs/mapping.md "Pose refinement".
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, is_dataclass, replace
 from typing import Any
@@ -47,7 +55,15 @@ CORNER_SPACING_PX = 4
 LK_WINDOW = (15, 15)
 LK_LEVELS = 3
 RANSAC_ITERATIONS = 200
+# SIFT: keypoints per image, contrast threshold (low: the dim held-out rooms) and Lowe's ratio.
+SIFT_FEATURES = 800
+SIFT_CONTRAST = 0.004
+SIFT_RATIO = 0.8
+HEAD_EXPLAINS = "the head explains the correspondences"
 MAX_WIDTH = 320  # larger model images are downscaled by an integer factor first
+# SIFT doubles its input internally: it sees a copy at most this wide (the 182-pixel model
+# images as they are; 350x518 at a third instead of half, 2.6x less time on the 2-core CPU).
+SIFT_MAX_WIDTH = 192
 THREADS = 4  # frame pairs estimated at once
 
 
@@ -60,12 +76,15 @@ class RefinedPoses:
         refined: [S] bool, True where frame k was placed by PnP (always False for frame 0).
         inliers: [S] int, PnP inliers of frame k (0 where PnP did not run or failed).
         reasons: [S] str, why frame k kept the head's pose ("" where refined or frame 0).
+        methods: [S] str, what placed frame k: "sift" (matched keypoints), "lk" (tracked
+            corners) or "" (the head's pose).
     """
 
     cam_to_world: np.ndarray
     refined: np.ndarray
     inliers: np.ndarray
     reasons: list[str]
+    methods: list[str]
 
 
 def _rotation_deg(rotation: np.ndarray) -> float:
@@ -83,93 +102,178 @@ def _median_reprojection_px(
     return float(np.median(error))
 
 
-def pnp_relative_pose(
-    gray_a: np.ndarray,
-    gray_b: np.ndarray,
-    depth_a: np.ndarray,
-    intrinsics_a: np.ndarray,
-    intrinsics_b: np.ndarray,
-    usable_a: np.ndarray,
-    config: RefineConfig,
-    head_b_to_a: np.ndarray | None = None,
-) -> tuple[np.ndarray | None, int, int, str]:
-    """Pose of camera b in camera a's frame from a's depth and tracks a -> b.
+@dataclass
+class FrameFeatures:
+    """SIFT keypoints of one (downscaled) image.
+
+    Attributes:
+        pixels: [N, 2] float64 keypoint positions (x, y).
+        descriptors: [N, 128] float32, or None when the image has no keypoints.
+    """
+
+    pixels: np.ndarray
+    descriptors: np.ndarray | None
+
+
+def sift_features(gray: np.ndarray, usable: np.ndarray) -> FrameFeatures:
+    """SIFT keypoints of ``gray`` ([H, W] uint8) on the ``usable`` ([H, W] bool) pixels."""
+    detector = cv2.SIFT_create(nfeatures=SIFT_FEATURES, contrastThreshold=SIFT_CONTRAST)
+    keypoints, descriptors = detector.detectAndCompute(gray, usable.astype(np.uint8) * 255)
+    pixels = np.array([kp.pt for kp in keypoints], np.float64).reshape(-1, 2)
+    return FrameFeatures(pixels, descriptors if len(keypoints) else None)
+
+
+class FeatureCache:
+    """Bounded least-recently-used map: image content -> its SIFT keypoints.
+
+    Consecutive windows share most of their frames (window 8, stride 4: half), and a frame's
+    keypoints depend on its pixels alone (detection uses the padding mask, not the window's
+    depth), so they are reused. The key is a digest of the image and mask bytes: equal content
+    gives equal keypoints, nothing else is trusted. Safe to use from several threads.
 
     Args:
-        gray_a, gray_b: [H, W] uint8 images.
-        depth_a: [H, W] depth of a along its optical axis (any unit: the result's translation is
-            in it); NaN or <= 0 where unknown.
-        intrinsics_a, intrinsics_b: [3, 3] of those images (pixel centres at integers).
-        usable_a: [H, W] bool, pixels of a where corners may be taken (e.g. not padding).
-        head_b_to_a: the camera head's pose of b in a; when it explains the PnP inliers within
-            ``config.head_tolerance_px`` of PnP's own median reprojection error, it is kept
-            (PnP fits the depth's noise too: a good head is not replaced by a noisier estimate).
-
-    Returns:
-        (b_to_a [4, 4] or None, inliers, tracked points used, reason when None).
+        capacity: images kept (the least recently used are evicted first).
     """
-    valid = usable_a & np.isfinite(depth_a) & (depth_a > 0)
-    corners = cv2.goodFeaturesToTrack(
-        gray_a,
-        config.max_corners,
-        CORNER_QUALITY,
-        CORNER_SPACING_PX,
-        mask=valid.astype(np.uint8) * 255,
+
+    def __init__(self, capacity: int = 64) -> None:
+        if capacity < 1:
+            raise ValueError(f"feature cache capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self._entries: OrderedDict[bytes, FrameFeatures] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def features(self, gray: np.ndarray, usable: np.ndarray) -> FrameFeatures:
+        """:func:`sift_features` of ``gray`` on ``usable``, computed once per distinct content."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(np.asarray(gray.shape, np.int64).tobytes())
+        digest.update(np.ascontiguousarray(gray).tobytes())
+        digest.update(np.packbits(usable).tobytes())
+        key = digest.digest()
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return found
+        features = sift_features(gray, usable)  # outside the lock: other frames go on meanwhile
+        with self._lock:
+            self.misses += 1
+            self._entries[key] = features
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        return features
+
+
+def match_features(a: FrameFeatures, b: FrameFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-neighbour descriptor matches a -> b that pass Lowe's ratio test: ([M, 2], [M, 2])."""
+    if a.descriptors is None or b.descriptors is None or len(b.pixels) < 2:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.descriptors, b.descriptors, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < SIFT_RATIO * p[1].distance]
+    return (
+        a.pixels[[m.queryIdx for m in good]].reshape(-1, 2),
+        b.pixels[[m.trainIdx for m in good]].reshape(-1, 2),
     )
-    if corners is None or len(corners) < config.min_inliers:
-        return None, 0, 0, "too few corners"
+
+
+def track_corners(
+    gray_a: np.ndarray, gray_b: np.ndarray, usable_a: np.ndarray, max_corners: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shi-Tomasi corners of a on ``usable_a`` tracked into b by forward-backward pyramidal
+    Lucas-Kanade: (pixels in a [M, 2], pixels in b [M, 2]) of the tracks that come back."""
+    corners = cv2.goodFeaturesToTrack(
+        gray_a, max_corners, CORNER_QUALITY, CORNER_SPACING_PX, mask=usable_a.astype(np.uint8) * 255
+    )
+    if corners is None:
+        return np.zeros((0, 2)), np.zeros((0, 2))
     tracked, status, _ = cv2.calcOpticalFlowPyrLK(
-        gray_a,
-        gray_b,
-        corners,
-        None,
-        winSize=LK_WINDOW,
-        maxLevel=LK_LEVELS,
+        gray_a, gray_b, corners, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
     )
     back, status_back, _ = cv2.calcOpticalFlowPyrLK(
         gray_b, gray_a, tracked, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
     )
     error = np.linalg.norm((back - corners).reshape(-1, 2), axis=1)
     good = (status.ravel() == 1) & (status_back.ravel() == 1) & (error < BACK_TRACK_PX)
-    pa, pb = corners.reshape(-1, 2)[good], tracked.reshape(-1, 2)[good].astype(np.float64)
+    return corners.reshape(-1, 2)[good].astype(np.float64), tracked.reshape(-1, 2)[good].astype(np.float64)
+
+
+def place_by_pnp(
+    pixels_a: np.ndarray,
+    pixels_b: np.ndarray,
+    depth_a: np.ndarray,
+    intrinsics_a: np.ndarray,
+    intrinsics_b: np.ndarray,
+    config: RefineConfig,
+    min_inliers: int,
+    min_inlier_share: float,
+    head_b_to_a: np.ndarray | None = None,
+) -> tuple[np.ndarray | None, int, str]:
+    """Pose of camera b in camera a's frame from correspondences and a's depth.
+
+    Args:
+        pixels_a, pixels_b: [M, 2] corresponding pixels (x, y) of images a and b.
+        depth_a: [H, W] depth of a along its optical axis (any unit: the result's translation is
+            in it); NaN or <= 0 where unknown (those correspondences are dropped).
+        intrinsics_a, intrinsics_b: [3, 3] of those images (pixel centres at integers).
+        min_inliers, min_inlier_share: fewest RANSAC inliers, and their smallest share of the
+            correspondences, for a placement.
+        head_b_to_a: the camera head's pose of b in a; when it explains the PnP inliers within
+            ``config.head_tolerance_px`` of PnP's own median reprojection error, it is kept
+            (PnP fits the depth's noise too: a good head is not replaced by a noisier estimate).
+
+    Returns:
+        (b_to_a [4, 4] or None, inliers, reason when None). The reason starts with
+        ``HEAD_EXPLAINS`` when the head was kept for explaining the inliers.
+    """
     h, w = depth_a.shape
-    inside = (pb[:, 0] >= 0) & (pb[:, 0] <= w - 1) & (pb[:, 1] >= 0) & (pb[:, 1] <= h - 1)
-    pa, pb = pa[inside], pb[inside]
-    if len(pa) < config.min_inliers:
-        return None, 0, len(pa), f"{len(pa)} points tracked"
-    cols, rows = np.rint(pa[:, 0]).astype(int), np.rint(pa[:, 1]).astype(int)
-    z = depth_a[rows, cols].astype(np.float64)
+    cols, rows = np.rint(pixels_a[:, 0]).astype(int), np.rint(pixels_a[:, 1]).astype(int)
+    inside = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
+    inside &= (
+        (pixels_b[:, 0] >= 0) & (pixels_b[:, 0] <= w - 1) & (pixels_b[:, 1] >= 0) & (pixels_b[:, 1] <= h - 1)
+    )
+    z = np.full(len(pixels_a), np.nan)
+    z[inside] = depth_a[rows[inside], cols[inside]]
+    keep = inside & np.isfinite(z) & (z > 0)
+    pa, pb, z = pixels_a[keep], np.ascontiguousarray(pixels_b[keep], np.float64), z[keep]
+    if len(pa) < min_inliers:
+        return None, 0, f"{len(pa)} correspondences"
     fx, fy, cx, cy = intrinsics_a[0, 0], intrinsics_a[1, 1], intrinsics_a[0, 2], intrinsics_a[1, 2]
     points = np.stack([(pa[:, 0] - cx) / fx * z, (pa[:, 1] - cy) / fy * z, z], axis=1)
+    k_b = np.asarray(intrinsics_b, np.float64)
+    # AP3P minimal samples: a fifth of the default's time where half the matches are outliers.
     ok, rvec, tvec, inliers = cv2.solvePnPRansac(
         points,
         pb,
-        np.asarray(intrinsics_b, np.float64),
+        k_b,
         None,
         iterationsCount=RANSAC_ITERATIONS,
         reprojectionError=config.reprojection_px,
+        flags=cv2.SOLVEPNP_AP3P,
     )
     count = 0 if inliers is None else len(inliers)
-    if not ok or count < config.min_inliers:
-        return None, count, len(pa), f"PnP: {count} inliers of {len(pa)}"
-    if count < config.min_inlier_share * len(pa):
-        return None, count, len(pa), f"PnP: {count} inliers of {len(pa)} < {config.min_inlier_share:.2f}"
+    if not ok or count < min_inliers:
+        return None, count, f"PnP: {count} inliers of {len(pa)}"
+    if count < min_inlier_share * len(pa):
+        return None, count, f"PnP: {count} inliers of {len(pa)} < {min_inlier_share:.2f}"
     # RANSAC's pose comes from a minimal sample: polish it on all inliers (Levenberg-Marquardt).
-    keep = inliers.ravel()
-    rvec, tvec = cv2.solvePnPRefineLM(
-        points[keep], pb[keep], np.asarray(intrinsics_b, np.float64), None, rvec, tvec
-    )
+    used = inliers.ravel()
+    rvec, tvec = cv2.solvePnPRefineLM(points[used], pb[used], k_b, None, rvec, tvec)
     rotation, _ = cv2.Rodrigues(rvec)
     a_to_b = np.eye(4)
     a_to_b[:3, :3], a_to_b[:3, 3] = rotation, tvec.ravel()
     b_to_a = np.linalg.inv(a_to_b)
     if head_b_to_a is not None:
-        k_b = np.asarray(intrinsics_b, np.float64)
-        pnp_px = _median_reprojection_px(points[keep], pb[keep], b_to_a, k_b)
-        head_px = _median_reprojection_px(points[keep], pb[keep], head_b_to_a, k_b)
+        pnp_px = _median_reprojection_px(points[used], pb[used], b_to_a, k_b)
+        head_px = _median_reprojection_px(points[used], pb[used], head_b_to_a, k_b)
         if head_px <= pnp_px + config.head_tolerance_px:
-            return None, count, len(pa), f"the head explains the tracks ({head_px:.2f} px, PnP {pnp_px:.2f})"
-    return b_to_a, count, len(pa), ""
+            return None, count, f"{HEAD_EXPLAINS} ({head_px:.2f} px, PnP {pnp_px:.2f})"
+    return b_to_a, count, ""
 
 
 def _downscaled_image(gray: np.ndarray, intrinsics: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
@@ -192,36 +296,103 @@ def _block_centres(values: np.ndarray, factor: int) -> np.ndarray:
     return values[np.ix_(np.arange(h) * factor + factor // 2, np.arange(w) * factor + factor // 2)]
 
 
-def _pair_estimate(
-    gray: list[np.ndarray],
-    depth: np.ndarray,
+@dataclass
+class _Frame:
+    """One frame's inputs to the pair estimates, downscaled to at most ``MAX_WIDTH`` pixels."""
+
+    gray: np.ndarray  # [h, w] uint8
+    intrinsics: np.ndarray  # [3, 3]
+    depth: np.ndarray  # [h, w] float64, window units
+    usable: np.ndarray  # [h, w] bool: valid pixel with depth
+    features: FrameFeatures | None  # SIFT keypoints (None: SIFT not used)
+
+
+def _frame(
+    gray: np.ndarray,
     intrinsics: np.ndarray,
-    valid_mask: np.ndarray | None,
-    j: int,
-    k: int,
-    head_relative: np.ndarray,
+    depth: np.ndarray,
+    valid: np.ndarray | None,
     config: RefineConfig,
-) -> tuple[np.ndarray | None, int, str]:
-    """PnP of frame k on frame j with the head checks: (k in j or None, inliers, reason)."""
-    factor = max(1, int(np.ceil(gray[j].shape[1] / MAX_WIDTH)))
-    usable = np.ones(depth[j].shape, bool) if valid_mask is None else np.asarray(valid_mask[j], bool)
-    gray_j, k_j = _downscaled_image(gray[j], intrinsics[j], factor)
-    gray_k, k_k = _downscaled_image(gray[k], intrinsics[k], factor)
-    depth_j = _block_centres(np.asarray(depth[j], np.float64), factor)
-    usable_j = _block_centres(usable, factor)
-    relative, count, _, reason = pnp_relative_pose(
-        gray_j, gray_k, depth_j, k_j, k_k, usable_j, config, head_relative
+    cache: FeatureCache | None,
+) -> _Frame:
+    factor = max(1, int(np.ceil(gray.shape[1] / MAX_WIDTH)))
+    small, k = _downscaled_image(gray, intrinsics, factor)
+    depth_small = _block_centres(np.asarray(depth, np.float64), factor)
+    inside = np.ones(small.shape, bool) if valid is None else _block_centres(np.asarray(valid, bool), factor)
+    features = None
+    if config.sift:  # keypoints without depth are dropped later: detection sees only the pixels
+        sift_factor = max(1, int(np.ceil(small.shape[1] / SIFT_MAX_WIDTH)))
+        sift_image, _ = _downscaled_image(small, k, sift_factor)
+        sift_inside = _block_centres(inside, sift_factor)
+        found = (
+            cache.features(sift_image, sift_inside)
+            if cache is not None
+            else sift_features(sift_image, sift_inside)
+        )
+        # back to the frame's pixels (pixel centres at integers at both sizes)
+        features = FrameFeatures((found.pixels + 0.5) * sift_factor - 0.5, found.descriptors)
+    usable = inside & np.isfinite(depth_small) & (depth_small > 0)
+    return _Frame(small, k, depth_small, usable, features)
+
+
+def _pair_estimate(
+    a: _Frame, b: _Frame, head_relative: np.ndarray, config: RefineConfig
+) -> tuple[np.ndarray | None, int, str, str]:
+    """Frame b placed on frame a with the head checks: (b in a or None, inliers, reason, method).
+
+    SIFT matches first (they survive the zoom of forward motion, where Lucas-Kanade tracks come
+    out short and PnP shrinks the step), Lucas-Kanade tracks where SIFT's placement is not used;
+    a head that explains either set of inliers is kept.
+    """
+    reasons = []
+    if a.features is not None and b.features is not None:
+        pixels_a, pixels_b = match_features(a.features, b.features)
+        relative, count, reason = place_by_pnp(
+            pixels_a,
+            pixels_b,
+            a.depth,
+            a.intrinsics,
+            b.intrinsics,
+            config,
+            config.min_sift_inliers,
+            0.0,
+            head_relative,
+        )
+        reason = reason or _head_disagreement(relative, head_relative, config)
+        if not reason:
+            return relative, count, "", "sift"
+        if reason.startswith(HEAD_EXPLAINS):
+            return None, count, reason, ""
+        reasons.append(f"SIFT: {reason}")
+    pixels_a, pixels_b = track_corners(a.gray, b.gray, a.usable, config.max_corners)
+    relative, count, reason = place_by_pnp(
+        pixels_a,
+        pixels_b,
+        a.depth,
+        a.intrinsics,
+        b.intrinsics,
+        config,
+        config.min_inliers,
+        config.min_inlier_share,
+        head_relative,
     )
-    if relative is None:
-        return None, count, reason
+    reason = reason or _head_disagreement(relative, head_relative, config)
+    if not reason:
+        return relative, count, "", "lk"
+    reasons.append(f"tracks: {reason}" if reasons else reason)
+    return None, count, "; ".join(reasons), ""
+
+
+def _head_disagreement(relative: np.ndarray, head_relative: np.ndarray, config: RefineConfig) -> str:
+    """Why a placement is not used next to the head's relative pose ("" when it is)."""
     disagreement = _rotation_deg(relative[:3, :3].T @ head_relative[:3, :3])
     if disagreement > config.max_rotation_deg:
-        return None, count, f"rotation {disagreement:.1f} deg from the head's > {config.max_rotation_deg}"
+        return f"rotation {disagreement:.1f} deg from the head's > {config.max_rotation_deg}"
     if config.max_step_ratio:
         ratio = max(np.linalg.norm(relative[:3, 3]), 1e-12) / max(np.linalg.norm(head_relative[:3, 3]), 1e-12)
         if not 1.0 / config.max_step_ratio <= ratio <= config.max_step_ratio:
-            return None, count, f"step {ratio:.2f} x the head's, beyond {config.max_step_ratio}"
-    return relative, count, ""
+            return f"step {ratio:.2f} x the head's, beyond {config.max_step_ratio}"
+    return ""
 
 
 def refine_window_poses(
@@ -232,11 +403,12 @@ def refine_window_poses(
     valid_mask: np.ndarray | None = None,
     camera_ids: list[str] | None = None,
     config: RefineConfig | None = None,
+    feature_cache: FeatureCache | None = None,
 ) -> RefinedPoses:
     """Place each frame of a window on an earlier one by PnP (module docstring).
 
-    The pairs are estimated in parallel threads (OpenCV releases the GIL), on images at most
-    ``MAX_WIDTH`` pixels wide, and composed in window order.
+    The frames' keypoints and then the pairs are computed in parallel threads (OpenCV releases
+    the GIL), on images at most ``MAX_WIDTH`` pixels wide, and composed in window order.
 
     Args:
         colors: [S, H, W, 3] uint8 RGB model inputs.
@@ -246,6 +418,7 @@ def refine_window_poses(
         valid_mask: [S, H, W] bool, False on padding (None: every pixel).
         camera_ids: per frame, its camera (pairs stay within one camera); None: one camera.
         config: acceptance rules (``refine.*``; default :class:`RefineConfig`).
+        feature_cache: keeps frames' SIFT keypoints for the next windows (None: none kept).
 
     Returns:
         :class:`RefinedPoses`.
@@ -253,7 +426,6 @@ def refine_window_poses(
     config = config or RefineConfig()
     head = np.asarray(cam_to_world, np.float64)
     count = len(head)
-    gray = [cv2.cvtColor(np.ascontiguousarray(c), cv2.COLOR_RGB2GRAY) for c in colors]
     intrinsics = np.asarray(intrinsics, np.float64)
     previous: dict[int, int | None] = {}  # frame -> the previous frame of its camera
     last_of_camera: dict[str, int] = {}
@@ -263,34 +435,43 @@ def refine_window_poses(
         last_of_camera[camera] = k
     pairs = [(previous[k], k) for k in range(1, count) if previous[k] is not None]
 
-    def estimate(pair: tuple[int, int]) -> tuple[np.ndarray | None, int, str]:
-        j, k = pair
-        head_relative = np.linalg.inv(head[j]) @ head[k]
-        return _pair_estimate(gray, depth, intrinsics, valid_mask, j, k, head_relative, config)
+    def prepare(k: int) -> _Frame:
+        gray = cv2.cvtColor(np.ascontiguousarray(colors[k]), cv2.COLOR_RGB2GRAY)
+        valid = None if valid_mask is None else valid_mask[k]
+        return _frame(gray, intrinsics[k], depth[k], valid, config, feature_cache)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(pairs), THREADS))) as pool:
+    def estimate(pair: tuple[int, int]) -> tuple[np.ndarray | None, int, str, str]:
+        j, k = pair
+        return _pair_estimate(frames[j], frames[k], np.linalg.inv(head[j]) @ head[k], config)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(count, THREADS))) as pool:
+        frames = list(pool.map(prepare, range(count)))
         estimates = dict(zip(pairs, pool.map(estimate, pairs)))
     out = head.copy()
     refined = np.zeros(count, bool)
     inliers = np.zeros(count, np.int64)
     reasons = [""] * count
+    methods = [""] * count
     for k in range(1, count):
         j = previous[k]
         if j is None:  # the camera's first frame: the head's pose relative to frame 0
             out[k] = out[0] @ np.linalg.inv(head[0]) @ head[k]
             reasons[k] = "first frame of its camera"
             continue
-        relative, inliers[k], reasons[k] = estimates[(j, k)]
+        relative, inliers[k], reasons[k], methods[k] = estimates[(j, k)]
         if relative is None:
             relative = np.linalg.inv(head[j]) @ head[k]
         else:
             refined[k] = True
         out[k] = out[j] @ relative
-    return RefinedPoses(out, refined, inliers, reasons)
+    return RefinedPoses(out, refined, inliers, reasons, methods)
 
 
 def refined_prediction(
-    prediction: Any, camera_ids: list[str] | None, config: RefineConfig
+    prediction: Any,
+    camera_ids: list[str] | None,
+    config: RefineConfig,
+    feature_cache: FeatureCache | None = None,
 ) -> tuple[Any, RefinedPoses | None]:
     """A copy of a ``Prediction`` with its poses refined (``cam_to_world`` and ``extrinsics``);
     the prediction itself and None when it carries no images (``colors``) to track in."""
@@ -304,6 +485,7 @@ def refined_prediction(
         getattr(prediction, "valid_mask", None),
         camera_ids,
         config,
+        feature_cache,
     )
     extrinsics = np.linalg.inv(result.cam_to_world)[:, :3, :]
     if is_dataclass(prediction):

@@ -131,6 +131,7 @@ def test_a_placement_that_disagrees_with_the_heads_rotation_is_not_used(forward)
     assert out.refined[[1, 3, 4, 5]].all()
     loose = refine_window_poses(colors, depth, intrinsics, head, config=RefineConfig(max_rotation_deg=20.0))
     assert loose.refined[1:].all()
+    assert refine_window_poses(colors, depth, intrinsics, head).refined[1:].all()  # default: no check
 
 
 def test_max_step_ratio_keeps_the_head_where_the_steps_differ_too_much(forward) -> None:
@@ -203,7 +204,7 @@ def test_refined_prediction_updates_extrinsics_and_leaves_the_rest(forward) -> N
 
 def test_refine_parameters_are_validated() -> None:
     flat = PipelineConfig().to_flat()
-    assert flat["refine.enabled"] is True and flat["refine.max_rotation_deg"] == 5.0
+    assert flat["refine.enabled"] is True and flat["refine.max_rotation_deg"] == 0.0
     assert flat["refine.max_step_ratio"] == 0.0  # no limit by default
     assert PipelineConfig.from_flat({"refine.max_step_ratio": 1.5}).refine.max_step_ratio == 1.5
     for key, value in (
@@ -212,6 +213,7 @@ def test_refine_parameters_are_validated() -> None:
         ("refine.enabled", "yes"),
         ("refine.max_step_ratio", 0.5),
         ("refine.head_tolerance_px", -1.0),
+        ("refine.max_rotation_deg", -5.0),
     ):
         with pytest.raises(ValueError, match=key):
             PipelineConfig.from_flat({key: value})

@@ -486,18 +486,18 @@ class RefineConfig(_Validated):
     """Fewest PnP inliers for a placement to be used."""
     min_inlier_share: float = 0.5
     """Smallest share (0-1) of the tracked corners that must be PnP inliers."""
-    max_rotation_deg: float = 5.0
-    """A placement whose rotation differs from the camera head's by more (degrees) is not used:
-    the head's rotations between close frames are good to about 2 degrees; its translations are
-    what the refinement corrects."""
+    max_rotation_deg: float = 0.0
+    """When > 0: a placement whose rotation differs from the camera head's by more (degrees) is
+    not used. 0: no check. With the cameras' calibration (``window.calibrated_intrinsics``) PnP's
+    rotations are the better ones: on the model card's turn-in-place sequence the compact
+    model's head errs by 10-35 degrees per step and PnP by 1-2 (docs/mapping.md)."""
     head_tolerance_px: float = 1.0
     """The head's own pose is kept where it reprojects the PnP inliers within this many pixels of
     PnP's median error: PnP fits the depth's noise too, and a good head is left alone."""
     max_step_ratio: float = 0.0
     """When >= 1: a placement whose step (translation length) is more than this factor longer or
-    shorter than the head's is not used. 0: no limit. On fast held-out laps PnP shrinks some
-    steps (up to 4x), but the head's steps err more on average: 1.5 and 2 gave back most of the
-    model card's gain (docs/mapping.md)."""
+    shorter than the head's is not used. 0: no limit (the head's steps err more: median
+    |log ratio| 0.41 against PnP's 0.16, docs/mapping.md)."""
 
     _section = "refine"
 
@@ -507,8 +507,8 @@ class RefineConfig(_Validated):
                 _fail(self._section, name, getattr(self, name), "must be true or false")
         self._integer("max_corners", 10)
         self._integer("min_sift_inliers", 6)
-        self._positive("reprojection_px", "max_rotation_deg")
-        self._non_negative("head_tolerance_px")
+        self._positive("reprojection_px")
+        self._non_negative("head_tolerance_px", "max_rotation_deg")
         ratio = self.max_step_ratio
         if not (isinstance(ratio, (int, float)) and (ratio == 0 or ratio >= 1.0)):
             _fail(self._section, "max_step_ratio", ratio, "must be 0 (no limit) or a number >= 1")

@@ -16,7 +16,7 @@ pyramidal Lucas-Kanade and kept when tracking back lands within ``BACK_TRACK_PX`
 points come from j's depth; OpenCV's ``solvePnPRansac`` (then ``solvePnPRefineLM`` on the
 inliers) gives k's pose relative to j. It replaces the head's relative pose only when it has
 enough inliers (``min_sift_inliers``; for tracks ``min_inliers`` and ``min_inlier_share``), its
-rotation agrees with the head's within ``max_rotation_deg``, the head's own pose does not
+rotation agrees with the head's within ``max_rotation_deg`` (when set), the head's own pose does not
 reproject the inliers about as well (``head_tolerance_px``: PnP fits the depth's noise too) and,
 optionally, its step is within ``max_step_ratio`` of the head's. Poses are composed from frame 0,
 which does not move. A frame whose camera has no earlier frame in the window keeps its head pose
@@ -386,7 +386,7 @@ def _pair_estimate(
 def _head_disagreement(relative: np.ndarray, head_relative: np.ndarray, config: RefineConfig) -> str:
     """Why a placement is not used next to the head's relative pose ("" when it is)."""
     disagreement = _rotation_deg(relative[:3, :3].T @ head_relative[:3, :3])
-    if disagreement > config.max_rotation_deg:
+    if config.max_rotation_deg and disagreement > config.max_rotation_deg:
         return f"rotation {disagreement:.1f} deg from the head's > {config.max_rotation_deg}"
     if config.max_step_ratio:
         ratio = max(np.linalg.norm(relative[:3, 3]), 1e-12) / max(np.linalg.norm(head_relative[:3, 3]), 1e-12)

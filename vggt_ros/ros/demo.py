@@ -156,6 +156,17 @@ def _print_accuracy(node: PerceptionNode, seq: object) -> None:
     shared = ("window.size", "window.stride", "window.num_track_queries", "keyframe.", "chaining.")
     flat.update({k: v for k, v in node_flat.items() if k.startswith(shared)})
     rows = synthetic_sequence_accuracy(seq, predictors, PipelineConfig.from_flat(flat))
+    # The same without the pose refinement: what the network's camera head gives on its own
+    # (the refinement places frames by PnP on any depth, untrained weights' included).
+    head_only = synthetic_sequence_accuracy(
+        seq, predictors, PipelineConfig.from_flat({**flat, "refine.enabled": False})
+    )
+    table = {}
+    for name in predictors:
+        table[name] = rows.pop(name)
+        table[f"{name}, camera head only"] = head_only[name]
+    table.update(rows)  # the constant-depth / identity-pose baseline
+    rows = table
     print("")
     print("accuracy on the bundled sequence (left camera; vggt-ros eval's metrics):")
     print(format_accuracy_table(rows))

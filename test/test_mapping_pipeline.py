@@ -337,7 +337,10 @@ def test_windows_as_noisy_as_a_trained_network_are_chained(orbit) -> None:
     predictor refuse most of them; the trajectory stays within 5 % of the extent."""
     noise = {"rot_noise_deg": 1.0, "trans_noise": 0.02, "depth_noise": 0.12}
     fake = FakePredictor([sequence_tuple(orbit)], seed=3, **noise)
-    pipeline = PerceptionPipeline(config(), fake)
+    # Chaining alone: the pose refinement would re-measure the cameras by PnP on this fake's
+    # depth, whose noise is independent per pixel (a network's errs smoothly), and measure the
+    # noise rather than the chaining (5.5 % of the extent with it on, 2026-12-05).
+    pipeline = PerceptionPipeline(config(refine=RefineConfig(enabled=False)), fake)
     results = run(pipeline, orbit)
     assert all(r.accepted for r in results), [r.reason for r in results]
     assert all(0.05 < r.median_relative_residual < 0.3 for r in results[1:])

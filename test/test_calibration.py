@@ -76,7 +76,7 @@ class LongFocal:
 def test_the_pipeline_maps_with_camera_info_instead_of_a_wrong_field_of_view() -> None:
     """A turning walk: with the wrong focal length the refinement measures the turns short and
     the chained path bends; with camera_info's the path keeps its shape."""
-    from test_mapping_fakes import FakePredictor, sequence_tuple, trajectory_error
+    from test_mapping_fakes import FakePredictor, path_error_of_extent, sequence_tuple
 
     seq = render_sequence(30, 120, 160, seed=4, path="orbit")
     errors, calibrated = {}, {}
@@ -91,11 +91,7 @@ def test_the_pipeline_maps_with_camera_info_instead_of_a_wrong_field_of_view() -
             frame = Frame(seq.stamps[i], "cam", seq.images[i], intrinsics=seq.intrinsics)
             if (job := pipeline.add_frame(frame)) is not None:
                 pipeline.process(job)
-        path = pipeline.path()
-        idx = [int(np.argmin(np.abs(seq.stamps - stamp))) for stamp, _ in path]
-        est = np.stack([pose[:3, 3] for _, pose in path])
-        extent = np.ptp(seq.cam_to_world[idx, :3, 3], axis=0).max()
-        errors[use] = trajectory_error(est, seq.cam_to_world[idx, :3, 3], with_scale=True) / extent
+        errors[use] = path_error_of_extent(pipeline.path(), seq)
         calibrated[use] = pipeline.stats["frames_calibrated"]
     assert calibrated[False] == 0 and calibrated[True] > 0
     assert errors[True] < 0.3 * errors[False], errors  # measured 0.25 % and 2.3 % of the extent

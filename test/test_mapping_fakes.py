@@ -185,3 +185,12 @@ def trajectory_error(estimated: np.ndarray, truth: np.ndarray, with_scale: bool)
 
     fit = umeyama(estimated, truth, with_scale=with_scale)
     return float(np.sqrt(np.mean(np.sum((fit.apply(estimated) - truth) ** 2, axis=1))))
+
+
+def path_error_of_extent(path: list[tuple[float, np.ndarray]], seq) -> float:  # noqa: ANN001
+    """RMS position error of a pipeline's ``path()`` (stamp, 4x4 pose) against the rendered
+    sequence's cameras at the nearest stamps, after one Sim(3), over the true path's extent."""
+    idx = [int(np.argmin(np.abs(seq.stamps - stamp))) for stamp, _ in path]
+    est = np.stack([pose[:3, 3] for _, pose in path])
+    extent = np.ptp(seq.cam_to_world[idx, :3, 3], axis=0).max()
+    return trajectory_error(est, seq.cam_to_world[idx, :3, 3], with_scale=True) / extent

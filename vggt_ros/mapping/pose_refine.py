@@ -345,39 +345,26 @@ def _pair_estimate(
     out short and PnP shrinks the step), Lucas-Kanade tracks where SIFT's placement is not used;
     a head that explains either set of inliers is kept.
     """
+
+    def placement(
+        pixels: tuple[np.ndarray, np.ndarray], min_inliers: int, min_share: float
+    ) -> tuple[np.ndarray | None, int, str]:
+        relative, count, reason = place_by_pnp(
+            *pixels, a.depth, a.intrinsics, b.intrinsics, config, min_inliers, min_share, head_relative
+        )
+        return relative, count, reason or _head_disagreement(relative, head_relative, config)
+
     reasons = []
     if a.features is not None and b.features is not None:
-        pixels_a, pixels_b = match_features(a.features, b.features)
-        relative, count, reason = place_by_pnp(
-            pixels_a,
-            pixels_b,
-            a.depth,
-            a.intrinsics,
-            b.intrinsics,
-            config,
-            config.min_sift_inliers,
-            0.0,
-            head_relative,
-        )
-        reason = reason or _head_disagreement(relative, head_relative, config)
+        matches = match_features(a.features, b.features)
+        relative, count, reason = placement(matches, config.min_sift_inliers, 0.0)
         if not reason:
             return relative, count, "", "sift"
         if reason.startswith(HEAD_EXPLAINS):
             return None, count, reason, ""
         reasons.append(f"SIFT: {reason}")
-    pixels_a, pixels_b = track_corners(a.gray, b.gray, a.usable, config.max_corners)
-    relative, count, reason = place_by_pnp(
-        pixels_a,
-        pixels_b,
-        a.depth,
-        a.intrinsics,
-        b.intrinsics,
-        config,
-        config.min_inliers,
-        config.min_inlier_share,
-        head_relative,
-    )
-    reason = reason or _head_disagreement(relative, head_relative, config)
+    tracks = track_corners(a.gray, b.gray, a.usable, config.max_corners)
+    relative, count, reason = placement(tracks, config.min_inliers, config.min_inlier_share)
     if not reason:
         return relative, count, "", "lk"
     reasons.append(f"tracks: {reason}" if reasons else reason)

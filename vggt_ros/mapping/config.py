@@ -465,9 +465,9 @@ class LoopConfig(_Validated):
 @dataclass
 class RefineConfig(_Validated):
     """Window poses refined by PnP on the network's own depth (``pose_refine.py``; docs/mapping.md,
-    "Pose refinement"): each frame is placed on the previous frame of its camera from tracked
-    corners and that frame's depth, where the placement is trusted; else the camera head's pose
-    stays."""
+    "Pose refinement"): each frame is placed on the previous frame of its camera from matched
+    keypoints (SIFT, then tracked corners) and that frame's depth, where the placement is
+    trusted; else the camera head's pose stays."""
 
     enabled: bool = True
     """Refine each window's poses before chaining (false: the camera head's poses as they are)."""

@@ -318,6 +318,10 @@ def test_diagnostics(listener, streamed):
     # The frame cache: overlapping windows reuse the encoder tokens of the frames they share.
     assert int(inf["frame_cache_hits"]) >= 1 and int(inf["frame_cache_misses"]) >= 6
     assert inf["global_attention"] == "sparse keys, 1 in 2 (approximate)"
+    # The left camera sends camera_info, whose intrinsics replace the network's; the right does not.
+    assert int(inf["frames_calibrated"]) >= 1
+    for key in ("frames_refined", "frames_refined_by_sift", "frames_not_refined", "refine_failures"):
+        assert int(inf[key]) >= 0, key
     # Where the time goes, image in to TF out: every stage of the published windows.
     lat = diagnostics_values(msgs, f"{NS}: latency")
     for stage in (

@@ -95,6 +95,7 @@ class DiagnosticsMixin:
         ]
         pairs += sorted(values.items())
         pairs += self._frame_cache()
+        pairs += self._pose_refinement()
         pairs.append(("global_attention", self._global_attention()))
         pairs += self._gpu_memory()
         st.values = kv(pairs)
@@ -138,6 +139,19 @@ class DiagnosticsMixin:
             pairs.append((f"{stage}_count", q["count"]))
         st.values = kv(pairs)
         return st
+
+    def _pose_refinement(self) -> list[tuple[str, Any]]:
+        """Frames whose camera_info intrinsics were used (window.calibrated_intrinsics) and the
+        window pose refinement's counts (refine.*; docs/mapping.md)."""
+        stats = self.pipeline.stats if self.pipeline is not None else {}
+        keys = (
+            "frames_calibrated",
+            "frames_refined",
+            "frames_refined_by_sift",
+            "frames_not_refined",
+            "refine_failures",
+        )
+        return [(key, stats.get(key, 0)) for key in keys]
 
     def _frame_cache(self) -> list[tuple[str, Any]]:
         """Encoder-token reuse across windows (model.frame_cache)."""

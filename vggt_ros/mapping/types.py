@@ -31,7 +31,8 @@ class Frame:
         stamp: seconds (header stamp).
         camera_id: which camera (e.g. its optical frame id).
         image: [H, W, 3] uint8 RGB.
-        intrinsics: [3, 3] from camera_info, or None (VGGT's own intrinsics are used).
+        intrinsics: [3, 3] from camera_info, used after the network instead of VGGT's predicted
+            ones (``window.calibrated_intrinsics``), or None (VGGT's own intrinsics are used).
         odom_pose: [4, 4] odom <- base_link at ``stamp``, or None.
         metric_depth: [H', W'] float32 metres registered to this image (any resolution, same
             field of view; <= 0 or non-finite = no measurement), or None.

@@ -16,8 +16,8 @@ and the windows processed and dropped:
 ``--every-frame`` makes every frame a keyframe (the heaviest load a rate can give: a window
 every ``stride`` frames); otherwise the node's keyframe policy decides. The first
 ``--warmup-s`` seconds (model warm-up, compilation, CUDA graph capture) are not counted.
-Writes ``latency.json`` and ``latency.png`` (histogram of image-to-TF and per-stage p50/p95)
-to ``--out``.
+Writes ``latency.json`` and ``latency.png`` (per-stage p50/p95 and the frames received in
+each second) to ``--out``.
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     K = frames[0].intrinsics
     published = 0
     counted_from: dict[str, Any] | None = None
+    # The node's received counter at each whole second of the measured span: shows whether
+    # frames arrived throughout the run or only in bursts.
+    received_at_second: list[int] = []
     try:
         start = time.monotonic()
         warm_end = start + args.warmup_s
@@ -108,6 +111,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if counted_from is None and now >= warm_end:
                 node.stats.clear_stages()
                 counted_from = {"t": now, "published": published, **_counters(node)}
+                received_at_second.append(counted_from["received"])
+            elif counted_from is not None and now >= counted_from["t"] + len(received_at_second):
+                received_at_second.append(node.stats.get("input.cam.received"))
             if now < next_due:
                 time.sleep(min(0.002, next_due - now))
                 continue
@@ -147,6 +153,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "measured_s": measured_s,
         "frames_published": published - base["published"],
         "frames_received_per_s": delta["received"] / measured_s,
+        # frames the node received in each whole second of the measured span
+        "frames_received_by_second": np.diff(received_at_second).astype(int).tolist(),
         "keyframes_per_s": delta["keyframes"] / measured_s,
         "windows_processed": delta["processed"],
         "windows_dropped_queue_full": delta["dropped"],
@@ -174,7 +182,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 
     stages = report["stages_ms"]
     names = [k for k in stages if stages[k]["count"]]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, (ax, ax_rate) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [2, 1]})
     x = np.arange(len(names))
     ax.bar(x - 0.2, [stages[k]["p50"] for k in names], 0.4, label="p50")
     ax.bar(x + 0.2, [stages[k]["p95"] for k in names], 0.4, label="p95")
@@ -183,6 +191,13 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     window = f"window {report['window']} / stride {report['stride']}"
     ax.set_title(f"{report['model'][:60]}\n{report['rate_hz']} Hz, {window}")
     ax.legend()
+    by_second = report["frames_received_by_second"]
+    ax_rate.step(np.arange(1, len(by_second) + 1), by_second, where="pre", label="received")
+    ax_rate.axhline(report["rate_hz"], color="gray", linestyle="--", label="published")
+    ax_rate.set_xlabel("s after warm-up")
+    ax_rate.set_ylabel("frames / s")
+    ax_rate.set_ylim(bottom=0)
+    ax_rate.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -193,7 +208,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"model: {report['model']} on {report['device']}",
         f"{report['rate_hz']} Hz for {report['measured_s']:.1f} s: received "
-        f"{report['frames_received_per_s']:.1f} frames/s, {report['keyframes_per_s']:.2f} keyframes/s, "
+        f"{report['frames_received_per_s']:.1f} frames/s (slowest second "
+        f"{min(report['frames_received_by_second'], default=0)}), "
+        f"{report['keyframes_per_s']:.2f} keyframes/s, "
         f"{report['windows_processed']} windows processed, "
         f"{report['windows_dropped_queue_full']} dropped (queue full)",
         "",

@@ -103,6 +103,40 @@ def test_the_feature_cache_reuses_shared_frames_and_changes_nothing(forward) -> 
         FeatureCache(0)
 
 
+def test_prefetched_keypoints_are_found_once_and_change_nothing(forward) -> None:
+    """``prefetch_window`` (started while the network runs) finds each frame's keypoints once:
+    the refinement that follows, even before the prefetch has finished, waits for them rather
+    than detecting again, and its poses equal those computed without any cache. Keypoints come
+    from the image and its padding alone (not the depth), so a frame with holes in its depth
+    still hits."""
+    colors, depth, intrinsics, truth = _window(forward)
+    head = _bad_head(truth)
+    content = np.ones(depth.shape, bool)
+    content[:, :, :4] = False  # a padded band
+    valid = content.copy()
+    depth = depth.copy()
+    depth[2, 40:60, 50:90] = np.nan  # no depth there: invalid, but still content
+    valid[2, 40:60, 50:90] = False
+    expected = refine_window_poses(colors, depth, intrinsics, head, valid, content_mask=content)
+    for wait in (True, False):
+        cache = FeatureCache(capacity=8)
+        futures = cache.prefetch_window(colors, content)
+        assert len(futures) == len(colors)
+        if wait:
+            for future in futures:
+                future.result()
+            assert (cache.hits, cache.misses) == (0, len(colors))
+        out = refine_window_poses(
+            colors, depth, intrinsics, head, valid, feature_cache=cache, content_mask=content
+        )
+        for future in futures:
+            future.result()
+        assert cache.misses == len(colors), (wait, cache.hits, cache.misses)
+        np.testing.assert_array_equal(out.cam_to_world, expected.cam_to_world)
+        assert out.methods == expected.methods and out.refined[1:].all()
+        assert set(out.timings) == {"features_ms", "pairs_ms"}
+
+
 def test_a_plain_image_keeps_the_head(forward) -> None:
     colors, depth, intrinsics, truth = _window(forward)
     colors = colors.copy()
@@ -214,6 +248,7 @@ def test_refine_parameters_are_validated() -> None:
         ("refine.max_step_ratio", 0.5),
         ("refine.head_tolerance_px", -1.0),
         ("refine.max_rotation_deg", -5.0),
+        ("refine.threads", 0),
     ):
         with pytest.raises(ValueError, match=key):
             PipelineConfig.from_flat({key: value})
@@ -269,6 +304,60 @@ def test_the_pipeline_chains_the_refined_poses(forward) -> None:
         refined[enabled] = pipeline.stats["frames_refined"]
     assert refined[False] == 0 and refined[True] > 0
     assert errors[True] < 0.3 * errors[False], errors  # measured 0.7 % and 5.1 % of the extent
+
+
+class ReportsInputs(StretchedHead):
+    """A predictor that, like ``Predictor``, hands its model inputs to ``on_model_inputs``
+    before its "network" (here: the stretched head) returns."""
+
+    reports_model_inputs = True
+
+    def predict(self, images, query_points=None, on_model_inputs=None):  # noqa: ANN001, ANN201
+        prediction = super().predict(images, query_points)
+        if on_model_inputs is not None:
+            content = np.stack([t.content_mask() for t in prediction.transforms])
+            on_model_inputs(prediction.colors, content)
+        return prediction
+
+
+def test_the_pipeline_prefetches_keypoints_and_gets_the_same_path(forward, monkeypatch) -> None:
+    """With a predictor that reports its inputs, the pipeline starts every window's keypoints
+    before the network's result is back; each keyframe's keypoints are found once, and the path
+    is the one computed without prefetching, bit for bit."""
+    from test_mapping_fakes import FakePredictor, sequence_tuple
+
+    from vggt_ros.mapping import Frame, KeyframeConfig, PerceptionPipeline, WindowConfig
+
+    seq = render_sequence(24, 120, 160, seed=3, path="forward")
+    prefetched: list[int] = []
+    original = FeatureCache.prefetch_window
+
+    def counting(self, colors, content):  # noqa: ANN001, ANN202
+        prefetched.append(len(colors))
+        return original(self, colors, content)
+
+    monkeypatch.setattr(FeatureCache, "prefetch_window", counting)
+    paths, caches = {}, {}
+    for wrapper in (StretchedHead, ReportsInputs):
+        config = PipelineConfig(
+            window=WindowConfig(size=6, stride=3), keyframe=KeyframeConfig(min_parallax_px=4.0)
+        )
+        pipeline = PerceptionPipeline(config, wrapper(FakePredictor([sequence_tuple(seq)], seed=2)))
+        windows = 0
+        for i in range(len(seq.images)):
+            if job := pipeline.add_frame(
+                Frame(seq.stamps[i], "cam", seq.images[i], intrinsics=seq.intrinsics)
+            ):
+                pipeline.process(job)
+                windows += 1
+        paths[wrapper] = pipeline.path()
+        caches[wrapper] = pipeline._refine_features
+    assert windows >= 3 and prefetched == [6] * windows
+    assert [t for t, _ in paths[ReportsInputs]] == [t for t, _ in paths[StretchedHead]]
+    for (_, prefetched_pose), (_, pose) in zip(paths[ReportsInputs], paths[StretchedHead]):
+        np.testing.assert_array_equal(prefetched_pose, pose)
+    # the same keypoints were found as often (once per keyframe) with and without prefetching
+    assert caches[ReportsInputs].misses == caches[StretchedHead].misses > 0
 
 
 def test_a_failing_refinement_keeps_the_heads_window(forward, monkeypatch) -> None:

@@ -460,3 +460,34 @@ def test_point_head_option_skips_only_the_point_map(tiny_model: VGGT) -> None:
     np.testing.assert_array_equal(a.depth_conf, b.depth_conf)
     np.testing.assert_array_equal(a.cam_to_world, b.cam_to_world)
     assert b.points_from_depth().shape == a.world_points.shape
+
+
+def test_on_model_inputs_sees_the_colors_and_padding_before_the_network(tiny_model: VGGT) -> None:
+    """The callback gets the model inputs (the later ``Prediction.colors``) and their content
+    masks once, before the network runs (so the pose refinement's keypoints can be found
+    meanwhile), and changes nothing."""
+    predictor = Predictor(tiny_model, device="cpu", precision="fp32", mode="pad", target_size=182)
+    frames = [rgb(120, 200), rgb(120, 200)]
+    seen: list[tuple[np.ndarray, np.ndarray, int]] = []
+    calls = {"network": 0}
+    run = predictor.runner.run
+
+    def counting_run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["network"] += 1
+        return run(*args, **kwargs)
+
+    predictor.runner.run = counting_run
+    with_callback = predictor.predict(
+        frames, on_model_inputs=lambda c, m: seen.append((c.copy(), m.copy(), calls["network"]))
+    )
+    del predictor.runner.run
+    plain = predictor.predict(frames)
+    assert len(seen) == 1 and calls["network"] == 1
+    colors, content, network_calls_before = seen[0]
+    assert network_calls_before == 0
+    assert colors.dtype == np.uint8 and colors.shape == with_callback.colors.shape
+    np.testing.assert_array_equal(colors, with_callback.colors)
+    np.testing.assert_array_equal(content, np.stack([t.content_mask() for t in with_callback.transforms]))
+    assert not content.all() and content.any()  # "pad" left padding rows
+    np.testing.assert_array_equal(with_callback.depth, plain.depth)
+    np.testing.assert_array_equal(with_callback.cam_to_world, plain.cam_to_world)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,6 +258,12 @@ def _weights_identity(weights: Any) -> dict[str, Any]:
     return info
 
 
+def _quantised_colors(images: torch.Tensor) -> np.ndarray:
+    """[S, 3, H, W] model inputs in [0, 1] -> [S, H, W, 3] uint8 on the host. Rounds half to even
+    (as np.rint) in float32, on the device: 1 byte per channel to copy."""
+    return (images.permute(0, 2, 3, 1) * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
 def _moved_points(points: torch.Tensor, transform: np.ndarray) -> torch.Tensor:
     """Points [S, H, W, 3] -> ``R p + t`` for the rigid 4x4 ``transform``, float32 on their device.
 
@@ -388,6 +394,9 @@ class Predictor:
         """Whether ``predict(frame_keys=...)`` reuses encoder tokens across windows."""
         return self.runner is not None and self.runner.frame_cache is not None
 
+    #: ``predict(on_model_inputs=...)`` is supported (the mapping pipeline checks for it).
+    reports_model_inputs = True
+
     @property
     def has_track_head(self) -> bool:
         return getattr(self.model, "track_head", None) is not None
@@ -453,6 +462,7 @@ class Predictor:
         resample_to_original: bool | str = False,
         timer: StageTimer | NullTimer | None = None,
         frame_keys: Sequence[Hashable] | None = None,
+        on_model_inputs: Callable[[np.ndarray, np.ndarray], None] | None = None,
     ) -> Prediction:
         """Run the model on one window of frames.
 
@@ -470,6 +480,11 @@ class Predictor:
             frame_keys: one identity per frame (e.g. keyframe ids): with a frame cache
                 (``runner_options={"frame_cache": N}``, see :attr:`caches_frames`) frames seen
                 in earlier windows reuse their encoder tokens; same outputs, less work.
+            on_model_inputs: called after preprocessing, before the network, with the model
+                input images ([S, Hm, Wm, 3] uint8 RGB, the later ``Prediction.colors``) and
+                their content masks ([S, Hm, Wm] bool, False on padding), so that per-frame work
+                on them (the pose refinement's keypoints) can run while the network does. It
+                should return quickly; what it raises propagates.
 
         Returns:
             Prediction (conventions in the module docstring).
@@ -492,6 +507,9 @@ class Predictor:
                     self.device, torch.float32
                 )
             synchronize(self.device)
+            colors = _quantised_colors(images)
+            if on_model_inputs is not None:
+                on_model_inputs(colors, np.stack([t.content_mask() for t in batch.transforms]))
         t1 = time.perf_counter()
         with timer.stage("inference"):
             if self.runner is not None:
@@ -502,7 +520,7 @@ class Predictor:
         synchronize(self.device)
         t2 = time.perf_counter()
         with timer.host_stage("postprocess"):
-            prediction = self._postprocess(out, images, batch.transforms, batch.model_hw, queries)
+            prediction = self._postprocess(out, colors, batch.transforms, batch.model_hw, queries)
             if resample_to_original:
                 interp = "nearest" if resample_to_original is True else str(resample_to_original)
                 for i in range(prediction.num_frames):
@@ -550,16 +568,16 @@ class Predictor:
     def _postprocess(
         self,
         out: dict[str, Any],
-        images: torch.Tensor,
+        colors: np.ndarray,
         transforms: list[ImageTransform],
         model_hw: tuple[int, int],
         queries: np.ndarray | None,
     ) -> Prediction:
         """Network outputs (batch of one) -> Prediction in the documented frames.
 
-        ``out`` and ``images`` ([S, 3, H, W] in [0, 1]) stay on the model's device: the point
-        map is re-anchored and the colours are quantised there, so only results are copied to
-        the host (at 8 frames of 350x518 the same work in numpy took about 40 ms).
+        ``out`` stays on the model's device: the point map is re-anchored there, so only results
+        are copied to the host (at 8 frames of 350x518 the same work in numpy took about 40 ms).
+        ``colors``: [S, H, W, 3] uint8, the model inputs (:func:`_quantised_colors`).
         """
         pose_enc = _to_numpy(out["pose_enc"][0]).astype(np.float64)
         # A field of view of 0 or pi (untrained weights; the head's ReLU can output exactly 0)
@@ -585,8 +603,6 @@ class Predictor:
 
         content = np.stack([t.content_mask() for t in transforms])
         valid = content & np.isfinite(depth)
-        # Round half to even (as np.rint) in float32, on the device: 1 byte per channel to copy.
-        colors = (images.permute(0, 2, 3, 1) * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
         tracks = model_tracks = vis = conf = None
         if queries is not None:

@@ -498,6 +498,9 @@ class RefineConfig(_Validated):
     """When >= 1: a placement whose step (translation length) is more than this factor longer or
     shorter than the head's is not used. 0: no limit (the head's steps err more: median
     |log ratio| 0.41 against PnP's 0.16, docs/mapping.md)."""
+    threads: int = 4
+    """Threads that find the frames' keypoints and place the frame pairs at once (OpenCV
+    releases the GIL; a window of 8 frames has 7 pairs). More helps on many-core machines only."""
 
     _section = "refine"
 
@@ -507,6 +510,7 @@ class RefineConfig(_Validated):
                 _fail(self._section, name, getattr(self, name), "must be true or false")
         self._integer("max_corners", 10)
         self._integer("min_sift_inliers", 6)
+        self._integer("threads", 1)
         self._positive("reprojection_px")
         self._non_negative("head_tolerance_px", "max_rotation_deg")
         ratio = self.max_step_ratio

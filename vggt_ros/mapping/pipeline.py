@@ -149,7 +149,7 @@ class PerceptionPipeline:
                 else None
             )
             # Keypoints of the pose refinement, reused by the windows that share a frame.
-            self._refine_features = FeatureCache(capacity=4 * cfg.window.size)
+            self._refine_features = FeatureCache(capacity=4 * cfg.window.size, threads=cfg.refine.threads)
             self._sensor_windows = 0  # accepted windows that added odometry-sensor edges
             # Windows since the voxel map was last rebuilt from the keyframes, and whether a
             # correction since then still waits for its rebuild (loop.map_rebuild_min_windows).
@@ -285,13 +285,17 @@ class PerceptionPipeline:
         t0 = time.perf_counter()
         keyframes, note = self._with_anchors(job)
         images = [kf.frame.image for kf in keyframes]
+        options: dict[str, Any] = {}
         if getattr(self.predictor, "caches_frames", False):
             # Frames shared with earlier windows reuse their encoder tokens (same outputs).
-            keys = [(self._frame_key_prefix, kf.id) for kf in keyframes]
-            prediction = self.predictor.predict(images, job.query_points, frame_keys=keys)
-        else:
-            prediction = self.predictor.predict(images, job.query_points)
+            options["frame_keys"] = [(self._frame_key_prefix, kf.id) for kf in keyframes]
+        refine = self.config.refine
+        if refine.enabled and refine.sift and getattr(self.predictor, "reports_model_inputs", False):
+            # The refinement's keypoints are found while the network runs (same keypoints).
+            options["on_model_inputs"] = self._refine_features.prefetch_window
+        prediction = self.predictor.predict(images, job.query_points, **options)
         t_refine = time.perf_counter()
+        refinement = None
         if self.config.window.calibrated_intrinsics:
             prediction, calibrated = calibrated_prediction(
                 prediction, [kf.frame.intrinsics for kf in keyframes]
@@ -433,6 +437,7 @@ class PerceptionPipeline:
         result.timings = {
             "predict_ms": (t_refine - t0) * 1e3,
             "refine_ms": (t1 - t_refine) * 1e3,
+            **{f"refine_{k}": v for k, v in (refinement.timings if refinement is not None else {}).items()},
             "chain_ms": (t2 - t1) * 1e3,
             "scale_ms": (t3 - t2) * 1e3,
             "poses_ms": (t_poses - t0) * 1e3,

@@ -24,7 +24,7 @@ relative to frame 0.
 
 Everything runs on the model-resolution maps of the window (``Prediction.colors``, ``depth``,
 ``model_intrinsics``, ``valid_mask``), downscaled by an integer factor to at most ``MAX_WIDTH``
-pixels (SIFT: ``SIFT_MAX_WIDTH``), the frames' keypoints and then the pairs in ``THREADS``
+pixels (SIFT: ``SIFT_MAX_WIDTH``), the frames' keypoints and then the pairs in ``refine.threads``
 parallel threads; a :class:`FeatureCache` keeps keypoints for the next windows. The point head's
 ``world_points`` are not changed (the mapping pipeline unprojects depth and never reads them).
 Cost per 8-frame window on the 2-core CPU: docs/mapping.md "Pose refinement".
@@ -35,9 +35,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
+import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, is_dataclass, replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, is_dataclass, replace
 from typing import Any
 
 import cv2
@@ -65,7 +66,6 @@ MAX_WIDTH = 320  # larger model images are downscaled by an integer factor first
 # images as they are; 350x518 at a third instead of a half: a window's whole refinement took
 # 168 -> 76 ms on the 2-core CPU).
 SIFT_MAX_WIDTH = 192
-THREADS = 4  # frame pairs estimated at once
 
 
 @dataclass
@@ -79,6 +79,9 @@ class RefinedPoses:
         reasons: [S] str, why frame k kept the head's pose ("" where refined or frame 0).
         methods: [S] str, what placed frame k: "sift" (matched keypoints), "lk" (tracked
             corners) or "" (the head's pose).
+        timings: milliseconds of the two parallel parts: "features_ms" (frames downscaled,
+            SIFT keypoints found or taken from the cache) and "pairs_ms" (matching, tracking,
+            PnP of every pair).
     """
 
     cam_to_world: np.ndarray
@@ -86,6 +89,7 @@ class RefinedPoses:
     inliers: np.ndarray
     reasons: list[str]
     methods: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _rotation_deg(rotation: np.ndarray) -> float:
@@ -130,18 +134,29 @@ class FeatureCache:
     Consecutive windows share most of their frames (window 8, stride 4: half), and a frame's
     keypoints depend on its pixels alone (detection uses the padding mask, not the window's
     depth), so they are reused. The key is a digest of the image and mask bytes: equal content
-    gives equal keypoints, nothing else is trusted. Safe to use from several threads.
+    gives equal keypoints, nothing else is trusted. Safe to use from several threads: a content
+    being computed by one thread is waited for, not computed again, by the others.
+
+    :meth:`prefetch_window` starts a window's keypoints in background threads as soon as the
+    model's input images exist, so that they are found while the network runs (the mapping
+    pipeline does this through the predictor's ``on_model_inputs``).
 
     Args:
         capacity: images kept (the least recently used are evicted first).
+        threads: background threads of :meth:`prefetch_window` (``refine.threads``).
     """
 
-    def __init__(self, capacity: int = 64) -> None:
+    def __init__(self, capacity: int = 64, threads: int = 4) -> None:
         if capacity < 1:
             raise ValueError(f"feature cache capacity must be >= 1, got {capacity}")
+        if threads < 1:
+            raise ValueError(f"feature cache threads must be >= 1, got {threads}")
         self.capacity = int(capacity)
+        self.threads = int(threads)
         self._entries: OrderedDict[bytes, FrameFeatures] = OrderedDict()
+        self._in_flight: dict[bytes, threading.Event] = {}
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
         self.hits = 0
         self.misses = 0
 
@@ -155,20 +170,64 @@ class FeatureCache:
         digest.update(np.ascontiguousarray(gray).tobytes())
         digest.update(np.packbits(usable).tobytes())
         key = digest.digest()
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
+        while True:
+            with self._lock:
+                found = self._entries.get(key)
+                if found is not None:
+                    self._entries.move_to_end(key)
+                    self.hits += 1
+                    return found
+                running = self._in_flight.get(key)
+                if running is None:
+                    done = self._in_flight[key] = threading.Event()
+                    break
+            running.wait()  # another thread computes it; then it is an entry (or it failed)
+        try:
+            features = sift_features(gray, usable)  # outside the lock: other frames go on meanwhile
+            with self._lock:
+                self.misses += 1
+                self._entries[key] = features
                 self._entries.move_to_end(key)
-                self.hits += 1
-                return found
-        features = sift_features(gray, usable)  # outside the lock: other frames go on meanwhile
-        with self._lock:
-            self.misses += 1
-            self._entries[key] = features
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+                while len(self._entries) > self.capacity:
+                    self._entries.popitem(last=False)
+        finally:
+            with self._lock:
+                del self._in_flight[key]
+            done.set()
         return features
+
+    def prefetch_window(self, colors: np.ndarray, content: np.ndarray) -> list[Future]:
+        """Start the keypoints of a window's frames in background threads; returns at once.
+
+        Args:
+            colors: [S, H, W, 3] uint8 RGB model inputs (``Prediction.colors``).
+            content: [S, H, W] bool, False on padding (the transforms' content masks).
+
+        Returns:
+            One future per frame (callers may ignore them: :func:`refine_window_poses` with this
+            cache waits for a frame still in flight).
+        """
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="sift-prefetch")
+        return [self._pool.submit(self._prefetch_frame, colors[k], content[k]) for k in range(len(colors))]
+
+    def _prefetch_frame(self, color: np.ndarray, content: np.ndarray) -> None:
+        gray = cv2.cvtColor(np.ascontiguousarray(color), cv2.COLOR_RGB2GRAY)
+        image, mask, _ = sift_input(gray, content)
+        self.features(image, mask)
+
+
+def sift_input(gray: np.ndarray, content: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The image SIFT sees for a model-resolution frame: (image [h, w] uint8, mask [h, w] bool,
+    factor), downscaled by the integer ``factor`` (to at most ``MAX_WIDTH`` and then
+    ``SIFT_MAX_WIDTH`` pixels); ``content`` ([H, W] bool) is False on padding."""
+    factor = max(1, int(np.ceil(gray.shape[1] / MAX_WIDTH)))
+    small = _downscaled_image(gray, np.eye(3), factor)[0]
+    sift_factor = max(1, int(np.ceil(small.shape[1] / SIFT_MAX_WIDTH)))
+    image = _downscaled_image(small, np.eye(3), sift_factor)[0]
+    mask = _block_centres(_block_centres(np.asarray(content, bool), factor), sift_factor)
+    return image, mask, sift_factor
 
 
 def match_features(a: FrameFeatures, b: FrameFeatures) -> tuple[np.ndarray, np.ndarray]:
@@ -313,18 +372,18 @@ def _frame(
     intrinsics: np.ndarray,
     depth: np.ndarray,
     valid: np.ndarray | None,
+    content: np.ndarray | None,
     config: RefineConfig,
     cache: FeatureCache | None,
 ) -> _Frame:
     factor = max(1, int(np.ceil(gray.shape[1] / MAX_WIDTH)))
     small, k = _downscaled_image(gray, intrinsics, factor)
     depth_small = _block_centres(np.asarray(depth, np.float64), factor)
-    inside = np.ones(small.shape, bool) if valid is None else _block_centres(np.asarray(valid, bool), factor)
+    content = np.ones(gray.shape, bool) if content is None else np.asarray(content, bool)
+    inside = _block_centres(np.asarray(content if valid is None else valid, bool), factor)
     features = None
     if config.sift:  # keypoints without depth are dropped later: detection sees only the pixels
-        sift_factor = max(1, int(np.ceil(small.shape[1] / SIFT_MAX_WIDTH)))
-        sift_image, _ = _downscaled_image(small, k, sift_factor)
-        sift_inside = _block_centres(inside, sift_factor)
+        sift_image, sift_inside, sift_factor = sift_input(gray, content)
         found = (
             cache.features(sift_image, sift_inside)
             if cache is not None
@@ -392,6 +451,7 @@ def refine_window_poses(
     camera_ids: list[str] | None = None,
     config: RefineConfig | None = None,
     feature_cache: FeatureCache | None = None,
+    content_mask: np.ndarray | None = None,
 ) -> RefinedPoses:
     """Place each frame of a window on an earlier one by PnP (module docstring).
 
@@ -403,10 +463,15 @@ def refine_window_poses(
         depth: [S, H, W] predicted depth (window units).
         intrinsics: [S, 3, 3] of the model-resolution maps.
         cam_to_world: [S, 4, 4] the head's poses (camera optical -> window frame).
-        valid_mask: [S, H, W] bool, False on padding (None: every pixel).
+        valid_mask: [S, H, W] bool, False on padding and where the depth is not finite
+            (None: ``content_mask``).
         camera_ids: per frame, its camera (pairs stay within one camera); None: one camera.
         config: acceptance rules (``refine.*``; default :class:`RefineConfig`).
         feature_cache: keeps frames' SIFT keypoints for the next windows (None: none kept).
+        content_mask: [S, H, W] bool, False on padding: where SIFT looks for keypoints, so that
+            they depend on the image alone and can be found before the depth exists
+            (:meth:`FeatureCache.prefetch_window`). None: ``valid_mask`` (every pixel when
+            that is None too).
 
     Returns:
         :class:`RefinedPoses`.
@@ -426,15 +491,19 @@ def refine_window_poses(
     def prepare(k: int) -> _Frame:
         gray = cv2.cvtColor(np.ascontiguousarray(colors[k]), cv2.COLOR_RGB2GRAY)
         valid = None if valid_mask is None else valid_mask[k]
-        return _frame(gray, intrinsics[k], depth[k], valid, config, feature_cache)
+        content = valid if content_mask is None else content_mask[k]
+        return _frame(gray, intrinsics[k], depth[k], valid, content, config, feature_cache)
 
     def estimate(pair: tuple[int, int]) -> tuple[np.ndarray | None, int, str, str]:
         j, k = pair
         return _pair_estimate(frames[j], frames[k], np.linalg.inv(head[j]) @ head[k], config)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(count, THREADS))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(count, config.threads))) as pool:
+        t0 = time.perf_counter()
         frames = list(pool.map(prepare, range(count)))
+        t1 = time.perf_counter()
         estimates = dict(zip(pairs, pool.map(estimate, pairs)))
+        t2 = time.perf_counter()
     out = head.copy()
     refined = np.zeros(count, bool)
     inliers = np.zeros(count, np.int64)
@@ -452,7 +521,8 @@ def refine_window_poses(
         else:
             refined[k] = True
         out[k] = out[j] @ relative
-    return RefinedPoses(out, refined, inliers, reasons, methods)
+    timings = {"features_ms": (t1 - t0) * 1e3, "pairs_ms": (t2 - t1) * 1e3}
+    return RefinedPoses(out, refined, inliers, reasons, methods, timings)
 
 
 def refined_prediction(
@@ -474,6 +544,7 @@ def refined_prediction(
         camera_ids,
         config,
         feature_cache,
+        content_masks(prediction),
     )
     extrinsics = np.linalg.inv(result.cam_to_world)[:, :3, :]
     if is_dataclass(prediction):
@@ -481,3 +552,12 @@ def refined_prediction(
     copied = copy.copy(prediction)
     copied.cam_to_world, copied.extrinsics = result.cam_to_world, extrinsics
     return copied, result
+
+
+def content_masks(prediction: Any) -> np.ndarray | None:
+    """[S, Hm, Wm] bool, False on each model image's padding (from ``prediction.transforms``);
+    None when the prediction carries no transforms."""
+    transforms = getattr(prediction, "transforms", None)
+    if not transforms:
+        return None
+    return np.stack([t.content_mask() for t in transforms])

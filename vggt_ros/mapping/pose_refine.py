@@ -98,13 +98,14 @@ def _rotation_deg(rotation: np.ndarray) -> float:
 
 def _median_reprojection_px(
     points_a: np.ndarray, pixels_b: np.ndarray, b_to_a: np.ndarray, k_b: np.ndarray
-) -> float:
-    """Median distance (px) between ``pixels_b`` and ``points_a`` ([N, 3], camera a) seen by b."""
-    pixels, z = project_points(points_a, invert_rigid(b_to_a), k_b)
-    error = np.full(len(points_a), np.inf)
+) -> np.ndarray:
+    """Median distance (px) between ``pixels_b`` ([N, 2]) and ``points_a`` ([N, 3], camera a)
+    seen by b, for each of the poses ``b_to_a`` ([P, 4, 4]): [P] (one projection call for all)."""
+    pixels, z = project_points(points_a, invert_rigid(b_to_a), k_b)  # [P, N, 2], [P, N]
+    error = np.full(z.shape, np.inf)
     front = z > 1e-9
-    error[front] = np.linalg.norm(pixels[front] - pixels_b[front], axis=1)
-    return float(np.median(error))
+    error[front] = np.linalg.norm((pixels - pixels_b)[front], axis=-1)
+    return np.median(error, axis=-1)
 
 
 @dataclass
@@ -329,8 +330,9 @@ def place_by_pnp(
     a_to_b[:3, :3], a_to_b[:3, 3] = rotation, tvec.ravel()
     b_to_a = np.linalg.inv(a_to_b)
     if head_b_to_a is not None:
-        pnp_px = _median_reprojection_px(points[used], pb[used], b_to_a, k_b)
-        head_px = _median_reprojection_px(points[used], pb[used], head_b_to_a, k_b)
+        pnp_px, head_px = _median_reprojection_px(
+            points[used], pb[used], np.stack([b_to_a, head_b_to_a]), k_b
+        )
         if head_px <= pnp_px + config.head_tolerance_px:
             return None, count, f"{HEAD_EXPLAINS} ({head_px:.2f} px, PnP {pnp_px:.2f})"
     return b_to_a, count, ""
@@ -353,7 +355,8 @@ def _block_centres(values: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return values
     h, w = values.shape[0] // factor, values.shape[1] // factor
-    return values[np.ix_(np.arange(h) * factor + factor // 2, np.arange(w) * factor + factor // 2)]
+    first = factor // 2
+    return values[first : first + h * factor : factor, first : first + w * factor : factor]  # a view
 
 
 @dataclass
@@ -378,7 +381,7 @@ def _frame(
 ) -> _Frame:
     factor = max(1, int(np.ceil(gray.shape[1] / MAX_WIDTH)))
     small, k = _downscaled_image(gray, intrinsics, factor)
-    depth_small = _block_centres(np.asarray(depth, np.float64), factor)
+    depth_small = np.asarray(_block_centres(np.asarray(depth), factor), np.float64)
     content = np.ones(gray.shape, bool) if content is None else np.asarray(content, bool)
     inside = _block_centres(np.asarray(content if valid is None else valid, bool), factor)
     features = None

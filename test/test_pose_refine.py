@@ -311,34 +311,39 @@ class ReportsInputs(StretchedHead):
     before its "network" (here: the stretched head) returns."""
 
     reports_model_inputs = True
+    in_predict = False
 
     def predict(self, images, query_points=None, on_model_inputs=None):  # noqa: ANN001, ANN201
         prediction = super().predict(images, query_points)
         if on_model_inputs is not None:
             content = np.stack([t.content_mask() for t in prediction.transforms])
+            ReportsInputs.in_predict = True
             on_model_inputs(prediction.colors, content)
+            ReportsInputs.in_predict = False
         return prediction
 
 
 def test_the_pipeline_prefetches_keypoints_and_gets_the_same_path(forward, monkeypatch) -> None:
     """With a predictor that reports its inputs, the pipeline starts every window's keypoints
-    before the network's result is back; each keyframe's keypoints are found once, and the path
-    is the one computed without prefetching, bit for bit."""
+    before the network's result is back (else when the refinement starts); either way once per
+    window, each keyframe's keypoints are found once, and the paths are equal bit for bit."""
     from test_mapping_fakes import FakePredictor, sequence_tuple
 
     from vggt_ros.mapping import Frame, KeyframeConfig, PerceptionPipeline, WindowConfig
 
     seq = render_sequence(24, 120, 160, seed=3, path="forward")
-    prefetched: list[int] = []
+    prefetched: list[tuple[int, bool]] = []  # (frames, from inside predict)
     original = FeatureCache.prefetch_window
 
     def counting(self, colors, content):  # noqa: ANN001, ANN202
-        prefetched.append(len(colors))
+        prefetched.append((len(colors), ReportsInputs.in_predict))
         return original(self, colors, content)
 
     monkeypatch.setattr(FeatureCache, "prefetch_window", counting)
     paths, caches = {}, {}
+    calls = {}
     for wrapper in (StretchedHead, ReportsInputs):
+        prefetched.clear()
         config = PipelineConfig(
             window=WindowConfig(size=6, stride=3), keyframe=KeyframeConfig(min_parallax_px=4.0)
         )
@@ -352,7 +357,10 @@ def test_the_pipeline_prefetches_keypoints_and_gets_the_same_path(forward, monke
                 windows += 1
         paths[wrapper] = pipeline.path()
         caches[wrapper] = pipeline._refine_features
-    assert windows >= 3 and prefetched == [6] * windows
+        calls[wrapper] = list(prefetched)
+    assert windows >= 3
+    assert calls[StretchedHead] == [(6, False)] * windows
+    assert calls[ReportsInputs] == [(6, True)] * windows
     assert [t for t, _ in paths[ReportsInputs]] == [t for t, _ in paths[StretchedHead]]
     for (_, prefetched_pose), (_, pose) in zip(paths[ReportsInputs], paths[StretchedHead]):
         np.testing.assert_array_equal(prefetched_pose, pose)

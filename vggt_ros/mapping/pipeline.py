@@ -304,7 +304,11 @@ class PerceptionPipeline:
         if self.config.refine.enabled:
             try:
                 prediction, refinement = refined_prediction(
-                    prediction, [kf.camera_id for kf in keyframes], self.config.refine, self._refine_features
+                    prediction,
+                    [kf.camera_id for kf in keyframes],
+                    self.config.refine,
+                    self._refine_features,
+                    prefetch="on_model_inputs" not in options,
                 )
             except Exception as exc:  # noqa: BLE001 - the head's poses are still a window
                 logger.warning(

@@ -136,6 +136,13 @@ def test_cli_writes_report_plots_exports_and_recording(tmp_path, seq) -> None:
     assert report["latency_ms"]["window"]["count"] == report["counts"]["windows"]
     assert report["rates"]["keyframe_ratio"] == pytest.approx(report["counts"]["keyframes"] / 16)
     assert "APE translation" in (out / "report.md").read_text()
+    # The pose refinement's counters: every frame after a window's first was placed or kept.
+    refinement = report["pose_refinement"]
+    placed_or_kept = refinement["frames_refined"] + refinement["frames_not_refined"]
+    # windows of 4 keyframes (more when re-anchored): at least 3 frames after each first one
+    assert placed_or_kept >= 3 * report["counts"]["windows"] > 0 and refinement["refine_failures"] == 0
+    assert 0 < refinement["frames_refined_by_sift"] <= refinement["frames_refined"]
+    assert "frames placed by PnP" in (out / "report.md").read_text()
     assert _evo_ape_rmse(out / "ground_truth.tum", out / "trajectory.tum") == pytest.approx(
         report["trajectory"]["ape_trans_m"]["rmse"], rel=1e-4
     )

@@ -183,6 +183,8 @@ class ReplayResult:
         reference_camera_info: the reference camera's camera_info intrinsics [3, 3] and the
             (H, W) they are for, or None without camera_info (the loop report's ground-truth
             view overlap needs the true camera, not the pipeline's estimate).
+        pipeline_stats: the pipeline's counters at the end (``PerceptionPipeline.stats``:
+            keyframes, windows, calibrated and refined frames, ...).
     """
 
     estimate: Trajectory
@@ -209,6 +211,7 @@ class ReplayResult:
     keyframe_stamps: dict[int, float] = field(default_factory=dict)
     warm_up: dict[str, Any] | None = None
     reference_camera_info: tuple[np.ndarray, tuple[int, int]] | None = None
+    pipeline_stats: dict[str, int] = field(default_factory=dict)
 
     @property
     def metric(self) -> bool:
@@ -627,6 +630,7 @@ def replay_bag(
             if (info := pipeline.keyframe(e_id)) is not None
         },
         reference_camera_info=_reference_camera_info(ctx, o),
+        pipeline_stats={k: int(v) for k, v in pipeline.stats.items()},
     )
 
 

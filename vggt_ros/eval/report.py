@@ -389,6 +389,10 @@ def evaluate(
         "frames_per_second": result.num_frames / result.wall_s if result.wall_s > 0 else None,
         "realtime_factor": result.duration_s / result.wall_s if result.wall_s > 0 else None,
     }
+    stats = result.pipeline_stats
+    # What the window pose refinement did (docs/mapping.md, "Pose refinement"): frames placed by
+    # PnP (by SIFT matches or tracked corners), frames that kept the camera head's pose.
+    report["pose_refinement"] = {key: int(stats.get(key, 0)) for key in REFINEMENT_COUNTERS}
     report["dropped"] = {
         "windows": result.dropped_windows,
         "frames": result.dropped_frames,
@@ -497,6 +501,26 @@ def loop_lines(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+REFINEMENT_COUNTERS = (
+    "frames_calibrated",
+    "frames_refined",
+    "frames_refined_by_sift",
+    "frames_not_refined",
+    "refine_failures",
+)
+
+
+def _refinement_line(counts: dict[str, int]) -> str:
+    if not counts:
+        return "- pose refinement: not reported"
+    return (
+        f"- pose refinement: {counts['frames_refined']} frames placed by PnP "
+        f"({counts['frames_refined_by_sift']} by SIFT matches), {counts['frames_not_refined']} kept the "
+        f"camera head's pose, {counts['refine_failures']} windows failed; "
+        f"{counts['frames_calibrated']} frames with camera_info intrinsics"
+    )
+
+
 def markdown(report: dict[str, Any], bag: str) -> str:
     """report.md: the headline numbers as tables."""
     lines = [f"# vggt-ros eval: `{bag}`", ""]
@@ -576,6 +600,7 @@ def markdown(report: dict[str, Any], bag: str) -> str:
         f"- windows {counts['windows']}: {counts['windows_accepted']} accepted, "
         f"{counts['windows_rejected']} rejected",
         f"- inference latency per keyframe {_fmt(lat['per_keyframe'])} ms",
+        _refinement_line(report.get("pose_refinement", {})),
         f"- dropped: {dropped['windows']} windows / {dropped['frames']} keyframes (queue full), "
         f"{dropped['decode_failures']} undecodable images",
         f"- replay: {_fmt(rates['replay_wall_s'])} s wall for {_fmt(rates['bag_duration_s'])} s of bag "

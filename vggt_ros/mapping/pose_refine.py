@@ -79,9 +79,9 @@ class RefinedPoses:
         reasons: [S] str, why frame k kept the head's pose ("" where refined or frame 0).
         methods: [S] str, what placed frame k: "sift" (matched keypoints), "lk" (tracked
             corners) or "" (the head's pose).
-        timings: milliseconds of the two parallel parts: "features_ms" (frames downscaled,
-            SIFT keypoints found or taken from the cache) and "pairs_ms" (matching, tracking,
-            PnP of every pair).
+        timings: milliseconds of its two parts: "features_ms" (frames downscaled, SIFT
+            keypoints found or taken from the cache) and "pairs_ms" (matching, tracking, PnP of
+            every pair, in ``refine.threads`` threads).
     """
 
     cam_to_world: np.ndarray

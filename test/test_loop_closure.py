@@ -3,10 +3,13 @@ with a drifting ground-truth-derived fake predictor (test_mapping_fakes)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from test_mapping_fakes import FakePredictor, sequence_tuple, trajectory_error
 
+from vggt_ros.eval.report import loop_report
 from vggt_ros.eval.synthetic import render_sequence
 from vggt_ros.geometry.alignment import Sim3
 from vggt_ros.mapping import Frame, KeyframeConfig, PerceptionPipeline, PipelineConfig, WindowConfig
@@ -604,6 +607,17 @@ def test_large_corrections_need_a_second_loop_that_implies_the_same() -> None:
     assert second.accepted and first.accepted and second.confirmed_by == 20, second
     assert second.edges and first.edges and backend.graph.stats.loop_edges == 4
     assert backend.stats["loops_confirmed"] == 1
+    # vggt-ros eval's report says which loop was held and which confirmed it, and by how much
+    # their corrections differ.
+    replay = SimpleNamespace(
+        loops=[first, second], ground_truth=None, keyframe_stamps={}, chained_estimate=None
+    )
+    held_row, confirming_row = loop_report(replay, "sim3", 1)["events"]
+    assert held_row["held"] and held_row["accepted"] and held_row["confirmed_by"] is None
+    assert held_row["confirmation_apart"] is None
+    assert confirming_row["confirmed_by"] == 20 and not confirming_row["held"]
+    apart = confirming_row["confirmation_apart"]
+    assert apart["units"] == pytest.approx(second.confirmation_apart[0]) and 0.0 <= apart["deg"] < 30.0
     # The graph moved it back (a little: here the odometry edges are exact and stiff, and the
     # loop edges robust).
     assert backend.graph.pose(21).translation[0] < before[0] - 0.1

@@ -193,6 +193,14 @@ def _offset_error(measured: np.ndarray, truth: np.ndarray, metres_per_unit: floa
     return {"offset_error_m": moved, "offset_error_deg": turned}
 
 
+def _confirmation_apart(apart: tuple[float, float] | None) -> dict[str, float | None] | None:
+    """{"units", "deg"}: how far two confirming loops' corrections for the later keyframe differ
+    (G units and degrees), or None for a loop that confirmed none."""
+    if apart is None:
+        return None
+    return {"units": _finite_or_none(apart[0]), "deg": _finite_or_none(apart[1])}
+
+
 def loop_report(
     result: ReplayResult, alignment: str, rpe_delta: int, metres_per_unit: float | None = None
 ) -> dict[str, Any]:
@@ -230,6 +238,11 @@ def loop_report(
             "view_overlap": _finite_or_none(getattr(e, "view_overlap", float("nan"))),
             "correction_deg": _finite_or_none(e.correction_deg),
             "correction_scale": _finite_or_none(getattr(e, "correction_scale", float("nan"))),
+            # Independent confirmation (loop.confirmation_keyframes): held for the size of its
+            # correction; the held loop this one confirmed and how far their corrections differ.
+            "held": bool(getattr(e, "held", False)),
+            "confirmed_by": None if getattr(e, "confirmed_by", None) is None else int(e.confirmed_by),
+            "confirmation_apart": _confirmation_apart(getattr(e, "confirmation_apart", None)),
         }
         stamps = [result.keyframe_stamps.get(int(k)) for k in (e.query_id, e.candidate_id)]
         if gt is not None and len(gt) > 1 and None not in stamps:

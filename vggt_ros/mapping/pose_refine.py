@@ -225,10 +225,14 @@ def sift_input(gray: np.ndarray, content: np.ndarray) -> tuple[np.ndarray, np.nd
     ``SIFT_MAX_WIDTH`` pixels); ``content`` ([H, W] bool) is False on padding."""
     factor = max(1, int(np.ceil(gray.shape[1] / MAX_WIDTH)))
     small = _downscaled_image(gray, np.eye(3), factor)[0]
+    return _sift_input_of_small(small, _block_centres(np.asarray(content, bool), factor))
+
+
+def _sift_input_of_small(small: np.ndarray, content_small: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`sift_input` from the frame already downscaled to at most ``MAX_WIDTH`` pixels."""
     sift_factor = max(1, int(np.ceil(small.shape[1] / SIFT_MAX_WIDTH)))
     image = _downscaled_image(small, np.eye(3), sift_factor)[0]
-    mask = _block_centres(_block_centres(np.asarray(content, bool), factor), sift_factor)
-    return image, mask, sift_factor
+    return image, _block_centres(content_small, sift_factor), sift_factor
 
 
 def match_features(a: FrameFeatures, b: FrameFeatures) -> tuple[np.ndarray, np.ndarray]:
@@ -386,7 +390,7 @@ def _frame(
     inside = _block_centres(np.asarray(content if valid is None else valid, bool), factor)
     features = None
     if config.sift:  # keypoints without depth are dropped later: detection sees only the pixels
-        sift_image, sift_inside, sift_factor = sift_input(gray, content)
+        sift_image, sift_inside, sift_factor = _sift_input_of_small(small, _block_centres(content, factor))
         found = (
             cache.features(sift_image, sift_inside)
             if cache is not None

@@ -556,19 +556,20 @@ def refined_prediction(
     the caller already did, e.g. from ``Predictor.predict(on_model_inputs=...)``)."""
     if getattr(prediction, "colors", None) is None:
         return prediction, None
+    valid = getattr(prediction, "valid_mask", None)
+    # Where SIFT looks: the padding masks, else the valid mask, else every pixel (as in
+    # refine_window_poses, so that prefetched keypoints are the ones it asks for).
     content = content_masks(prediction)
+    if content is None:
+        content = valid if valid is not None else np.ones(np.shape(prediction.colors)[:3], bool)
     if feature_cache is not None and config.sift and prefetch:
-        valid = getattr(prediction, "valid_mask", None)
-        detect_on = content if content is not None else valid
-        if detect_on is None:
-            detect_on = np.ones(np.shape(prediction.colors)[:3], bool)
-        feature_cache.prefetch_window(prediction.colors, detect_on)
+        feature_cache.prefetch_window(prediction.colors, content)
     result = refine_window_poses(
         prediction.colors,
         prediction.depth,
         np.asarray(prediction.model_intrinsics, np.float64),
         prediction.cam_to_world,
-        getattr(prediction, "valid_mask", None),
+        valid,
         camera_ids,
         config,
         feature_cache,

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 from test_mapping_fakes import FakePredictor, sequence_tuple, trajectory_error
 
 from vggt_ros.eval.report import loop_report
@@ -224,6 +225,66 @@ def test_loop_closure_corrects_the_drift_and_the_map(revisit) -> None:
         pipeline._apply_back_end()
     xyz, _, _ = pipeline._backend.cloud()
     assert 0 < len(pipeline.global_map) <= len(xyz)
+
+
+class _MisplacingVerifications(FakePredictor):
+    """A fake network that guesses wrong how a loop's views stand to each other: in every
+    verification window (the new keyframe first, so frame 0 is later than frame 1) it turns the
+    old keyframes (frames 2 and on) by ``turn_deg`` about frame 1's camera, as a network does
+    between views it cannot relate. Pipeline windows come out as the base fake's."""
+
+    __test__ = False
+
+    def __init__(self, seq, turn_deg: float, **kwargs) -> None:  # noqa: ANN001, ANN003
+        super().__init__([sequence_tuple(seq)], **kwargs)
+        self.seq = seq
+        self.turn = Rotation.from_euler("y", turn_deg, degrees=True).as_matrix()
+        self.misplaced = 0
+
+    def _index(self, image: np.ndarray) -> int:
+        pose = self._find(image)[1]
+        return int(np.argmin(np.abs(self.seq.cam_to_world - pose).sum(axis=(1, 2))))
+
+    def predict(self, frames, query_points=None):  # noqa: ANN001, ANN201
+        prediction = super().predict(frames, query_points)
+        order = [self._index(f) for f in frames]
+        if len(order) > 2 and order[0] > order[1]:
+            pivot = prediction.cam_to_world[1].copy()
+            about = (
+                pivot
+                @ np.block([[self.turn, np.zeros((3, 1))], [np.zeros((1, 3)), 1.0]])
+                @ np.linalg.inv(pivot)
+            )
+            prediction.cam_to_world[2:] = about @ prediction.cam_to_world[2:]
+            prediction.extrinsics[2:] = np.linalg.inv(prediction.cam_to_world[2:])[:, :3, :]
+            self.misplaced += 1
+        return prediction
+
+
+@pytest.mark.parametrize("refine_verification", [True, False])
+def test_loops_are_measured_by_the_refined_verification_window(revisit, refine_verification: bool) -> None:
+    """loop.refine_verification: the verification window's poses are re-measured by PnP like every
+    window's, so a network that misjudges how the new keyframe stands to the old ones by 8
+    degrees still gives loop edges within a degree of the truth; without it the edges carry the
+    network's error."""
+    fake = _MisplacingVerifications(revisit, turn_deg=8.0, seed=5, drift_scale=0.08, drift_rotation_deg=0.8)
+    config = _orbit_config(chaining=TIGHT_CHAINING, loop=LoopConfig(refine_verification=refine_verification))
+    pipeline = PerceptionPipeline(config, fake)
+    _run(pipeline, revisit)
+    accepted = [e for e in pipeline.loops if e.accepted]
+    assert fake.misplaced >= len(pipeline.loops) > 0 and accepted, [e.reason for e in pipeline.loops]
+    stamps = {kf: pipeline.keyframe(kf).stamp for e in accepted for kf in (e.query_id, e.candidate_id)}
+    errors = []
+    for e in accepted:
+        old, new = (revisit.cam_to_world[int(round(stamps[k] * FPS))] for k in (e.candidate_id, e.query_id))
+        truth = old[:3, :3].T @ new[:3, :3]  # the new camera's rotation in the old one's
+        errors.append(np.degrees(Rotation.from_matrix(truth.T @ e.offset[:3, :3]).magnitude()))
+        assert (e.refined_frames is not None) == refine_verification
+    if refine_verification:
+        assert max(errors) < 1.5, errors
+        assert all(e.refined_frames >= 2 for e in accepted)
+    else:
+        assert min(errors) > 5.0, errors
 
 
 def test_map_rebuilds_after_loops_are_rate_limited_and_flushed_on_demand(revisit) -> None:

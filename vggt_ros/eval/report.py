@@ -243,6 +243,8 @@ def loop_report(
             "held": bool(getattr(e, "held", False)),
             "confirmed_by": None if getattr(e, "confirmed_by", None) is None else int(e.confirmed_by),
             "confirmation_apart": _confirmation_apart(getattr(e, "confirmation_apart", None)),
+            # Frames of the verification window placed by PnP (loop.refine_verification).
+            "refined_frames": None if getattr(e, "refined_frames", None) is None else int(e.refined_frames),
         }
         stamps = [result.keyframe_stamps.get(int(k)) for k in (e.query_id, e.candidate_id)]
         if gt is not None and len(gt) > 1 and None not in stamps:

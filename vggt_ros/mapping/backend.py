@@ -38,7 +38,7 @@ from vggt_ros.geometry.alignment import Sim3, robust_umeyama
 from vggt_ros.geometry.overlap import mutual_view_overlap
 from vggt_ros.mapping.calibration import calibrated_prediction
 from vggt_ros.mapping.chaining import median_relative_residual, unproject_pixels, weighted_median
-from vggt_ros.mapping.config import ChainingConfig, LoopConfig
+from vggt_ros.mapping.config import ChainingConfig, LoopConfig, RefineConfig
 from vggt_ros.mapping.frames import camera_in_odom
 from vggt_ros.mapping.loops import EncoderPlaceRecognizer, LoopCandidate, OrbPlaceRecognizer
 from vggt_ros.mapping.pose_graph import (
@@ -49,6 +49,7 @@ from vggt_ros.mapping.pose_graph import (
     node_sim3,
     window_relative,
 )
+from vggt_ros.mapping.pose_refine import refined_prediction
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class LoopEvent:
             or None.
         confirmation_apart: how far apart (G units, degrees) the two loops of a confirmation
             put the new keyframe, or None.
+        refined_frames: frames of the verification window placed by PnP
+            (``loop.refine_verification``), or None when its poses were not refined.
     """
 
     query_id: int
@@ -135,6 +138,7 @@ class LoopEvent:
     correction_scale: float = float("nan")
     offset: np.ndarray | None = None
     confirmation_apart: tuple[float, float] | None = None
+    refined_frames: int | None = None
     edges: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
     similarity: float = float("nan")
@@ -173,13 +177,21 @@ class BackEnd:
     """Pose graph, keyframe point store, place database and loop verification."""
 
     def __init__(
-        self, config: LoopConfig, chaining: ChainingConfig, seed: int = 0, calibrated_intrinsics: bool = False
+        self,
+        config: LoopConfig,
+        chaining: ChainingConfig,
+        seed: int = 0,
+        calibrated_intrinsics: bool = False,
+        refine: RefineConfig | None = None,
     ) -> None:
         """``calibrated_intrinsics``: verification windows use the keyframes' camera_info
-        intrinsics (``window.calibrated_intrinsics``, as the pipeline's windows do)."""
+        intrinsics (``window.calibrated_intrinsics``, as the pipeline's windows do).
+        ``refine``: the pose refinement of the pipeline's windows, applied to the verification
+        windows too while ``loop.refine_verification`` (None or disabled: the head's poses)."""
         self.config = config
         self.chaining = chaining
         self.calibrated_intrinsics = calibrated_intrinsics
+        self.refine = refine
         self.graph = PoseGraph(loop_kernel=self.config.loop_kernel)
         # The re-seeds bound the place database (they discard what they drop); its own bound,
         # which evicts the oldest entries, only backs that up: at the graph's size it would
@@ -522,6 +534,12 @@ class BackEnd:
         try:
             prediction = predictor.predict(images)
             prediction, _ = calibrated_prediction(prediction, [self.points[k].calibration for k in ids])
+            if c.refine_verification and self.refine is not None and self.refine.enabled:
+                # One chain query -> predecessor -> candidate -> successor: the loop's own pair
+                # is placed by its SIFT matches on the predecessor's depth (where trusted).
+                prediction, refinement = refined_prediction(prediction, None, self.refine)
+                if refinement is not None:
+                    event.refined_frames = int(refinement.refined.sum())
         except Exception as exc:  # noqa: BLE001 - a failed verification is a rejected loop
             event.reason = f"verification window failed: {type(exc).__name__}: {exc}"
             event.seconds = time.perf_counter() - t0

@@ -320,6 +320,10 @@ class LoopConfig(_Validated):
     keyframes against the map; how the new one stands to them is the network's guess, and
     between views that share little surface it is a poor one (measured: true loops 0.46-0.97,
     a loop between cameras 2.4 m apart sharing 0.28 of their surface 0.30). 0 = off."""
+    refine_verification: bool = True
+    """Re-measure the verification window's poses by PnP on its own depth, as each window's are
+    (``refine.*``; only while ``refine.enabled``): the new keyframe then stands to the old ones
+    where their SIFT matches put it, not where the network guesses. False: the head's poses."""
     max_correction_ratio: float = 0.3
     """A loop may move the new keyframe by at most this share of the path travelled since the old
     one: drift is a few percent of the path; a wrong loop between look-alike places usually
@@ -457,6 +461,7 @@ class LoopConfig(_Validated):
             "keep_places",
             "measured_scale",
             "odometry_current_unit",
+            "refine_verification",
         ):
             if not isinstance(getattr(self, name), bool):
                 _fail(self._section, name, getattr(self, name), "must be true or false")

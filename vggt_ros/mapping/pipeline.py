@@ -144,7 +144,12 @@ class PerceptionPipeline:
             self._last_time_stamp: float | None = None
             self._chainer = WindowChainer(cfg.chaining, dense_memory=4 * cfg.window.size * 4)
             self._backend = (
-                BackEnd(cfg.loop, cfg.chaining, calibrated_intrinsics=cfg.window.calibrated_intrinsics)
+                BackEnd(
+                    cfg.loop,
+                    cfg.chaining,
+                    calibrated_intrinsics=cfg.window.calibrated_intrinsics,
+                    refine=cfg.refine,
+                )
                 if cfg.loop.enabled
                 else None
             )

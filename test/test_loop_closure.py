@@ -475,6 +475,25 @@ def test_a_wrong_loop_between_look_alike_places_is_rejected() -> None:
     assert backend.graph.stats.loop_edges == 0  # nothing entered the graph
 
 
+def test_a_verification_whose_pose_refinement_fails_is_refused(monkeypatch) -> None:
+    """loop.refine_verification: a refinement that raises leaves the loop unmeasured, so it is
+    refused with the reason (a false loop costs more than a missed one) and nothing enters the graph."""
+    import vggt_ros.mapping.backend as backend_module
+
+    backend = BackEnd(LoopConfig(min_gap_keyframes=3, min_matches=8), ChainingConfig(), refine=RefineConfig())
+    for start in range(0, 20):
+        to_g = Sim3(1.0, np.eye(3), np.array([0.5 * start, 0.0, 0.0]))
+        backend.add_window(_Window(start), [_Kf(start), _Kf(start + 1)], to_g, 0.0, "cam")
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("no keypoints")
+
+    monkeypatch.setattr(backend_module, "refined_prediction", broken)
+    event = backend.verify(20, LoopCandidate(0, 100), _Echo(CORRIDOR_DEPTH, CORRIDOR_K))
+    assert not event.accepted and "pose refinement failed: RuntimeError: no keypoints" in event.reason
+    assert event.refined_frames is None and backend.graph.stats.loop_edges == 0
+
+
 def test_eval_reports_loops_and_ape_before_and_after(revisit, tmp_path) -> None:
     from vggt_ros.eval.generate import write_sequence_bag
     from vggt_ros.eval.replay import replay_bag
@@ -870,6 +889,8 @@ def test_keep_places_settings_are_validated() -> None:
         LoopConfig(place_cell=0.0)
     with pytest.raises(ValueError, match="keep_places"):
         LoopConfig(keep_places="yes")
+    with pytest.raises(ValueError, match="refine_verification"):
+        LoopConfig(refine_verification="yes")
 
 
 @pytest.mark.parametrize("measured", [True, False])

@@ -534,16 +534,21 @@ class BackEnd:
         try:
             prediction = predictor.predict(images)
             prediction, _ = calibrated_prediction(prediction, [self.points[k].calibration for k in ids])
-            if c.refine_verification and self.refine is not None and self.refine.enabled:
-                # One chain query -> predecessor -> candidate -> successor: the loop's own pair
-                # is placed by its SIFT matches on the predecessor's depth (where trusted).
-                prediction, refinement = refined_prediction(prediction, None, self.refine)
-                if refinement is not None:
-                    event.refined_frames = int(refinement.refined.sum())
         except Exception as exc:  # noqa: BLE001 - a failed verification is a rejected loop
             event.reason = f"verification window failed: {type(exc).__name__}: {exc}"
             event.seconds = time.perf_counter() - t0
             return event
+        if c.refine_verification and self.refine is not None and self.refine.enabled:
+            # One chain query -> predecessor -> candidate -> successor: the loop's own pair is
+            # placed by its SIFT matches on the predecessor's depth (where trusted).
+            try:
+                prediction, refinement = refined_prediction(prediction, None, self.refine)
+            except Exception as exc:  # noqa: BLE001 - unmeasured, the loop is refused (a false one costs more)
+                event.reason = f"verification window's pose refinement failed: {type(exc).__name__}: {exc}"
+                event.seconds = time.perf_counter() - t0
+                return event
+            if refinement is not None:
+                event.refined_frames = int(refinement.refined.sum())
         fit = self._align_on_old(prediction, ids, old)
         if fit is None:
             event.reason = "too few points of the old keyframes to align on"

@@ -49,7 +49,12 @@ def test_replays_a_bag_at_rate_and_reports_every_stage(tmp_path: Path) -> None:
     assert len(by_second) >= 19, by_second
     quarters = np.array_split(np.array(by_second), 4)
     assert all(q.sum() >= 2 for q in quarters), by_second
-    assert sum(by_second) == pytest.approx(report["frames_received_per_s"] * report["measured_s"], abs=9)
+    # The whole seconds and the fraction after them add up to every frame received (a burst
+    # after a stall can land in that fraction: 10 frames in one CI run of 2026-12-06).
+    tail = report["frames_received_after_whole_seconds"]
+    assert tail >= 0
+    received = report["frames_received_per_s"] * report["measured_s"]
+    assert sum(by_second) + tail == pytest.approx(received, abs=0.5)
     # --every-frame: every received frame becomes a keyframe.
     assert report["keyframes_per_s"] == pytest.approx(report["frames_received_per_s"], rel=0.1)
     assert report["windows_processed"] >= 3

@@ -153,8 +153,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "measured_s": measured_s,
         "frames_published": published - base["published"],
         "frames_received_per_s": delta["received"] / measured_s,
-        # frames the node received in each whole second of the measured span
+        # frames the node received in each whole second of the measured span, and after the
+        # last whole second (the span's fraction of a second; the two add up to the total)
         "frames_received_by_second": np.diff(received_at_second).astype(int).tolist(),
+        "frames_received_after_whole_seconds": int(
+            delta["received"] - (received_at_second[-1] - received_at_second[0] if received_at_second else 0)
+        ),
         "keyframes_per_s": delta["keyframes"] / measured_s,
         "windows_processed": delta["processed"],
         "windows_dropped_queue_full": delta["dropped"],

@@ -17,7 +17,8 @@ from vggt_ros.engine.preprocess import ImageTransform
 from vggt_ros.eval.synthetic import render_sequence
 from vggt_ros.mapping import PipelineConfig
 from vggt_ros.mapping.config import RefineConfig
-from vggt_ros.mapping.pose_refine import FeatureCache, refine_window_poses, refined_prediction
+from vggt_ros.mapping.pose_refine import refine_window_poses, refined_prediction
+from vggt_ros.mapping.refine_features import FeatureCache
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +84,9 @@ def test_sift_places_large_forward_steps_that_tracks_miss() -> None:
 
 
 def test_the_feature_cache_reuses_shared_frames_and_changes_nothing(forward) -> None:
-    """Two overlapping windows (frames 0-3 and 2-5): the second detects only its two new frames,
-    and the poses equal those computed without a cache; a changed image is detected anew; the
-    cache keeps at most its capacity."""
+    """Two overlapping windows (frames 0-3 and 2-5): the second detects only its two new frames
+    and matches only its two new pairs, and the poses equal those computed without a cache; a
+    changed image is detected and matched anew; the cache keeps at most its capacity."""
     colors, depth, intrinsics, truth = _window(forward)
     head = _bad_head(truth)
     cache = FeatureCache(capacity=5)
@@ -94,47 +95,111 @@ def test_the_feature_cache_reuses_shared_frames_and_changes_nothing(forward) -> 
         cached = refine_window_poses(*window, feature_cache=cache)
         np.testing.assert_array_equal(cached.cam_to_world, refine_window_poses(*window).cam_to_world)
         assert cached.methods[1:] == ["sift"] * 3
-    assert (cache.hits, cache.misses, len(cache)) == (2, 6, 5)
+    counts = cache.counts()
+    assert (counts["keypoints_misses"], counts["matches_misses"], counts["matches_hits"]) == (6, 5, 1)
+    assert counts["tracks_misses"] == 0 and not cache.prefetch_tracks  # SIFT placed every pair
+    assert len(cache) == 5
     changed = colors[2:6].copy()
     changed[0] = 255 - changed[0]
     refine_window_poses(changed, depth[2:6], intrinsics[2:6], head[2:6], feature_cache=cache)
-    assert (cache.hits, cache.misses) == (5, 7)
+    counts = cache.counts()
+    assert (counts["keypoints_misses"], counts["matches_misses"], counts["matches_hits"]) == (7, 6, 3)
     with pytest.raises(ValueError, match="capacity"):
         FeatureCache(0)
 
 
-def test_prefetched_keypoints_are_found_once_and_change_nothing(forward) -> None:
-    """``prefetch_window`` (started while the network runs) finds each frame's keypoints once:
-    the refinement that follows, even before the prefetch has finished, waits for them rather
-    than detecting again, and its poses equal those computed without any cache. Keypoints come
-    from the image and its padding alone (not the depth), so a frame with holes in its depth
-    still hits."""
+def _padded_window_with_a_depth_hole(forward):  # noqa: ANN001, ANN202
+    """(colors, depth, intrinsics, head, valid, content): a padded band in every frame, and a
+    patch of frame 2 without depth (invalid, but still content)."""
     colors, depth, intrinsics, truth = _window(forward)
-    head = _bad_head(truth)
     content = np.ones(depth.shape, bool)
     content[:, :, :4] = False  # a padded band
     valid = content.copy()
     depth = depth.copy()
-    depth[2, 40:60, 50:90] = np.nan  # no depth there: invalid, but still content
+    depth[2, 40:60, 50:90] = np.nan
     valid[2, 40:60, 50:90] = False
+    return colors, depth, intrinsics, _bad_head(truth), valid, content
+
+
+def test_prefetched_keypoints_and_matches_are_found_once_and_change_nothing(forward) -> None:
+    """``prefetch_window`` (started while the network runs) finds each frame's keypoints and each
+    pair's matches once: the refinement that follows, even before the prefetch has finished,
+    waits for them rather than computing them again, and its poses equal those computed without
+    any cache. Keypoints and matches come from the image and its padding alone (not the depth),
+    so a frame with holes in its depth still hits."""
+    colors, depth, intrinsics, head, valid, content = _padded_window_with_a_depth_hole(forward)
     expected = refine_window_poses(colors, depth, intrinsics, head, valid, content_mask=content)
+    pairs = len(colors) - 1
     for wait in (True, False):
         cache = FeatureCache(capacity=8)
         futures = cache.prefetch_window(colors, content)
-        assert len(futures) == len(colors)
+        assert len(futures) == len(colors) + pairs
         if wait:
             for future in futures:
                 future.result()
-            assert (cache.hits, cache.misses) == (0, len(colors))
+            counts = cache.counts()
+            assert (counts["keypoints_misses"], counts["matches_misses"]) == (len(colors), pairs)
+            assert counts["tracks_misses"] == 0  # not asked for: the last window needed none
         out = refine_window_poses(
             colors, depth, intrinsics, head, valid, feature_cache=cache, content_mask=content
         )
         for future in futures:
             future.result()
-        assert cache.misses == len(colors), (wait, cache.hits, cache.misses)
+        counts = cache.counts()
+        assert (counts["keypoints_misses"], counts["matches_misses"]) == (len(colors), pairs), (wait, counts)
+        assert counts["matches_hits"] == pairs
         np.testing.assert_array_equal(out.cam_to_world, expected.cam_to_world)
         assert out.methods == expected.methods and out.refined[1:].all()
         assert set(out.timings) == {"features_ms", "pairs_ms"}
+
+
+def test_tracked_corners_are_prefetched_after_a_window_that_needed_them(forward) -> None:
+    """Tracked corners are the fallback where SIFT's placement is not used (here: SIFT off).
+    After a window that needed them the cache prefetches them for the next; the refinement
+    takes the prefetched ones where the frame's usable pixels equal its content (a hit, same
+    poses) and tracks again where the depth has holes (frame 2: a miss, same poses)."""
+    colors, depth, intrinsics, head, valid, content = _padded_window_with_a_depth_hole(forward)
+    config = RefineConfig(sift=False)
+    expected = refine_window_poses(
+        colors, depth, intrinsics, head, valid, config=config, content_mask=content
+    )
+    assert expected.methods[1:] == ["lk"] * (len(colors) - 1)
+    cache = FeatureCache(capacity=8, sift=False)
+    assert not cache.prefetch_tracks
+    for future in cache.prefetch_window(colors, content):
+        future.result()
+    assert cache.counts()["tracks_misses"] == 0 and cache.counts()["keypoints_misses"] == 0
+    out = refine_window_poses(
+        colors, depth, intrinsics, head, valid, config=config, feature_cache=cache, content_mask=content
+    )
+    np.testing.assert_array_equal(out.cam_to_world, expected.cam_to_world)
+    assert cache.prefetch_tracks and cache.counts()["tracks_misses"] == len(colors) - 1
+    # the next window: other images (flipped), so nothing is cached yet
+    flipped = np.ascontiguousarray(colors[:, :, ::-1])
+    flipped_content = np.ascontiguousarray(content[:, :, ::-1])
+    flipped_valid = np.ascontiguousarray(valid[:, :, ::-1])
+    flipped_depth = np.ascontiguousarray(depth[:, :, ::-1])
+    expected = refine_window_poses(
+        flipped, flipped_depth, intrinsics, head, flipped_valid, config=config, content_mask=flipped_content
+    )
+    for future in cache.prefetch_window(flipped, flipped_content):
+        future.result()
+    assert cache.counts()["tracks_misses"] == 2 * (len(colors) - 1)
+    out = refine_window_poses(
+        flipped,
+        flipped_depth,
+        intrinsics,
+        head,
+        flipped_valid,
+        config=config,
+        feature_cache=cache,
+        content_mask=flipped_content,
+    )
+    np.testing.assert_array_equal(out.cam_to_world, expected.cam_to_world)
+    assert out.methods == expected.methods
+    counts = cache.counts()
+    # pair (2, 3) starts at frame 2, whose usable pixels lack the hole: tracked again
+    assert (counts["tracks_hits"], counts["tracks_misses"]) == (len(colors) - 2, 2 * (len(colors) - 1) + 1)
 
 
 def test_a_plain_image_keeps_the_head(forward) -> None:
@@ -335,9 +400,9 @@ def test_the_pipeline_prefetches_keypoints_and_gets_the_same_path(forward, monke
     prefetched: list[tuple[int, bool]] = []  # (frames, from inside predict)
     original = FeatureCache.prefetch_window
 
-    def counting(self, colors, content):  # noqa: ANN001, ANN202
+    def counting(self, colors, content, camera_ids=None):  # noqa: ANN001, ANN202
         prefetched.append((len(colors), ReportsInputs.in_predict))
-        return original(self, colors, content)
+        return original(self, colors, content, camera_ids)
 
     monkeypatch.setattr(FeatureCache, "prefetch_window", counting)
     paths, caches = {}, {}

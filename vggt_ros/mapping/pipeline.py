@@ -15,6 +15,7 @@ scale moves the whole trajectory consistently; the voxel map is re-scaled to mat
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -35,7 +36,8 @@ from vggt_ros.mapping.config import PipelineConfig
 from vggt_ros.mapping.frames import camera_in_odom, map_anchor, map_to_odom
 from vggt_ros.mapping.heap import release_free_heap
 from vggt_ros.mapping.keyframes import KeyframeDecision, KeyframeSelector
-from vggt_ros.mapping.pose_refine import FeatureCache, refined_prediction
+from vggt_ros.mapping.pose_refine import refined_prediction
+from vggt_ros.mapping.refine_features import FeatureCache
 from vggt_ros.mapping.rig import RigGrouper
 from vggt_ros.mapping.scale import ScaleEstimator, depth_ratio, odometry_ratios, rig_ratios
 from vggt_ros.mapping.types import (
@@ -153,8 +155,14 @@ class PerceptionPipeline:
                 if cfg.loop.enabled
                 else None
             )
-            # Keypoints of the pose refinement, reused by the windows that share a frame.
-            self._refine_features = FeatureCache(capacity=4 * cfg.window.size, threads=cfg.refine.threads)
+            # The pose refinement's keypoints, matches and tracks, reused by the windows that
+            # share frames.
+            self._refine_features = FeatureCache(
+                capacity=4 * cfg.window.size,
+                threads=cfg.refine.threads,
+                max_corners=cfg.refine.max_corners,
+                sift=cfg.refine.sift,
+            )
             self._sensor_windows = 0  # accepted windows that added odometry-sensor edges
             # Windows since the voxel map was last rebuilt from the keyframes, and whether a
             # correction since then still waits for its rebuild (loop.map_rebuild_min_windows).
@@ -295,9 +303,12 @@ class PerceptionPipeline:
             # Frames shared with earlier windows reuse their encoder tokens (same outputs).
             options["frame_keys"] = [(self._frame_key_prefix, kf.id) for kf in keyframes]
         refine = self.config.refine
-        if refine.enabled and refine.sift and getattr(self.predictor, "reports_model_inputs", False):
-            # The refinement's keypoints are found while the network runs (same keypoints).
-            options["on_model_inputs"] = self._refine_features.prefetch_window
+        if refine.enabled and getattr(self.predictor, "reports_model_inputs", False):
+            # The refinement's image-only work (keypoints, matches, tracked corners) is done
+            # while the network runs (the same results as after it).
+            options["on_model_inputs"] = functools.partial(
+                self._refine_features.prefetch_window, camera_ids=[kf.camera_id for kf in keyframes]
+            )
         prediction = self.predictor.predict(images, job.query_points, **options)
         t_refine = time.perf_counter()
         refinement = None

@@ -25,7 +25,9 @@ relative to frame 0.
 Everything runs on the model-resolution maps of the window (``Prediction.colors``, ``depth``,
 ``model_intrinsics``, ``valid_mask``), downscaled by an integer factor to at most ``MAX_WIDTH``
 pixels (SIFT: ``SIFT_MAX_WIDTH``), the frames' keypoints and then the pairs in ``refine.threads``
-parallel threads; a :class:`FeatureCache` keeps keypoints for the next windows. The point head's
+parallel threads. The image-only work (keypoints, matches, tracked corners) comes from a
+:class:`~vggt_ros.mapping.refine_features.FeatureCache`, which can do it while the network runs
+and keeps it for the next windows. The point head's
 ``world_points`` are not changed (the mapping pipeline unprojects depth and never reads them).
 Cost per 8-frame window on the 2-core CPU: docs/mapping.md "Pose refinement".
 """
@@ -33,11 +35,8 @@ Cost per 8-frame window on the 2-core CPU: docs/mapping.md "Pose refinement".
 from __future__ import annotations
 
 import copy
-import hashlib
-import threading
 import time
-from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, is_dataclass, replace
 from typing import Any
 
@@ -46,26 +45,18 @@ import numpy as np
 
 from vggt_ros.geometry.camera import invert_rigid, project_points
 from vggt_ros.mapping.config import RefineConfig
+from vggt_ros.mapping.refine_features import (
+    FeatureCache,
+    FrameImages,
+    Pixels,
+    block_centres,
+    downscaled_intrinsics,
+    frame_images,
+    window_pairs,
+)
 
-# Forward-backward Lucas-Kanade: a track is kept when tracking it back lands this close (px).
-BACK_TRACK_PX = 0.5
-# Shi-Tomasi corners: quality relative to the strongest corner, and spacing (px). The low
-# quality keeps corners in dim, low-contrast images (the held-out procedural rooms).
-CORNER_QUALITY = 0.005
-CORNER_SPACING_PX = 4
-LK_WINDOW = (15, 15)
-LK_LEVELS = 3
 RANSAC_ITERATIONS = 200
-# SIFT: keypoints per image, contrast threshold (low: the dim held-out rooms) and Lowe's ratio.
-SIFT_FEATURES = 800
-SIFT_CONTRAST = 0.004
-SIFT_RATIO = 0.8
 HEAD_EXPLAINS = "the head explains the correspondences"
-MAX_WIDTH = 320  # larger model images are downscaled by an integer factor first
-# SIFT doubles its input internally: it sees a copy at most this wide (the 182-pixel model
-# images as they are; 350x518 at a third instead of a half: a window's whole refinement took
-# 168 -> 76 ms on the 2-core CPU).
-SIFT_MAX_WIDTH = 192
 
 
 @dataclass
@@ -106,166 +97,6 @@ def _median_reprojection_px(
     front = z > 1e-9
     error[front] = np.linalg.norm((pixels - pixels_b)[front], axis=-1)
     return np.median(error, axis=-1)
-
-
-@dataclass
-class FrameFeatures:
-    """SIFT keypoints of one (downscaled) image.
-
-    Attributes:
-        pixels: [N, 2] float64 keypoint positions (x, y).
-        descriptors: [N, 128] float32, or None when the image has no keypoints.
-    """
-
-    pixels: np.ndarray
-    descriptors: np.ndarray | None
-
-
-def sift_features(gray: np.ndarray, usable: np.ndarray) -> FrameFeatures:
-    """SIFT keypoints of ``gray`` ([H, W] uint8) on the ``usable`` ([H, W] bool) pixels."""
-    detector = cv2.SIFT_create(nfeatures=SIFT_FEATURES, contrastThreshold=SIFT_CONTRAST)
-    keypoints, descriptors = detector.detectAndCompute(gray, usable.astype(np.uint8) * 255)
-    pixels = np.array([kp.pt for kp in keypoints], np.float64).reshape(-1, 2)
-    return FrameFeatures(pixels, descriptors if len(keypoints) else None)
-
-
-class FeatureCache:
-    """Bounded least-recently-used map: image content -> its SIFT keypoints.
-
-    Consecutive windows share most of their frames (window 8, stride 4: half), and a frame's
-    keypoints depend on its pixels alone (detection uses the padding mask, not the window's
-    depth), so they are reused. The key is a digest of the image and mask bytes: equal content
-    gives equal keypoints, nothing else is trusted. Safe to use from several threads: a content
-    being computed by one thread is waited for, not computed again, by the others.
-
-    :meth:`prefetch_window` starts a window's keypoints in background threads as soon as the
-    model's input images exist, so that they are found while the network runs (the mapping
-    pipeline does this through the predictor's ``on_model_inputs``).
-
-    Args:
-        capacity: images kept (the least recently used are evicted first).
-        threads: background threads of :meth:`prefetch_window` (``refine.threads``).
-    """
-
-    def __init__(self, capacity: int = 64, threads: int = 4) -> None:
-        if capacity < 1:
-            raise ValueError(f"feature cache capacity must be >= 1, got {capacity}")
-        if threads < 1:
-            raise ValueError(f"feature cache threads must be >= 1, got {threads}")
-        self.capacity = int(capacity)
-        self.threads = int(threads)
-        self._entries: OrderedDict[bytes, FrameFeatures] = OrderedDict()
-        self._in_flight: dict[bytes, threading.Event] = {}
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def features(self, gray: np.ndarray, usable: np.ndarray) -> FrameFeatures:
-        """:func:`sift_features` of ``gray`` on ``usable``, computed once per distinct content."""
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(np.asarray(gray.shape, np.int64).tobytes())
-        digest.update(np.ascontiguousarray(gray).tobytes())
-        digest.update(np.packbits(usable).tobytes())
-        key = digest.digest()
-        while True:
-            with self._lock:
-                found = self._entries.get(key)
-                if found is not None:
-                    self._entries.move_to_end(key)
-                    self.hits += 1
-                    return found
-                running = self._in_flight.get(key)
-                if running is None:
-                    done = self._in_flight[key] = threading.Event()
-                    break
-            running.wait()  # another thread computes it; then it is an entry (or it failed)
-        try:
-            features = sift_features(gray, usable)  # outside the lock: other frames go on meanwhile
-            with self._lock:
-                self.misses += 1
-                self._entries[key] = features
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.capacity:
-                    self._entries.popitem(last=False)
-        finally:
-            with self._lock:
-                del self._in_flight[key]
-            done.set()
-        return features
-
-    def prefetch_window(self, colors: np.ndarray, content: np.ndarray) -> list[Future]:
-        """Start the keypoints of a window's frames in background threads; returns at once.
-
-        Args:
-            colors: [S, H, W, 3] uint8 RGB model inputs (``Prediction.colors``).
-            content: [S, H, W] bool, False on padding (the transforms' content masks).
-
-        Returns:
-            One future per frame (callers may ignore them: :func:`refine_window_poses` with this
-            cache waits for a frame still in flight).
-        """
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="sift-prefetch")
-        return [self._pool.submit(self._prefetch_frame, colors[k], content[k]) for k in range(len(colors))]
-
-    def _prefetch_frame(self, color: np.ndarray, content: np.ndarray) -> None:
-        gray = cv2.cvtColor(np.ascontiguousarray(color), cv2.COLOR_RGB2GRAY)
-        image, mask, _ = sift_input(gray, content)
-        self.features(image, mask)
-
-
-def sift_input(gray: np.ndarray, content: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """The image SIFT sees for a model-resolution frame: (image [h, w] uint8, mask [h, w] bool,
-    factor), downscaled by the integer ``factor`` (to at most ``MAX_WIDTH`` and then
-    ``SIFT_MAX_WIDTH`` pixels); ``content`` ([H, W] bool) is False on padding."""
-    factor = max(1, int(np.ceil(gray.shape[1] / MAX_WIDTH)))
-    small = _downscaled_image(gray, np.eye(3), factor)[0]
-    return _sift_input_of_small(small, _block_centres(np.asarray(content, bool), factor))
-
-
-def _sift_input_of_small(small: np.ndarray, content_small: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """:func:`sift_input` from the frame already downscaled to at most ``MAX_WIDTH`` pixels."""
-    sift_factor = max(1, int(np.ceil(small.shape[1] / SIFT_MAX_WIDTH)))
-    image = _downscaled_image(small, np.eye(3), sift_factor)[0]
-    return image, _block_centres(content_small, sift_factor), sift_factor
-
-
-def match_features(a: FrameFeatures, b: FrameFeatures) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest-neighbour descriptor matches a -> b that pass Lowe's ratio test: ([M, 2], [M, 2])."""
-    if a.descriptors is None or b.descriptors is None or len(b.pixels) < 2:
-        return np.zeros((0, 2)), np.zeros((0, 2))
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.descriptors, b.descriptors, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < SIFT_RATIO * p[1].distance]
-    return (
-        a.pixels[[m.queryIdx for m in good]].reshape(-1, 2),
-        b.pixels[[m.trainIdx for m in good]].reshape(-1, 2),
-    )
-
-
-def track_corners(
-    gray_a: np.ndarray, gray_b: np.ndarray, usable_a: np.ndarray, max_corners: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Shi-Tomasi corners of a on ``usable_a`` tracked into b by forward-backward pyramidal
-    Lucas-Kanade: (pixels in a [M, 2], pixels in b [M, 2]) of the tracks that come back."""
-    corners = cv2.goodFeaturesToTrack(
-        gray_a, max_corners, CORNER_QUALITY, CORNER_SPACING_PX, mask=usable_a.astype(np.uint8) * 255
-    )
-    if corners is None:
-        return np.zeros((0, 2)), np.zeros((0, 2))
-    tracked, status, _ = cv2.calcOpticalFlowPyrLK(
-        gray_a, gray_b, corners, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
-    )
-    back, status_back, _ = cv2.calcOpticalFlowPyrLK(
-        gray_b, gray_a, tracked, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
-    )
-    error = np.linalg.norm((back - corners).reshape(-1, 2), axis=1)
-    good = (status.ravel() == 1) & (status_back.ravel() == 1) & (error < BACK_TRACK_PX)
-    return corners.reshape(-1, 2)[good].astype(np.float64), tracked.reshape(-1, 2)[good].astype(np.float64)
 
 
 def place_by_pnp(
@@ -342,99 +173,77 @@ def place_by_pnp(
     return b_to_a, count, ""
 
 
-def _downscaled_image(gray: np.ndarray, intrinsics: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """The image at 1/``factor`` of its size (area average) and its intrinsics (pixel centres at
-    integers kept exact)."""
-    if factor == 1:
-        return gray, intrinsics
-    h, w = gray.shape[0] // factor, gray.shape[1] // factor
-    k = np.asarray(intrinsics, np.float64).copy()
-    k[:2, :2] /= factor
-    k[:2, 2] = (k[:2, 2] + 0.5) / factor - 0.5
-    return cv2.resize(gray[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_AREA), k
-
-
-def _block_centres(values: np.ndarray, factor: int) -> np.ndarray:
-    """A map at 1/``factor`` of its size, each block's centre pixel (no mixing across edges)."""
-    if factor == 1:
-        return values
-    h, w = values.shape[0] // factor, values.shape[1] // factor
-    first = factor // 2
-    return values[first : first + h * factor : factor, first : first + w * factor : factor]  # a view
-
-
 @dataclass
 class _Frame:
     """One frame's inputs to the pair estimates, downscaled to at most ``MAX_WIDTH`` pixels."""
 
-    gray: np.ndarray  # [h, w] uint8
-    intrinsics: np.ndarray  # [3, 3]
+    images: FrameImages  # grey images and the digests that key their cached work
+    intrinsics: np.ndarray  # [3, 3] of images.small
     depth: np.ndarray  # [h, w] float64, window units
     usable: np.ndarray  # [h, w] bool: valid pixel with depth
-    features: FrameFeatures | None  # SIFT keypoints (None: SIFT not used)
 
 
 def _frame(
-    gray: np.ndarray,
+    color: np.ndarray,
     intrinsics: np.ndarray,
     depth: np.ndarray,
     valid: np.ndarray | None,
     content: np.ndarray | None,
     config: RefineConfig,
-    cache: FeatureCache | None,
+    cache: FeatureCache,
 ) -> _Frame:
-    factor = max(1, int(np.ceil(gray.shape[1] / MAX_WIDTH)))
-    small, k = _downscaled_image(gray, intrinsics, factor)
-    depth_small = np.asarray(_block_centres(np.asarray(depth), factor), np.float64)
-    content = np.ones(gray.shape, bool) if content is None else np.asarray(content, bool)
-    inside = _block_centres(np.asarray(content if valid is None else valid, bool), factor)
-    features = None
+    content = np.ones(color.shape[:2], bool) if content is None else np.asarray(content, bool)
+    images = frame_images(color, content)
     if config.sift:  # keypoints without depth are dropped later: detection sees only the pixels
-        sift_image, sift_inside, sift_factor = _sift_input_of_small(small, _block_centres(content, factor))
-        found = (
-            cache.features(sift_image, sift_inside)
-            if cache is not None
-            else sift_features(sift_image, sift_inside)
-        )
-        # back to the frame's pixels (pixel centres at integers at both sizes)
-        features = FrameFeatures((found.pixels + 0.5) * sift_factor - 0.5, found.descriptors)
+        cache.features(images)
+    factor = images.factor
+    depth_small = np.asarray(block_centres(np.asarray(depth), factor), np.float64)
+    inside = images.content if valid is None else block_centres(np.asarray(valid, bool), factor)
     usable = inside & np.isfinite(depth_small) & (depth_small > 0)
-    return _Frame(small, k, depth_small, usable, features)
+    return _Frame(images, downscaled_intrinsics(intrinsics, factor), depth_small, usable)
+
+
+@dataclass
+class _PairResult:
+    """Frame b placed on frame a (:func:`_pair_estimate`)."""
+
+    relative: np.ndarray | None  # [4, 4] b in a, or None: the head's pose stays
+    inliers: int
+    reason: str  # why the head's pose stays ("" when placed)
+    method: str  # "sift", "lk" or ""
+    tracked: bool  # the tracked corners were needed (SIFT's placement not used)
 
 
 def _pair_estimate(
-    a: _Frame, b: _Frame, head_relative: np.ndarray, config: RefineConfig
-) -> tuple[np.ndarray | None, int, str, str]:
-    """Frame b placed on frame a with the head checks: (b in a or None, inliers, reason, method).
+    a: _Frame, b: _Frame, head_relative: np.ndarray, config: RefineConfig, cache: FeatureCache
+) -> _PairResult:
+    """Frame b placed on frame a with the head checks.
 
     SIFT matches first (they survive the zoom of forward motion, where Lucas-Kanade tracks come
     out short and PnP shrinks the step), Lucas-Kanade tracks where SIFT's placement is not used;
     a head that explains either set of inliers is kept.
     """
 
-    def placement(
-        pixels: tuple[np.ndarray, np.ndarray], min_inliers: int, min_share: float
-    ) -> tuple[np.ndarray | None, int, str]:
+    def placement(pixels: Pixels, min_inliers: int, min_share: float) -> tuple[np.ndarray | None, int, str]:
         relative, count, reason = place_by_pnp(
             *pixels, a.depth, a.intrinsics, b.intrinsics, config, min_inliers, min_share, head_relative
         )
         return relative, count, reason or _head_disagreement(relative, head_relative, config)
 
     reasons = []
-    if a.features is not None and b.features is not None:
-        matches = match_features(a.features, b.features)
-        relative, count, reason = placement(matches, config.min_sift_inliers, 0.0)
+    if config.sift:
+        relative, count, reason = placement(cache.matches(a.images, b.images), config.min_sift_inliers, 0.0)
         if not reason:
-            return relative, count, "", "sift"
+            return _PairResult(relative, count, "", "sift", False)
         if reason.startswith(HEAD_EXPLAINS):
-            return None, count, reason, ""
+            return _PairResult(None, count, reason, "", False)
         reasons.append(f"SIFT: {reason}")
-    tracks = track_corners(a.gray, b.gray, a.usable, config.max_corners)
+    tracks = cache.tracks(a.images, b.images, a.usable, config.max_corners)
     relative, count, reason = placement(tracks, config.min_inliers, config.min_inlier_share)
     if not reason:
-        return relative, count, "", "lk"
+        return _PairResult(relative, count, "", "lk", True)
     reasons.append(f"tracks: {reason}" if reasons else reason)
-    return None, count, "; ".join(reasons), ""
+    return _PairResult(None, count, "; ".join(reasons), "", True)
 
 
 def _head_disagreement(relative: np.ndarray, head_relative: np.ndarray, config: RefineConfig) -> str:
@@ -474,10 +283,13 @@ def refine_window_poses(
             (None: ``content_mask``).
         camera_ids: per frame, its camera (pairs stay within one camera); None: one camera.
         config: acceptance rules (``refine.*``; default :class:`RefineConfig`).
-        feature_cache: keeps frames' SIFT keypoints for the next windows (None: none kept).
-            With a cache the frames are prepared in the calling thread, their keypoints taken
-            from it (or waited for while :meth:`FeatureCache.prefetch_window` finds them, or
-            found here): start the window with ``prefetch_window`` to find new ones in parallel.
+        feature_cache: keeps the frames' keypoints and the pairs' matches and tracked
+            corners for the next windows (None: a cache for this call only). With a cache the
+            frames are prepared in the calling thread and their work taken from it (or waited
+            for while :meth:`FeatureCache.prefetch_window` does it, or done here): start the
+            window with ``prefetch_window`` to do the new work while the network runs. Its
+            ``prefetch_tracks`` is set to whether half or more of this window's pairs needed
+            tracked corners.
         content_mask: [S, H, W] bool, False on padding: where SIFT looks for keypoints, so that
             they depend on the image alone and can be found before the depth exists
             (:meth:`FeatureCache.prefetch_window`). None: ``valid_mask`` (every pixel when
@@ -490,27 +302,24 @@ def refine_window_poses(
     head = np.asarray(cam_to_world, np.float64)
     count = len(head)
     intrinsics = np.asarray(intrinsics, np.float64)
-    previous: dict[int, int | None] = {}  # frame -> the previous frame of its camera
-    last_of_camera: dict[str, int] = {}
-    for k in range(count):
-        camera = camera_ids[k] if camera_ids is not None else ""
-        previous[k] = last_of_camera.get(camera)
-        last_of_camera[camera] = k
-    pairs = [(previous[k], k) for k in range(1, count) if previous[k] is not None]
+    pairs = window_pairs(count, camera_ids)
+    previous: dict[int, int] = {k: j for j, k in pairs}  # frame -> the previous frame of its camera
+    cache = feature_cache  # (not `or`: an empty cache has length 0)
+    if cache is None:
+        cache = FeatureCache(capacity=2 * count, threads=1, max_corners=config.max_corners)
 
     def prepare(k: int) -> _Frame:
-        gray = cv2.cvtColor(np.ascontiguousarray(colors[k]), cv2.COLOR_RGB2GRAY)
         valid = None if valid_mask is None else valid_mask[k]
         content = valid if content_mask is None else content_mask[k]
-        return _frame(gray, intrinsics[k], depth[k], valid, content, config, feature_cache)
+        return _frame(colors[k], intrinsics[k], depth[k], valid, content, config, cache)
 
-    def estimate(pair: tuple[int, int]) -> tuple[np.ndarray | None, int, str, str]:
+    def estimate(pair: tuple[int, int]) -> _PairResult:
         j, k = pair
-        return _pair_estimate(frames[j], frames[k], np.linalg.inv(head[j]) @ head[k], config)
+        return _pair_estimate(frames[j], frames[k], np.linalg.inv(head[j]) @ head[k], config, cache)
 
     with ThreadPoolExecutor(max_workers=max(1, min(count, config.threads))) as pool:
         t0 = time.perf_counter()
-        if feature_cache is not None and config.sift:
+        if feature_cache is not None:
             # Keypoints are cached, in flight (prefetch_window) or detected here; the rest of a
             # frame's preparation is cheaper in this thread than handed to the pool (8 frames
             # with cached keypoints: 1.3 against 2.9 ms on the 2-core CPU; 5 ms on the 16-core
@@ -521,18 +330,25 @@ def refine_window_poses(
         t1 = time.perf_counter()
         estimates = dict(zip(pairs, pool.map(estimate, pairs)))
         t2 = time.perf_counter()
+    if feature_cache is not None and estimates:
+        # Tracking corners for every pair while the network runs pays where most pairs need
+        # them (random weights: all); with a trained network a few pairs do, and prefetching
+        # them all would take CPU from a network that runs on it.
+        tracked = sum(e.tracked for e in estimates.values())
+        feature_cache.prefetch_tracks = tracked >= 0.5 * len(estimates)
     out = head.copy()
     refined = np.zeros(count, bool)
     inliers = np.zeros(count, np.int64)
     reasons = [""] * count
     methods = [""] * count
     for k in range(1, count):
-        j = previous[k]
+        j = previous.get(k)
         if j is None:  # the camera's first frame: the head's pose relative to frame 0
             out[k] = out[0] @ np.linalg.inv(head[0]) @ head[k]
             reasons[k] = "first frame of its camera"
             continue
-        relative, inliers[k], reasons[k], methods[k] = estimates[(j, k)]
+        pair = estimates[(j, k)]
+        relative, inliers[k], reasons[k], methods[k] = pair.relative, pair.inliers, pair.reason, pair.method
         if relative is None:
             relative = np.linalg.inv(head[j]) @ head[k]
         else:
@@ -552,8 +368,8 @@ def refined_prediction(
     """A copy of a ``Prediction`` with its poses refined (``cam_to_world`` and ``extrinsics``);
     the prediction itself and None when it carries no images (``colors``) to track in.
 
-    ``prefetch``: start the frames' keypoints in ``feature_cache``'s threads first (False when
-    the caller already did, e.g. from ``Predictor.predict(on_model_inputs=...)``)."""
+    ``prefetch``: start the window's image-only work in ``feature_cache``'s threads first
+    (False when the caller already did, e.g. from ``Predictor.predict(on_model_inputs=...)``)."""
     if getattr(prediction, "colors", None) is None:
         return prediction, None
     valid = getattr(prediction, "valid_mask", None)
@@ -562,8 +378,8 @@ def refined_prediction(
     content = content_masks(prediction)
     if content is None:
         content = valid if valid is not None else np.ones(np.shape(prediction.colors)[:3], bool)
-    if feature_cache is not None and config.sift and prefetch:
-        feature_cache.prefetch_window(prediction.colors, content)
+    if feature_cache is not None and prefetch:
+        feature_cache.prefetch_window(prediction.colors, content, camera_ids)
     result = refine_window_poses(
         prediction.colors,
         prediction.depth,

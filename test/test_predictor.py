@@ -477,9 +477,16 @@ def test_on_model_inputs_sees_the_colors_and_padding_before_the_network(tiny_mod
         return run(*args, **kwargs)
 
     predictor.runner.run = counting_run
+    contiguous = []
     with_callback = predictor.predict(
-        frames, on_model_inputs=lambda c, m: seen.append((c.copy(), m.copy(), calls["network"]))
+        frames,
+        on_model_inputs=lambda c, m: (
+            contiguous.append(c.flags.c_contiguous),
+            seen.append((c.copy(), m.copy(), calls["network"])),
+        ),
     )
+    # C-contiguous: the refinement converts each frame to grey without copying it first
+    assert contiguous == [True] and with_callback.colors.flags.c_contiguous
     del predictor.runner.run
     plain = predictor.predict(frames)
     assert len(seen) == 1 and calls["network"] == 1

@@ -40,6 +40,7 @@ from vggt_ros.msg import KeypointTracks  # noqa: E402
 from vggt_ros.srv import ExportKeyframes, SaveMap  # noqa: E402
 
 from vggt_ros.eval.synthetic import render_sequence  # noqa: E402
+from vggt_ros.mapping.pipeline import REFINEMENT_COUNTERS  # noqa: E402
 from vggt_ros.model.embedded import DEFAULT_MODEL  # noqa: E402
 from vggt_ros.ros import conversions as conv  # noqa: E402
 
@@ -320,8 +321,9 @@ def test_diagnostics(listener, streamed):
     assert inf["global_attention"] == "sparse keys, 1 in 2 (approximate)"
     # The left camera sends camera_info, whose intrinsics replace the network's; the right does not.
     assert int(inf["frames_calibrated"]) >= 1
-    for key in ("frames_refined", "frames_refined_by_sift", "frames_not_refined", "refine_failures"):
+    for key in REFINEMENT_COUNTERS:
         assert int(inf[key]) >= 0, key
+    assert int(inf["refine_keypoints_misses"]) >= 1  # windows were refined
     # Where the time goes, image in to TF out: every stage of the published windows.
     lat = diagnostics_values(msgs, f"{NS}: latency")
     for stage in (

@@ -35,6 +35,7 @@ from vggt_ros.eval.metrics import (
 )
 from vggt_ros.eval.replay import KeyframeRecord, ReplayResult
 from vggt_ros.geometry.overlap import mutual_view_overlap
+from vggt_ros.mapping.pipeline import REFINEMENT_COUNTERS
 
 logger = logging.getLogger(__name__)
 ALIGN_CHOICES = ("auto", "sim3", "se3", "none")
@@ -516,15 +517,6 @@ def loop_lines(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-REFINEMENT_COUNTERS = (
-    "frames_calibrated",
-    "frames_refined",
-    "frames_refined_by_sift",
-    "frames_not_refined",
-    "refine_failures",
-)
-
-
 def _refinement_line(counts: dict[str, int]) -> str:
     if not counts:
         return "- pose refinement: not reported"
@@ -532,8 +524,15 @@ def _refinement_line(counts: dict[str, int]) -> str:
         f"- pose refinement: {counts['frames_refined']} frames placed by PnP "
         f"({counts['frames_refined_by_sift']} by SIFT matches), {counts['frames_not_refined']} kept the "
         f"camera head's pose, {counts['refine_failures']} windows failed; "
-        f"{counts['frames_calibrated']} frames with camera_info intrinsics"
+        f"{counts['frames_calibrated']} frames with camera_info intrinsics; image work from the cache "
+        f"(done while the network ran or for an earlier window) / computed after it: keypoints "
+        f"{_hits_of(counts, 'keypoints')}, matches {_hits_of(counts, 'matches')}, tracked corners "
+        f"{_hits_of(counts, 'tracks')}"
     )
+
+
+def _hits_of(counts: dict[str, int], kind: str) -> str:
+    return f"{counts.get(f'refine_{kind}_hits', 0)} / {counts.get(f'refine_{kind}_misses', 0)}"
 
 
 def markdown(report: dict[str, Any], bag: str) -> str:

@@ -55,6 +55,25 @@ from vggt_ros.mapping.window import WindowBuilder, select_query_points
 
 logger = logging.getLogger(__name__)
 
+#: The window pose refinement's counters in ``PerceptionPipeline.stats`` (reports, /diagnostics):
+#: frames given camera_info intrinsics, frames placed by PnP (by SIFT matches) or left with the
+#: head's pose, windows whose refinement raised, and the refinement's image-only work answered
+#: from its cache (``*_hits``: done earlier, while the network ran or for an earlier window) or
+#: computed (``*_misses``).
+REFINEMENT_COUNTERS = (
+    "frames_calibrated",
+    "frames_refined",
+    "frames_refined_by_sift",
+    "frames_not_refined",
+    "refine_failures",
+    "refine_keypoints_hits",
+    "refine_keypoints_misses",
+    "refine_matches_hits",
+    "refine_matches_misses",
+    "refine_tracks_hits",
+    "refine_tracks_misses",
+)
+
 # Keyframe times kept (images and all) for re-anchoring after rejected windows, in windows.
 STORE_WINDOWS = 3
 # Relative scale change above which the voxel map is re-scaled.
@@ -192,11 +211,7 @@ class PerceptionPipeline:
                 "windows_rejected": 0,
                 "windows_without_tracks": 0,
                 "segments": 1,
-                "frames_calibrated": 0,
-                "frames_refined": 0,
-                "frames_refined_by_sift": 0,
-                "frames_not_refined": 0,
-                "refine_failures": 0,
+                **dict.fromkeys(REFINEMENT_COUNTERS, 0),
             }
 
     @property
@@ -338,6 +353,8 @@ class PerceptionPipeline:
                 self.stats["frames_not_refined"] += int(
                     len(refinement.refined) - 1 - refinement.refined.sum()
                 )
+            for key, count in self._refine_features.counts().items():
+                self.stats[f"refine_{key}"] = count
         t1 = time.perf_counter()
         ids = [kf.id for kf in keyframes]
         new_reference: list[int] = []

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from vggt_ros.mapping.pipeline import REFINEMENT_COUNTERS
+
 
 class DiagnosticsMixin:
     """The diagnostics timer callback."""
@@ -144,14 +146,7 @@ class DiagnosticsMixin:
         """Frames whose camera_info intrinsics were used (window.calibrated_intrinsics) and the
         window pose refinement's counts (refine.*; docs/mapping.md)."""
         stats = self.pipeline.stats if self.pipeline is not None else {}
-        keys = (
-            "frames_calibrated",
-            "frames_refined",
-            "frames_refined_by_sift",
-            "frames_not_refined",
-            "refine_failures",
-        )
-        return [(key, stats.get(key, 0)) for key in keys]
+        return [(key, stats.get(key, 0)) for key in REFINEMENT_COUNTERS]
 
     def _frame_cache(self) -> list[tuple[str, Any]]:
         """Encoder-token reuse across windows (model.frame_cache)."""

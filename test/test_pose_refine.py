@@ -287,6 +287,26 @@ def make_prediction(colors, depth, intrinsics, cam_to_world) -> Prediction:  # n
     )
 
 
+def test_prefetch_pairs_frames_per_camera_as_the_refinement_does(forward) -> None:
+    """Two interleaved cameras: ``prefetch_window`` with the camera ids matches exactly the pairs
+    the refinement then asks for (each frame with the previous frame of its own camera), so the
+    refinement computes no match itself, and its poses equal an uncached refinement's."""
+    colors, depth, intrinsics, truth = _window(forward)
+    order = [0, 3, 1, 4, 2, 5]
+    cams = ["a", "b", "a", "b", "a", "b"]
+    window = colors[order], depth[order], intrinsics[order], _bad_head(truth)[order]
+    expected = refine_window_poses(*window, camera_ids=cams)
+    cache = FeatureCache(capacity=8)
+    content = np.ones(window[1].shape, bool)
+    for future in cache.prefetch_window(window[0], content, cams):
+        future.result()
+    assert cache.counts()["matches_misses"] == 4  # a: 0-2, 2-4; b: 1-3, 3-5
+    out = refine_window_poses(*window, camera_ids=cams, feature_cache=cache)
+    counts = cache.counts()
+    assert (counts["matches_hits"], counts["matches_misses"], counts["keypoints_misses"]) == (4, 4, 6)
+    np.testing.assert_array_equal(out.cam_to_world, expected.cam_to_world)
+
+
 def test_refined_prediction_updates_extrinsics_and_leaves_the_rest(forward) -> None:
     colors, depth, intrinsics, truth = _window(forward)
     prediction = make_prediction(colors, depth, intrinsics, _bad_head(truth))

@@ -504,8 +504,10 @@ class RefineConfig(_Validated):
     shorter than the head's is not used. 0: no limit (the head's steps err more: median
     |log ratio| 0.41 against PnP's 0.16, docs/mapping.md)."""
     threads: int = 4
-    """Threads that find the frames' keypoints and place the frame pairs at once (OpenCV
-    releases the GIL; a window of 8 frames has 7 pairs). More helps on many-core machines only."""
+    """Threads that do the refinement's image work (the frames' keypoints, the pairs' matches and
+    tracked corners; in the background while the network runs) and place the frame pairs at once
+    (OpenCV releases the GIL; a window of 8 frames has 7 pairs). More helps on many-core machines
+    only."""
 
     _section = "refine"
 

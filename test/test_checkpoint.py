@@ -193,6 +193,25 @@ def test_untrained_model() -> None:
     assert info.num_parameters == sum(p.numel() for p in model.parameters())
 
 
+def test_untrained_weights_are_the_same_every_run_and_leave_the_random_state_alone() -> None:
+    """An untrained model is drawn from a fixed seed (reports and baselines reproduce: before, each
+    `vggt-ros eval --untrained` ran a different network), and building it does not move the
+    caller's random stream."""
+    torch.manual_seed(123)
+    expected_next = torch.rand(4)
+    torch.manual_seed(123)
+    first, _ = load_model(None, config=TINY)
+    assert torch.equal(torch.rand(4), expected_next)
+    torch.manual_seed(7)  # another global state: the same weights
+    second, _ = load_model(None, config=TINY)
+    a, b = first.state_dict(), second.state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not torch.equal(
+        a["aggregator.patch_embed.patch_embed.proj.weight"],
+        torch.zeros_like(a["aggregator.patch_embed.patch_embed.proj.weight"]),
+    )
+
+
 def test_not_strict_keeps_missing_tensors_initialised(tiny: VGGT, tmp_path: Path) -> None:
     state = {k: v for k, v in tiny.state_dict().items() if not k.startswith("track_head.")}
     state["extra.weight"] = torch.ones(2)

@@ -152,6 +152,24 @@ def _build(config: VGGTConfig, device: torch.device) -> VGGT:
         return VGGT(config)
 
 
+#: Seed of the untrained model's random initialisation (``load_model(None)``).
+UNTRAINED_SEED = 0
+
+
+def _untrained(config: VGGTConfig, device: torch.device) -> VGGT:
+    """``VGGT(config)`` on ``device`` with its default initialisation drawn from ``UNTRAINED_SEED``;
+    the random state of the CPU and of ``device`` is restored afterwards, other GPUs untouched."""
+    if device.type != "cuda":
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(UNTRAINED_SEED)
+            return _build(config, device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    with torch.random.fork_rng(devices=[index]), torch.cuda.device(index):
+        torch.default_generator.manual_seed(UNTRAINED_SEED)
+        torch.cuda.manual_seed(UNTRAINED_SEED)
+        return _build(config, device)
+
+
 _SHAPES_CACHE: dict[VGGTConfig, dict[str, Shape]] = {}
 
 
@@ -215,7 +233,10 @@ def load_model(
 
     Args:
         source: local file or directory, Hugging Face repo id ``org/name[@revision][:filename]``,
-            or None for an untrained (randomly initialised) model.
+            or None for an untrained (randomly initialised) model: PyTorch's default
+            initialisation drawn from the fixed seed ``UNTRAINED_SEED``, so every run of a config
+            builds the same network (reports and baselines reproduce) and the caller's random
+            state is left as it was.
         config: named config (``vggt-1b``, ``vggt-small``, ``vggt-tiny``) or a :class:`VGGTConfig`.
         device, dtype: where the weights live; floating tensors are converted while reading, one
             at a time. The result equals ``VGGT(config).to(device, dtype)`` with the weights loaded.
@@ -237,7 +258,7 @@ def load_model(
     cfg = get_config(config)
     device = torch.device(device)
     if source is None:
-        model = _build(cfg, device).to(dtype=dtype).eval()
+        model = _untrained(cfg, device).to(dtype=dtype).eval()
         info = _weights_info(
             model,
             cfg,

@@ -159,14 +159,13 @@ UNTRAINED_SEED = 0
 def _untrained(config: VGGTConfig, device: torch.device) -> VGGT:
     """``VGGT(config)`` on ``device`` with its default initialisation drawn from ``UNTRAINED_SEED``;
     the random state of the CPU and of ``device`` is restored afterwards, other GPUs untouched."""
-    if device.type != "cuda":
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(UNTRAINED_SEED)
-            return _build(config, device)
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    with torch.random.fork_rng(devices=[index]), torch.cuda.device(index):
+    cuda = device.type == "cuda"
+    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
+    with torch.random.fork_rng(devices=gpus):
         torch.default_generator.manual_seed(UNTRAINED_SEED)
-        torch.cuda.manual_seed(UNTRAINED_SEED)
+        for gpu in gpus:
+            with torch.cuda.device(gpu):
+                torch.cuda.manual_seed(UNTRAINED_SEED)
         return _build(config, device)
 
 

@@ -8,9 +8,17 @@ import pytest
 import torch
 
 from vggt_ros.eval.procedural import ProceduralSettings, render_windows, window_seeds
+from vggt_ros.eval.window_metrics import window_depth_errors
 from vggt_ros.geometry import pose_encoding_to_extrinsics_intrinsics
 from vggt_ros.train.data import ProceduralSource
-from vggt_ros.train.losses import LossWeights, camera_loss, regression_loss, total_loss, track_loss
+from vggt_ros.train.losses import (
+    LossWeights,
+    camera_loss,
+    log_depth_loss,
+    regression_loss,
+    total_loss,
+    track_loss,
+)
 from vggt_ros.train.targets import WindowBatch, normalize_window, unproject_depth
 
 SETTINGS = ProceduralSettings(height=28, width=42, frames=3, track_queries=8)
@@ -277,3 +285,50 @@ def test_flow_loss_reaches_the_global_blocks() -> None:
     objective.backward()
     last_global = model.model.aggregator.global_blocks[VGGT_TINY.aggregator.depth - 2]
     assert sum(float(p.grad.abs().sum()) for p in last_global.parameters() if p.grad is not None) > 0
+
+
+def test_log_depth_loss_ignores_each_windows_scale_and_weighs_near_and_far_alike(batch: WindowBatch) -> None:
+    t = normalize_window(batch)
+    w = LossWeights(depth_log=1.0)
+    outputs = _perfect_outputs(t)
+    # A different scale per window costs nothing: the card's metric aligns it away.
+    per_window = torch.tensor([0.5, 1.0, 3.0]).view(3, 1, 1, 1, 1)
+    outputs["depth"] = t.depth[..., None] * per_window
+    _, terms = total_loss(outputs, t, w)
+    assert float(terms["depth_log"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(terms["depth_reg"]) > 0.1  # the official term is not scale-free
+    # A 10 % error costs the same on a near pixel and on a far one (L1 in depth units does not).
+    mask = t.valid & t.frame_valid[..., None, None]
+    near = mask & (t.depth < t.depth[mask].median())
+    for region in (near, mask & ~near):
+        wrong = t.depth.clone()
+        wrong[region] *= 1.1
+        outputs["depth"] = wrong[..., None]
+        _, terms = total_loss(outputs, t, w)
+        share = region.float().sum() / mask.float().sum()
+        # |log 1.1| on the region's pixels (the median shift stays 0: under half of them moved,
+        # or all of the far half when the median lies in it, which is no larger than this).
+        assert 0.0 < float(terms["depth_log"]) <= math.log(1.1) * float(share) * 1.05 + 1e-6
+    # Off by default: the official recipe has no such term.
+    _, terms = total_loss(_perfect_outputs(t), t, LossWeights())
+    assert "depth_log" not in terms
+
+
+def test_log_depth_loss_gradient_lowers_the_aligned_abs_rel(batch: WindowBatch) -> None:
+    t = normalize_window(batch)
+    mask = t.valid & t.frame_valid[..., None, None]
+    noise = torch.exp(0.3 * torch.randn(t.depth.shape, generator=torch.Generator().manual_seed(0)))
+    log_depth = torch.log(t.depth.clamp_min(1e-3) * noise * 2.0).requires_grad_(True)
+    opt = torch.optim.SGD([log_depth], lr=200.0)
+
+    def abs_rel() -> float:
+        d = log_depth.detach().exp()
+        return window_depth_errors(d[0].numpy(), t.depth[0].numpy(), mask[0].numpy())[0]
+
+    before = abs_rel()
+    for _ in range(20):
+        loss = log_depth_loss(log_depth.exp(), t.depth, mask, LossWeights(depth_log=1.0)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert abs_rel() < 0.5 * before

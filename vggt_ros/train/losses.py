@@ -24,6 +24,11 @@
   added to the model. Matching alone leaves the tokens without any readable displacement, and
   relative pose needs exactly that; the layer is one before the last so that the last layer's
   camera tokens can pool it.
+* Depth log (ours, opt in with ``depth_log`` > 0): the scale-free error the model card scores.
+  Per window, the log depth error minus its median over the window's valid pixels, in absolute
+  value (``|log d - log d* - median|``, outliers above the quantile dropped). After one median
+  scale per window this is close to AbsRel, which weighs near surfaces as much as far ones;
+  the confidence-weighted L1 above is in units of depth and so weighs far surfaces most.
 
 Every loss is averaged inside each window first and then over windows, so the loss of a batch
 does not depend on how windows are split across processes (DDP averages per-process losses).
@@ -49,6 +54,7 @@ LOSS_NAMES = (
     "depth_conf",
     "depth_grad",
     "depth_reg",
+    "depth_log",
     "point_conf",
     "point_grad",
     "point_reg",
@@ -77,6 +83,7 @@ class LossWeights:
     rotation: float = 1.0
     focal: float = 0.5
     depth: float = 1.0
+    depth_log: float = 0.0
     point: float = 1.0
     alpha: float = 0.2
     gradient_scales: int = 3
@@ -168,6 +175,23 @@ def regression_loss(
         f"{prefix}_reg": _window_mean(dist, kept),
         f"{prefix}_grad": _gradient_term(error, conf, mask, w.alpha, w.gradient_scales),
     }
+
+
+def log_depth_loss(pred: Tensor, gt: Tensor, mask: Tensor, w: LossWeights) -> Tensor:
+    """Scale-free log depth error per window [B] (see the module docstring).
+
+    ``pred``, ``gt`` [B, S, H, W] positive where ``mask`` (bool, same shape).
+    """
+    b = pred.shape[0]
+    safe_gt = torch.where(mask, gt, torch.ones_like(gt))
+    error = torch.log(pred.float().clamp_min(1e-6)) - torch.log(safe_gt.clamp_min(1e-6))
+    # The window's median log ratio is the one scale the metric aligns away; detached, as the
+    # alignment is not something the network should learn to move.
+    flat = torch.where(mask, error, torch.full_like(error, float("nan"))).reshape(b, -1).detach()
+    shift = torch.nan_to_num(torch.nanmedian(flat, dim=1).values, nan=0.0)
+    residual = (error - shift.view(b, *([1] * (error.dim() - 1)))).abs()
+    kept = _clip_quantile(residual, mask, w.quantile)
+    return _window_mean(residual.clamp(max=100.0), kept)
 
 
 def track_loss(
@@ -285,6 +309,9 @@ def total_loss(
             )
             terms.update(d)
             objective = objective + w.depth * (d["depth_conf"] + d["depth_grad"]).mean()
+            if w.depth_log > 0:
+                terms["depth_log"] = log_depth_loss(outputs["depth"][..., 0], targets.depth, mask, w)
+                objective = objective + w.depth_log * terms["depth_log"].mean()
         if "world_points" in outputs:
             p = regression_loss(
                 outputs["world_points"], outputs["world_points_conf"], targets.world_points, mask, w, "point"

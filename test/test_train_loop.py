@@ -182,6 +182,27 @@ def test_cli_trains_resumes_and_exports(tmp_path: Path, capsys: pytest.CaptureFi
         assert f.get_tensor("camera_head.empty_pose_tokens").dtype == torch.float16
     assert meta["config"] == "vggt-tiny" and meta["weights"] == "ema"
     assert json.loads(meta["provenance"])["step"] == 4
+    # A restart from the exported weights with the same seed and scenes would see the same
+    # windows again (window k is a function of the seed): named; another seed is not.
+    from vggt_ros.train.checkpoints import repeated_windows_warning
+
+    procedural = json.loads(meta["provenance"])["data"]["procedural"]
+    warning = repeated_windows_warning(str(out), 0, procedural)
+    assert warning and "--seed 0" in warning and "8 windows" in warning
+    assert repeated_windows_warning(str(out), 1, procedural) is None
+    assert repeated_windows_warning(str(out), 0, {**procedural, "boxes": [1, 2]}) is None
+    assert repeated_windows_warning(str(tmp_path / "missing.safetensors"), 0, procedural) is None
+    restart = [
+        "train", "--model", "vggt-tiny", "--size", "42x56", "--frames", "3", "--heads", "camera,depth,point",
+        "--steps", "1", "--batch-size", "2", "--validate-every", "5", "--validation-windows", "1",
+        "--init-checkpoint", str(out),
+        "--device", "cpu", "-q",
+    ]  # fmt: skip
+    capsys.readouterr()
+    assert main([*restart, "--out", str(tmp_path / "same")]) == 0
+    assert "draws the same windows again" in capsys.readouterr().err
+    assert main([*restart, "--out", str(tmp_path / "other"), "--seed", "5"]) == 0
+    assert "draws the same windows again" not in capsys.readouterr().err
     # Clear errors: a dataset without ground truth, a missing run.
     assert main(["train", "--out", str(tmp_path / "x"), "--resume", "-q"]) == 2
     assert (

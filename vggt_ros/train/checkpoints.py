@@ -201,3 +201,41 @@ def export_model(
     }
     save_file(_contiguous(state), str(out), metadata=metadata)
     return out
+
+
+def repeated_windows_warning(
+    init_checkpoint: str | None, seed: int, procedural: dict[str, Any] | None
+) -> str | None:
+    """Why a run from ``init_checkpoint`` would train on windows its weights already saw, or None.
+
+    Procedural window ``k`` is a pure function of the data seed and ``k``
+    (:mod:`vggt_ros.train.data`), and every run draws from window 0. A restart with the seed and
+    procedural settings of the run that exported ``init_checkpoint`` (its ``provenance``
+    metadata, :func:`export_model`) therefore sees that run's windows again, in the same order.
+    Only local exported files are read; anything else (a folder, a hub id, a file without
+    provenance) gives None.
+    """
+    if not init_checkpoint or not str(init_checkpoint).endswith(".safetensors"):
+        return None
+    path = Path(init_checkpoint)
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        provenance = json.loads(meta.get("provenance", "{}"))
+    except (OSError, ValueError):
+        return None
+    data = provenance.get("data") or {}
+    if procedural is not None:
+        procedural = json.loads(json.dumps(procedural))  # tuples as the metadata's JSON lists
+    if provenance.get("seed") != seed or procedural is None or data.get("procedural") != procedural:
+        return None
+    return (
+        f"{path.name} was trained on the procedural windows of --seed {seed} with these scene "
+        f"settings ({provenance.get('samples', '?')} windows from window 0, run "
+        f"{provenance.get('run', '?')}); this run draws the same windows again in the same order. "
+        "Pass a --seed that no earlier run of these weights used."
+    )

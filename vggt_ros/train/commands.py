@@ -324,6 +324,7 @@ def run_train(args: argparse.Namespace) -> int:
     """The ``train`` subcommand."""
     import dataclasses
 
+    from vggt_ros.train.checkpoints import repeated_windows_warning
     from vggt_ros.train.config import TrainConfig
     from vggt_ros.train.trainer import Trainer
 
@@ -349,6 +350,13 @@ def run_train(args: argparse.Namespace) -> int:
                 f"{args.out} already holds a run: add --resume to continue it, or choose a new --out"
             )
         config = config_from_args(args)
+        repeated = repeated_windows_warning(
+            config.init_checkpoint,
+            config.seed,
+            None if config.procedural is None else config.procedural.to_dict(),
+        )
+        if repeated:
+            logger.warning("%s", repeated)
     trainer = Trainer(config, args.out)
     try:
         result = trainer.run()

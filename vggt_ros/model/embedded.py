@@ -73,13 +73,13 @@ class EmbeddedModel:
 
 
 DEFAULT_MODEL = EmbeddedModel(
-    name="vggt-compact-v4",
+    name="vggt-compact-v5",
     config="vggt-compact",
-    filename="vggt-compact-v4.safetensors",
-    sha256="edabc6b91c776e5de70458475814136ffd9cb23aeca4e5b85fc3199f9f586973",
+    filename="vggt-compact-v5.safetensors",
+    sha256="52145de27d0675c47f063bf3d6d061ba41af87485e6c682860373c71815ad92f",
     image_size=182,
     card="docs/model_card_compact.md",
-    summary="88 H200-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
+    summary="96 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
 )
 
 

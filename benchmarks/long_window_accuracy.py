@@ -42,12 +42,20 @@ def main() -> int:
     ap.add_argument("--frames", default="32,100")
     ap.add_argument("--strides", default="4,8")
     ap.add_argument("--windows", type=int, default=2, help="windows per length")
+    ap.add_argument(
+        "--weighting",
+        choices=("on", "off", "both"),
+        default="on",
+        help="sparse keys' logit weights (runner option global_key_weighting); both: a row each",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     choice = choose_model(args.checkpoint, args.config)
     model, _ = load_model(choice.source, config=choice.config, device="cpu")
-    strides = [0] + [int(s) for s in args.strides.split(",")]
+    weightings = {"on": [True], "off": [False], "both": [False, True]}[args.weighting]
+    # (stride, weighted) settings; stride 0 is exact attention.
+    strides = [(0, True)] + [(int(s), w) for s in args.strides.split(",") for w in weightings]
     # One predictor; the option is the aggregator attribute the runner sets from
     # ``runner_options={"global_key_stride": s}``, switched between runs on the same window.
     predictor = Predictor(model, device=args.device, precision="fp32", target_size=choice.image_size)
@@ -55,7 +63,7 @@ def main() -> int:
     for frames in (int(f) for f in args.frames.split(",")):
         settings = ProceduralSettings.held_out(height=140, width=182, frames=frames, track_queries=0)
         source = ProceduralSource(settings, seed=0, stream=STREAM)
-        per_stride: dict[int, dict[str, list[float]]] = {
+        per_stride: dict[tuple[int, bool], dict[str, list[float]]] = {
             s: {"abs_rel": [], "ms": [], "diff": []} for s in strides
         }
         for w in range(args.windows):
@@ -67,7 +75,8 @@ def main() -> int:
             gt = batch.depth[0].numpy()
             exact_depth = None
             for s in strides:
-                predictor.runner.model.aggregator.global_key_stride = s
+                aggregator = predictor.runner.model.aggregator
+                aggregator.global_key_stride, aggregator.global_key_weighting = s
                 t0 = time.perf_counter()
                 pred = predictor.predict(images)
                 ms = (time.perf_counter() - t0) * 1e3
@@ -77,19 +86,20 @@ def main() -> int:
                         f"model depth {depth.shape} vs ground truth {gt.shape}: use 140x182 input"
                     )
                 abs_rel, _ = window_depth_errors(depth, gt)
-                if s == 0:
+                if s[0] == 0:
                     exact_depth = depth
                 diff = float(np.abs(depth - exact_depth).mean() / np.abs(exact_depth).mean())
                 per_stride[s]["abs_rel"].append(abs_rel)
                 per_stride[s]["ms"].append(ms)
                 per_stride[s]["diff"].append(diff)
-        base = statistics.fmean(per_stride[0]["abs_rel"])
+        base = statistics.fmean(per_stride[strides[0]]["abs_rel"])
         for s in strides:
             r = per_stride[s]
             rows.append(
                 {
                     "frames": frames,
-                    "global_key_stride": s,
+                    "global_key_stride": s[0],
+                    "global_key_weighting": s[1],
                     "abs_rel": statistics.fmean(r["abs_rel"]),
                     "abs_rel_change": statistics.fmean(r["abs_rel"]) - base,
                     "depth_relative_difference": statistics.fmean(r["diff"]),
@@ -102,6 +112,8 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for r in rows:
         label = "exact" if r["global_key_stride"] == 0 else str(r["global_key_stride"])
+        if r["global_key_stride"] and args.weighting == "both":
+            label += ", weighted" if r["global_key_weighting"] else ", unweighted"
         print(
             f"| {r['frames']} | {label} | {r['abs_rel']:.4f} | {r['abs_rel_change']:+.4f} | "
             f"{r['depth_relative_difference']:.4f} | {r['ms']:.0f} |"

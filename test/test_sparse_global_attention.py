@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vggt_ros.engine.runner import ModelRunner
-from vggt_ros.model.aggregator import global_key_subset
+from vggt_ros.model.aggregator import global_sparse_keys
+from vggt_ros.model.layers import SparseKeys
 from vggt_ros.model.vggt import VGGT
 
 
 def test_key_subset_keeps_frame_zero_special_tokens_and_covers_every_patch_position() -> None:
     frames, patch_start, patches, stride = 9, 5, 40, 4
     tokens = patch_start + patches
-    keys = global_key_subset(frames, tokens, patch_start, stride, torch.device("cpu"))
+    sparse = global_sparse_keys(frames, tokens, patch_start, stride, torch.device("cpu"))
+    keys = sparse.index
     kept = torch.zeros(frames * tokens, dtype=torch.bool)
     kept[keys] = True
     kept = kept.view(frames, tokens)
@@ -23,6 +28,42 @@ def test_key_subset_keeps_frame_zero_special_tokens_and_covers_every_patch_posit
     assert kept[1:, patch_start:].sum(dim=1).tolist() == [patches // stride] * (frames - 1)
     assert len(keys) == tokens + (frames - 1) * (patch_start + patches // stride)
     assert torch.equal(keys, torch.sort(keys).values)
+    # Weights: ln(stride) exactly on the sampled patch keys, 0 on the keys kept whole.
+    assert sparse.log_weight is not None and sparse.log_weight.shape == keys.shape
+    frame, token = keys // tokens, keys % tokens
+    sampled = (frame > 0) & (token >= patch_start)
+    assert torch.equal(sparse.log_weight[sampled], torch.full((int(sampled.sum()),), math.log(stride)))
+    assert not sparse.log_weight[~sampled].any()
+    unweighted = global_sparse_keys(frames, tokens, patch_start, stride, torch.device("cpu"), weighted=False)
+    assert unweighted.log_weight is None and torch.equal(unweighted.index, keys)
+
+
+def test_weighted_sample_of_repeated_keys_is_exact_attention() -> None:
+    """Why the weights: when each sampled key stands for ``stride`` identical keys (a frame of
+    ``stride``-fold repeated tokens), the weighted sparse attention equals exact attention, and the
+    unweighted one gives the sampled frames 1 / stride of their weight."""
+    frames, patch_start, patches, stride, dim = 4, 1, 12, 3, 8
+    tokens = patch_start + patches
+    gen = torch.Generator().manual_seed(0)
+    # Every frame f > 0 repeats one patch key/value over each aligned run of `stride` positions:
+    # the one the sample keeps there, (p + f) % stride == 0.
+    k = torch.randn(1, 1, frames, tokens, dim, generator=gen)
+    v = torch.randn(1, 1, frames, tokens, dim, generator=gen)
+    for f in range(1, frames):
+        for p in range(patches):
+            source = (p // stride) * stride + (-f) % stride
+            k[..., f, patch_start + p, :] = k[..., f, patch_start + source, :]
+            v[..., f, patch_start + p, :] = v[..., f, patch_start + source, :]
+    k, v = k.flatten(2, 3), v.flatten(2, 3)  # [1, 1, S * T, dim]
+    q = torch.randn(1, 1, 5, dim, generator=gen)
+    exact = F.scaled_dot_product_attention(q, k, v)
+    sparse = global_sparse_keys(frames, tokens, patch_start, stride, torch.device("cpu"))
+    ks, vs, mask = sparse.select(k, v, dim=2)
+    torch.testing.assert_close(F.scaled_dot_product_attention(q, ks, vs, attn_mask=mask), exact)
+    plain = SparseKeys(sparse.index)
+    ks, vs, mask = plain.select(k, v, dim=2)
+    assert mask is None
+    assert not torch.allclose(F.scaled_dot_product_attention(q, ks, vs), exact, atol=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +81,21 @@ def test_stride_one_is_exact_and_chunking_does_not_change_sparse_results(model: 
         same = model(images)
         agg.global_key_stride = 3
         sparse = model(images)
+        agg.global_key_weighting = False
+        unweighted = model(images)
         for block in agg.global_blocks:
             block.token_chunk = 150  # the long-window path: keys/values first, then query chunks
+        unweighted_chunked = model(images)
+        agg.global_key_weighting = True
         chunked = model(images)
     for block in agg.global_blocks:
         block.token_chunk = None
     agg.global_key_stride = 0
     assert torch.equal(exact["depth"], same["depth"]) and torch.equal(exact["pose_enc"], same["pose_enc"])
     assert not torch.equal(exact["depth"], sparse["depth"])  # it is an approximation
+    assert not torch.allclose(sparse["pose_enc"], unweighted["pose_enc"])  # the weights take part
     torch.testing.assert_close(chunked["depth"], sparse["depth"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(unweighted_chunked["depth"], unweighted["depth"], rtol=1e-5, atol=1e-6)
     # A single frame has nothing to skip: sparse = exact.
     with torch.no_grad():
         one = model(images[:, :1])
@@ -60,10 +107,13 @@ def test_stride_one_is_exact_and_chunking_does_not_change_sparse_results(model: 
 
 def test_runner_option_and_refusals(model: VGGT) -> None:
     runner = ModelRunner(VGGT("vggt-tiny"), "cpu", "fp32", options={"global_key_stride": 8})
-    assert runner.model.aggregator.global_key_stride == 8
+    assert runner.model.aggregator.global_key_stride == 8 and runner.model.aggregator.global_key_weighting
+    options = {"global_key_stride": 8, "global_key_weighting": False}
+    unweighted = ModelRunner(VGGT("vggt-tiny"), "cpu", "fp32", options=options)
+    assert not unweighted.model.aggregator.global_key_weighting
     with pytest.raises(ValueError, match="global_key_stride must be >= 0"):
         ModelRunner(VGGT("vggt-tiny"), "cpu", "fp32", options={"global_key_stride": -1})
     block = model.aggregator.global_blocks[0]
     x = torch.rand(1, 10, block.norm1.normalized_shape[0], requires_grad=True)
     with pytest.raises(NotImplementedError, match="inference option"):
-        block(x, None, torch.arange(5))
+        block(x, None, SparseKeys(torch.arange(5)))

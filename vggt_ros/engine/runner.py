@@ -69,6 +69,7 @@ RUNNER_OPTIONS = frozenset(
         "head_chunk_frames",
         "frame_cache",
         "global_key_stride",
+        "global_key_weighting",
         "point_head",
     }
 )
@@ -134,7 +135,9 @@ class ModelRunner:
             ``frame_cache`` (frames whose encoder tokens are kept for the next windows; 0, the
             default, disables; see :mod:`vggt_ros.engine.frame_cache` and ``run(frame_keys=)``),
             ``global_key_stride`` (approximate sparse global attention for long windows, see
-            ``Aggregator.global_key_stride``; 0, the default, is exact), ``point_head``
+            ``Aggregator.global_key_stride``; 0, the default, is exact), ``global_key_weighting``
+            (default True: each sampled key's logit + ln(stride); False: the unweighted sample of
+            the fifth session), ``point_head``
             (default True; False skips the point-map head: the mapping pipeline unprojects the
             depth map and never reads the point map, which costs 5.4 of 63.8 ms at 8 frames of
             350x518 on an H200 plus its copy to the host),
@@ -176,6 +179,7 @@ class ModelRunner:
         if key_stride < 0:
             raise ValueError(f"global_key_stride must be >= 0 (0: exact attention), got {key_stride}")
         aggregator.global_key_stride = key_stride
+        aggregator.global_key_weighting = bool(options.get("global_key_weighting", True))
         self.point_head = bool(options.get("point_head", True)) and self.model.point_head is not None
         head_chunk = options.get("head_chunk_frames", self.mode.head_chunk_frames)
         if head_chunk:

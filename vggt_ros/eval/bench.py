@@ -112,7 +112,7 @@ def synthetic_frames(case: BenchCase, seed: int = 0) -> torch.Tensor:
     return images.repeat(reps, 1, 1, 1)[: case.frames].contiguous()
 
 
-APPROXIMATE_OPTIONS = frozenset({"global_key_stride"})
+APPROXIMATE_OPTIONS = frozenset({"global_key_stride", "global_key_weighting"})
 """Runner options that change results on purpose (never applied to the float32 reference or to
 the official baseline)."""
 

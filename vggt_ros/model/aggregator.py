@@ -10,6 +10,7 @@ global-block outputs of pair ``i``: [B, S, T, 2 * dim].
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -18,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vggt_ros.model.config import VGGTConfig
 from vggt_ros.model.encoder import PatchEncoder
-from vggt_ros.model.layers import TransformerBlock
+from vggt_ros.model.layers import SparseKeys, TransformerBlock
 from vggt_ros.model.rope import RotaryEmbedding2D
 
 # ImageNet statistics the DINOv2 encoder was trained with.
@@ -36,24 +37,34 @@ def _first_and_rest(token: Tensor, batch: int, frames: int) -> Tensor:
     return torch.cat((first, rest), dim=1).reshape(batch * frames, *token.shape[2:])
 
 
-_KEY_SUBSETS: dict[tuple[int, int, int, int, str], Tensor] = {}
+_SPARSE_KEYS: dict[tuple[int, int, int, int, bool, str], SparseKeys] = {}
 
 
-def global_key_subset(
-    frames: int, tokens: int, patch_start: int, stride: int, device: torch.device
-) -> Tensor:
-    """Token positions [K] (into the S * T global sequence) that sparse global attention keeps
-    as keys: all T tokens of frame 0; for frame f > 0 its special tokens (camera, registers) and
-    its patch tokens p with (p + f) % stride == 0. Cached per shape and device (a CUDA graph
-    replays the same index tensor)."""
-    key = (frames, tokens, patch_start, stride, str(device))
-    cached = _KEY_SUBSETS.get(key)
+def global_sparse_keys(
+    frames: int, tokens: int, patch_start: int, stride: int, device: torch.device, weighted: bool = True
+) -> SparseKeys:
+    """The keys sparse global attention keeps (positions into the S * T global sequence): all T
+    tokens of frame 0; for frame f > 0 its special tokens (camera, registers) and its patch
+    tokens p with (p + f) % stride == 0.
+
+    ``weighted``: each sampled patch key stands for the ``stride`` keys of its frame it was
+    drawn from, so its logit gets + ln(stride) (``SparseKeys.log_weight``); the whole frame 0 and
+    the special tokens get 0. Without it a sampled frame weighs 1 / stride of what it would in
+    exact attention against frame 0 and the special tokens. Cached per shape and device (a
+    CUDA graph replays the same tensors).
+    """
+    key = (frames, tokens, patch_start, stride, weighted, str(device))
+    cached = _SPARSE_KEYS.get(key)
     if cached is None:
         position = torch.arange(frames * tokens).view(frames, tokens)
         frame = torch.arange(frames)[:, None]
         patch = torch.arange(tokens)[None, :] - patch_start
-        keep = (frame == 0) | (patch < 0) | ((patch + frame) % stride == 0)
-        cached = _KEY_SUBSETS[key] = position[keep].to(device)
+        exact = (frame == 0) | (patch < 0)
+        keep = exact | ((patch + frame) % stride == 0)
+        log_weight = None
+        if weighted:
+            log_weight = torch.where(exact, 0.0, math.log(stride))[keep].to(device, torch.float32)
+        cached = _SPARSE_KEYS[key] = SparseKeys(position[keep].to(device), log_weight)
     return cached
 
 
@@ -73,6 +84,9 @@ class Aggregator(nn.Module):
     # phase per frame, so together the frames cover every patch position). Attention cost falls
     # from (S T)^2 to about S T (T + (S - 1) T / stride). 0 or 1: exact. Set by the engine.
     global_key_stride: int = 0
+    # With global_key_stride: add ln(stride) to the logit of each sampled patch key, which stands
+    # for the stride keys it was drawn from (``global_sparse_keys``). Set by the engine.
+    global_key_weighting: bool = True
 
     def __init__(self, cfg: VGGTConfig) -> None:
         super().__init__()
@@ -187,9 +201,11 @@ class Aggregator(nn.Module):
         def run(block: nn.Module, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
             return checkpoint(block, x, rope, use_reentrant=False) if recompute else block(x, rope)
 
-        key_index = None
+        sparse_keys = None
         if self.global_key_stride > 1 and s > 1 and not torch.is_grad_enabled():
-            key_index = global_key_subset(s, t, self.patch_start_idx, self.global_key_stride, tokens.device)
+            sparse_keys = global_sparse_keys(
+                s, t, self.patch_start_idx, self.global_key_stride, tokens.device, self.global_key_weighting
+            )
 
         outputs: AggregatedTokens = {}
         for i in range(self.depth):
@@ -198,10 +214,10 @@ class Aggregator(nn.Module):
                 kept = tokens.new_empty((b, s, t, 2 * dim), dtype=keep_dtype or tokens.dtype)
                 kept[..., :dim].copy_(tokens.reshape(b, s, t, dim))
                 outputs[i] = kept
-            if key_index is None:
+            if sparse_keys is None:
                 tokens = run(self.global_blocks[i], tokens.reshape(b, s * t, dim), global_rope)
             else:
-                tokens = self.global_blocks[i](tokens.reshape(b, s * t, dim), global_rope, key_index)
+                tokens = self.global_blocks[i](tokens.reshape(b, s * t, dim), global_rope, sparse_keys)
             if i in keep:
                 outputs[i][..., dim:].copy_(tokens.reshape(b, s, t, dim))
         return outputs

@@ -6,11 +6,35 @@ official VGGT checkpoints and must not change.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vggt_ros.model.rope import RopeTables, RotaryEmbedding2D
+
+
+class SparseKeys(NamedTuple):
+    """The keys every query of an approximate sparse attention call sees (inference only).
+
+    ``index`` [K]: token positions (into the block's T tokens) whose keys and values are kept.
+    ``log_weight`` [K] float32 or None: added to each kept key's attention logit, ln(m) for a
+    key that stands for m keys of the full sequence (a 1-in-m sample), 0 for a key kept with all
+    its neighbours; None adds nothing. With it the softmax gives each sampled region about the
+    weight its m keys would have had together, instead of the weight of one key.
+    """
+
+    index: Tensor
+    log_weight: Tensor | None = None
+
+    def select(self, k: Tensor, v: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Keys and values [..., T, ...] (tokens at ``dim``) -> the kept [..., K, ...] and the
+        additive attention mask [1, K] (every query row alike) in the keys' dtype, or None
+        without weights."""
+        k, v = k.index_select(dim, self.index), v.index_select(dim, self.index)
+        mask = None if self.log_weight is None else self.log_weight.to(k.dtype)[None]
+        return k, v, mask
 
 
 class Mlp(nn.Module):
@@ -113,33 +137,34 @@ class TransformerBlock(nn.Module):
     inplace_residual: bool = False
 
     def forward(
-        self, x: Tensor, rope_tables: RopeTables | None = None, key_index: Tensor | None = None
+        self, x: Tensor, rope_tables: RopeTables | None = None, sparse_keys: SparseKeys | None = None
     ) -> Tensor:
         """``x`` [N, T, dim] -> [N, T, dim].
 
-        ``key_index`` (inference only): [K] token positions whose keys and values every query
-        attends to, instead of all T (approximate sparse attention for long windows; see
-        ``Aggregator.global_key_stride``). None: exact attention.
+        ``sparse_keys`` (inference only): the [K] token positions whose keys and values every
+        query attends to instead of all T, and their logit weights (approximate sparse attention
+        for long windows; see ``Aggregator.global_key_stride``). None: exact attention.
         """
         if torch.is_grad_enabled():
-            if key_index is not None:
-                raise NotImplementedError("sparse attention (key_index) is an inference option")
+            if sparse_keys is not None:
+                raise NotImplementedError("sparse attention (sparse_keys) is an inference option")
             x = x + self.ls1(self.attn(self.norm1(x), rope_tables))
             return x + self.ls2(self.mlp(self.norm2(x)))
         # Inference: the same function through project_rows / finish_rows (which the engine may
         # compile), in token chunks when the call is larger than token_chunk.
         n, t, dim = x.shape
         if self.token_chunk and n * t > self.token_chunk:
-            return self._infer_in_token_chunks(x, rope_tables, self.token_chunk, key_index)
+            return self._infer_in_token_chunks(x, rope_tables, self.token_chunk, sparse_keys)
         tables = None if rope_tables is None else (rope_tables[0][:, None], rope_tables[1][:, None])
         q, k, v = (y.transpose(1, 2) for y in self.project_rows(x, tables))  # [N, heads, T, head_dim]
-        if key_index is not None:
-            k, v = k.index_select(2, key_index), v.index_select(2, key_index)
-        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, t, dim)
+        mask = None
+        if sparse_keys is not None:
+            k, v, mask = sparse_keys.select(k, v, dim=2)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(n, t, dim)
         return self.finish_rows(x, attended)
 
     def _infer_in_token_chunks(
-        self, x: Tensor, rope_tables: RopeTables | None, chunk: int, key_index: Tensor | None = None
+        self, x: Tensor, rope_tables: RopeTables | None, chunk: int, sparse_keys: SparseKeys | None = None
     ) -> Tensor:
         """Tokens handled as ``N * T`` rows, the per-token work ``chunk`` rows at a time.
 
@@ -176,8 +201,9 @@ class TransformerBlock(nn.Module):
             kv[0, r0:r1], kv[1, r0:r1] = k, v
         assert kv is not None
         keys, values = kv.view(2, n, t, attn.num_heads, attn.head_dim).transpose(2, 3).unbind(0)
-        if key_index is not None:  # sparse attention: every query sees the same key subset
-            keys, values = keys.index_select(2, key_index), values.index_select(2, key_index)
+        mask = None
+        if sparse_keys is not None:  # sparse attention: every query sees the same key subset
+            keys, values, mask = sparse_keys.select(keys, values, dim=2)
 
         out = rows if self.inplace_residual else torch.empty_like(rows)
         for (r0, r1), chunk_rope in zip(spans, tables, strict=True):
@@ -187,7 +213,8 @@ class TransformerBlock(nn.Module):
             else:  # whole sequences r0 // t .. r1 // t
                 q = q.view(-1, t, attn.num_heads, attn.head_dim).transpose(1, 2)
                 k, v = keys[r0 // t : r1 // t], values[r0 // t : r1 // t]
-            attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(r1 - r0, dim)
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            attended = attended.transpose(1, 2).reshape(r1 - r0, dim)
             out[r0:r1] = self.finish_rows(rows[r0:r1], attended)
         return out.view(n, t, dim)
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from vggt_ros.engine.runner import ModelRunner
 from vggt_ros.model.aggregator import global_sparse_keys
-from vggt_ros.model.layers import SparseKeys
+from vggt_ros.model.layers import SparseKeys, weighted_attention_in_parts
 from vggt_ros.model.vggt import VGGT
 
 
@@ -27,15 +27,15 @@ def test_key_subset_keeps_frame_zero_special_tokens_and_covers_every_patch_posit
     assert kept[1:, patch_start:].any(dim=0).all()  # the other frames together: every position
     assert kept[1:, patch_start:].sum(dim=1).tolist() == [patches // stride] * (frames - 1)
     assert len(keys) == tokens + (frames - 1) * (patch_start + patches // stride)
-    assert torch.equal(keys, torch.sort(keys).values)
-    # Weights: ln(stride) exactly on the sampled patch keys, 0 on the keys kept whole.
-    assert sparse.log_weight is not None and sparse.log_weight.shape == keys.shape
+    assert len(torch.unique(keys)) == len(keys)
+    # The keys kept whole come first, then the samples, which carry the weight ln(stride).
     frame, token = keys // tokens, keys % tokens
-    sampled = (frame > 0) & (token >= patch_start)
-    assert torch.equal(sparse.log_weight[sampled], torch.full((int(sampled.sum()),), math.log(stride)))
-    assert not sparse.log_weight[~sampled].any()
+    is_sample = (frame > 0) & (token >= patch_start)
+    assert sparse.whole == tokens + (frames - 1) * patch_start
+    assert not is_sample[: sparse.whole].any() and is_sample[sparse.whole :].all()
+    assert sparse.sample_log_weight == pytest.approx(math.log(stride))
     unweighted = global_sparse_keys(frames, tokens, patch_start, stride, torch.device("cpu"), weighted=False)
-    assert unweighted.log_weight is None and torch.equal(unweighted.index, keys)
+    assert unweighted.sample_log_weight == 0 and torch.equal(unweighted.index, keys)
 
 
 def test_weighted_sample_of_repeated_keys_is_exact_attention() -> None:
@@ -58,12 +58,23 @@ def test_weighted_sample_of_repeated_keys_is_exact_attention() -> None:
     q = torch.randn(1, 1, 5, dim, generator=gen)
     exact = F.scaled_dot_product_attention(q, k, v)
     sparse = global_sparse_keys(frames, tokens, patch_start, stride, torch.device("cpu"))
-    ks, vs, mask = sparse.select(k, v, dim=2)
-    torch.testing.assert_close(F.scaled_dot_product_attention(q, ks, vs, attn_mask=mask), exact)
-    plain = SparseKeys(sparse.index)
-    ks, vs, mask = plain.select(k, v, dim=2)
-    assert mask is None
-    assert not torch.allclose(F.scaled_dot_product_attention(q, ks, vs), exact, atol=1e-3)
+    torch.testing.assert_close(sparse.attend(q, *sparse.select(k, v)), exact)
+    plain = sparse._replace(sample_log_weight=0.0)
+    assert not torch.allclose(plain.attend(q, *plain.select(k, v)), exact, atol=1e-3)
+
+
+def test_attention_in_two_parts_equals_one_call_with_the_bias() -> None:
+    """The GPU path (two flash-attention calls merged by their log-sum-exps; here the CPU
+    kernel) computes the same function as one call with an additive mask."""
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 3, 17, 16, generator=gen)
+    k = torch.randn(2, 3, 40, 16, generator=gen) * 2
+    v = torch.randn(2, 3, 40, 16, generator=gen)
+    split, log_weight = 11, math.log(5)
+    bias = torch.zeros(40)
+    bias[split:] = log_weight
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None])
+    torch.testing.assert_close(weighted_attention_in_parts(q, k, v, split, log_weight), expected)
 
 
 @pytest.fixture(scope="module")
@@ -116,4 +127,4 @@ def test_runner_option_and_refusals(model: VGGT) -> None:
     block = model.aggregator.global_blocks[0]
     x = torch.rand(1, 10, block.norm1.normalized_shape[0], requires_grad=True)
     with pytest.raises(NotImplementedError, match="inference option"):
-        block(x, None, SparseKeys(torch.arange(5)))
+        block(x, None, SparseKeys(torch.arange(5), whole=5))

@@ -44,14 +44,13 @@ def global_sparse_keys(
     frames: int, tokens: int, patch_start: int, stride: int, device: torch.device, weighted: bool = True
 ) -> SparseKeys:
     """The keys sparse global attention keeps (positions into the S * T global sequence): all T
-    tokens of frame 0; for frame f > 0 its special tokens (camera, registers) and its patch
-    tokens p with (p + f) % stride == 0.
+    tokens of frame 0 and every frame's special tokens (camera, registers), kept whole and
+    listed first; then, for frame f > 0, its patch tokens p with (p + f) % stride == 0.
 
     ``weighted``: each sampled patch key stands for the ``stride`` keys of its frame it was
-    drawn from, so its logit gets + ln(stride) (``SparseKeys.log_weight``); the whole frame 0 and
-    the special tokens get 0. Without it a sampled frame weighs 1 / stride of what it would in
-    exact attention against frame 0 and the special tokens. Cached per shape and device (a
-    CUDA graph replays the same tensors).
+    drawn from, so its logit gets + ln(stride) (``SparseKeys.sample_log_weight``). Without it a
+    sampled frame weighs 1 / stride of what it would in exact attention against frame 0 and the
+    special tokens. Cached per shape and device (a CUDA graph replays the same tensors).
     """
     key = (frames, tokens, patch_start, stride, weighted, str(device))
     cached = _SPARSE_KEYS.get(key)
@@ -59,12 +58,11 @@ def global_sparse_keys(
         position = torch.arange(frames * tokens).view(frames, tokens)
         frame = torch.arange(frames)[:, None]
         patch = torch.arange(tokens)[None, :] - patch_start
-        exact = (frame == 0) | (patch < 0)
-        keep = exact | ((patch + frame) % stride == 0)
-        log_weight = None
-        if weighted:
-            log_weight = torch.where(exact, 0.0, math.log(stride))[keep].to(device, torch.float32)
-        cached = _SPARSE_KEYS[key] = SparseKeys(position[keep].to(device), log_weight)
+        whole = (frame == 0) | (patch < 0)
+        sampled = ~whole & ((patch + frame) % stride == 0)
+        index = torch.cat((position[whole], position[sampled])).to(device)
+        log_weight = math.log(stride) if weighted else 0.0
+        cached = _SPARSE_KEYS[key] = SparseKeys(index, int(whole.sum()), log_weight)
     return cached
 
 

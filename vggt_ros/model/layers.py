@@ -18,23 +18,59 @@ from vggt_ros.model.rope import RopeTables, RotaryEmbedding2D
 class SparseKeys(NamedTuple):
     """The keys every query of an approximate sparse attention call sees (inference only).
 
-    ``index`` [K]: token positions (into the block's T tokens) whose keys and values are kept.
-    ``log_weight`` [K] float32 or None: added to each kept key's attention logit, ln(m) for a
-    key that stands for m keys of the full sequence (a 1-in-m sample), 0 for a key kept with all
-    its neighbours; None adds nothing. With it the softmax gives each sampled region about the
-    weight its m keys would have had together, instead of the weight of one key.
+    ``index`` [K]: token positions (into the block's T tokens) whose keys and values are kept,
+    the ``whole`` keys kept with all their neighbours first, then the sampled ones.
+    ``sample_log_weight``: added to each sampled key's attention logit, ln(m) for a 1-in-m
+    sample (the key stands for m keys of the full sequence); 0 adds nothing. With it the
+    softmax gives each sampled region about the weight its m keys would have had together,
+    instead of the weight of one key.
     """
 
     index: Tensor
-    log_weight: Tensor | None = None
+    whole: int
+    sample_log_weight: float = 0.0
 
-    def select(self, k: Tensor, v: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Keys and values [..., T, ...] (tokens at ``dim``) -> the kept [..., K, ...] and the
-        additive attention mask [1, K] (every query row alike) in the keys' dtype, or None
-        without weights."""
-        k, v = k.index_select(dim, self.index), v.index_select(dim, self.index)
-        mask = None if self.log_weight is None else self.log_weight.to(k.dtype)[None]
-        return k, v, mask
+    def select(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values [N, heads, T, hd] -> the kept ones [N, heads, K, hd]."""
+        return k.index_select(2, self.index), v.index_select(2, self.index)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Queries [N, heads, L, hd] over the kept keys and values [N, heads, K, hd] (``select``)
+        -> [N, heads, L, hd]."""
+        if not self.sample_log_weight:
+            return F.scaled_dot_product_attention(q, k, v)
+        if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+            # Two flash-attention calls (the whole keys, the sampled ones) merged through their
+            # log-sum-exps: a float mask would send the call to a slower kernel (18.4 against
+            # 11.0 ms for one global block of VGGT-1B at 100 frames on an H100, docs/benchmarks.md).
+            return weighted_attention_in_parts(q, k, v, self.whole, self.sample_log_weight)
+        mask = torch.zeros(k.shape[2], dtype=q.dtype, device=q.device)
+        mask[self.whole :] = self.sample_log_weight
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[None])
+
+
+def weighted_attention_in_parts(q: Tensor, k: Tensor, v: Tensor, split: int, log_weight: float) -> Tensor:
+    """Attention of q [N, heads, L, hd] over k, v [N, heads, K, hd] where keys ``split:`` have
+    ``log_weight`` added to their logits, computed as two plain attention calls (keys ``:split``
+    and ``split:``) whose outputs are mixed by their softmax masses (log-sum-exps).
+
+    Equals ``scaled_dot_product_attention(q, k, v, attn_mask=bias)`` with bias 0 on the first
+    ``split`` keys and ``log_weight`` on the rest (up to rounding). Uses the flash-attention ops
+    that return the log-sum-exp (CUDA half precision, or the CPU kernel).
+    """
+    kernel = (
+        torch.ops.aten._scaled_dot_product_flash_attention
+        if q.is_cuda
+        else torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    )
+    out_a, lse_a = kernel(q, k[:, :, :split], v[:, :, :split])[:2]  # lse [N, heads, L] float32
+    out_b, lse_b = kernel(q, k[:, :, split:], v[:, :, split:])[:2]
+    lse_b = lse_b + log_weight
+    top = torch.maximum(lse_a, lse_b)
+    w_a, w_b = torch.exp(lse_a - top), torch.exp(lse_b - top)
+    total = w_a + w_b
+    # In place on the half-precision outputs (two passes over them, no float32 copy).
+    return out_a.mul_((w_a / total)[..., None]).addcmul_(out_b, (w_b / total)[..., None])
 
 
 class Mlp(nn.Module):
@@ -157,10 +193,11 @@ class TransformerBlock(nn.Module):
             return self._infer_in_token_chunks(x, rope_tables, self.token_chunk, sparse_keys)
         tables = None if rope_tables is None else (rope_tables[0][:, None], rope_tables[1][:, None])
         q, k, v = (y.transpose(1, 2) for y in self.project_rows(x, tables))  # [N, heads, T, head_dim]
-        mask = None
-        if sparse_keys is not None:
-            k, v, mask = sparse_keys.select(k, v, dim=2)
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(n, t, dim)
+        if sparse_keys is None:
+            attended = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attended = sparse_keys.attend(q, *sparse_keys.select(k, v))
+        attended = attended.transpose(1, 2).reshape(n, t, dim)
         return self.finish_rows(x, attended)
 
     def _infer_in_token_chunks(
@@ -201,9 +238,8 @@ class TransformerBlock(nn.Module):
             kv[0, r0:r1], kv[1, r0:r1] = k, v
         assert kv is not None
         keys, values = kv.view(2, n, t, attn.num_heads, attn.head_dim).transpose(2, 3).unbind(0)
-        mask = None
         if sparse_keys is not None:  # sparse attention: every query sees the same key subset
-            keys, values, mask = sparse_keys.select(keys, values, dim=2)
+            keys, values = sparse_keys.select(keys, values)
 
         out = rows if self.inplace_residual else torch.empty_like(rows)
         for (r0, r1), chunk_rope in zip(spans, tables, strict=True):
@@ -213,7 +249,10 @@ class TransformerBlock(nn.Module):
             else:  # whole sequences r0 // t .. r1 // t
                 q = q.view(-1, t, attn.num_heads, attn.head_dim).transpose(1, 2)
                 k, v = keys[r0 // t : r1 // t], values[r0 // t : r1 // t]
-            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            if sparse_keys is None:
+                attended = F.scaled_dot_product_attention(q, k, v)
+            else:
+                attended = sparse_keys.attend(q, k, v)
             attended = attended.transpose(1, 2).reshape(r1 - r0, dim)
             out[r0:r1] = self.finish_rows(rows[r0:r1], attended)
         return out.view(n, t, dim)

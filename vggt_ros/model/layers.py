@@ -6,6 +6,7 @@ official VGGT checkpoints and must not change.
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import torch
@@ -13,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vggt_ros.model.rope import RopeTables, RotaryEmbedding2D
+
+logger = logging.getLogger(__name__)
 
 
 class SparseKeys(NamedTuple):
@@ -40,13 +43,37 @@ class SparseKeys(NamedTuple):
         if not self.sample_log_weight:
             return F.scaled_dot_product_attention(q, k, v)
         if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-            # Two flash-attention calls (the whole keys, the sampled ones) merged through their
-            # log-sum-exps: a float mask would send the call to a slower kernel (18.4 against
-            # 11.0 ms for one global block of VGGT-1B at 100 frames on an H100, docs/benchmarks.md).
+            # Two attention calls (the whole keys, the sampled ones) merged through their
+            # log-sum-exps: with a float mask the call takes a slower kernel (17.5 against
+            # 11.2 ms for one global block of VGGT-1B at 100 frames on an H100, docs/benchmarks.md).
             return weighted_attention_in_parts(q, k, v, self.whole, self.sample_log_weight)
         mask = torch.zeros(k.shape[2], dtype=q.dtype, device=q.device)
         mask[self.whole :] = self.sample_log_weight
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[None])
+
+
+def _attention_with_lse(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Plain attention [N, heads, L, hd] and its log-sum-exp [N, heads, L] (float32), from the
+    fastest kernel that returns it: cuDNN on CUDA where it runs (11.2 ms against flash's 15.0
+    for one VGGT-1B global block at 100 frames on an H100), else flash; the CPU flash kernel."""
+    if not q.is_cuda:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[:2]
+        return out, lse
+    if _CUDNN_WITH_LSE.get(q.device.index, True):
+        try:
+            # One memory layout for all three ([N, heads, L, hd] contiguous, as the selected keys
+            # are): the layout the 11.2 ms above was measured with.
+            q_, k_, v_ = (x.contiguous() for x in (q, k, v))
+            out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q_, k_, v_, None, True)[:2]
+            return out, lse.reshape(q.shape[:-1])
+        except RuntimeError as exc:  # no cuDNN attention for this GPU, dtype or shape: flash
+            _CUDNN_WITH_LSE[q.device.index] = False
+            logger.warning("weighted sparse attention: cuDNN unavailable (%s); flash attention instead", exc)
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v)[:2]
+    return out, lse
+
+
+_CUDNN_WITH_LSE: dict[int | None, bool] = {}
 
 
 def weighted_attention_in_parts(q: Tensor, k: Tensor, v: Tensor, split: int, log_weight: float) -> Tensor:
@@ -55,22 +82,17 @@ def weighted_attention_in_parts(q: Tensor, k: Tensor, v: Tensor, split: int, log
     and ``split:``) whose outputs are mixed by their softmax masses (log-sum-exps).
 
     Equals ``scaled_dot_product_attention(q, k, v, attn_mask=bias)`` with bias 0 on the first
-    ``split`` keys and ``log_weight`` on the rest (up to rounding). Uses the flash-attention ops
-    that return the log-sum-exp (CUDA half precision, or the CPU kernel).
+    ``split`` keys and ``log_weight`` on the rest (up to rounding).
     """
-    kernel = (
-        torch.ops.aten._scaled_dot_product_flash_attention
-        if q.is_cuda
-        else torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    )
-    out_a, lse_a = kernel(q, k[:, :, :split], v[:, :, :split])[:2]  # lse [N, heads, L] float32
-    out_b, lse_b = kernel(q, k[:, :, split:], v[:, :, split:])[:2]
+    out_a, lse_a = _attention_with_lse(q, k[:, :, :split], v[:, :, :split])
+    out_b, lse_b = _attention_with_lse(q, k[:, :, split:], v[:, :, split:])
     lse_b = lse_b + log_weight
     top = torch.maximum(lse_a, lse_b)
     w_a, w_b = torch.exp(lse_a - top), torch.exp(lse_b - top)
     total = w_a + w_b
-    # In place on the half-precision outputs (two passes over them, no float32 copy).
-    return out_a.mul_((w_a / total)[..., None]).addcmul_(out_b, (w_b / total)[..., None])
+    # In place on the outputs, the weights cast to their dtype (two passes, no float32 copy).
+    w_a, w_b = (w_a / total).to(out_a.dtype)[..., None], (w_b / total).to(out_a.dtype)[..., None]
+    return out_a.mul_(w_a).addcmul_(out_b, w_b)
 
 
 class Mlp(nn.Module):

@@ -287,6 +287,7 @@ class PerceptionCore(
             runner_options={
                 "frame_cache": int(self._p["model.frame_cache"]),
                 "global_key_stride": int(self._p["model.global_key_stride"]),
+                "global_key_weighting": bool(self._p["model.global_key_weighting"]),
                 "point_head": False,  # the mapping pipeline unprojects depth, never the point map
             },
         )

@@ -162,10 +162,14 @@ class DiagnosticsMixin:
         ]
 
     def _global_attention(self) -> str:
-        """Exact, or the sparse keys' stride (model.global_key_stride, approximate)."""
+        """Exact, or the sparse keys' stride and weighting (model.global_key_stride, approximate)."""
         model = getattr(getattr(self.predictor, "runner", None), "model", None)
-        stride = int(getattr(getattr(model, "aggregator", None), "global_key_stride", 0) or 0)
-        return f"sparse keys, 1 in {stride} (approximate)" if stride > 1 else "exact"
+        aggregator = getattr(model, "aggregator", None)
+        stride = int(getattr(aggregator, "global_key_stride", 0) or 0)
+        if stride <= 1:
+            return "exact"
+        weighted = "weighted" if getattr(aggregator, "global_key_weighting", True) else "unweighted"
+        return f"sparse keys, 1 in {stride}, {weighted} (approximate)"
 
     def _gpu_memory(self) -> list[tuple[str, Any]]:
         device = getattr(self.predictor, "device", None)

@@ -118,12 +118,20 @@ NODE_PARAMS: dict[str, ParamSpec] = {
     "model.global_key_stride": ParamSpec(
         0,
         "APPROXIMATE sparse global attention for long windows (0: exact, the default): each token "
-        "attends to the first frame and to 1 in N patch tokens of the others. Measured on the "
-        "shipped compact model: 8 is 3.3x the official recipe at 100 frames with depth AbsRel "
-        "-0.005, but +0.034 at 32 frames, where 4 (+0.005) is the choice; no gain at 8-frame "
-        "windows (docs/benchmarks.md, 'Long windows'). Not with TensorRT.",
+        "attends to the first frame, every frame's camera and register tokens, and 1 in N patch "
+        "tokens of the others. Measured on the default model (v5, CPU, 6 windows per length): N=8 "
+        "changes depth AbsRel by +0.002 at 100 frames and +0.011 at 32, N=4 by +0.003 / -0.002, "
+        "N=12 or 16 by 0.015-0.07; VGGT-1B at 100 frames on an H100: 2.8x the official recipe "
+        "with N=8 (docs/benchmarks.md, 'Long windows'). No gain at 8-frame windows. Not with TensorRT.",
         low=0,
         high=64,
+        read_only=True,
+    ),
+    "model.global_key_weighting": ParamSpec(
+        True,
+        "With model.global_key_stride N > 1: each sampled key stands for the N keys it was drawn "
+        "from (its attention logit + ln N). Off: the plain sample, faster on a GPU (3.25x against "
+        "2.8x at 100 frames, N=8, H100) and less accurate (AbsRel +0.016 at 100 frames on v5, N=8).",
         read_only=True,
     ),
     "model.untrained": ParamSpec(

@@ -76,6 +76,30 @@ def test_voxel_fusion_is_confidence_weighted() -> None:
     assert len(vm) == 2
 
 
+def test_voxel_fusion_over_many_insertions_equals_fusing_all_points_at_once() -> None:
+    """Windows that add voxels before, between and after the map's ones (the sorted merge in
+    _fold_in) give the same voxels, sums and counts as one dictionary over all points."""
+    rng = np.random.default_rng(4)
+    vm = VoxelMap(voxel_size=0.5, max_points=10**6)
+    sums: dict[tuple[int, int, int], list[float]] = {}
+    for k in range(6):
+        xyz = rng.normal(size=(400, 3)) * 2.0 + [k - 3.0, 0.0, 0.0]  # overlapping, shifting
+        conf = rng.uniform(0.1, 2.0, 400)
+        vm.insert(xyz, np.full((400, 3), 100, np.uint8), conf)
+        for p, c in zip(xyz, conf, strict=True):
+            acc = sums.setdefault(tuple(np.floor(p / 0.5).astype(int)), [0.0, 0.0, 0.0, 0.0, 0])
+            acc[0] += c
+            acc[1:4] = [a + c * x for a, x in zip(acc[1:4], p, strict=True)]
+            acc[4] += 1
+    assert len(vm) == len(sums)
+    expected = np.array([[a[1] / a[0], a[2] / a[0], a[3] / a[0]] for _, a in sorted(sums.items())])
+    got = vm.points(np.float64)
+    order = np.lexsort(np.floor(got / 0.5).T[::-1])  # the dictionary's (x, y, z) order
+    np.testing.assert_allclose(got[order], expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(vm.counts()[order], [a[4] for _, a in sorted(sums.items())])
+    np.testing.assert_allclose(vm.confidences()[order], [a[0] / a[4] for _, a in sorted(sums.items())])
+
+
 def test_voxel_budget_drops_oldest_then_least_confident() -> None:
     vm = VoxelMap(voxel_size=1.0, max_points=3)
     vm.insert(np.array([[0.5, 0, 0], [1.5, 0, 0]]), conf=np.array([5.0, 1.0]))

@@ -285,9 +285,11 @@ def test_frames_keep_coming_while_a_window_is_processed(orbit) -> None:
 
 
 def test_map_points_unproject_only_the_strided_pixels() -> None:
-    """The map's points at pixel stride 2 or 3 are exactly the strided full unprojection."""
+    """The map's points of a real prediction at pixel stride 1, 2 or 3 are exactly the strided
+    full unprojection, thresholded and moved to the map (test_window_points.py: the details)."""
     from vggt_ros.engine.predictor import Predictor
-    from vggt_ros.mapping.pipeline import _strided_points
+    from vggt_ros.geometry.alignment import Sim3
+    from vggt_ros.mapping.window_points import window_map_points
     from vggt_ros.model import VGGT, VGGT_TINY
 
     torch.manual_seed(0)
@@ -295,10 +297,13 @@ def test_map_points_unproject_only_the_strided_pixels() -> None:
     frames = [np.random.default_rng(k).integers(0, 255, (70, 98, 3), dtype=np.uint8) for k in range(3)]
     prediction = predictor.predict(frames)
     full = prediction.points_from_depth()
+    to_map = Sim3(2.0, np.eye(3), np.array([1.0, 0.0, -1.0]))
     for stride in (1, 2, 3):
-        np.testing.assert_allclose(
-            _strided_points(prediction, stride), full[:, ::stride, ::stride], atol=1e-5
-        )
+        points = window_map_points(prediction, to_map, stride, 0.0, 0.0)
+        conf = prediction.depth_conf[:, ::stride, ::stride]
+        keep = prediction.valid_mask[:, ::stride, ::stride] & (conf > 1e-5)
+        expected = to_map.apply(full[:, ::stride, ::stride][keep])
+        np.testing.assert_allclose(points.xyz, expected, atol=1e-4)
 
 
 def test_poses_go_out_before_the_map_stage(orbit) -> None:

@@ -28,7 +28,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from vggt_ros.geometry.alignment import Sim3
-from vggt_ros.geometry.camera import depth_to_world_points
 from vggt_ros.mapping.backend import BackEnd, LoopEvent
 from vggt_ros.mapping.calibration import calibrated_prediction
 from vggt_ros.mapping.chaining import ChainOutcome, WindowChainer, unproject_pixels
@@ -52,6 +51,7 @@ from vggt_ros.mapping.types import (
 )
 from vggt_ros.mapping.voxel_map import VoxelMap
 from vggt_ros.mapping.window import WindowBuilder, select_query_points
+from vggt_ros.mapping.window_points import window_map_points
 
 logger = logging.getLogger(__name__)
 
@@ -102,20 +102,6 @@ class KeyframeInfo:
 
 class PredictorLike(Protocol):
     def predict(self, frames: list[np.ndarray], query_points: np.ndarray | None = None) -> Any: ...
-
-
-def _strided_points(prediction: Any, stride: int) -> np.ndarray:
-    """World points of every ``stride``-th model pixel, [S, ceil(Hm/stride), ceil(Wm/stride), 3]
-    float32: the same values as ``prediction.points_from_depth()[:, ::stride, ::stride]``,
-    without unprojecting the pixels the map skips (3/4 of the work at stride 2). Pixel
-    (stride*j, stride*i) of the full map is pixel (j, i) of the strided one under K / stride."""
-    extrinsics = getattr(prediction, "extrinsics", None)
-    if stride == 1 or extrinsics is None:
-        return np.asarray(prediction.points_from_depth())[:, ::stride, ::stride]
-    K = np.array(prediction.model_intrinsics, np.float64)
-    K[:, :2, :] /= stride
-    depth = np.asarray(prediction.depth, np.float64)[:, ::stride, ::stride]
-    return np.asarray(depth_to_world_points(depth, np.asarray(extrinsics), K), np.float32)
 
 
 class PerceptionPipeline:
@@ -412,7 +398,10 @@ class PerceptionPipeline:
             points = PointsMap.empty()
             if mapped:
                 self._sync_map(map_from_g)
-                points = self._window_points(prediction, to_map)
+                cfg = self.config.map
+                points = window_map_points(
+                    prediction, to_map, cfg.pixel_stride, cfg.conf_percentile, cfg.min_confidence
+                )
                 center = self._robot_position(keyframes, cam_to_map)
                 self.global_map.insert(points.xyz, points.rgb, points.conf, center=center)
             t4 = time.perf_counter()
@@ -734,23 +723,6 @@ class PerceptionPipeline:
             self.global_map.rescale(delta.scale)
             self.global_map.transform(delta.rotation, delta.translation)
             self._map_applied = map_from_g
-
-    def _window_points(self, prediction: Any, to_map: Sim3) -> PointsMap:
-        cfg = self.config.map
-        st = cfg.pixel_stride
-        xyz = _strided_points(prediction, st)
-        conf = np.asarray(prediction.depth_conf)[:, ::st, ::st]
-        rgb = np.asarray(prediction.colors)[:, ::st, ::st]
-        keep = (
-            np.asarray(prediction.valid_mask)[:, ::st, ::st]
-            & np.isfinite(xyz).all(axis=-1)
-            & np.isfinite(conf)
-        )
-        keep &= conf > 1e-5
-        if keep.any():
-            keep &= conf >= max(np.percentile(conf[keep], cfg.conf_percentile), cfg.min_confidence)
-        pts = to_map.apply(xyz[keep].astype(np.float64)).astype(np.float32)
-        return PointsMap(pts, rgb[keep].astype(np.uint8), conf[keep].astype(np.float32))
 
     def _robot_position(self, keyframes: list[Keyframe], cam_to_map: np.ndarray) -> np.ndarray:
         ref = self.reference_camera

@@ -100,6 +100,22 @@ def test_voxel_fusion_over_many_insertions_equals_fusing_all_points_at_once() ->
     np.testing.assert_allclose(vm.confidences()[order], [a[0] / a[4] for _, a in sorted(sums.items())])
 
 
+def test_voxel_grouping_by_box_table_equals_sorting_the_keys() -> None:
+    """_unique_voxels groups a compact window through a table over its bounding box and a sparse
+    one by sorting; both must give np.unique's keys and inverse, also beyond the packed range."""
+    from vggt_ros.mapping.voxel_map import _pack, _unique_voxels
+
+    rng = np.random.default_rng(5)
+    compact = rng.integers(-10, 10, (5000, 3)) + [7, -300, 12]  # 8,000 cells: the table
+    sparse = rng.integers(-(10**5), 10**5, (5000, 3))  # far beyond 16 cells a point: the sort
+    extreme = np.vstack([compact[:50], [[2**22, 0, 0], [-(2**22), 5, 5]]])  # clipped as _pack does
+    for index in (compact, sparse, extreme):
+        uniq, inverse = _unique_voxels(index)
+        expected_uniq, expected_inverse = np.unique(_pack(index), return_inverse=True)
+        np.testing.assert_array_equal(uniq, expected_uniq)
+        np.testing.assert_array_equal(inverse, expected_inverse)
+
+
 def test_voxel_budget_drops_oldest_then_least_confident() -> None:
     vm = VoxelMap(voxel_size=1.0, max_points=3)
     vm.insert(np.array([[0.5, 0, 0], [1.5, 0, 0]]), conf=np.array([5.0, 1.0]))

@@ -33,6 +33,37 @@ def _pack(index: np.ndarray) -> np.ndarray:
     return (i[:, 0] << (2 * _BITS)) | (i[:, 1] << _BITS) | i[:, 2]
 
 
+# The dense grouping's bounding box may have at most this many cells per point (and in all).
+_DENSE_CELLS_PER_POINT = 16
+_DENSE_CELLS_MAX = 1 << 25
+
+
+def _unique_voxels(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[N, 3] int64 voxel indices -> the sorted unique packed keys [n] and each row's position
+    among them [N]: ``np.unique(_pack(index), return_inverse=True)``.
+
+    A window's points fill a small box of the grid, so where the box has few cells per point
+    the rows are grouped by a table over the box (linear time) instead of a sort: the box's
+    (x, y, z)-major cell order is the packed keys' order. Large boxes take the sort.
+    """
+    index = np.clip(index, -_OFFSET, _MASK - _OFFSET)  # the range _pack keeps
+    lo = index.min(axis=0)
+    span = index.max(axis=0) - lo + 1
+    cells = int(span[0]) * int(span[1]) * int(span[2])
+    if cells > min(_DENSE_CELLS_PER_POINT * len(index), _DENSE_CELLS_MAX):
+        return np.unique(_pack(index), return_inverse=True)
+    local = index - lo
+    cell = (local[:, 0] * span[1] + local[:, 1]) * span[2] + local[:, 2]
+    occupied = np.zeros(cells, bool)
+    occupied[cell] = True
+    cell_ids = np.flatnonzero(occupied)
+    position = np.empty(cells, np.int64)
+    position[cell_ids] = np.arange(cell_ids.size)
+    x, rest = np.divmod(cell_ids, span[1] * span[2])
+    y, z = np.divmod(rest, span[2])
+    return _pack(np.stack((x, y, z), axis=1) + lo), position[cell]
+
+
 def _sum_per_key(inverse: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     """Sums of ``values`` ([N] or [N, 3]) per key, ``inverse`` [N] giving each row's key index
     in 0..n-1 (as ``np.unique(..., return_inverse=True)``): [n] or [n, 3] float64."""
@@ -134,21 +165,24 @@ class VoxelMap:
         n = len(xyz)
         rgb = np.full((n, 3), 128.0) if rgb is None else np.asarray(rgb, np.float64).reshape(n, 3)
         conf = np.ones(n) if conf is None else np.asarray(conf, np.float64).reshape(n)
-        ok = np.isfinite(xyz).all(axis=1) & np.isfinite(conf) & (conf > 0)
-        xyz, rgb, conf = xyz[ok], rgb[ok], conf[ok]
+        finite = np.isfinite(xyz)  # per column: numpy's all(axis=1) over 3 columns is slow
+        ok = finite[:, 0] & finite[:, 1] & finite[:, 2] & np.isfinite(conf) & (conf > 0)
+        if not ok.all():
+            xyz, rgb, conf = xyz[ok], rgb[ok], conf[ok]
         self._insertions += 1
         if len(xyz):
-            self._fold_in(_pack(np.floor(xyz / self.voxel_size).astype(np.int64)), xyz, rgb, conf)
+            self._fold_in(np.floor(xyz / self.voxel_size).astype(np.int64), xyz, rgb, conf)
         self.enforce_bounds(center)
 
-    def _fold_in(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray) -> None:
-        """Add N new points (keys [N], xyz/rgb [N, 3] float64, conf [N]) to the sorted map.
+    def _fold_in(self, index: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray) -> None:
+        """Add N new points (voxel indices [N, 3], xyz/rgb [N, 3] float64, conf [N]) to the
+        sorted map.
 
         The new points are summed per voxel first (a sort of N, not of the whole map), then the
         voxels the map already has are updated in place and the others inserted at their sorted
         positions: O(M + N log N) for a map of M voxels, where re-sorting map and points
         together cost ~0.4 s per window at 10^6 voxels (the node's map stage)."""
-        uniq, inverse = np.unique(keys, return_inverse=True)
+        uniq, inverse = _unique_voxels(index)
         n = uniq.size
 
         def add(values: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 Only the pixels the map keeps are unprojected (every ``pixel_stride``-th pixel, above the
 confidence threshold), each frame's camera-to-world pose and the window's world-to-map Sim(3)
 folded into one 3x4 transform per frame: the map stage's share of the node's latency is spent
-here and in the voxel insertion (docs/benchmarks.md, "The map stage's window points").
+here and in the voxel insertion (docs/benchmarks.md, "The map stage's window points and voxel insertion").
 """
 
 from __future__ import annotations

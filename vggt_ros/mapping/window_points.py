@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from vggt_ros.geometry.alignment import Sim3
+from vggt_ros.mapping.chaining import unproject_pixels
 from vggt_ros.mapping.types import PointsMap
 
 
@@ -52,24 +53,19 @@ def window_map_points(
         return PointsMap(pts, rgb[keep].astype(np.uint8), conf[keep].astype(np.float32))
 
     frame, row, col = np.nonzero(keep)  # frame-major: one contiguous slice per frame
-    z = depth[frame, row, col].astype(np.float64)
+    full_depth = np.asarray(prediction.depth)
     K = np.asarray(prediction.model_intrinsics, np.float64)
     # map_from_cam = to_map o world_from_cam, world_from_cam = [R^T, -R^T t] of camera-from-world.
     E = np.asarray(extrinsics, np.float64)
     R, t = E[:, :3, :3], E[:, :3, 3]
     rot = to_map.scale * to_map.rotation @ R.transpose(0, 2, 1)  # [S, 3, 3]
     shift = to_map.translation - np.einsum("sij,sj->si", rot, t)  # [S, 3]
-    pts = np.empty((len(z), 3))
+    pts = np.empty((len(frame), 3))
     bounds = np.searchsorted(frame, np.arange(len(E) + 1))
     for s in range(len(E)):
         a, b = bounds[s], bounds[s + 1]
-        (fx, skew, cx), (_, fy, cy) = K[s, 0], K[s, 1]
-        # Pixel (st * row, st * col) of the model-resolution map on the normalised image plane:
-        # the inverse of u = fx x + skew y + cx, v = fy y + cy.
-        y_n = (st * row[a:b] - cy) / fy
-        x_n = (st * col[a:b] - cx - skew * y_n) / fx
-        zs = z[a:b]
-        cam = np.stack((x_n * zs, y_n * zs, zs), axis=-1)  # [n, 3] camera frame
+        # Kept pixel (row, col) of the strided grid is pixel (st * row, st * col) of the model's.
+        cam = unproject_pixels(full_depth[s], K[s], st * row[a:b], st * col[a:b])  # [n, 3]
         pts[a:b] = cam @ rot[s].T + shift[s]
     finite_pts = np.isfinite(pts).all(axis=1)
     if not finite_pts.all():  # a finite depth can still overflow (an extreme pose)

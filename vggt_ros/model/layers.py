@@ -52,6 +52,11 @@ class SparseKeys(NamedTuple):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[None])
 
 
+# CUDA device index -> whether cuDNN attention with a log-sum-exp ran there (False after the
+# first refusal: flash from then on).
+_CUDNN_WITH_LSE: dict[int | None, bool] = {}
+
+
 def _attention_with_lse(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     """Plain attention [N, heads, L, hd] and its log-sum-exp [N, heads, L] (float32), from the
     fastest kernel that returns it: cuDNN on CUDA where it runs (11.2 ms against flash's 15.0
@@ -71,9 +76,6 @@ def _attention_with_lse(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor
             logger.warning("weighted sparse attention: cuDNN unavailable (%s); flash attention instead", exc)
     out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v)[:2]
     return out, lse
-
-
-_CUDNN_WITH_LSE: dict[int | None, bool] = {}
 
 
 def weighted_attention_in_parts(q: Tensor, k: Tensor, v: Tensor, split: int, log_weight: float) -> Tensor:

@@ -42,14 +42,27 @@ class SparseKeys(NamedTuple):
         -> [N, heads, L, hd]."""
         if not self.sample_log_weight:
             return F.scaled_dot_product_attention(q, k, v)
-        if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        dtype = attention_compute_dtype(q)
+        if q.is_cuda and dtype in (torch.float16, torch.bfloat16):
             # Two attention calls (the whole keys, the sampled ones) merged through their
             # log-sum-exps: with a float mask the call takes a slower kernel (17.5 against
             # 11.2 ms for one global block of VGGT-1B at 100 frames on an H100, docs/benchmarks.md).
+            # The private kernels below are not on autocast's lists: cast as autocast would.
+            q, k, v = (x.to(dtype) for x in (q, k, v))
             return weighted_attention_in_parts(q, k, v, self.whole, self.sample_log_weight)
         mask = torch.zeros(k.shape[2], dtype=q.dtype, device=q.device)
         mask[self.whole :] = self.sample_log_weight
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[None])
+
+
+def attention_compute_dtype(q: Tensor) -> torch.dtype:
+    """The dtype ``scaled_dot_product_attention(q, ...)`` computes in here: autocast's where it
+    is on for q's device (under bf16 autocast the query/key norms hand attention float32 tensors,
+    which autocast then casts), else q's own."""
+    device_type = q.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return q.dtype
 
 
 # CUDA device index -> whether cuDNN attention with a log-sum-exp ran there (False after the

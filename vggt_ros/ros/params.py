@@ -121,8 +121,9 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         "attends to the first frame, every frame's camera and register tokens, and 1 in N patch "
         "tokens of the others. Measured on the default model (v5, CPU, 6 windows per length): N=8 "
         "changes depth AbsRel by +0.002 at 100 frames and +0.011 at 32, N=4 by +0.003 / -0.002, "
-        "N=12 or 16 by 0.015-0.07; VGGT-1B at 100 frames on an H100: 2.8x the official recipe "
-        "with N=8 (docs/benchmarks.md, 'Long windows'). No gain at 8-frame windows. Not with TensorRT.",
+        "N=12 or 16 by 0.015-0.07; VGGT-1B at 100 frames on an H100: 3.1x the official recipe "
+        "with N=8 (docs/benchmarks.md, 'Weighted sparse keys'). No gain at 8-frame windows. "
+        "Not with TensorRT.",
         low=0,
         high=64,
         read_only=True,
@@ -130,8 +131,9 @@ NODE_PARAMS: dict[str, ParamSpec] = {
     "model.global_key_weighting": ParamSpec(
         True,
         "With model.global_key_stride N > 1: each sampled key stands for the N keys it was drawn "
-        "from (its attention logit + ln N). Off: the plain sample, faster on a GPU (3.25x against "
-        "2.8x at 100 frames, N=8, H100) and less accurate (AbsRel +0.016 at 100 frames on v5, N=8).",
+        "from (its attention logit + ln N). Off: the plain sample, a little faster on a GPU (3.3x "
+        "against 3.1x at 100 frames, N=8, H100) and less accurate (AbsRel +0.016 against +0.002 at "
+        "100 frames on v5, N=8).",
         read_only=True,
     ),
     "model.untrained": ParamSpec(

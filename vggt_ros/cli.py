@@ -324,6 +324,24 @@ def _add_bench(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
     p.add_argument("--accuracy", default="8x350x518", help="FRAMESxHxW[xTRACKS] case for accuracy, or 'none'")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    sparse = p.add_argument_group(
+        "sparse accuracy",
+        "with --option global_key_stride=N: what the approximation costs in depth accuracy on a "
+        "trained model, on held-out procedural windows of every --frames length (float32)",
+    )
+    sparse.add_argument(
+        "--sparse-accuracy",
+        type=int,
+        default=0,
+        metavar="K",
+        help="windows per length (0: off; 6 gives changes good to a few thousandths)",
+    )
+    sparse.add_argument(
+        "--sparse-accuracy-checkpoint",
+        default=None,
+        help="trained weights to judge on (default: the embedded compact model)",
+    )
+    sparse.add_argument("--sparse-accuracy-config", default=None, help="config of that checkpoint")
     p.set_defaults(handler=run_bench)
 
 
@@ -372,6 +390,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if len(parts) not in (3, 4):
             raise CliError("--accuracy is FRAMESxHxW[xTRACKS] or 'none'")
         accuracy_case = bench.BenchCase(*parts)
+    sparse_settings = _sparse_accuracy_settings(args, options)
     weights, label = _bench_weights(args.weights, args.config)
     report = bench.run_benchmark(
         args.config,
@@ -391,10 +410,56 @@ def run_bench(args: argparse.Namespace) -> int:
     print(bench.format_table(report))
     for line in bench.summarize_ratio(report):
         print(line)
+    report_dict = bench.report_json(report)
+    if sparse_settings:
+        report_dict["sparse_accuracy"] = _run_sparse_accuracy(args, device, sparse_settings)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(bench.report_json(report), indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps(report_dict, indent=2) + "\n", encoding="utf-8")
     return EXIT_OK
+
+
+def _sparse_accuracy_settings(args: argparse.Namespace, options: dict[str, Any]) -> list[Any]:
+    """The sparse setting ``--sparse-accuracy`` judges (the one ``--option`` asks for), or [] when
+    it is off. Checked before any timing runs."""
+    from vggt_ros.eval.long_window import SparseSetting
+
+    if args.sparse_accuracy < 0:
+        raise CliError("--sparse-accuracy takes a number of windows >= 0")
+    if not args.sparse_accuracy:
+        return []
+    stride = int(options.get("global_key_stride", 0) or 0)
+    if stride < 2:
+        raise CliError("--sparse-accuracy judges a sparse setting: add --option global_key_stride=N (N >= 2)")
+    if min(_int_list(args.frames, "frames")) < 2:
+        raise CliError("--sparse-accuracy needs --frames of at least 2 (long windows: 32, 100)")
+    return [SparseSetting(stride, bool(options.get("global_key_weighting", True)))]
+
+
+def _run_sparse_accuracy(args: argparse.Namespace, device: Any, settings: list[Any]) -> list[dict[str, Any]]:
+    """Print and return the accuracy table of ``settings`` against exact attention."""
+    from tqdm import tqdm
+
+    from vggt_ros.eval.long_window import format_long_window_table, long_window_accuracy, sparse_predictor
+
+    try:
+        predictor, description = sparse_predictor(
+            args.sparse_accuracy_checkpoint, args.sparse_accuracy_config, device
+        )
+    except ValueError as exc:
+        raise CliError(f"--sparse-accuracy: {exc}") from None
+    frames = _int_list(args.frames, "frames")
+    total = len(frames) * args.sparse_accuracy
+    with tqdm(total=total, desc="sparse accuracy", unit="window", disable=args.quiet, leave=False) as bar:
+
+        def progress(message: str) -> None:
+            bar.set_postfix_str(message)
+            bar.update(1)
+
+        rows = long_window_accuracy(predictor, frames, settings, args.sparse_accuracy, progress=progress)
+    print(f"sparse accuracy on {description} ({args.sparse_accuracy} held-out windows per length, float32):")
+    print(format_long_window_table(rows))
+    return [row.to_dict() for row in rows]
 
 
 def _parse_options(items: Sequence[str]) -> dict[str, Any]:

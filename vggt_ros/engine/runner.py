@@ -245,7 +245,27 @@ class ModelRunner:
             self.fallback_log.append(message)
         elif capacity:
             self.frame_cache = FrameTokenCache(capacity)
+        # The frame cache's encoder calls replayed as CUDA graphs (GPU, window graphs on): eagerly,
+        # the new frames' encoder launched its ~200 kernels one by one before the graphed trunk
+        # (13.6 ms for the 4 new frames of VGGT-1B at window 8 / stride 4 on the H200,
+        # docs/benchmarks.md).
+        self._encoder_graphs: GraphedFunction | None = None
+        if self.frame_cache is not None and self._window_graphs is not None:
+            encode = self.model.encode_frames
+            self._encoder_graphs = GraphedFunction(
+                lambda images: [encode(images)],
+                autocast_dtype=self.mode.autocast_dtype,
+                name="the frame encoder",
+            )
         logger.info("VGGT runs in mode %s with backend %s on %s", self.mode.name, self.backend, self.device)
+
+    def _encode_new_frames(self, images: Tensor) -> Tensor:
+        """Encoder tokens of the frames the cache lacks: images [N, 3, H, W] -> [N, P, dim]; as a
+        CUDA graph for N up to ``graph_window_frames`` (larger batches run eagerly: a long
+        window's graph would only hold its memory pool)."""
+        if self._encoder_graphs is None or images.shape[0] > self._graph_window_frames:
+            return self.model.encode_frames(images)
+        return self._encoder_graphs(images)[0]
 
     def _graphed_camera_section(self) -> Callable[[AggregatedTokens], list[Tensor]]:
         """The camera head replayed as a CUDA graph (launch-bound: ~250 kernels on S tokens)."""
@@ -330,7 +350,7 @@ class ModelRunner:
         patches = None
         if frame_keys is not None and self.frame_cache is not None:
             with timer.stage("encoder"), self._autocast(self.mode.autocast_dtype):
-                patches = self.frame_cache.window_tokens(images, frame_keys, model.encode_frames)
+                patches = self.frame_cache.window_tokens(images, frame_keys, self._encode_new_frames)
         inputs = {
             "images": images,
             "query_points": query_points if with_tracks else None,

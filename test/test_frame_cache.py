@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vggt_ros.engine.frame_cache import FrameTokenCache
-from vggt_ros.engine.predictor import Predictor
+from vggt_ros.engine.predictor import Predictor, warm_up_window_shapes
 from vggt_ros.eval.synthetic import render_sequence
 from vggt_ros.mapping import KeyframeConfig, PerceptionPipeline, PipelineConfig, WindowConfig
 from vggt_ros.mapping.types import Frame
@@ -56,6 +56,14 @@ def test_sliding_windows_from_cached_tokens_equal_uncached_bit_for_bit(frames) -
     stats = cached.runner.frame_cache.stats
     # 4 windows: the first encodes 4 frames, each later one 2 new frames and 2 from the cache.
     assert (stats.misses, stats.hits, stats.stale) == (10, 6, 0)
+
+
+def test_warm_up_runs_the_cached_steady_state_and_leaves_the_cache_empty(frames) -> None:
+    cached, _ = _predictors(cache=8)
+    assert warm_up_window_shapes(cached, frames[0], (4, 6), windows=1, new_frames=2) == [6, 4]
+    cache = cached.runner.frame_cache
+    # Keyed windows of 4: all new, then twice 2 new and 2 cached; nothing kept for the real frames.
+    assert (cache.stats.misses, cache.stats.hits) == (8, 4) and len(cache) == 0
 
 
 def test_cache_is_bounded_least_recently_used(frames) -> None:

@@ -95,7 +95,7 @@ RIG_PARAMS = {
     "camera.right.frame_id": "right_cam_optical",
     "queue.size": 1,
     # Windows of 3 times x 2 cameras, stride 1: 4 of each window's 6 frames were seen before.
-    "model.frame_cache": 12,
+    # model.frame_cache keeps its default (-1: two windows, 12 frames here).
     # Sparse global attention (its weighting off) reaches the runner and works together with the
     # frame cache.
     "model.global_key_stride": 2,
@@ -320,6 +320,7 @@ def test_diagnostics(listener, streamed):
     assert inf["weights_trained"] == "False"
     # The frame cache: overlapping windows reuse the encoder tokens of the frames they share.
     assert int(inf["frame_cache_hits"]) >= 1 and int(inf["frame_cache_misses"]) >= 6
+    assert inf["frame_cache"].endswith("/12 frames")  # the default: 2 x window.size 3 x 2 cameras
     assert inf["global_attention"] == "sparse keys, 1 in 2, unweighted (approximate)"
     # The left camera sends camera_info, whose intrinsics replace the network's; the right does not.
     assert int(inf["frames_calibrated"]) >= 1

@@ -22,10 +22,30 @@ class RecordingPredictor:
         self.windows.append((len(frames), frames[0].shape))
 
 
+class CachingPredictor(RecordingPredictor):
+    """Records the frame keys of each window and what a frame cache would encode."""
+
+    caches_frames = True
+
+    def __init__(self, device: str) -> None:
+        super().__init__(device)
+        self.seen: set = set()
+        self.encoded: list[int] = []  # frames new to each keyed window
+        self.runner = SimpleNamespace(frame_cache=SimpleNamespace(clear=self.seen.clear))
+
+    def predict(self, frames: list[np.ndarray], frame_keys: list | None = None) -> None:
+        super().predict(frames)
+        if frame_keys is not None:
+            assert len(set(frame_keys)) == len(frame_keys) == len(frames)
+            self.encoded.append(len(set(frame_keys) - self.seen))
+            self.seen.update(frame_keys)
+
+
 class Worker(WorkerMixin):
-    def __init__(self, predictor: RecordingPredictor, backend: str) -> None:
+    def __init__(self, predictor: RecordingPredictor, backend: str, stride: int = 4) -> None:
         self.predictor, self.backend = predictor, backend
-        self.pipeline = SimpleNamespace(config=SimpleNamespace(window=SimpleNamespace(overlap=4)))
+        window = SimpleNamespace(overlap=4, stride=stride)
+        self.pipeline = SimpleNamespace(config=SimpleNamespace(window=window))
         self.stats = SimpleNamespace(values={}, set=lambda k, v: self.stats.values.__setitem__(k, v))
         self.warnings, self.logged = [], []
 
@@ -62,6 +82,22 @@ def test_shapes_warm_once_with_the_steady_size_last() -> None:
     worker.predictor = fresh = RecordingPredictor("cuda:0")
     worker._warm_up_window_shapes(job())
     assert [n for n, _ in fresh.windows] == [12, 12, 8, 8]
+
+
+def test_a_frame_cache_warms_the_steady_state_of_sliding_windows() -> None:
+    """With a frame cache the steady windows encode only the stride's new frames (another
+    encoder shape) and replay a graph over cached tokens: both warm up last, and the cache is
+    left empty for the real frames."""
+    predictor = CachingPredictor("cuda:0")
+    Worker(predictor, "torch", stride=2)._warm_up_window_shapes(job(cameras=2, size=8))
+    # Re-anchored 16 and steady 8 without keys, then keyed steady windows: all 8 new, then
+    # 4 new (stride 2 x 2 cameras) three times.
+    assert [n for n, _ in predictor.windows] == [16, 16, 8, 8, 8, 8, 8, 8]
+    assert predictor.encoded == [8, 4, 4, 4]
+    assert predictor.seen == set()  # emptied
+    plain = RecordingPredictor("cuda:0")  # no cache: no keyed windows
+    assert warm_up_window_shapes(plain, np.zeros((4, 4, 3), np.uint8), (8,), new_frames=4) == [8]
+    assert len(plain.windows) == 2
 
 
 def test_rig_windows_re_anchor_on_every_camera() -> None:

@@ -639,7 +639,7 @@ class Predictor:
 
 
 def warm_up_window_shapes(
-    predictor: Any, image: np.ndarray, frame_counts: Sequence[int], windows: int = 2
+    predictor: Any, image: np.ndarray, frame_counts: Sequence[int], windows: int = 2, new_frames: int = 0
 ) -> list[int]:
     """Run ``windows`` windows of ``image`` repeated, for each frame count, so that the one-off
     costs of a new input shape (torch.compile compiling, CUDA graph capture, kernel selection:
@@ -652,6 +652,11 @@ def warm_up_window_shapes(
             graphed window keeps the most recent shape's CUDA graph
             (``vggt_ros.engine.cuda_graphs.WindowGraphs``).
         windows: windows per size (2: the second call of a shape in a row is the one captured).
+        new_frames: with a frame cache (``predictor.caches_frames``), the frames each steady
+            window adds (window stride x cameras): sliding windows of the steady size with that
+            many new frames run last, so the encoder's call on the new frames alone (another
+            shape: compiled, captured) and the window's cached-tokens graph are ready too. The
+            cache is emptied afterwards.
 
     Returns:
         The frame counts in the order they ran.
@@ -660,4 +665,13 @@ def warm_up_window_shapes(
     for frames in order:
         for _ in range(windows):
             predictor.predict([image] * frames)
+    steady = order[-1] if order else 0
+    if 0 < new_frames < steady and getattr(predictor, "caches_frames", False):
+        keys = [("warm-up", i) for i in range(steady)]
+        predictor.predict([image] * steady, frame_keys=keys)  # every frame new
+        for _ in range(windows + 1):  # then new_frames new a window, as in the steady state
+            last = keys[-1][1]
+            keys = keys[new_frames:] + [("warm-up", last + 1 + i) for i in range(new_frames)]
+            predictor.predict([image] * steady, frame_keys=keys)
+        predictor.runner.frame_cache.clear()
     return order

@@ -244,7 +244,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--track-queries", type=int, default=0)
     ap.add_argument("--every-frame", action="store_true", help="every frame is a keyframe")
     ap.add_argument(
-        "--frame-cache", type=int, default=0, help="model.frame_cache: reuse encoder tokens (0: off)"
+        "--frame-cache",
+        type=int,
+        default=-1,
+        help="model.frame_cache: reuse encoder tokens (-1: two windows, the node's default; 0: off)",
     )
     ap.add_argument("--out", default="out/latency")
     args = ap.parse_args(argv)

@@ -261,16 +261,21 @@ class PerceptionCore(
             raise ConfigError(
                 "scale.source = rig needs two or more cameras in `cameras` (a rig with known extrinsics)"
             )
-        cache, window_frames = int(p["model.frame_cache"]), cfg.window.size * len(self.cameras)
+        cache, window_frames = self._frame_cache_frames(), cfg.window.size * len(self.cameras)
         if 0 < cache < window_frames:
             raise ConfigError(
                 f"model.frame_cache = {cache} cannot hold one window ({window_frames} frames: "
-                "window.size x cameras); use 0 (off) or a larger value"
+                "window.size x cameras); use -1 (two windows), 0 (off) or a larger value"
             )
         names = {c.name for c in self.cameras}
         unknown = [c for c in (cfg.window.rig_cameras or []) if c not in names]
         if unknown:
             raise ConfigError(f"window.rig_cameras names {unknown}, which are not in cameras {sorted(names)}")
+
+    def _frame_cache_frames(self) -> int:
+        """model.frame_cache resolved: -1 (the default) keeps two windows of every camera."""
+        cache = int(self._p["model.frame_cache"])
+        return 2 * self._pipeline_cfg.window.size * len(self.cameras) if cache < 0 else cache
 
     def _load_predictor(self) -> Any:
         from vggt_ros.engine import Predictor
@@ -285,7 +290,7 @@ class PerceptionCore(
             target_size=choice.image_size,
             backend=self._p["model.backend"],
             runner_options={
-                "frame_cache": int(self._p["model.frame_cache"]),
+                "frame_cache": self._frame_cache_frames(),
                 "global_key_stride": int(self._p["model.global_key_stride"]),
                 "global_key_weighting": bool(self._p["model.global_key_weighting"]),
                 "point_head": False,  # the mapping pipeline unprojects depth, never the point map

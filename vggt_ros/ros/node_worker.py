@@ -150,7 +150,8 @@ class WorkerMixin:
         image = job.keyframes[0].frame.image
         t0 = time.perf_counter()
         try:
-            warm_up_window_shapes(self.predictor, image, (plain, anchored))
+            stride = self.pipeline.config.window.stride * cameras  # new frames a steady window adds
+            warm_up_window_shapes(self.predictor, image, (plain, anchored), new_frames=stride)
         except WindowInterruptedError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the later windows time

@@ -107,12 +107,13 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         read_only=True,
     ),
     "model.frame_cache": ParamSpec(
-        0,
-        "Keyframes whose encoder tokens are kept for the next windows (0: off). Windows overlap by "
-        "window.size - window.stride keyframes; with the cache each keyframe is encoded once, same "
-        "outputs (to rounding on a GPU). VGGT-1B, window 8 / stride 4, H100: 61 against 66 ms a "
-        "window with 16. Must hold at least one window (window.size x cameras). Not with TensorRT.",
-        low=0,
+        -1,
+        "Keyframes whose encoder tokens are kept for the next windows (-1: two windows, i.e. 2 x "
+        "window.size x cameras; 0: off). Windows overlap by window.size - window.stride keyframes; "
+        "with the cache each keyframe is encoded once, same outputs (to rounding on a GPU). "
+        "VGGT-1B, window 8 / stride 4, H100: 61 against 66 ms a window. Must hold at least one "
+        "window (window.size x cameras). Not with TensorRT.",
+        low=-1,
         high=4096,
         read_only=True,
     ),

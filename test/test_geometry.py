@@ -123,6 +123,19 @@ def test_rotation_numpy_in_numpy_out():
     assert isinstance(rotation_matrix_to_quaternion(np.eye(3)), np.ndarray)
 
 
+def test_read_only_numpy_input_converts_without_a_warning():
+    """Arrays from ROS messages or np.broadcast_to are read-only; torch must not share them."""
+    import warnings
+
+    q = np.array([0.0, 0.0, 0.0, 1.0])
+    q.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        R = quaternion_to_rotation_matrix(q)
+    np.testing.assert_allclose(R, np.eye(3))
+    assert not q.flags.writeable and q[3] == 1.0
+
+
 # --------------------------------------------------------------------------- pose encoding
 
 

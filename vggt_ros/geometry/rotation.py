@@ -21,7 +21,10 @@ def _to_torch(value: Any) -> Any:
         # Integer and bool arrays become float64: every geometry op here is real-valued.
         if not np.issubdtype(value.dtype, np.floating):
             value = value.astype(np.float64)
-        return torch.from_numpy(np.ascontiguousarray(value))
+        value = np.ascontiguousarray(value)
+        if not value.flags.writeable:  # torch shares the memory and may not share a read-only one
+            value = value.copy()
+        return torch.from_numpy(value)
     return value
 
 

@@ -275,3 +275,26 @@ def test_eval_and_soak_load_the_model_without_its_point_head(tmp_path, monkeypat
         with pytest.raises(RuntimeError, match="stop after loading"):
             args.handler(args)
     assert [options["point_head"] for options in seen] == [False, False]
+
+
+def test_frame_cache_as_in_the_node_same_results_and_counted(tmp_path, capsys) -> None:
+    """`eval` keeps two windows of encoder tokens by default, as the node does: each keyframe is
+    encoded once, the results are those without the cache (float32 on the CPU), and the report
+    says how the cache was used."""
+    common = ["--untrained", "--config", "vggt-tiny", "--device", "cpu", "--no-plots", "-q", *PIPELINE_ARGS]
+    assert main(["eval", str(BAG), "--out", str(tmp_path / "cached"), *common]) == 0
+    assert main(["eval", str(BAG), "--out", str(tmp_path / "plain"), "--frame-cache", "0", *common]) == 0
+    cached = json.loads((tmp_path / "cached" / "report.json").read_text())
+    plain = json.loads((tmp_path / "plain" / "report.json").read_text())
+    usage = cached["inputs"]["frame_cache"]
+    assert usage["frames"] == 8  # two windows of 4 keyframes, one camera
+    assert usage["hits"] > 0 and usage["misses"] >= cached["counts"]["keyframes"] and usage["stale"] == 0
+    assert plain["inputs"]["frame_cache"] is None
+    assert cached["trajectory"]["ape_trans_m"] == plain["trajectory"]["ape_trans_m"]
+    assert cached["depth"]["abs_rel"] == plain["depth"]["abs_rel"]
+    assert (tmp_path / "cached" / "trajectory.tum").read_text() == (
+        tmp_path / "plain" / "trajectory.tum"
+    ).read_text()
+    capsys.readouterr()
+    assert main(["eval", str(BAG), "--out", str(tmp_path / "small"), "--frame-cache", "2", *common]) == 2
+    assert "--frame-cache = 2 cannot hold one window (4 frames" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vggt_ros.engine.frame_cache import FrameTokenCache
+from vggt_ros.engine.frame_cache import FrameTokenCache, resolve_frame_cache
 from vggt_ros.engine.predictor import Predictor, warm_up_window_shapes
 from vggt_ros.eval.synthetic import render_sequence
 from vggt_ros.mapping import KeyframeConfig, PerceptionPipeline, PipelineConfig, WindowConfig
@@ -126,3 +126,16 @@ def test_pipeline_encodes_each_keyframe_once_with_the_same_results() -> None:
     stats = cached.runner.frame_cache.stats
     keyframes = sum(len(r.keyframe_ids) for r in results[0])
     assert stats.misses + stats.hits == keyframes and stats.misses < keyframes and stats.stale == 0
+
+
+@pytest.mark.parametrize(
+    ("requested", "window_frames", "frames"), [(-1, 8, 16), (-1, 6, 12), (0, 8, 0), (8, 8, 8), (40, 8, 40)]
+)
+def test_frame_cache_setting_resolves_against_the_window(requested, window_frames, frames) -> None:
+    assert resolve_frame_cache(requested, window_frames) == frames
+
+
+@pytest.mark.parametrize(("requested", "message"), [(7, "cannot hold one window"), (-2, "use -1")])
+def test_frame_cache_setting_refusals(requested, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_frame_cache(requested, 8, "model.frame_cache")

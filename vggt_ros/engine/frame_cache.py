@@ -20,6 +20,7 @@ instead of silently giving another frame's tokens.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -27,10 +28,33 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+# ``frame_cache`` setting that sizes the cache from the window (the node's and the replay tools'
+# default): two windows of every camera, one being used and the next one's overlap.
+AUTO = -1
+
+
+def resolve_frame_cache(requested: int, window_frames: int, name: str = "frame_cache") -> int:
+    """Frames the cache holds for a ``requested`` setting: ``AUTO`` (-1) keeps two windows of
+    ``window_frames`` (window size x cameras), 0 turns the cache off, N keeps N.
+
+    Raises:
+        ValueError: below -1, or a cache that cannot hold one window (``name`` in the message).
+    """
+    requested = int(requested)
+    if requested < AUTO:
+        raise ValueError(f"{name} = {requested}: use -1 (two windows), 0 (off) or a number of frames")
+    frames = 2 * int(window_frames) if requested == AUTO else requested
+    if 0 < frames < window_frames:
+        raise ValueError(
+            f"{name} = {requested} cannot hold one window ({window_frames} frames: window.size x "
+            "cameras); use -1 (two windows), 0 (off) or a larger value"
+        )
+    return frames
+
 
 @dataclass
 class FrameCacheStats:
-    """Lookups since the cache was made (or cleared)."""
+    """Lookups since the cache was made (``clear`` keeps them)."""
 
     hits: int = 0
     misses: int = 0
@@ -67,6 +91,13 @@ class FrameTokenCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def usage_since(self, before: FrameCacheStats) -> dict[str, int]:
+        """{"frames": capacity, "hits", "misses", "stale", "evictions"} since the ``before``
+        snapshot (a ``dataclasses.replace(cache.stats)`` copy), e.g. the lookups of a replay
+        without its warm-up's."""
+        now = dataclasses.asdict(self.stats)
+        return {"frames": self.capacity, **{k: v - getattr(before, k) for k, v in now.items()}}
 
     def window_tokens(
         self, images: Tensor, keys: Sequence[Hashable], encode: Callable[[Tensor], Tensor]

@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from vggt_ros.eval.model_options import add_model_options, check_model_options, predictor_from_options
+from vggt_ros.eval.model_options import (
+    add_frame_cache_option,
+    add_model_options,
+    check_model_options,
+    predictor_from_options,
+)
 
 logger = logging.getLogger("vggt_ros.eval")
 
@@ -47,6 +53,7 @@ def add_eval(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     p.add_argument("--out", "-o", type=Path, required=True, help="output folder (created)")
     g = p.add_argument_group("model")
     add_model_options(g)
+    add_frame_cache_option(g)
     g = p.add_argument_group("topics (defaults follow `vggt-ros generate` bags)")
     g.add_argument(
         "--image-topic", action="append", default=None, help="camera image topic (repeat for a rig)"
@@ -170,6 +177,7 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
     """The ``eval`` subcommand; ``predictor`` overrides the checkpoint (tests use a double)."""
     from tqdm import tqdm
 
+    from vggt_ros.engine.frame_cache import resolve_frame_cache
     from vggt_ros.eval import bags
     from vggt_ros.eval.replay import replay_bag, resolve_options, warm_up_predictor
     from vggt_ros.eval.report import write_report
@@ -183,10 +191,13 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
     options = replay_options(args)
     topics = bags.bag_topics(args.bag)
     # Fail on an unreadable bag or a wrong topic before minutes of model loading.
-    resolve_options(options, {t: i.msgtype for t, i in topics.items()})
+    resolved = resolve_options(options, {t: i.msgtype for t, i in topics.items()})
     if predictor is None:
         check_model_options(args)
-        predictor = predictor_from_options(args, point_head=False)  # the pipeline never reads it
+        window_frames = config.window.size * len(resolved.image_topics)
+        frame_cache = resolve_frame_cache(args.frame_cache, window_frames, "--frame-cache")
+        # The pipeline never reads the point map; the frame cache as in the node.
+        predictor = predictor_from_options(args, point_head=False, frame_cache=frame_cache)
     pipeline = PerceptionPipeline(config, predictor)
     recorder = None
     if args.record is not None:
@@ -199,9 +210,12 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
         total = min(total, args.max_frames * len(image_topics))
     warm = None
     if args.rate is not None:
+        window = config.window
         warm = warm_up_predictor(
-            args.bag, predictor, config.window.size, config.window.overlap, args.warmup_windows, options
+            args.bag, predictor, window.size, window.overlap, args.warmup_windows, options, window.stride
         )
+    cache = getattr(getattr(predictor, "runner", None), "frame_cache", None)
+    cache_before = None if cache is None else dataclasses.replace(cache.stats)  # after the warm-up
     bar = tqdm(total=total, desc="replay", unit="frame", disable=args.quiet)
     try:
         result = replay_bag(
@@ -212,6 +226,7 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
         if recorder is not None:
             recorder.close(pipeline)
     result.warm_up = warm
+    result.frame_cache = None if cache is None else cache.usage_since(cache_before)
     report = write_report(
         args.out,
         result,
@@ -486,6 +501,7 @@ def add_soak(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     )
     g = p.add_argument_group("model")
     add_model_options(g)
+    add_frame_cache_option(g)
     g = p.add_argument_group("pipeline")
     g.add_argument("--window-size", type=int, default=None)
     g.add_argument("--window-stride", type=int, default=None)
@@ -496,6 +512,7 @@ def add_soak(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
 
 
 def run_soak_command(args: argparse.Namespace, predictor: Any = None) -> int:
+    from vggt_ros.engine.frame_cache import resolve_frame_cache
     from vggt_ros.eval.soak import (
         growth_per_minute,
         load_frames,
@@ -519,7 +536,9 @@ def run_soak_command(args: argparse.Namespace, predictor: Any = None) -> int:
     ground_truth = load_ground_truth(args.bag, frames[0].camera_id)
     if predictor is None:
         check_model_options(args)
-        predictor = predictor_from_options(args, point_head=False)  # the pipeline never reads it
+        # The reference camera only: windows of window.size frames; the frame cache as in the node.
+        frame_cache = resolve_frame_cache(args.frame_cache, config.window.size, "--frame-cache")
+        predictor = predictor_from_options(args, point_head=False, frame_cache=frame_cache)
     pipeline = PerceptionPipeline(config, predictor)
 
     def report(row: dict[str, float]) -> None:

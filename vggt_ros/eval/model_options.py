@@ -83,6 +83,19 @@ def add_model_options(parser: argparse.ArgumentParser | Any) -> None:
     )
 
 
+def add_frame_cache_option(parser: argparse.ArgumentParser | Any) -> None:
+    """Add --frame-cache (the tools that replay windows through the pipeline, as the node does)."""
+    parser.add_argument(
+        "--frame-cache",
+        type=int,
+        default=-1,
+        help=(
+            "keyframes whose encoder tokens are kept for the next windows, as the node's "
+            "model.frame_cache: -1 two windows (the default), 0 off; same outputs (to rounding on a GPU)"
+        ),
+    )
+
+
 def check_model_options(args: argparse.Namespace) -> None:
     """Refuse bad values before minutes of reading and loading (raises ValueError)."""
     from vggt_ros.engine.precision import resolve_device, resolve_precision
@@ -104,10 +117,11 @@ def model_choice(args: argparse.Namespace) -> Any:
     return args._model_choice
 
 
-def predictor_from_options(args: argparse.Namespace, point_head: bool = True) -> Any:
+def predictor_from_options(args: argparse.Namespace, point_head: bool = True, frame_cache: int = 0) -> Any:
     """Load the model the options name and wrap it in a Predictor (warns when untrained).
     ``point_head=False`` skips the point-map head (for the mapping pipeline, which unprojects
-    depth and never reads the point map)."""
+    depth and never reads the point map); ``frame_cache``: frames whose encoder tokens the
+    runner keeps (0: none; the pipeline passes keyframe identities when it is on)."""
     from vggt_ros.engine.predictor import Predictor
 
     choice = model_choice(args)
@@ -126,6 +140,7 @@ def predictor_from_options(args: argparse.Namespace, point_head: bool = True) ->
         runner_options={
             "global_key_stride": int(getattr(args, "global_key_stride", 0) or 0),
             "point_head": point_head,
+            "frame_cache": int(frame_cache),
         },
     )
     if choice.embedded is not None:

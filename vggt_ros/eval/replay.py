@@ -185,6 +185,8 @@ class ReplayResult:
             view overlap needs the true camera, not the pipeline's estimate).
         pipeline_stats: the pipeline's counters at the end (``PerceptionPipeline.stats``:
             keyframes, windows, calibrated and refined frames, ...).
+        frame_cache: the predictor's frame cache over the replay (its size, hits, misses,
+            stale, evictions; ``FrameTokenCache.usage_since``), or None without one.
     """
 
     estimate: Trajectory
@@ -212,6 +214,7 @@ class ReplayResult:
     warm_up: dict[str, Any] | None = None
     reference_camera_info: tuple[np.ndarray, tuple[int, int]] | None = None
     pipeline_stats: dict[str, int] = field(default_factory=dict)
+    frame_cache: dict[str, int] | None = None
 
     @property
     def metric(self) -> bool:
@@ -381,6 +384,7 @@ def warm_up_predictor(
     overlap_times: int,
     windows: int,
     options: ReplayOptions | None = None,
+    stride_times: int = 0,
 ) -> dict[str, Any] | None:
     """Run ``windows`` windows of each window shape (copies of the bag's first reference
     image) through ``predictor`` before a timed replay.
@@ -389,7 +393,9 @@ def warm_up_predictor(
     graphs are captured, cuDNN/cuBLAS pick kernels): tens of seconds with ``--backend torch``
     that belong to start-up, not to the steady latency a robot sees. A window holds
     ``window_times`` keyframe times of every camera; one re-anchored after a rejection holds
-    ``overlap_times`` more, hence two shapes (the steady one runs last). Returns {"windows",
+    ``overlap_times`` more, hence two shapes (the steady one runs last); with a frame cache the
+    steady windows that add ``stride_times`` keyframe times run too (``warm_up_window_shapes``'s
+    ``new_frames``). Returns {"windows",
     "frames", "image_hw", "seconds"}, or None when ``windows`` is 0 or no image decodes.
     """
     if windows <= 0:
@@ -406,7 +412,7 @@ def warm_up_predictor(
         except (bags.BagError, ValueError):
             continue
         t0 = time.perf_counter()
-        counts = warm_up_window_shapes(predictor, rgb, frame_counts, windows)
+        counts = warm_up_window_shapes(predictor, rgb, frame_counts, windows, stride_times * cameras)
         seconds = time.perf_counter() - t0
         logger.info(
             "warm-up: %d window(s) of %s frames at %dx%d in %.1f s", windows, counts, *rgb.shape[:2], seconds

@@ -308,6 +308,7 @@ def evaluate(
             "ground_truth": o.ground_truth.describe() if o.ground_truth else "none",
             "mode": "as fast as possible" if o.rate is None else f"{o.rate:g}x recorded rate",
             "warm_up": result.warm_up,
+            "frame_cache": result.frame_cache,
         },
         "scale": {
             "value": float(getattr(scale, "value", 1.0)),

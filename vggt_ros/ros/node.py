@@ -261,12 +261,10 @@ class PerceptionCore(
             raise ConfigError(
                 "scale.source = rig needs two or more cameras in `cameras` (a rig with known extrinsics)"
             )
-        cache, window_frames = self._frame_cache_frames(), cfg.window.size * len(self.cameras)
-        if 0 < cache < window_frames:
-            raise ConfigError(
-                f"model.frame_cache = {cache} cannot hold one window ({window_frames} frames: "
-                "window.size x cameras); use -1 (two windows), 0 (off) or a larger value"
-            )
+        try:
+            self._frame_cache_frames()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         names = {c.name for c in self.cameras}
         unknown = [c for c in (cfg.window.rig_cameras or []) if c not in names]
         if unknown:
@@ -274,8 +272,10 @@ class PerceptionCore(
 
     def _frame_cache_frames(self) -> int:
         """model.frame_cache resolved: -1 (the default) keeps two windows of every camera."""
-        cache = int(self._p["model.frame_cache"])
-        return 2 * self._pipeline_cfg.window.size * len(self.cameras) if cache < 0 else cache
+        from vggt_ros.engine.frame_cache import resolve_frame_cache
+
+        window_frames = self._pipeline_cfg.window.size * len(self.cameras)
+        return resolve_frame_cache(self._p["model.frame_cache"], window_frames, "model.frame_cache")
 
     def _load_predictor(self) -> Any:
         from vggt_ros.engine import Predictor

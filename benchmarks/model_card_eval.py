@@ -8,6 +8,7 @@ constant-depth / identity-pose baseline:
 
     python benchmarks/model_card_eval.py --out out/model_card            # embedded model
     python benchmarks/model_card_eval.py --out out/ft --checkpoint model.safetensors --config vggt-compact
+    python benchmarks/model_card_eval.py --out out/ft252 --checkpoint m252.safetensors --size 252
 
 Everything runs on the CPU (about 5 minutes for the compact model).
 """
@@ -20,6 +21,7 @@ import statistics
 from pathlib import Path
 
 from vggt_ros.cli import main as cli
+from vggt_ros.eval.long_window import render_size
 from vggt_ros.eval.procedural import MOTIONS
 from vggt_ros.eval.report import accuracy_summary
 
@@ -47,7 +49,17 @@ def main() -> int:
         "chaining.min_inlier_ratio=0.02",
     )
     ap.add_argument("--skip-untrained", action="store_true", help="replay the given weights only")
+    ap.add_argument(
+        "--size",
+        type=int,
+        default=182,
+        help="model input width; the sequences are rendered at it (140x182 for 182, the card's "
+        "size; 196x252 for 252: the same scenes and paths) and `vggt-ros eval` runs with --size",
+    )
     args = ap.parse_args()
+    if args.size <= 0 or args.size % 14:
+        ap.error("--size must be a positive multiple of 14")
+    height, width = render_size(args.size)
     args.out.mkdir(parents=True, exist_ok=True)
     cases = [(f"procedural-{m}", ["--scene", "procedural", "--held-out", "--motion", m]) for m in MOTIONS]
     cases += [(f"room-{p}", ["--scene", "room", "--trajectory", p]) for p in ("orbit", "forward", "sideways")]
@@ -55,14 +67,16 @@ def main() -> int:
         ["--config", args.config] if args.config else []
     )
     rows: dict[str, dict[str, dict[str, float | None]]] = {}
+    # The card's own bags keep their folder; other sizes get one each.
+    bags = args.out / ("bags" if args.size == 182 else f"bags-{height}x{width}")
     for i, (name, gen) in enumerate(cases):
-        bag = args.out / "bags" / name
+        bag = bags / name
         if not bag.exists():
             size = [
                 "--height",
-                "140",
+                str(height),
                 "--width",
-                "182",
+                str(width),
                 "--frames",
                 str(args.frames),
                 "--seed",
@@ -77,6 +91,7 @@ def main() -> int:
         for label, extra in labels:
             out = args.out / "reports" / f"{name}-{label}"
             command = ["eval", str(bag), "--out", str(out), "--no-plots", "--device", "cpu", *extra, *params]
+            command += ["--size", str(args.size)] if args.size != 182 else []
             assert cli([*command, "-q"]) == 0
             summary = accuracy_summary(json.loads((out / "report.json").read_text()))
             rows[name][label] = summary["model"]

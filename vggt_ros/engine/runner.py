@@ -246,7 +246,7 @@ class ModelRunner:
         elif capacity:
             self.frame_cache = FrameTokenCache(capacity)
         # The frame cache's encoder calls replayed as CUDA graphs (GPU, window graphs on): eagerly,
-        # the new frames' encoder launched its ~200 kernels one by one before the graphed trunk
+        # the new frames' encoder (24 blocks) launched its kernels one by one before the graphed trunk
         # (13.6 ms for the 4 new frames of VGGT-1B at window 8 / stride 4 on the H200,
         # docs/benchmarks.md).
         self._encoder_graphs: GraphedFunction | None = None

@@ -18,7 +18,7 @@ from vggt_ros.eval.synthetic import render_sequence
 from vggt_ros.mapping import PipelineConfig
 from vggt_ros.mapping.config import RefineConfig
 from vggt_ros.mapping.pose_refine import refine_window_poses, refined_prediction
-from vggt_ros.mapping.refine_features import FeatureCache
+from vggt_ros.mapping.refine_features import FeatureCache, frame_images
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,17 @@ def test_sift_places_large_forward_steps_that_tracks_miss() -> None:
     tracks_only = refine_window_poses(*window, head, config=RefineConfig(sift=False))
     assert "sift" not in tracks_only.methods
     assert _relative_errors(tracks_only.cam_to_world, truth)[0] > 0.2
+
+
+@pytest.mark.parametrize(("width", "sift_width"), [(182, 182), (252, 252), (518, 129)])
+def test_sift_sees_compact_model_images_whole_and_vggt_1b_at_a_quarter(width: int, sift_width: int) -> None:
+    """The compact model's 182- and 252-pixel images reach SIFT undivided (halving the 252-pixel
+    images cost the pose refinement rotation accuracy); VGGT-1B's 518 pixels go at a quarter (the
+    refinement's CPU time)."""
+    height = width * 140 // 182
+    color = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    images = frame_images(color, np.ones((height, width), bool))
+    assert images.sift_image.shape[1] == sift_width
 
 
 def test_the_feature_cache_reuses_shared_frames_and_changes_nothing(forward) -> None:

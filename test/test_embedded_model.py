@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from vggt_ros.model.checkpoint import CheckpointError, load_model
+from vggt_ros.model.checkpoint.formats import saved_image_size
 from vggt_ros.model.embedded import DEFAULT_MODEL, choose_model
 
 MAX_BYTES = 15_000_000  # the issue's budget for the shipped file
@@ -72,8 +74,17 @@ def test_a_checkpoint_without_config_takes_the_config_saved_in_its_header(tmp_pa
     assert saved.config == "vggt-compact" and saved.image_size == 182
     assert "as saved in the file" in saved.description
     assert choose_model(str(copy), "vggt-tiny").config == "vggt-tiny"  # an explicit config wins
-    from safetensors.torch import save_file
+    # Its size: the header's image_size, else the procedural width in its provenance (v5's 182).
+    assert saved_image_size(copy) == 182
+    from safetensors.torch import load_file
 
+    state = load_file(str(DEFAULT_MODEL.path))
+    at_252 = tmp_path / "at_252.safetensors"
+    save_file(state, str(at_252), metadata={"config": "vggt-compact", "image_size": "252"})
+    assert (
+        choose_model(str(at_252)).image_size == 252
+        and "trained at 252 px" in choose_model(str(at_252)).description
+    )
     bare = tmp_path / "bare.safetensors"
     save_file({"x": torch.zeros(2)}, str(bare))
     assert choose_model(str(bare)).config == "vggt-1b"

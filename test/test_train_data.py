@@ -13,6 +13,8 @@ from vggt_ros.eval import bags
 from vggt_ros.eval.generate import generate_bag
 from vggt_ros.eval.procedural import ProceduralSettings
 from vggt_ros.eval.sequences import crop_resize_intrinsics, read_bag_sequence
+from vggt_ros.model.checkpoint.formats import saved_image_size
+from vggt_ros.train.config import TrainConfig
 from vggt_ros.train.data import (
     DataSourceError,
     MixedSource,
@@ -105,6 +107,13 @@ def test_cli_fine_tunes_on_a_bag(room_bag, tmp_path: Path) -> None:
             "--batch-size", "2", "--validate-every", "100", "--device", "cpu", "-q"]  # fmt: skip
     assert main(args) == 0
     assert (run / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
+    # Without procedural data --size and --frames still set the windows (they once fell back to
+    # 140x182 and 8 frames), and the exported file says which width it was trained at.
+    config = TrainConfig.load(run / "config.json")
+    assert config.image_hw == (42, 56) and config.frames == 3
+    out = tmp_path / "ft.safetensors"
+    assert main(["export-model", str(run), "--out", str(out), "-q"]) == 0
+    assert saved_image_size(out) == 56
 
 
 def test_mixed_sources_with_and_without_depth(room_bag, tmp_path: Path) -> None:

@@ -182,6 +182,16 @@ def test_cli_trains_resumes_and_exports(tmp_path: Path, capsys: pytest.CaptureFi
         assert f.get_tensor("camera_head.empty_pose_tokens").dtype == torch.float16
     assert meta["config"] == "vggt-tiny" and meta["weights"] == "ema"
     assert json.loads(meta["provenance"])["step"] == 4
+    # The file names the width it was trained at, and tools load it there unless told otherwise.
+    from vggt_ros.model.embedded import choose_model
+
+    width = json.loads(meta["provenance"])["data"]["procedural"]["width"]
+    assert meta["image_size"] == str(width)
+    assert (
+        choose_model(str(out)).image_size == width
+        and f"trained at {width} px" in choose_model(str(out)).description
+    )
+    assert choose_model(str(out), image_size=518).image_size == 518
     # A restart from the exported weights with the same seed and scenes would see the same
     # windows again (window k is a function of the seed): named; another seed is not.
     from vggt_ros.train.checkpoints import repeated_windows_warning

@@ -111,7 +111,9 @@ def choose_model(
       file's header names, as ``vggt-ros train`` writes it, else ``vggt-1b``);
     * neither: the embedded default model (its config and image size unless given).
 
-    ``image_size`` defaults to 518 for ``vggt-1b`` and to the config's ``img_size`` otherwise.
+    ``image_size`` defaults to the embedded model's, to the width a checkpoint file says it was
+    trained at (``export-model`` writes it), else to the config's ``img_size`` (518 for
+    ``vggt-1b``).
 
     Raises:
         ValueError: a checkpoint together with ``untrained``, or a config the embedded model was
@@ -131,7 +133,14 @@ def choose_model(
         name, where = config, ""
         if name is None:
             name, where = _config_saved_in(str(checkpoint))
-        size = image_size or get_config(name).img_size
+        size = image_size
+        if not size:
+            from vggt_ros.model.checkpoint.formats import saved_image_size
+
+            size = saved_image_size(str(checkpoint))
+            if size:
+                where += f", trained at {size} px"
+        size = size or get_config(name).img_size
         return ModelChoice(str(checkpoint), name, size, None, f"checkpoint {checkpoint} ({name}{where})")
     if config and config != DEFAULT_MODEL.config:
         raise ValueError(

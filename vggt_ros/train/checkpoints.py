@@ -183,9 +183,11 @@ def export_model(
     use_ema: bool = True,
     dtype: torch.dtype = torch.float16,
     provenance: dict[str, Any] | None = None,
+    image_size: int | None = None,
 ) -> Path:
     """One safetensors file of a checkpoint's weights (EMA by default) in ``dtype``, with the
-    model config and ``provenance`` (JSON) in its metadata."""
+    model config, the image width it was trained at (``image_size``: tools load the file at it)
+    and ``provenance`` (JSON) in its metadata."""
     checkpoint = Path(checkpoint)
     source = checkpoint / (EMA_FILE if use_ema and (checkpoint / EMA_FILE).is_file() else MODEL_FILE)
     if not source.is_file():
@@ -200,6 +202,8 @@ def export_model(
         "weights": "ema" if source.name == EMA_FILE else "raw",
         "provenance": json.dumps(provenance or {}, sort_keys=True),
     }
+    if image_size:
+        metadata["image_size"] = str(int(image_size))
     save_file(_contiguous(state), str(out), metadata=metadata)
     return out
 

@@ -142,7 +142,12 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
     g.add_argument("--bag", action="append", default=[], type=Path, help="ground-truth bag (repeatable)")
     g.add_argument("--bag-weight", type=float, default=0.5, help="share of bag windows next to procedural")
     g.add_argument("--bag-max-gap", type=int, default=3, help="largest frame step inside a bag window")
-    g.add_argument("--size", type=_size, default=(140, 182), help="training image size HxW (default 140x182)")
+    g.add_argument(
+        "--size",
+        type=_size,
+        default=(140, 182),
+        help="training image size HxW (default 140x182); the exported model runs at its width",
+    )
     g.add_argument("--frames", type=int, default=8, help="frames per window (default 8)")
     g.add_argument(
         "--min-frames",
@@ -295,6 +300,8 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
         bags=tuple(str(b) for b in args.bag),
         bag_weight=args.bag_weight,
         bag_max_gap=args.bag_max_gap,
+        bag_size=args.size,
+        bag_frames=args.frames,
         validation_windows=args.validation_windows,
         min_frames=args.min_frames,
         steps=args.steps,
@@ -426,7 +433,13 @@ def run_export(args: argparse.Namespace) -> int:
     }
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     out = export_model(
-        checkpoint, args.out, config.model, use_ema=not args.raw, dtype=dtype, provenance=provenance
+        checkpoint,
+        args.out,
+        config.model,
+        use_ema=not args.raw,
+        dtype=dtype,
+        provenance=provenance,
+        image_size=config.image_hw[1],
     )
     logger.info(
         "wrote %s (%s, step %d, %.1f MB)", out, config.model, provenance["step"], out.stat().st_size / 1e6

@@ -57,6 +57,10 @@ class TrainConfig:
         bags: ground-truth bags (from ``vggt-ros generate`` / ``convert-dataset``).
         bag_weight: share of windows drawn from the bags when both are used.
         bag_max_gap: largest frame step inside a bag window.
+        bag_size: image size (H, W) of bag windows when there is no procedural data (with it,
+            bags are read at the procedural size: one batch, one size). See :attr:`image_hw`.
+        bag_frames: frames per bag window when there is no procedural data (with it, the
+            procedural ``frames``). See :attr:`frames`.
         validation_windows: held-out windows (procedural, validation seed stream, held-out
             settings) scored every ``validate_every`` steps.
         min_frames: 0 trains every window at its full length (``frames``); from 2 to
@@ -88,6 +92,8 @@ class TrainConfig:
     bags: tuple[str, ...] = ()
     bag_weight: float = 0.5
     bag_max_gap: int = 3
+    bag_size: tuple[int, int] = (140, 182)
+    bag_frames: int = 8
     validation_windows: int = 32
     min_frames: int = 0
     steps: int = 10000
@@ -143,6 +149,7 @@ class TrainConfig:
             "validate_every",
             "log_every",
             "keep_checkpoints",
+            "bag_frames",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -166,6 +173,14 @@ class TrainConfig:
             raise ValueError(
                 f"procedural image size {p.height}x{p.width} must be multiples of {patch} (patch size)"
             )
+        h, w = self.bag_size
+        if p is None and (h <= 0 or w <= 0 or h % patch or w % patch):
+            raise ValueError(f"bag image size {h}x{w} must be positive multiples of {patch} (patch size)")
+        if p is None and "track" in self.heads and min(h, w) < 128:
+            raise ValueError(
+                f"bag image size {h}x{w} is too small for the track head (>= 128 px a side); "
+                "drop 'track' from heads or train at a larger size"
+            )
         if p is not None and "track" in self.heads and p.track_queries and min(p.height, p.width) < 128:
             raise ValueError(
                 f"procedural image size {p.height}x{p.width} is too small for the track head "
@@ -174,7 +189,16 @@ class TrainConfig:
 
     @property
     def frames(self) -> int:
-        return self.procedural.frames if self.procedural is not None else 8
+        """Frames per training window (the procedural ``frames``, else ``bag_frames``)."""
+        return self.procedural.frames if self.procedural is not None else self.bag_frames
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(H, W) of every training image: the procedural size, else ``bag_size``. The model is
+        trained at this size and runs best at it (``image_size`` = W in the exported file)."""
+        if self.procedural is not None:
+            return self.procedural.height, self.procedural.width
+        return tuple(self.bag_size)  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -193,7 +217,7 @@ class TrainConfig:
             data["procedural"] = ProceduralSettings.from_dict(data["procedural"])
         if "loss" in data:
             data["loss"] = LossWeights(**data["loss"])
-        for key in ("heads", "bags", "betas"):
+        for key in ("heads", "bags", "betas", "bag_size"):
             if key in data and data[key] is not None:
                 data[key] = tuple(data[key])
         return cls(**data)

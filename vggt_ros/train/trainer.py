@@ -288,7 +288,7 @@ class Trainer:
                     sources.append(source)
                     weights.append(share * weight)
         if c.bags:
-            hw = (c.procedural.height, c.procedural.width) if c.procedural else (140, 182)
+            hw = c.image_hw
             queries = c.procedural.track_queries if c.procedural and "track" in c.heads else 0
             bag_source = SequenceSource.from_bags(
                 list(c.bags), hw, c.frames, max_gap=c.bag_max_gap, track_queries=queries, seed=c.seed

@@ -9,6 +9,7 @@ from the content, unwrapping ``{"model": ...}`` / ``{"state_dict": ...}`` and ``
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import struct
@@ -106,22 +107,50 @@ def _read_safetensors(
     return state, metadata
 
 
+def _saved_metadata(source: str | os.PathLike[str]) -> dict[str, str]:
+    """A local safetensors file's header metadata; empty for anything else (a repo id, a
+    directory, a ``torch.save`` file, an unreadable file)."""
+    path = Path(source)
+    try:
+        if not path.is_file() or _detect_format(path) != "safetensors":
+            return {}
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001  (a broken file is reported by the loader, with context)
+        return {}
+
+
 def saved_config_name(source: str | os.PathLike[str]) -> str | None:
     """The config name a local safetensors file says it was saved from (its header's ``config``).
 
     Reads only the header. ``None`` for anything else: a repo id, a directory, a ``torch.save``
     file, an unreadable file or a file without the field (the caller keeps its own default).
     """
-    path = Path(source)
-    try:
-        if not path.is_file() or _detect_format(path) != "safetensors":
-            return None
-        from safetensors import safe_open
+    return _saved_metadata(source).get("config") or None
 
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return (f.metadata() or {}).get("config") or None
-    except Exception:  # noqa: BLE001  (a broken file is reported by the loader, with context)
+
+def saved_image_size(source: str | os.PathLike[str]) -> int | None:
+    """The model image width a local safetensors file was trained at, or None.
+
+    ``vggt-ros export-model`` writes it as the header's ``image_size``; files exported before
+    that carry it as the procedural width in their ``provenance``. None for anything else (the
+    caller keeps the config's size).
+    """
+    meta = _saved_metadata(source)
+    value = meta.get("image_size")
+    if value is None:
+        try:
+            procedural = (json.loads(meta.get("provenance", "{}")).get("data") or {}).get("procedural") or {}
+        except (ValueError, AttributeError):
+            return None
+        value = procedural.get("width")
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
         return None
+    return size if size > 0 else None
 
 
 def _read_torch(path: Path, legacy: bool) -> object:

@@ -52,9 +52,9 @@ def test_altered_or_missing_file_is_refused(tmp_path: Path) -> None:
 def test_model_choice_rules() -> None:
     default = choose_model(None)
     assert (
-        default.embedded is DEFAULT_MODEL and default.config == "vggt-compact" and default.image_size == 182
+        default.embedded is DEFAULT_MODEL and default.config == "vggt-compact" and default.image_size == 252
     )
-    assert "vggt-compact-v5" in default.description and DEFAULT_MODEL.card in default.description
+    assert "vggt-compact-v6" in default.description and DEFAULT_MODEL.card in default.description
     ckpt = choose_model("facebook/VGGT-1B")
     assert ckpt.config == "vggt-1b" and ckpt.image_size == 518 and ckpt.embedded is None
     rnd = choose_model(None, "vggt-tiny", 140, untrained=True)
@@ -71,20 +71,22 @@ def test_a_checkpoint_without_config_takes_the_config_saved_in_its_header(tmp_pa
     copy = tmp_path / "exported.safetensors"
     shutil.copyfile(DEFAULT_MODEL.path, copy)
     saved = choose_model(str(copy))
-    assert saved.config == "vggt-compact" and saved.image_size == 182
-    assert "as saved in the file" in saved.description
+    assert saved.config == "vggt-compact" and saved.image_size == DEFAULT_MODEL.image_size == 252
+    assert "as saved in the file" in saved.description and "trained at 252 px" in saved.description
     assert choose_model(str(copy), "vggt-tiny").config == "vggt-tiny"  # an explicit config wins
-    # Its size: the header's image_size, else the procedural width in its provenance (v5's 182).
-    assert saved_image_size(copy) == 182
+    # Its size is the header's image_size; files exported before the field existed carry it as
+    # the procedural width in their provenance (v5: 182), and files with neither get the config's.
     from safetensors.torch import load_file
 
     state = load_file(str(DEFAULT_MODEL.path))
-    at_252 = tmp_path / "at_252.safetensors"
-    save_file(state, str(at_252), metadata={"config": "vggt-compact", "image_size": "252"})
-    assert (
-        choose_model(str(at_252)).image_size == 252
-        and "trained at 252 px" in choose_model(str(at_252)).description
-    )
+    older = tmp_path / "older.safetensors"
+    provenance = '{"data": {"procedural": {"height": 140, "width": 182}}}'
+    save_file(state, str(older), metadata={"config": "vggt-compact", "provenance": provenance})
+    assert saved_image_size(older) == 182 and choose_model(str(older)).image_size == 182
+    plain = tmp_path / "plain.safetensors"
+    save_file(state, str(plain), metadata={"config": "vggt-compact"})
+    assert saved_image_size(plain) is None and choose_model(str(plain)).image_size == 182  # config img_size
+    assert choose_model(str(older), image_size=518).image_size == 518
     bare = tmp_path / "bare.safetensors"
     save_file({"x": torch.zeros(2)}, str(bare))
     assert choose_model(str(bare)).config == "vggt-1b"
@@ -101,17 +103,20 @@ def demo_accuracy() -> dict:
     with the defaults ("pipeline") and without the pose refinement ("head")."""
     from vggt_ros.engine import Predictor
     from vggt_ros.eval.accuracy import synthetic_sequence_accuracy
+    from vggt_ros.eval.long_window import render_size
     from vggt_ros.eval.synthetic import render_sequence
     from vggt_ros.mapping import PipelineConfig
 
-    seq = render_sequence(num_frames=16, height=140, width=182, seed=0)
+    height, width = render_size(DEFAULT_MODEL.image_size)  # the demo renders at the model's size
+    seq = render_sequence(num_frames=16, height=height, width=width, seed=0)
     flat = PipelineConfig().to_flat()
     flat.update(
         {"window.size": 4, "window.stride": 2, "window.num_track_queries": 0, "keyframe.max_interval_s": 0.15}
     )
     choice = choose_model(None)
-    trained = Predictor.from_checkpoint(choice.source, config=choice.config, device="cpu", target_size=182)
-    untrained = Predictor.from_checkpoint(None, config=choice.config, device="cpu", target_size=182)
+    trained = Predictor.from_checkpoint(choice.source, config=choice.config, device="cpu", target_size=width)
+    torch.manual_seed(0)  # the untrained weights, whatever ran before
+    untrained = Predictor.from_checkpoint(None, config=choice.config, device="cpu", target_size=width)
     torch.manual_seed(0)
     predictors = {"embedded": trained, "untrained": untrained}
     return {
@@ -123,12 +128,12 @@ def demo_accuracy() -> dict:
 
 
 def test_the_network_beats_the_baselines_by_a_stated_margin(demo_accuracy: dict) -> None:
-    """vggt-compact-v5 learned relative depth and camera rotation. On the demo sequence, with
-    the camera head's own poses (refinement off; measured 2026-12-06: window AbsRel 0.180
-    against 0.348 constant / 0.347 untrained; rotation 4.10 deg against 11.98 identity / 11.41
-    untrained; APE 5.3 % against 31.6 / 20.0 %) it beats both baselines by a wide margin on all
-    three (v4: 0.192 / 3.89 / 5.7; v3: 0.196 / 4.05 / 5.9; v2: 0.278 / 6.07 / 6.2; model
-    card)."""
+    """vggt-compact-v6 learned relative depth and camera rotation. On the demo sequence (at its
+    196x252 input), with the camera head's own poses (refinement off; measured 2026-12-06: window
+    AbsRel 0.175 against 0.348 constant / 0.348 untrained; rotation 3.44 deg against 11.98
+    identity / 10.32 untrained; APE 4.5 % against 31.6 / 13.5 %) it beats both baselines by a
+    wide margin on all three (at 140x182: v5 0.180 / 4.10 / 5.3; v4 0.192 / 3.89 / 5.7; v3
+    0.196 / 4.05 / 5.9; v2 0.278 / 6.07 / 6.2; model card)."""
     rows = demo_accuracy["head"]
     model, untrained = rows["embedded"], rows["untrained"]
     constant = rows["constant depth / identity poses"]
@@ -145,15 +150,16 @@ def test_the_network_beats_the_baselines_by_a_stated_margin(demo_accuracy: dict)
 def test_the_pipeline_with_the_network_beats_it_with_untrained_weights(demo_accuracy: dict) -> None:
     """With the defaults (pose refinement by PnP on the network's depth, the camera's own
     intrinsics) the path is better still, and the refinement does much of the work: untrained
-    weights' depth, refined the same way, gives a usable path too (measured 2026-12-06: v5
-    rotation 1.09 deg / APE 3.2 % (v4 1.06 / 3.0), untrained 14.65 deg / 3.7 %, identity 11.98 /
-    31.6 %). What
-    the network adds there is its depth and the rotation it agrees with."""
+    weights' depth, refined the same way, gives a usable path too (measured 2026-12-06: v6
+    rotation 1.42 deg / APE 2.6 %, untrained 6.54 deg / 7.5 %, identity 11.98 / 31.6 %; v5 at
+    140x182 1.09 / 3.2 against untrained 14.65 / 3.7, v4 1.06 / 3.0). What the network adds there
+    is its depth and the rotation it agrees with. (At 196x252 the refinement does more for
+    untrained weights than at 140x182, so the rotation bound against them is 0.3, not v5's 0.2.)"""
     rows, head = demo_accuracy["pipeline"], demo_accuracy["head"]
     model, untrained = rows["embedded"], rows["untrained"]
     assert model["window_rotation_deg"] <= 1.5
     assert model["window_rotation_deg"] <= 0.5 * head["embedded"]["window_rotation_deg"]
     assert model["ape_percent_of_length"] <= 3.3
     assert model["ape_percent_of_length"] <= 0.7 * head["embedded"]["ape_percent_of_length"]
-    assert model["window_rotation_deg"] <= 0.2 * untrained["window_rotation_deg"]
+    assert model["window_rotation_deg"] <= 0.3 * untrained["window_rotation_deg"]
     assert model["ape_percent_of_length"] < untrained["ape_percent_of_length"]

@@ -73,13 +73,13 @@ class EmbeddedModel:
 
 
 DEFAULT_MODEL = EmbeddedModel(
-    name="vggt-compact-v5",
+    name="vggt-compact-v6",
     config="vggt-compact",
-    filename="vggt-compact-v5.safetensors",
-    sha256="52145de27d0675c47f063bf3d6d061ba41af87485e6c682860373c71815ad92f",
-    image_size=182,
+    filename="vggt-compact-v6.safetensors",
+    sha256="27dd8fc61e6d86d1b2ce7c012e950acec97132051fdf5744412745ae463c8123",
+    image_size=252,
     card="docs/model_card_compact.md",
-    summary="96 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
+    summary="about 2 GPU-hours on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
 )
 
 

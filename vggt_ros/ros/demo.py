@@ -45,14 +45,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.checkpoint and args.untrained:
         ap.error("--checkpoint and --untrained exclude each other")
 
+    from vggt_ros.eval.long_window import render_size
     from vggt_ros.eval.synthetic import render_sequence
+    from vggt_ros.model.embedded import DEFAULT_MODEL
 
     out = Path(args.out).resolve()
     large = bool(args.checkpoint)
     if args.untrained:
         print("NOTE: --untrained: running on UNTRAINED random weights (vggt-tiny). Every topic is published,")
         print("      but the geometry is meaningless.")
-    h, w = (294, 392) if large else (140, 182)
+    if large:
+        h, w = 294, 392
+    elif args.untrained:
+        h, w = 140, 182
+    else:  # the embedded model's own input size (196x252 for vggt-compact-v6)
+        h, w = render_size(DEFAULT_MODEL.image_size)
     seq = render_sequence(num_frames=args.frames, height=h, width=w, seed=0, second_camera_baseline=0.2)
     overrides = {
         "model.checkpoint": args.checkpoint,

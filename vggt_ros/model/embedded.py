@@ -79,7 +79,7 @@ DEFAULT_MODEL = EmbeddedModel(
     sha256="27dd8fc61e6d86d1b2ce7c012e950acec97132051fdf5744412745ae463c8123",
     image_size=252,
     card="docs/model_card_compact.md",
-    summary="about 2 GPU-hours on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
+    summary="about 130 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
 )
 
 

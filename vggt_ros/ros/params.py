@@ -121,11 +121,11 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         0,
         "APPROXIMATE sparse global attention for long windows (0: exact, the default): each token "
         "attends to the first frame, every frame's camera and register tokens, and 1 in N patch "
-        "tokens of the others. Measured on the default model (v5, CPU, 6 windows per length): N=8 "
-        "changes depth AbsRel by +0.002 at 100 frames and +0.011 at 32, N=4 by +0.003 / -0.002, "
-        "N=12 or 16 by 0.015-0.07; VGGT-1B at 100 frames on an H100: 3.1x the official recipe "
-        "with N=8 (docs/benchmarks.md, 'Weighted sparse keys'). No gain at 8-frame windows. "
-        "Not with TensorRT.",
+        "tokens of the others. Measured on the default model (v6, 6 windows per length): N=8 "
+        "changes depth AbsRel by +0.0005 at 100 frames and +0.017 at 32 (v5: +0.002 / +0.011; "
+        "on v5 N=4 +0.003 / -0.002, N=12 or 16 0.015-0.07); VGGT-1B at 100 frames on an "
+        "H100: 3.1x the official recipe with N=8 (docs/benchmarks.md, 'Weighted sparse keys'). "
+        "No gain at 8-frame windows. Not with TensorRT.",
         low=0,
         high=64,
         read_only=True,
@@ -134,8 +134,8 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         True,
         "With model.global_key_stride N > 1: each sampled key stands for the N keys it was drawn "
         "from (its attention logit + ln N). Off: the plain sample, a little faster on a GPU (3.3x "
-        "against 3.1x at 100 frames, N=8, H100) and less accurate (AbsRel +0.016 against +0.002 at "
-        "100 frames on v5, N=8).",
+        "against 3.1x at 100 frames, N=8, H100) and less accurate (AbsRel +0.008 against +0.0005 at "
+        "100 frames on v6, +0.025 against +0.017 at 32; v5: +0.016 against +0.002 at 100).",
         read_only=True,
     ),
     "model.untrained": ParamSpec(

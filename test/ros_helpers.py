@@ -33,6 +33,10 @@ NODE_EXE = INSTALL / "vggt_ros" / "lib" / "vggt_ros" / "perception_node"
 # case another session on this machine drew the same domain.
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
 SESSION = f"t{os.getpid()}"
+# Every node process's working folder (parameters, log, outputs) lives under one folder per test
+# session, removed when the session's interpreter exits: a folder per node left behind in /tmp
+# added up to hundreds over many runs.
+_WORK_ROOT = tempfile.TemporaryDirectory(prefix="vggt_ros_nodes_")
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 
@@ -99,7 +103,7 @@ class NodeProcess:
         """``extra_args`` follow ``--ros-args`` (remappings...); ``node_args`` are the
         executable's own options (``--lifecycle``...); ``executable`` another entry point of the
         same node (a test double of a part of it)."""
-        self.workdir = Path(tempfile.mkdtemp(prefix="vggt_ros_node_"))
+        self.workdir = Path(tempfile.mkdtemp(prefix="node_", dir=_WORK_ROOT.name))
         files = [REPO_ROOT / "config" / "perception.yaml"] if base_config else []
         files.append(write_params(params, self.workdir))
         cmd = [sys.executable, str(executable), *(node_args or []), "--ros-args", "-r", f"__ns:=/{SESSION}"]

@@ -6,9 +6,9 @@ fixed demo room along its three paths), replays each with ``vggt-ros eval`` for 
 and for untrained random weights, and prints the mean of the headline numbers with the
 constant-depth / identity-pose baseline:
 
-    python benchmarks/model_card_eval.py --out out/model_card            # embedded model
-    python benchmarks/model_card_eval.py --out out/ft --checkpoint model.safetensors --config vggt-compact
-    python benchmarks/model_card_eval.py --out out/ft252 --checkpoint m252.safetensors --size 252
+    python benchmarks/model_card_eval.py --out out/model_card            # embedded model, at 252
+    python benchmarks/model_card_eval.py --out out/ft --checkpoint model.safetensors  # at its own size
+    python benchmarks/model_card_eval.py --out out/ft182 --checkpoint m.safetensors --size 182
 
 Everything runs on the CPU (about 5 minutes for the compact model).
 """
@@ -24,6 +24,7 @@ from vggt_ros.cli import main as cli
 from vggt_ros.eval.long_window import render_size
 from vggt_ros.eval.procedural import MOTIONS
 from vggt_ros.eval.report import accuracy_summary
+from vggt_ros.model.embedded import choose_model
 
 KEYS = ("window_abs_rel", "window_rotation_deg", "ape_percent_of_length")
 
@@ -52,11 +53,14 @@ def main() -> int:
     ap.add_argument(
         "--size",
         type=int,
-        default=182,
-        help="model input width; the sequences are rendered at it (140x182 for 182, the card's "
-        "size; 196x252 for 252: the same scenes and paths) and `vggt-ros eval` runs with --size",
+        default=None,
+        help="model input width (default: the weights' own, 252 for the embedded vggt-compact-v6); "
+        "the sequences are rendered at it (140x182 for 182, 196x252 for 252: the same scenes and "
+        "paths) and every `vggt-ros eval` runs with it, the untrained row too",
     )
     args = ap.parse_args()
+    if args.size is None:
+        args.size = choose_model(args.checkpoint, args.config).image_size
     if args.size <= 0 or args.size % 14:
         ap.error("--size must be a positive multiple of 14")
     height, width = render_size(args.size)
@@ -91,7 +95,7 @@ def main() -> int:
         for label, extra in labels:
             out = args.out / "reports" / f"{name}-{label}"
             command = ["eval", str(bag), "--out", str(out), "--no-plots", "--device", "cpu", *extra, *params]
-            command += ["--size", str(args.size)] if args.size != 182 else []
+            command += ["--size", str(args.size)]
             assert cli([*command, "-q"]) == 0
             summary = accuracy_summary(json.loads((out / "report.json").read_text()))
             rows[name][label] = summary["model"]

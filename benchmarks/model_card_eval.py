@@ -21,9 +21,9 @@ import statistics
 from pathlib import Path
 
 from vggt_ros.cli import main as cli
-from vggt_ros.eval.long_window import render_size
 from vggt_ros.eval.procedural import MOTIONS
 from vggt_ros.eval.report import accuracy_summary
+from vggt_ros.eval.synthetic import render_size
 from vggt_ros.model.embedded import choose_model
 
 KEYS = ("window_abs_rel", "window_rotation_deg", "ape_percent_of_length")

@@ -103,8 +103,7 @@ def demo_accuracy() -> dict:
     with the defaults ("pipeline") and without the pose refinement ("head")."""
     from vggt_ros.engine import Predictor
     from vggt_ros.eval.accuracy import synthetic_sequence_accuracy
-    from vggt_ros.eval.long_window import render_size
-    from vggt_ros.eval.synthetic import render_sequence
+    from vggt_ros.eval.synthetic import render_sequence, render_size
     from vggt_ros.mapping import PipelineConfig
 
     height, width = render_size(DEFAULT_MODEL.image_size)  # the demo renders at the model's size

@@ -25,12 +25,11 @@ import torch
 
 from vggt_ros.engine.predictor import Predictor
 from vggt_ros.eval.procedural import ProceduralSettings, render_windows, window_seeds
+from vggt_ros.eval.synthetic import render_size
 from vggt_ros.eval.window_metrics import window_depth_errors
 
 # The seed stream of the held-out windows (training draws stream 0, validation 1 ... none 11).
 STREAM = 11
-# Aspect of the rendered windows (height / width), the procedural data's 140x182.
-ASPECT = 140 / 182
 
 
 @dataclass(frozen=True)
@@ -70,12 +69,6 @@ class LongWindowRow:
 
     def to_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
-
-
-def render_size(image_size: int) -> tuple[int, int]:
-    """(height, width) at which a model of input size ``image_size`` sees the windows unresized:
-    width ``image_size``, height the procedural aspect rounded to a multiple of 14."""
-    return 14 * max(1, round(image_size * ASPECT / 14)), image_size
 
 
 def held_out_window(frames: int, index: int, height: int, width: int) -> tuple[list[np.ndarray], np.ndarray]:

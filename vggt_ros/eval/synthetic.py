@@ -38,6 +38,17 @@ PathKind = Literal["orbit", "forward", "sideways"]
 PATHS: tuple[str, ...] = ("orbit", "forward", "sideways")
 
 # Room extent in world metres (x forward, y left, z up); the floor is z = 0.
+# Aspect (height / width) of rendered sequences and windows: the procedural data's 140x182.
+ASPECT = 140 / 182
+
+
+def render_size(image_size: int) -> tuple[int, int]:
+    """(height, width) at which a model of input width ``image_size`` sees a rendered sequence
+    unresized: width ``image_size``, height the procedural aspect rounded to a multiple of 14
+    (140x182 for 182, 196x252 for 252)."""
+    return 14 * max(1, round(image_size * ASPECT / 14)), image_size
+
+
 ROOM_LO = np.array([-4.0, -3.0, 0.0])
 ROOM_HI = np.array([4.0, 3.0, 3.0])
 # Objects stand inside this disc around the room centre (xy), so the camera paths, which stay

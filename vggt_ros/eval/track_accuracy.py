@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vggt_ros.engine.predictor import Predictor
-from vggt_ros.eval.long_window import render_size
 from vggt_ros.eval.procedural import ProceduralSettings, render_windows, window_seeds
+from vggt_ros.eval.synthetic import render_size
 
 STREAM = 12  # seed stream of these windows (training 0, validation 1, long windows 11)
 THRESHOLDS_PX = (1.0, 2.0, 4.0, 8.0, 16.0)

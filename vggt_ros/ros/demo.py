@@ -45,8 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.checkpoint and args.untrained:
         ap.error("--checkpoint and --untrained exclude each other")
 
-    from vggt_ros.eval.long_window import render_size
-    from vggt_ros.eval.synthetic import render_sequence
+    from vggt_ros.eval.synthetic import render_sequence, render_size
     from vggt_ros.model.embedded import DEFAULT_MODEL
 
     out = Path(args.out).resolve()

@@ -76,10 +76,7 @@ def held_out_window(frames: int, index: int, height: int, width: int) -> tuple[l
     and the ground-truth depth [S, H, W] in metres (camera z)."""
     settings = ProceduralSettings.held_out(height=height, width=width, frames=frames, track_queries=0)
     rendered = render_windows(settings, window_seeds(0, [index], STREAM), "cpu")
-    images = [
-        (rendered.images[0, k].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for k in range(frames)
-    ]
-    return images, rendered.depth[0].numpy()
+    return rendered.uint8_frames(0), rendered.depth[0].numpy()
 
 
 def long_window_accuracy(

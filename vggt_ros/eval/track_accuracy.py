@@ -84,21 +84,15 @@ def held_out_track_windows(count: int, frames: int, queries: int, image_size: in
     rendered = render_windows(settings, window_seeds(0, range(count), STREAM), "cpu")
     assert rendered.query_points is not None and rendered.tracks is not None
     assert rendered.track_visible is not None
-    out = []
-    for w in range(count):
-        images = [
-            (rendered.images[w, k].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            for k in range(frames)
-        ]
-        out.append(
-            TrackWindow(
-                images,
-                rendered.query_points[w].numpy().astype(np.float64),
-                rendered.tracks[w].numpy().astype(np.float64),
-                rendered.track_visible[w].numpy().astype(bool),
-            )
+    return [
+        TrackWindow(
+            rendered.uint8_frames(w),
+            rendered.query_points[w].numpy().astype(np.float64),
+            rendered.tracks[w].numpy().astype(np.float64),
+            rendered.track_visible[w].numpy().astype(bool),
         )
-    return out
+        for w in range(count)
+    ]
 
 
 def score_window(

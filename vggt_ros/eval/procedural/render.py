@@ -63,6 +63,11 @@ class RenderedWindows:
         Rt = R.transpose(-1, -2)
         return torch.cat((Rt, -Rt @ t), dim=-1)
 
+    def uint8_frames(self, window: int) -> list[np.ndarray]:
+        """Window ``window``'s frames as a camera would deliver them: S RGB uint8 [H, W, 3]."""
+        rgb = self.images[window].permute(0, 2, 3, 1).cpu().numpy()  # [S, H, W, 3] in [0, 1]
+        return [(frame * 255).round().astype(np.uint8) for frame in rgb]
+
 
 def _rotate(rotation: Tensor, v: Tensor) -> Tensor:
     """``rotation @ v`` for rotation [..., 3, 3] and v [..., 3] (broadcast), written out element

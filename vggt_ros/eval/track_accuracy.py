@@ -60,7 +60,7 @@ class TrackScores:
     Attributes:
         windows: windows scored.
         pairs: visible (frame, point) pairs behind the position figures, all windows together.
-        median_px: median position error (pixels).
+        median_px: each window's median position error (pixels), averaged over windows.
         within_px: share of visible pairs within each of :data:`THRESHOLDS_PX`.
         delta_avg: mean of ``within_px``.
         visibility_accuracy: share of (frame, point) pairs whose visibility is right.

@@ -522,9 +522,11 @@ def _refinement_line(counts: dict[str, int]) -> str:
     if not counts:
         return "- pose refinement: not reported"
     return (
-        f"- pose refinement: {counts['frames_refined']} frames placed by PnP "
-        f"({counts['frames_refined_by_sift']} by SIFT matches), {counts['frames_not_refined']} kept the "
-        f"camera head's pose, {counts['refine_failures']} windows failed; "
+        f"- pose refinement: {counts['frames_refined']} frames measured from correspondences "
+        f"({counts['frames_refined_by_sift']} placed by PnP on SIFT matches, "
+        f"{counts.get('frames_head_rotation', 0)} kept the camera head's rotation with a fitted "
+        f"translation), {counts['frames_not_refined']} kept the camera head's pose, "
+        f"{counts['refine_failures']} windows failed; "
         f"{counts['frames_calibrated']} frames with camera_info intrinsics; image work from the cache "
         f"(done while the network ran or for an earlier window) / computed after it: keypoints "
         f"{_hits_of(counts, 'keypoints')}, matches {_hits_of(counts, 'matches')}, tracked corners "

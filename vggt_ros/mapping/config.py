@@ -496,9 +496,16 @@ class RefineConfig(_Validated):
     not used. 0: no check. With the cameras' calibration (``window.calibrated_intrinsics``) PnP's
     rotations are the better ones: on the model card's turn-in-place sequence the compact
     model's head errs by 10-35 degrees per step and PnP by 1-2 (docs/mapping.md)."""
-    head_tolerance_px: float = 1.0
-    """The head's own pose is kept where it reprojects the PnP inliers within this many pixels of
-    PnP's median error: PnP fits the depth's noise too, and a good head is left alone."""
+    head_tolerance: float = 6.0
+    """The head's rotation, given the translation that best fits PnP's N inliers, is kept where
+    its median reprojection error is within ``1 + head_tolerance / sqrt(N)`` times PnP's (plus
+    ``head_tolerance_px``): PnP fits the depth's errors too, and with the correspondences in a
+    narrow band of the image it trades rotation for translation; the more inliers, the better
+    the medians are known, so the smaller the factor (N = 36: 2x, N = 144: 1.5x). 0: PnP's pose
+    wherever it places the frame. Chosen on held-out sequences that are not the model card's
+    (docs/mapping.md "Pose refinement")."""
+    head_tolerance_px: float = 0.1
+    """Pixels added to the head's allowance (a floor where PnP fits its inliers almost exactly)."""
     max_step_ratio: float = 0.0
     """When >= 1: a placement whose step (translation length) is more than this factor longer or
     shorter than the head's is not used. 0: no limit (the head's steps err more: median
@@ -519,7 +526,7 @@ class RefineConfig(_Validated):
         self._integer("min_sift_inliers", 6)
         self._integer("threads", 1)
         self._positive("reprojection_px")
-        self._non_negative("head_tolerance_px", "max_rotation_deg")
+        self._non_negative("head_tolerance", "head_tolerance_px", "max_rotation_deg")
         ratio = self.max_step_ratio
         if not (isinstance(ratio, (int, float)) and (ratio == 0 or ratio >= 1.0)):
             _fail(self._section, "max_step_ratio", ratio, "must be 0 (no limit) or a number >= 1")

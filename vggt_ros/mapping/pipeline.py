@@ -56,14 +56,16 @@ from vggt_ros.mapping.window_points import window_map_points
 logger = logging.getLogger(__name__)
 
 #: The window pose refinement's counters in ``PerceptionPipeline.stats`` (reports, /diagnostics):
-#: frames given camera_info intrinsics, frames placed by PnP (by SIFT matches) or left with the
-#: head's pose, windows whose refinement raised, and the refinement's image-only work answered
+#: frames given camera_info intrinsics, frames measured from correspondences (placed by PnP on
+#: SIFT matches, or given the head's rotation with a fitted translation) or left with the head's
+#: pose, windows whose refinement raised, and the refinement's image-only work answered
 #: from its cache (``*_hits``: done earlier, while the network ran or for an earlier window) or
 #: computed (``*_misses``).
 REFINEMENT_COUNTERS = (
     "frames_calibrated",
     "frames_refined",
     "frames_refined_by_sift",
+    "frames_head_rotation",
     "frames_not_refined",
     "refine_failures",
     "refine_keypoints_hits",
@@ -336,6 +338,7 @@ class PerceptionPipeline:
             if refinement is not None:
                 self.stats["frames_refined"] += int(refinement.refined.sum())
                 self.stats["frames_refined_by_sift"] += refinement.methods.count("sift")
+                self.stats["frames_head_rotation"] += refinement.methods.count("head")
                 self.stats["frames_not_refined"] += int(
                     len(refinement.refined) - 1 - refinement.refined.sum()
                 )

@@ -16,11 +16,15 @@ pyramidal Lucas-Kanade and kept when tracking back lands within ``BACK_TRACK_PX`
 points come from j's depth; OpenCV's ``solvePnPRansac`` (then ``solvePnPRefineLM`` on the
 inliers) gives k's pose relative to j. It replaces the head's relative pose only when it has
 enough inliers (``min_sift_inliers``; for tracks ``min_inliers`` and ``min_inlier_share``), its
-rotation agrees with the head's within ``max_rotation_deg`` (when set), the head's own pose does not
-reproject the inliers about as well (``head_tolerance_px``: PnP fits the depth's noise too) and,
-optionally, its step is within ``max_step_ratio`` of the head's. Poses are composed from frame 0,
-which does not move. A frame whose camera has no earlier frame in the window keeps its head pose
-relative to frame 0.
+rotation agrees with the head's within ``max_rotation_deg`` (when set) and, optionally, its step
+is within ``max_step_ratio`` of the head's; unless the head's rotation explains the inliers about
+as well. That test gives the head's rotation the translation that best fits the inliers (the
+head's translation is its weak part, above) and keeps it when its median reprojection error is
+within ``1 + head_tolerance / sqrt(inliers)`` times PnP's (+ ``head_tolerance_px``): PnP fits the
+depth's errors too, and where the correspondences cover a narrow band of the image (a strip of floor below a
+blank wall) it trades rotation for translation. The frame then gets the head's rotation with that
+fitted translation (method "head"). Poses are composed from frame 0, which does not move. A frame
+whose camera has no earlier frame in the window keeps its head pose relative to frame 0.
 
 Everything runs on the model-resolution maps of the window (``Prediction.colors``, ``depth``,
 ``model_intrinsics``, ``valid_mask``), downscaled by an integer factor to at most ``MAX_WIDTH``
@@ -65,11 +69,15 @@ class RefinedPoses:
 
     Attributes:
         cam_to_world: [S, 4, 4] float64 refined poses in the window's frame (frame 0 unchanged).
-        refined: [S] bool, True where frame k was placed by PnP (always False for frame 0).
+        refined: [S] bool, True where frame k's pose was measured from the correspondences:
+            placed by PnP, or the head's rotation with a fitted translation (method "head");
+            always False for frame 0.
         inliers: [S] int, PnP inliers of frame k (0 where PnP did not run or failed).
-        reasons: [S] str, why frame k kept the head's pose ("" where refined or frame 0).
+        reasons: [S] str, why frame k kept the head's pose or rotation ("" where placed by PnP
+            or frame 0).
         methods: [S] str, what placed frame k: "sift" (matched keypoints), "lk" (tracked
-            corners) or "" (the head's pose).
+            corners), "head" (the head's rotation, the translation fitted to PnP's inliers) or
+            "" (the head's pose).
         timings: milliseconds of its two parts: "features_ms" (frames downscaled, SIFT
             keypoints found or taken from the cache) and "pairs_ms" (matching, tracking, PnP of
             every pair, in ``refine.threads`` threads).
@@ -99,6 +107,75 @@ def _median_reprojection_px(
     return np.median(error, axis=-1)
 
 
+def fit_translation(
+    points_a: np.ndarray,
+    pixels_b: np.ndarray,
+    rotation_a_to_b: np.ndarray,
+    intrinsics_b: np.ndarray,
+    iterations: int = 10,
+) -> np.ndarray | None:
+    """The translation t that, with a fixed rotation R, best reprojects 3D points into image b.
+
+    A linear least-squares start (each point's two projection equations are linear in t once
+    multiplied by its depth in b), then Gauss-Newton on the reprojection error with Huber
+    weights (1 px), so a few bad points do not pull it.
+
+    Args:
+        points_a: [N, 3] points in camera a (N >= 2).
+        pixels_b: [N, 2] their pixels (x, y) in image b.
+        rotation_a_to_b: [3, 3] R of ``x_b = R x_a + t``.
+        intrinsics_b: [3, 3] of image b.
+
+    Returns:
+        t [3] (camera b's frame), or None where an iterate puts a point behind b (no sensible
+        fit: the caller keeps PnP's pose).
+    """
+    fx, fy, cx, cy = intrinsics_b[0, 0], intrinsics_b[1, 1], intrinsics_b[0, 2], intrinsics_b[1, 2]
+    u, v = pixels_b[:, 0], pixels_b[:, 1]
+    rotated = np.asarray(points_a, np.float64) @ np.asarray(rotation_a_to_b, np.float64).T  # [N, 3]
+    n = len(rotated)
+    # fx (X + tx) = (u - cx)(Z + tz), and the same for y: linear in t.
+    a = np.zeros((2 * n, 3))
+    b = np.empty(2 * n)
+    a[0::2, 0], a[0::2, 2] = fx, cx - u
+    a[1::2, 1], a[1::2, 2] = fy, cy - v
+    b[0::2] = (u - cx) * rotated[:, 2] - fx * rotated[:, 0]
+    b[1::2] = (v - cy) * rotated[:, 2] - fy * rotated[:, 1]
+    t = np.linalg.lstsq(a, b, rcond=None)[0]
+    jacobian = np.zeros((2 * n, 3))
+    for _ in range(iterations):
+        p = rotated + t
+        z = p[:, 2]
+        if np.any(z <= 1e-9):
+            return None
+        residual = np.empty(2 * n)
+        residual[0::2] = fx * p[:, 0] / z + cx - u
+        residual[1::2] = fy * p[:, 1] / z + cy - v
+        jacobian[0::2, 0], jacobian[0::2, 2] = fx / z, -fx * p[:, 0] / z**2
+        jacobian[1::2, 1], jacobian[1::2, 2] = fy / z, -fy * p[:, 1] / z**2
+        weights = 1.0 / np.maximum(np.abs(residual), 1.0)  # Huber at 1 px
+        weighted = jacobian * weights[:, None]
+        step = np.linalg.lstsq(weighted.T @ jacobian, -weighted.T @ residual, rcond=None)[0]
+        t = t + step
+        if np.linalg.norm(step) <= 1e-9 * max(1.0, np.linalg.norm(t)):
+            break
+    return t if np.all(rotated[:, 2] + t[2] > 1e-9) else None
+
+
+def _head_rotation_fitted(
+    points_a: np.ndarray, pixels_b: np.ndarray, head_b_to_a: np.ndarray, intrinsics_b: np.ndarray
+) -> np.ndarray | None:
+    """[4, 4] pose of b in a with the head's rotation and the translation that best fits the
+    correspondences (:func:`fit_translation`), or None."""
+    rotation = head_b_to_a[:3, :3].T  # a -> b
+    t = fit_translation(points_a, pixels_b, rotation, intrinsics_b)
+    if t is None:
+        return None
+    a_to_b = np.eye(4)
+    a_to_b[:3, :3], a_to_b[:3, 3] = rotation, t
+    return invert_rigid(a_to_b)
+
+
 def place_by_pnp(
     pixels_a: np.ndarray,
     pixels_b: np.ndarray,
@@ -119,13 +196,16 @@ def place_by_pnp(
         intrinsics_a, intrinsics_b: [3, 3] of those images (pixel centres at integers).
         min_inliers, min_inlier_share: fewest RANSAC inliers, and their smallest share of the
             correspondences, for a placement.
-        head_b_to_a: the camera head's pose of b in a; when it explains the PnP inliers within
-            ``config.head_tolerance_px`` of PnP's own median reprojection error, it is kept
-            (PnP fits the depth's noise too: a good head is not replaced by a noisier estimate).
+        head_b_to_a: the camera head's pose of b in a. Its rotation, with the translation that
+            best fits the PnP inliers, is used instead of PnP's pose where its median
+            reprojection error is within ``1 + config.head_tolerance / sqrt(inliers)`` times
+            PnP's + ``config.head_tolerance_px`` (PnP fits the depth's errors too: a good head
+            rotation is not replaced by a worse one; module docstring).
 
     Returns:
-        (b_to_a [4, 4] or None, inliers, reason when None). The reason starts with
-        ``HEAD_EXPLAINS`` when the head was kept for explaining the inliers.
+        (b_to_a [4, 4] or None, inliers, reason). Placed by PnP: the pose and reason "". Kept
+        the head's rotation: the pose with the fitted translation and a reason starting with
+        ``HEAD_EXPLAINS``. Not placed: None and why.
     """
     h, w = depth_a.shape
     cols, rows = np.rint(pixels_a[:, 0]).astype(int), np.rint(pixels_a[:, 1]).astype(int)
@@ -165,11 +245,12 @@ def place_by_pnp(
     a_to_b[:3, :3], a_to_b[:3, 3] = rotation, tvec.ravel()
     b_to_a = np.linalg.inv(a_to_b)
     if head_b_to_a is not None:
-        pnp_px, head_px = _median_reprojection_px(
-            points[used], pb[used], np.stack([b_to_a, head_b_to_a]), k_b
-        )
-        if head_px <= pnp_px + config.head_tolerance_px:
-            return None, count, f"{HEAD_EXPLAINS} ({head_px:.2f} px, PnP {pnp_px:.2f})"
+        head = _head_rotation_fitted(points[used], pb[used], head_b_to_a, k_b)
+        if head is not None:
+            pnp_px, head_px = _median_reprojection_px(points[used], pb[used], np.stack([b_to_a, head]), k_b)
+            allowance = (1.0 + config.head_tolerance / np.sqrt(count)) * pnp_px + config.head_tolerance_px
+            if head_px <= allowance:
+                return head, count, f"{HEAD_EXPLAINS} ({head_px:.2f} px, PnP {pnp_px:.2f})"
     return b_to_a, count, ""
 
 
@@ -209,8 +290,8 @@ class _PairResult:
 
     relative: np.ndarray | None  # [4, 4] b in a, or None: the head's pose stays
     inliers: int
-    reason: str  # why the head's pose stays ("" when placed)
-    method: str  # "sift", "lk" or ""
+    reason: str  # why the head's pose or rotation stays ("" when placed by PnP)
+    method: str  # "sift", "lk", "head" (its rotation, translation fitted) or ""
     tracked: bool  # the tracked corners were needed (SIFT's placement not used)
 
 
@@ -221,7 +302,7 @@ def _pair_estimate(
 
     SIFT matches first (they survive the zoom of forward motion, where Lucas-Kanade tracks come
     out short and PnP shrinks the step), Lucas-Kanade tracks where SIFT's placement is not used;
-    a head that explains either set of inliers is kept.
+    a head rotation that explains either set of inliers is kept, with its fitted translation.
     """
 
     def placement(pixels: Pixels, min_inliers: int, min_share: float) -> tuple[np.ndarray | None, int, str]:
@@ -236,12 +317,14 @@ def _pair_estimate(
         if not reason:
             return _PairResult(relative, count, "", "sift", False)
         if reason.startswith(HEAD_EXPLAINS):
-            return _PairResult(None, count, reason, "", False)
+            return _PairResult(relative, count, reason, "head", False)
         reasons.append(f"SIFT: {reason}")
     tracks = cache.tracks(a.images, b.images, a.usable, config.max_corners)
     relative, count, reason = placement(tracks, config.min_inliers, config.min_inlier_share)
     if not reason:
         return _PairResult(relative, count, "", "lk", True)
+    if reason.startswith(HEAD_EXPLAINS):
+        return _PairResult(relative, count, "; ".join([*reasons, f"tracks: {reason}"]), "head", True)
     reasons.append(f"tracks: {reason}" if reasons else reason)
     return _PairResult(None, count, "; ".join(reasons), "", True)
 

@@ -112,7 +112,7 @@ def fit_translation(
     pixels_b: np.ndarray,
     rotation_a_to_b: np.ndarray,
     intrinsics_b: np.ndarray,
-    iterations: int = 10,
+    iterations: int = 8,
 ) -> np.ndarray | None:
     """The translation t that, with a fixed rotation R, best reprojects 3D points into image b.
 
@@ -127,8 +127,9 @@ def fit_translation(
         intrinsics_b: [3, 3] of image b.
 
     Returns:
-        t [3] (camera b's frame), or None where an iterate puts a point behind b (no sensible
-        fit: the caller keeps PnP's pose).
+        t [3] (camera b's frame), or None where the points do not fix it (fewer than two
+        distinct) or an iterate puts a point behind b (no sensible fit: the caller keeps PnP's
+        pose).
     """
     fx, fy, cx, cy = intrinsics_b[0, 0], intrinsics_b[1, 1], intrinsics_b[0, 2], intrinsics_b[1, 2]
     u, v = pixels_b[:, 0], pixels_b[:, 1]
@@ -141,8 +142,12 @@ def fit_translation(
     a[1::2, 1], a[1::2, 2] = fy, cy - v
     b[0::2] = (u - cx) * rotated[:, 2] - fx * rotated[:, 0]
     b[1::2] = (v - cy) * rotated[:, 2] - fy * rotated[:, 1]
-    t = np.linalg.lstsq(a, b, rcond=None)[0]
+    normal = a.T @ a
+    if np.linalg.cond(normal) > 1e12:  # fewer than two distinct points: no translation to fit
+        return None
+    t = np.linalg.solve(normal, a.T @ b)
     jacobian = np.zeros((2 * n, 3))
+    tolerance = 1e-6 * float(np.median(np.abs(rotated[:, 2])))  # a millionth of the scene's depth
     for _ in range(iterations):
         p = rotated + t
         z = p[:, 2]
@@ -155,9 +160,9 @@ def fit_translation(
         jacobian[1::2, 1], jacobian[1::2, 2] = fy / z, -fy * p[:, 1] / z**2
         weights = 1.0 / np.maximum(np.abs(residual), 1.0)  # Huber at 1 px
         weighted = jacobian * weights[:, None]
-        step = np.linalg.lstsq(weighted.T @ jacobian, -weighted.T @ residual, rcond=None)[0]
+        step = np.linalg.solve(weighted.T @ jacobian, -weighted.T @ residual)
         t = t + step
-        if np.linalg.norm(step) <= 1e-9 * max(1.0, np.linalg.norm(t)):
+        if np.linalg.norm(step) <= tolerance:
             break
     return t if np.all(rotated[:, 2] + t[2] > 1e-9) else None
 

@@ -132,39 +132,48 @@ def fit_translation(
         pose).
     """
     fx, fy, cx, cy = intrinsics_b[0, 0], intrinsics_b[1, 1], intrinsics_b[0, 2], intrinsics_b[1, 2]
-    u, v = pixels_b[:, 0], pixels_b[:, 1]
+    du, dv = cx - pixels_b[:, 0], cy - pixels_b[:, 1]  # [N]
+    if len(du) < 2 or (np.ptp(du) == 0 and np.ptp(dv) == 0):
+        return None  # one distinct pixel: no translation to fit
     rotated = np.asarray(points_a, np.float64) @ np.asarray(rotation_a_to_b, np.float64).T  # [N, 3]
-    n = len(rotated)
-    # fx (X + tx) = (u - cx)(Z + tz), and the same for y: linear in t.
-    a = np.zeros((2 * n, 3))
-    b = np.empty(2 * n)
-    a[0::2, 0], a[0::2, 2] = fx, cx - u
-    a[1::2, 1], a[1::2, 2] = fy, cy - v
-    b[0::2] = (u - cx) * rotated[:, 2] - fx * rotated[:, 0]
-    b[1::2] = (v - cy) * rotated[:, 2] - fy * rotated[:, 1]
-    normal = a.T @ a
-    if np.linalg.cond(normal) > 1e12:  # fewer than two distinct points: no translation to fit
-        return None
-    t = np.linalg.solve(normal, a.T @ b)
-    jacobian = np.zeros((2 * n, 3))
-    tolerance = 1e-6 * float(np.median(np.abs(rotated[:, 2])))  # a millionth of the scene's depth
+    x, y, z = rotated[:, 0], rotated[:, 1], rotated[:, 2]
+    # fx (x + tx) + (cx - u)(z + tz) = 0, and the same for y: linear in t. Its normal equations
+    # are summed per point (3 x 3), never built as a [2N, 3] system.
+    bx, by = -du * z - fx * x, -dv * z - fy * y
+    n = len(du)
+    normal = np.array(
+        [
+            [n * fx * fx, 0.0, fx * du.sum()],
+            [0.0, n * fy * fy, fy * dv.sum()],
+            [fx * du.sum(), fy * dv.sum(), (du * du + dv * dv).sum()],
+        ]
+    )
+    t = np.linalg.solve(normal, [fx * bx.sum(), fy * by.sum(), (du * bx + dv * by).sum()])
+    tolerance = 1e-6 * float(np.median(np.abs(z)))  # a millionth of the scene's depth
     for _ in range(iterations):
-        p = rotated + t
-        z = p[:, 2]
-        if np.any(z <= 1e-9):
+        px, py, pz = x + t[0], y + t[1], z + t[2]
+        if np.any(pz <= 1e-9):
             return None
-        residual = np.empty(2 * n)
-        residual[0::2] = fx * p[:, 0] / z + cx - u
-        residual[1::2] = fy * p[:, 1] / z + cy - v
-        jacobian[0::2, 0], jacobian[0::2, 2] = fx / z, -fx * p[:, 0] / z**2
-        jacobian[1::2, 1], jacobian[1::2, 2] = fy / z, -fy * p[:, 1] / z**2
-        weights = 1.0 / np.maximum(np.abs(residual), 1.0)  # Huber at 1 px
-        weighted = jacobian * weights[:, None]
-        step = np.linalg.solve(weighted.T @ jacobian, -weighted.T @ residual)
+        inv = 1.0 / pz
+        rx, ry = fx * px * inv + du, fy * py * inv + dv  # reprojection residuals (px)
+        wx, wy = 1.0 / np.maximum(np.abs(rx), 1.0), 1.0 / np.maximum(np.abs(ry), 1.0)  # Huber, 1 px
+        # Jacobian rows: x: (fx / z, 0, -fx px / z^2); y: (0, fy / z, -fy py / z^2).
+        jx0, jx2 = fx * inv, -fx * px * inv * inv
+        jy1, jy2 = fy * inv, -fy * py * inv * inv
+        hessian = np.array(
+            [
+                [(wx * jx0 * jx0).sum(), 0.0, (wx * jx0 * jx2).sum()],
+                [0.0, (wy * jy1 * jy1).sum(), (wy * jy1 * jy2).sum()],
+                [0.0, 0.0, (wx * jx2 * jx2 + wy * jy2 * jy2).sum()],
+            ]
+        )
+        hessian[2, 0], hessian[2, 1] = hessian[0, 2], hessian[1, 2]
+        gradient = [(wx * jx0 * rx).sum(), (wy * jy1 * ry).sum(), (wx * jx2 * rx + wy * jy2 * ry).sum()]
+        step = np.linalg.solve(hessian, np.negative(gradient))
         t = t + step
         if np.linalg.norm(step) <= tolerance:
             break
-    return t if np.all(rotated[:, 2] + t[2] > 1e-9) else None
+    return t if np.all(z + t[2] > 1e-9) else None
 
 
 def _head_rotation_fitted(

@@ -335,6 +335,8 @@ def test_fit_translation_recovers_the_step_for_a_given_rotation() -> None:
     noisy = pixels.copy()
     noisy[:16] += rng.uniform(20, 40, (16, 2)) * rng.choice([-1, 1], (16, 2))
     assert np.linalg.norm(fit_translation(points, noisy, rotation, k) - t) < 0.02
+    # one distinct pixel fixes no translation
+    assert fit_translation(points[:5], np.repeat(pixels[:1], 5, 0), rotation, k) is None
 
 
 def test_frames_pair_with_the_previous_frame_of_their_own_camera(forward) -> None:

@@ -148,7 +148,10 @@ def fit_translation(
             [fx * du.sum(), fy * dv.sum(), (du * du + dv * dv).sum()],
         ]
     )
-    t = np.linalg.solve(normal, [fx * bx.sum(), fy * by.sum(), (du * bx + dv * by).sum()])
+    try:
+        t = np.linalg.solve(normal, [fx * bx.sum(), fy * by.sum(), (du * bx + dv * by).sum()])
+    except np.linalg.LinAlgError:  # degenerate geometry: no translation to fit
+        return None
     tolerance = 1e-6 * float(np.median(np.abs(z)))  # a millionth of the scene's depth
     for _ in range(iterations):
         px, py, pz = x + t[0], y + t[1], z + t[2]
@@ -169,7 +172,10 @@ def fit_translation(
         )
         hessian[2, 0], hessian[2, 1] = hessian[0, 2], hessian[1, 2]
         gradient = [(wx * jx0 * rx).sum(), (wy * jy1 * ry).sum(), (wx * jx2 * rx + wy * jy2 * ry).sum()]
-        step = np.linalg.solve(hessian, np.negative(gradient))
+        try:
+            step = np.linalg.solve(hessian, np.negative(gradient))
+        except np.linalg.LinAlgError:  # every point projects to one pixel: no direction to go
+            return None
         t = t + step
         if np.linalg.norm(step) <= tolerance:
             break

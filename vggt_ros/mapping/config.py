@@ -501,9 +501,9 @@ class RefineConfig(_Validated):
     its median reprojection error is within ``1 + head_tolerance / sqrt(N)`` times PnP's (plus
     ``head_tolerance_px``): PnP fits the depth's errors too, and with the correspondences in a
     narrow band of the image it trades rotation for translation; the more inliers, the better
-    the medians are known, so the smaller the factor (N = 36: 2x, N = 144: 1.5x). 0: PnP's pose
-    wherever it places the frame. Chosen on held-out sequences that are not the model card's
-    (docs/mapping.md "Pose refinement")."""
+    the medians are known, so the smaller the factor (N = 36: 2x, N = 144: 1.5x). 0 (and
+    ``head_tolerance_px`` 0): PnP's pose wherever it places the frame. Chosen on held-out
+    sequences that are not the model card's (docs/mapping.md "Pose refinement")."""
     head_tolerance_px: float = 0.1
     """Pixels added to the head's allowance (a floor where PnP fits its inliers almost exactly)."""
     max_step_ratio: float = 0.0

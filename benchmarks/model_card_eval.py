@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from vggt_ros.cli import main as cli
@@ -32,14 +33,19 @@ from vggt_ros.model.embedded import choose_model
 KEYS = ("window_abs_rel", "window_rotation_deg", "ape_percent_of_length")
 
 
-def _mean(values: list[float | None]) -> float | None:
-    v = [x for x in values if x is not None]
-    return statistics.fmean(v) if v else None
-
-
-def _median(values: list[float | None]) -> float | None:
-    v = [x for x in values if x is not None]
-    return statistics.median(v) if v else None
+def _over_sequences(
+    rows: dict[str, dict[str, dict[str, float | None]]], labels: list[str], what: str, reduce: Callable
+) -> None:
+    """Print one table: each label's ``reduce`` (mean, median) over the sequences of every KEY."""
+    print()
+    print(f"| {what} over sequences | depth AbsRel (window) | rotation error (deg) | APE (% of length) |")
+    print("|---|---|---|---|")
+    for label in labels:
+        cells = []
+        for key in KEYS:
+            values = [rows[name][label][key] for name in rows if rows[name][label][key] is not None]
+            cells.append(f"{reduce(values):.3f}" if values else "-")
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 def main() -> int:
@@ -137,18 +143,9 @@ def main() -> int:
                 + " | ".join("-" if r[k] is None else f"{r[k]:.3f}" for k in KEYS)
                 + " |"
             )
-    print()
-    print("| mean over sequences | depth AbsRel (window) | rotation error (deg) | APE (% of length) |")
-    print("|---|---|---|---|")
-    for label in [label for label, _ in labels] + ["constant/identity"]:
-        means = [_mean([rows[n][label][k] for n in rows]) for k in KEYS]
-        print(f"| {label} | " + " | ".join("-" if m is None else f"{m:.3f}" for m in means) + " |")
-    print()
-    print("| median over sequences | depth AbsRel (window) | rotation error (deg) | APE (% of length) |")
-    print("|---|---|---|---|")
-    for label in [label for label, _ in labels] + ["constant/identity"]:
-        medians = [_median([rows[n][label][k] for n in rows]) for k in KEYS]
-        print(f"| {label} | " + " | ".join("-" if m is None else f"{m:.3f}" for m in medians) + " |")
+    every_label = [label for label, _ in labels] + ["constant/identity"]
+    _over_sequences(rows, every_label, "mean", statistics.fmean)
+    _over_sequences(rows, every_label, "median", statistics.median)
     return 0
 
 

@@ -19,8 +19,11 @@ from vggt_ros.engine.preprocess import ImageTransform
 from vggt_ros.eval.synthetic import render_sequence
 from vggt_ros.mapping import PipelineConfig
 from vggt_ros.mapping.config import RefineConfig
+from vggt_ros.geometry.camera import invert_rigid, project_points
 from vggt_ros.mapping.pose_refine import (
     HEAD_EXPLAINS,
+    _head_rotation_fitted,
+    _median_reprojection_px,
     fit_translation,
     place_by_pnp,
     refine_window_poses,
@@ -337,6 +340,31 @@ def test_fit_translation_recovers_the_step_for_a_given_rotation() -> None:
     assert np.linalg.norm(fit_translation(points, noisy, rotation, k) - t) < 0.02
     # one distinct pixel fixes no translation
     assert fit_translation(points[:5], np.repeat(pixels[:1], 5, 0), rotation, k) is None
+
+
+def test_the_refinements_numpy_reprojection_matches_the_geometry_helpers() -> None:
+    """The pair stage projects in numpy (the torch helpers cost 8x on a few hundred points):
+    same medians as ``project_points(points, invert_rigid(b_to_a), K)``; a point behind b
+    counts as an infinite error; the fitted head pose is the inverse of [R | t]."""
+    rng = np.random.default_rng(3)
+    k = np.array([[150.0, 0.0, 90.0], [0.0, 140.0, 70.0], [0.0, 0.0, 1.0]])
+    points = np.stack([rng.uniform(-1, 1, 60), rng.uniform(-1, 1, 60), rng.uniform(1, 4, 60)], 1)
+    poses = np.tile(np.eye(4), (3, 1, 1))
+    poses[:, :3, :3] = Rotation.from_rotvec(rng.normal(0, 0.1, (3, 3))).as_matrix()
+    poses[:, :3, 3] = rng.normal(0, 0.2, (3, 3))
+    pixels = rng.uniform(0, 160, (60, 2))
+    reference, z = project_points(points, invert_rigid(poses), k)
+    expected = np.median(np.where(z > 1e-9, np.linalg.norm(reference - pixels, axis=-1), np.inf), -1)
+    np.testing.assert_allclose(_median_reprojection_px(points, pixels, poses, k), expected, rtol=1e-12)
+    behind = poses.copy()
+    behind[:, 2, 3] = 10.0  # b sits 10 units ahead of a: every point is behind it
+    assert np.isinf(_median_reprojection_px(points, pixels, behind, k)).all()
+    step = np.array([0.1, -0.2, 0.05])
+    seen = points @ poses[0, :3, :3] + step  # x_b = R x_a + t with R = the head's R_ab^T
+    fitted = _head_rotation_fitted(points, (seen[:, :2] / seen[:, 2:]) @ k[:2, :2].T + k[:2, 2], poses[0], k)
+    a_to_b = np.eye(4)
+    a_to_b[:3, :3], a_to_b[:3, 3] = poses[0, :3, :3].T, step
+    np.testing.assert_allclose(fitted, invert_rigid(a_to_b), atol=1e-9)
 
 
 def test_frames_pair_with_the_previous_frame_of_their_own_camera(forward) -> None:

@@ -47,7 +47,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vggt_ros.geometry.camera import invert_rigid, project_points
 from vggt_ros.mapping.config import RefineConfig
 from vggt_ros.mapping.refine_features import (
     FeatureCache,
@@ -100,7 +99,14 @@ def _median_reprojection_px(
 ) -> np.ndarray:
     """Median distance (px) between ``pixels_b`` ([N, 2]) and ``points_a`` ([N, 3], camera a)
     seen by b, for each of the poses ``b_to_a`` ([P, 4, 4]): [P] (one projection call for all)."""
-    pixels, z = project_points(points_a, invert_rigid(b_to_a), k_b)  # [P, N, 2], [P, N]
+    # In numpy, not with the torch helpers of vggt_ros.geometry: on a few hundred points their
+    # per-call overhead was 8x this (and torch's thread pool contends with the pair threads).
+    rotation = b_to_a[:, :3, :3]  # [P, 3, 3], camera b -> a: x_b = R^T (x_a - t)
+    cam = np.einsum("pji,pnj->pni", rotation, points_a[None] - b_to_a[:, None, :3, 3])  # [P, N, 3]
+    uvw = cam @ k_b.T
+    z = cam[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):  # points at z <= 0 are masked below
+        pixels = uvw[..., :2] / uvw[..., 2:3]  # [P, N, 2]
     error = np.full(z.shape, np.inf)
     front = z > 1e-9
     error[front] = np.linalg.norm((pixels - pixels_b)[front], axis=-1)
@@ -191,9 +197,9 @@ def _head_rotation_fitted(
     t = fit_translation(points_a, pixels_b, rotation, intrinsics_b)
     if t is None:
         return None
-    a_to_b = np.eye(4)
-    a_to_b[:3, :3], a_to_b[:3, 3] = rotation, t
-    return invert_rigid(a_to_b)
+    b_to_a = np.eye(4)
+    b_to_a[:3, :3], b_to_a[:3, 3] = rotation.T, -(rotation.T @ t)  # the inverse of [R | t]
+    return b_to_a
 
 
 def place_by_pnp(

@@ -17,9 +17,9 @@ from scipy.spatial.transform import Rotation
 from vggt_ros.engine.predictor import Prediction
 from vggt_ros.engine.preprocess import ImageTransform
 from vggt_ros.eval.synthetic import render_sequence
+from vggt_ros.geometry.camera import invert_rigid, project_points
 from vggt_ros.mapping import PipelineConfig
 from vggt_ros.mapping.config import RefineConfig
-from vggt_ros.geometry.camera import invert_rigid, project_points
 from vggt_ros.mapping.pose_refine import (
     HEAD_EXPLAINS,
     _head_rotation_fitted,

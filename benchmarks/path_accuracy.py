@@ -1,0 +1,218 @@
+"""Paired path accuracy of several models over many held-out loop and path sequences.
+
+One sequence says little about a trajectory: two models whose windows are equally good drift
+differently over 200 frames, and a path's chained APE moves by up to a factor of two either way
+between them (docs/training.md, twenty-ninth session). This tool replays the same held-out
+sequences (``vggt-ros generate --scene procedural --held-out``, the loop motions by default) with
+every model through the node's pipeline (``vggt-ros eval``, CPU) and compares each model with the
+first one sequence by sequence: the mean paired difference of the chained and the loop-closed
+(optimised) APE with a bootstrap 95 % interval, and how many sequences got better or worse.
+
+    python benchmarks/path_accuracy.py --out out/paths --model v6=embedded --model A=A.safetensors
+    python benchmarks/path_accuracy.py --out out/paths --model v6=embedded --per-motion 4 \
+        --seed 7000 --param keyframe.min_parallax_px=7
+
+Reports are kept (``OUT/NAME/SEQUENCE/report.json``), so an interrupted run resumes where it
+stopped and a model added later reuses the bags and the other models' reports. Writes
+``OUT/paths.json``, ``OUT/paths.md`` and ``OUT/paths.png`` (each model against the first).
+About 40 s a 200-frame sequence and model on two CPU cores at 196x252.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from vggt_ros.cli import main as cli
+from vggt_ros.eval.report import accuracy_summary
+from vggt_ros.eval.synthetic import render_size
+
+LOOP_MOTIONS = ("lap", "figure_eight", "there_and_back")
+FIGURES = ("chained_ape_percent", "ape_percent", "loops", "false_loops", "window_rotation_deg")
+
+
+def paired_difference(
+    reference: np.ndarray, other: np.ndarray, resamples: int = 10000, seed: int = 0
+) -> dict[str, float]:
+    """Mean of ``other - reference`` over sequences [N] with a percentile-bootstrap 95 % interval.
+
+    Resamples sequences with replacement (the pairs stay together), so the interval reflects how
+    much the mean moves with the choice of sequences; it excludes 0 only when the difference is
+    consistent across them.
+    """
+    diff = np.asarray(other, np.float64) - np.asarray(reference, np.float64)
+    if diff.size == 0:
+        raise ValueError("no paired sequences")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "mean": float(diff.mean()),
+        "low": float(low),
+        "high": float(high),
+        "better": int((diff < 0).sum()),
+        "worse": int((diff > 0).sum()),
+    }
+
+
+def _figures(report: dict[str, Any]) -> dict[str, float | None]:
+    """The path figures of one ``vggt-ros eval`` report (APE in % of the path's length)."""
+    loops, trajectory = report["loops"], report["trajectory"]
+    return {
+        "chained_ape_percent": loops.get("chained_ape_percent_of_length"),
+        "ape_percent": trajectory.get("ape_percent_of_length"),
+        "loops": loops.get("accepted"),
+        "false_loops": loops.get("false_accepted"),
+        "window_rotation_deg": accuracy_summary(report)["model"]["window_rotation_deg"],
+    }
+
+
+def _parse_model(spec: str) -> tuple[str, list[str]]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--model wants NAME=CHECKPOINT or NAME=embedded, got {spec!r}")
+    return name, ([] if path == "embedded" else ["--checkpoint", path])
+
+
+def _plot(rows: dict[str, dict[str, dict]], names: list[str], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("chained_ape_percent", "ape_percent")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for ax, key in zip(axes, keys):
+        ref = [rows[s][names[0]][key] for s in rows]
+        top = 1.05 * max(max(ref), *(rows[s][n][key] for s in rows for n in names[1:]))
+        ax.plot([0, top], [0, top], color="0.6", lw=1)
+        for name in names[1:]:
+            ax.scatter(ref, [rows[s][name][key] for s in rows], s=18, label=name)
+        ax.set_xlabel(f"{names[0]}: {key} (% of length)")
+        ax.set_ylabel("other model (below the line: better)")
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.legend()
+    fig.suptitle(f"{len(rows)} held-out sequences, paired")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--model",
+        action="append",
+        type=_parse_model,
+        required=True,
+        metavar="NAME=CHECKPOINT",
+        help="a model to replay (repeatable; CHECKPOINT 'embedded' for the shipped default); "
+        "every other model is compared with the first",
+    )
+    ap.add_argument("--config", default="vggt-compact", help="config of the checkpoints given")
+    ap.add_argument("--motions", default=",".join(LOOP_MOTIONS), help="comma-separated camera motions")
+    ap.add_argument("--per-motion", type=int, default=10, help="sequences per motion")
+    ap.add_argument("--seed", type=int, default=6000, help="first seed (every motion uses the same seeds)")
+    ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--size", type=int, default=252, help="model input width; sequences rendered to match")
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
+    args = ap.parse_args()
+    names = [name for name, _ in args.model]
+    if len(set(names)) != len(names):
+        ap.error("model names must differ")
+    if args.size <= 0 or args.size % 14 or args.per_motion < 1:
+        ap.error("--size must be a positive multiple of 14 and --per-motion at least 1")
+    height, width = render_size(args.size)
+    motions = [m for m in args.motions.split(",") if m]
+    sequences = [(f"{m}_{args.seed + k}", m, args.seed + k) for m in motions for k in range(args.per_motion)]
+    bags = args.out / f"bags-{height}x{width}"
+    params = [arg for kv in args.param for arg in ("--param", kv)]
+
+    rows: dict[str, dict[str, dict]] = {}
+    with tqdm(total=len(sequences) * len(args.model), desc="replays", unit="replay") as bar:
+        for sequence, motion, seed in sequences:
+            bag = bags / sequence
+            if not bag.exists():
+                generate = ["generate", str(bag), "--scene", "procedural", "--held-out", "--motion", motion]
+                generate += ["--frames", str(args.frames), "--height", str(height), "--width", str(width)]
+                if cli([*generate, "--seed", str(seed), "-q"]) != 0:
+                    raise SystemExit(f"could not generate {bag}")
+            rows[sequence] = {}
+            for name, model_args in args.model:
+                out = args.out / name / sequence
+                if not (out / "report.json").exists():
+                    config = ["--config", args.config] if model_args else []
+                    command = ["eval", str(bag), "--out", str(out), "--no-plots", "--device", "cpu"]
+                    command += [*model_args, *config, "--size", str(args.size), *params, "-q"]
+                    if cli(command) != 0:
+                        raise SystemExit(f"vggt-ros eval failed on {bag} with {name}")
+                rows[sequence][name] = _figures(json.loads((out / "report.json").read_text()))
+                bar.update()
+
+    # A sequence without a trajectory figure (too few windows for a Sim(3)) is left out of the pairs.
+    complete = {
+        s: r
+        for s, r in rows.items()
+        if all(r[n]["chained_ape_percent"] is not None and r[n]["ape_percent"] is not None for n in names)
+    }
+    summary: dict[str, Any] = {"sequences": len(rows), "paired": len(complete), "models": {}}
+    for name in names:
+        per = [complete[s][name] for s in complete]
+        entry = {
+            key: {
+                "mean": statistics.fmean(p[key] for p in per),
+                "median": statistics.median(p[key] for p in per),
+            }
+            for key in ("chained_ape_percent", "ape_percent")
+        }
+        entry["loops"] = sum(p["loops"] or 0 for p in per)
+        entry["false_loops"] = sum(p["false_loops"] or 0 for p in per)
+        if name != names[0]:
+            entry["against_" + names[0]] = {
+                key: paired_difference(
+                    np.array([complete[s][names[0]][key] for s in complete]),
+                    np.array([complete[s][name][key] for s in complete]),
+                )
+                for key in ("chained_ape_percent", "ape_percent")
+            }
+        summary["models"][name] = entry
+    (args.out / "paths.json").write_text(json.dumps({"summary": summary, "sequences": rows}, indent=2) + "\n")
+
+    lines = [
+        f"{len(complete)} of {len(rows)} sequences with a trajectory for every model "
+        f"({', '.join(motions)}; seeds from {args.seed}; {height}x{width})",
+        "",
+        "| model | chained APE % mean / median | optimised APE % mean / median | loops (false) "
+        f"| chained: paired difference to {names[0]} [95 %], better / worse "
+        f"| optimised: paired difference [95 %], better / worse |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        e = summary["models"][name]
+        cells = [f"{e[k]['mean']:.2f} / {e[k]['median']:.2f}" for k in ("chained_ape_percent", "ape_percent")]
+        pairs = ["-", "-"]
+        if name != names[0]:
+            pairs = [
+                f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}], {d['better']} / {d['worse']}"
+                for d in (e["against_" + names[0]][k] for k in ("chained_ape_percent", "ape_percent"))
+            ]
+        loops = f"{e['loops']} ({e['false_loops']})"
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {loops} | {pairs[0]} | {pairs[1]} |")
+    text = "\n".join(lines) + "\n"
+    (args.out / "paths.md").write_text(text)
+    print(text)
+    if len(names) > 1 and complete:
+        _plot(complete, names, args.out / "paths.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

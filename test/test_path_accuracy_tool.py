@@ -1,0 +1,42 @@
+"""The paired comparison of benchmarks/path_accuracy.py (which decides whether a candidate model
+is worse on paths than the shipped one)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "path_accuracy.py"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("path_accuracy", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_consistent_shift_is_reported_with_an_interval_that_excludes_zero():
+    rng = np.random.default_rng(3)
+    reference = rng.uniform(1.0, 6.0, size=30)
+    d = _tool().paired_difference(reference, reference + 0.5 + rng.normal(0, 0.05, size=30))
+    assert d["mean"] == pytest.approx(0.5, abs=0.05)
+    assert 0.4 < d["low"] < d["mean"] < d["high"] < 0.6
+    assert (d["better"], d["worse"]) == (0, 30)
+
+
+def test_differences_that_go_both_ways_give_an_interval_around_zero():
+    # Per-sequence changes of up to 2x either way (what two equally good models do on paths)
+    # pair up so that the mean difference is zero: the interval must contain it.
+    reference = np.array([2.0, 4.0, 3.0, 5.0, 1.5, 2.5] * 4)
+    other = np.array([4.0, 2.0, 5.0, 3.0, 2.5, 1.5] * 4)
+    d = _tool().paired_difference(reference, other)
+    assert d["mean"] == pytest.approx(0.0)
+    assert d["low"] < 0.0 < d["high"]
+    assert d["better"] == d["worse"] == 12
+
+
+def test_no_pairs_is_an_error():
+    with pytest.raises(ValueError):
+        _tool().paired_difference(np.array([]), np.array([]))

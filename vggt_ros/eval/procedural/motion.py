@@ -228,6 +228,10 @@ def sample_motion(
     return poses, focus
 
 
+# Longest figure eight relative to its lobes' width (see _loop_motion).
+FIGURE_EIGHT_MAX_ASPECT = 6.0
+
+
 def _loop_motion(
     rng: np.random.Generator, kind: str, frames: int, room_lo: np.ndarray, room_hi: np.ndarray, margin: float
 ) -> np.ndarray:
@@ -243,8 +247,17 @@ def _loop_motion(
         y = centre[1] + half[1] * 0.8 * np.sign(np.sin(a)) * np.abs(np.sin(a)) ** 0.5
     elif kind == "figure_eight":
         a = 2 * np.pi * (1.2 * u) + rng.uniform(-0.5, 0.5)
-        x = centre[0] + half[0] * 0.8 * np.sin(a)
-        y = centre[1] + half[1] * 0.6 * np.sin(a) * np.cos(a) * 2
+        # A Lissajous eight, length L along the room's longer side and lobes of width W across.
+        # Looking ahead, it turns fastest at the two ends, L / 2W radians per unit of a: in a
+        # corridor (W far below L) it turned up to 119 degrees between two frames, a motion no
+        # robot makes and no visual method can follow, so the eight is kept to L <= 6 W there
+        # (at most ~7 degrees a frame over 200 frames). Rooms that are not corridors are unchanged.
+        long_axis = int(np.argmax(half[:2]))
+        width = 0.6 * half[1 - long_axis]
+        length = min(0.8 * half[long_axis], FIGURE_EIGHT_MAX_ASPECT * width)
+        along = centre[long_axis] + length * np.sin(a)
+        across = centre[1 - long_axis] + width * np.sin(a) * np.cos(a) * 2
+        x, y = (along, across) if long_axis == 0 else (across, along)
     else:  # there_and_back
         t = 1.0 - np.abs(2.0 * u - 1.0)  # 0 -> 1 -> 0
         axis = int(np.argmax(half[:2]))

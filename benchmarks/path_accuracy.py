@@ -9,8 +9,8 @@ first one sequence by sequence: the mean paired difference of the chained and th
 (optimised) APE with a bootstrap 95 % interval, and how many sequences got better or worse.
 
     python benchmarks/path_accuracy.py --out out/paths --model v6=embedded --model A=A.safetensors
-    python benchmarks/path_accuracy.py --out out/paths --model v6=embedded --per-motion 4 \
-        --seed 7000 --param keyframe.min_parallax_px=7
+    python benchmarks/path_accuracy.py --out out/paths --model v6=embedded --model v6_7px=embedded \
+        --model-param v6_7px:keyframe.min_parallax_px=7
 
 Reports are kept (``OUT/NAME/SEQUENCE/report.json``), so an interrupted run resumes where it
 stopped and a model added later reuses the bags and the other models' reports. Writes
@@ -123,7 +123,17 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=6000, help="first seed (every motion uses the same seeds)")
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--size", type=int, default=252, help="model input width; sequences rendered to match")
-    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
+    ap.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter of every model"
+    )
+    ap.add_argument(
+        "--model-param",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="pipeline parameter of one model only (repeatable), e.g. v6_7px:keyframe.min_parallax_px=7 "
+        "with --model v6_7px=embedded: the same weights with other settings",
+    )
     args = ap.parse_args()
     names = [name for name, _ in args.model]
     if len(set(names)) != len(names):
@@ -135,6 +145,12 @@ def main() -> int:
     sequences = [(f"{m}_{args.seed + k}", m, args.seed + k) for m in motions for k in range(args.per_motion)]
     bags = args.out / f"bags-{height}x{width}"
     params = [arg for kv in args.param for arg in ("--param", kv)]
+    own_params: dict[str, list[str]] = {name: [] for name in names}
+    for spec in args.model_param:
+        name, sep, kv = spec.partition(":")
+        if not sep or name not in own_params or "=" not in kv:
+            ap.error(f"--model-param wants NAME:KEY=VALUE with a NAME of --model, got {spec!r}")
+        own_params[name] += ["--param", kv]
 
     rows: dict[str, dict[str, dict]] = {}
     with tqdm(total=len(sequences) * len(args.model), desc="replays", unit="replay") as bar:
@@ -151,7 +167,8 @@ def main() -> int:
                 if not (out / "report.json").exists():
                     config = ["--config", args.config] if model_args else []
                     command = ["eval", str(bag), "--out", str(out), "--no-plots", "--device", "cpu"]
-                    command += [*model_args, *config, "--size", str(args.size), *params, "-q"]
+                    command += [*model_args, *config, "--size", str(args.size), *params, *own_params[name]]
+                    command.append("-q")
                     if cli(command) != 0:
                         raise SystemExit(f"vggt-ros eval failed on {bag} with {name}")
                 rows[sequence][name] = _figures(json.loads((out / "report.json").read_text()))

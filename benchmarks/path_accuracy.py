@@ -13,9 +13,10 @@ first one sequence by sequence: the mean paired difference of the chained and th
         --model-param v6_7px:keyframe.min_parallax_px=7
 
 Reports are kept (``OUT/NAME/SEQUENCE/report.json``), so an interrupted run resumes where it
-stopped and a model added later reuses the bags and the other models' reports. Writes
+stopped and a model added later reuses the bags and the other models' reports; they are found
+by model name, so give a model whose weights or settings changed a new name. Writes
 ``OUT/paths.json``, ``OUT/paths.md`` and ``OUT/paths.png`` (each model against the first).
-About 40 s a 200-frame sequence and model on two CPU cores at 196x252.
+About 30-45 s a 200-frame sequence and model on two CPU cores at 196x252.
 """
 
 from __future__ import annotations

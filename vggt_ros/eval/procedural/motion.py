@@ -247,11 +247,12 @@ def _loop_motion(
         y = centre[1] + half[1] * 0.8 * np.sign(np.sin(a)) * np.abs(np.sin(a)) ** 0.5
     elif kind == "figure_eight":
         a = 2 * np.pi * (1.2 * u) + rng.uniform(-0.5, 0.5)
-        # A Lissajous eight, length L along the room's longer side and lobes of width W across.
-        # Looking ahead, it turns fastest at the two ends, L / 2W radians per unit of a: in a
-        # corridor (W far below L) it turned up to 119 degrees between two frames, a motion no
-        # robot makes and no visual method can follow, so the eight is kept to L <= 6 W there
-        # (at most ~7 degrees a frame over 200 frames). Rooms that are not corridors are unchanged.
+        # A Lissajous eight x = L sin a, y = W sin 2a, looking ahead: it turns L / 2W radians per
+        # unit of a at its two ends and 4 sqrt(2) W / L at its lobes' outer sides. Its long axis
+        # used to be x whatever the room: across a corridor along y (W >> L) it turned up to 119
+        # degrees between two frames, a motion no robot makes and no visual method follows, and
+        # along a corridor (W << L) 18. So L lies along the longer side (W <= 0.75 L) and is at
+        # most 6 W (<= ~7 degrees a frame over 200 frames); other rooms' paths are unchanged.
         long_axis = int(np.argmax(half[:2]))
         width = 0.6 * half[1 - long_axis]
         length = min(0.8 * half[long_axis], FIGURE_EIGHT_MAX_ASPECT * width)

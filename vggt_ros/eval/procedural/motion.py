@@ -252,7 +252,7 @@ def _loop_motion(
         # used to be x whatever the room: across a corridor along y (W >> L) it turned up to 119
         # degrees between two frames, a motion no robot makes and no visual method follows, and
         # along a corridor (W << L) 18. So L lies along the longer side (W <= 0.75 L) and is at
-        # most 6 W (<= ~7 degrees a frame over 200 frames); other rooms' paths are unchanged.
+        # most 6 W (at most about 9 degrees a frame over 200 frames); other rooms are unchanged.
         long_axis = int(np.argmax(half[:2]))
         width = 0.6 * half[1 - long_axis]
         length = min(0.8 * half[long_axis], FIGURE_EIGHT_MAX_ASPECT * width)

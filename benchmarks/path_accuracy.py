@@ -181,6 +181,9 @@ def main() -> int:
         for s, r in rows.items()
         if all(r[n]["chained_ape_percent"] is not None and r[n]["ape_percent"] is not None for n in names)
     }
+    if not complete:
+        print("no sequence has a trajectory for every model (too few windows?): nothing to compare")
+        return 1
     summary: dict[str, Any] = {"sequences": len(rows), "paired": len(complete), "models": {}}
     for name in names:
         per = [complete[s][name] for s in complete]

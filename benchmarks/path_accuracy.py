@@ -31,11 +31,9 @@ import numpy as np
 from tqdm import tqdm
 
 from vggt_ros.cli import main as cli
+from vggt_ros.eval.procedural.settings import LOOP_MOTIONS
 from vggt_ros.eval.report import accuracy_summary
 from vggt_ros.eval.synthetic import render_size
-
-LOOP_MOTIONS = ("lap", "figure_eight", "there_and_back")
-FIGURES = ("chained_ape_percent", "ape_percent", "loops", "false_loops", "window_rotation_deg")
 
 
 def paired_difference(

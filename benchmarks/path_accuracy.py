@@ -8,9 +8,9 @@ every model through the node's pipeline (``vggt-ros eval``, CPU) and compares ea
 first one sequence by sequence: the mean paired difference of the chained and the loop-closed
 (optimised) APE with a bootstrap 95 % interval, and how many sequences got better or worse.
 
-    python benchmarks/path_accuracy.py --out out/paths --model v6=embedded --model A=A.safetensors
-    python benchmarks/path_accuracy.py --out out/paths --model v6=embedded --model v6_7px=embedded \
-        --model-param v6_7px:keyframe.min_parallax_px=7
+    python benchmarks/path_accuracy.py --out out/paths --model v7=embedded --model A=A.safetensors
+    python benchmarks/path_accuracy.py --out out/paths --model v7=embedded --model v7_7px=embedded \
+        --model-param v7_7px:keyframe.min_parallax_px=7
 
 Reports are kept (``OUT/NAME/SEQUENCE/report.json``), so an interrupted run resumes where it
 stopped and a model added later reuses the bags and the other models' reports; they are found
@@ -130,8 +130,8 @@ def main() -> int:
         action="append",
         default=[],
         metavar="NAME:KEY=VALUE",
-        help="pipeline parameter of one model only (repeatable), e.g. v6_7px:keyframe.min_parallax_px=7 "
-        "with --model v6_7px=embedded: the same weights with other settings",
+        help="pipeline parameter of one model only (repeatable), e.g. v7_7px:keyframe.min_parallax_px=7 "
+        "with --model v7_7px=embedded: the same weights with other settings",
     )
     args = ap.parse_args()
     names = [name for name, _ in args.model]

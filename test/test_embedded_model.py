@@ -54,7 +54,7 @@ def test_model_choice_rules() -> None:
     assert (
         default.embedded is DEFAULT_MODEL and default.config == "vggt-compact" and default.image_size == 252
     )
-    assert "vggt-compact-v6" in default.description and DEFAULT_MODEL.card in default.description
+    assert "vggt-compact-v7" in default.description and DEFAULT_MODEL.card in default.description
     ckpt = choose_model("facebook/VGGT-1B")
     assert ckpt.config == "vggt-1b" and ckpt.image_size == 518 and ckpt.embedded is None
     rnd = choose_model(None, "vggt-tiny", 140, untrained=True)
@@ -127,12 +127,12 @@ def demo_accuracy() -> dict:
 
 
 def test_the_network_beats_the_baselines_by_a_stated_margin(demo_accuracy: dict) -> None:
-    """vggt-compact-v6 learned relative depth and camera rotation. On the demo sequence (at its
+    """vggt-compact-v7 learned relative depth and camera rotation. On the demo sequence (at its
     196x252 input), with the camera head's own poses (refinement off; measured 2026-12-06: window
-    AbsRel 0.175 against 0.348 constant / 0.348 untrained; rotation 3.44 deg against 11.98
-    identity / 10.32 untrained; APE 4.5 % against 31.6 / 13.5 %) it beats both baselines by a
-    wide margin on all three (at 140x182: v5 0.180 / 4.10 / 5.3; v4 0.192 / 3.89 / 5.7; v3
-    0.196 / 4.05 / 5.9; v2 0.278 / 6.07 / 6.2; model card)."""
+    AbsRel 0.170 against 0.348 constant / 0.348 untrained; rotation 3.40 deg against 11.98
+    identity / 10.32 untrained; APE 3.7 % against 31.6 / 13.5 %) it beats both baselines by a
+    wide margin on all three (v6 0.175 / 3.44 / 4.5; at 140x182: v5 0.180 / 4.10 / 5.3; v4 0.192
+    / 3.89 / 5.7; v3 0.196 / 4.05 / 5.9; v2 0.278 / 6.07 / 6.2; model card)."""
     rows = demo_accuracy["head"]
     model, untrained = rows["embedded"], rows["untrained"]
     constant = rows["constant depth / identity poses"]
@@ -148,18 +148,52 @@ def test_the_network_beats_the_baselines_by_a_stated_margin(demo_accuracy: dict)
 
 def test_the_pipeline_with_the_network_beats_it_with_untrained_weights(demo_accuracy: dict) -> None:
     """With the defaults (pose refinement by PnP on the network's depth, the camera's own
-    intrinsics) the path is better still, and the refinement does much of the work: untrained
-    weights' depth, refined the same way, gives a usable path too (measured 2026-12-06 with the
-    head-rotation test of ``refine.head_tolerance``: v6 rotation 1.66 deg / APE 2.4 %, 1.42 / 2.6
-    before it; untrained 6.54 deg / 7.5 %, identity 11.98 / 31.6 %; v5 at 140x182 1.09 / 3.2
-    against untrained 14.65 / 3.7, v4 1.06 / 3.0). What the network adds there is its depth and
-    the rotation it agrees with. (At 196x252 the refinement does more for untrained weights than
-    at 140x182, so the rotation bound against them is 0.3, not v5's 0.2.)"""
+    intrinsics) the trained network's path beats untrained weights' refined the same way by a
+    wide margin: measured 2026-12-06, v7 rotation 1.39 deg / APE 3.7 % against untrained 6.54 /
+    7.5 % (identity 11.98 / 31.6 %). On this one sequence the refinement gains little over v7's
+    own head (3.7 against 3.7 %; v6: 2.4 against 4.5, v5 at 140x182 3.2 against 5.3); over
+    several sequences it halves the path error (next test)."""
     rows, head = demo_accuracy["pipeline"], demo_accuracy["head"]
     model, untrained = rows["embedded"], rows["untrained"]
     assert model["window_rotation_deg"] <= 1.8
     assert model["window_rotation_deg"] <= 0.55 * head["embedded"]["window_rotation_deg"]
-    assert model["ape_percent_of_length"] <= 3.3
-    assert model["ape_percent_of_length"] <= 0.7 * head["embedded"]["ape_percent_of_length"]
+    assert model["ape_percent_of_length"] <= 4.0
+    assert model["ape_percent_of_length"] <= 1.05 * head["embedded"]["ape_percent_of_length"]
     assert model["window_rotation_deg"] <= 0.3 * untrained["window_rotation_deg"]
-    assert model["ape_percent_of_length"] < untrained["ape_percent_of_length"]
+    assert model["ape_percent_of_length"] <= 0.6 * untrained["ape_percent_of_length"]
+
+
+def test_the_pose_refinement_halves_the_path_error_over_demo_sequences() -> None:
+    """Three more sequences of the demo room (seeds 1-3, the demo's settings), the embedded
+    model with the defaults against its camera head alone: measured 2026-12-06, v7 APE 1.64 /
+    1.32 / 1.39 % against 5.47 / 2.76 / 2.87 % (mean ratio 0.39; rotation 1.60 / 1.04 / 0.73 deg
+    against 5.85 / 4.42 / 3.88). One sequence says little (the bundled one: 3.7 against 3.7 %);
+    over the eight seeds 0-7 the ratio is 0.44 (1.68 against 3.85 %; v6 2.08 against 4.47)."""
+    from vggt_ros.engine import Predictor
+    from vggt_ros.eval.accuracy import synthetic_sequence_accuracy
+    from vggt_ros.eval.synthetic import render_sequence, render_size
+    from vggt_ros.mapping import PipelineConfig
+
+    height, width = render_size(DEFAULT_MODEL.image_size)
+    flat = PipelineConfig().to_flat()
+    flat.update(
+        {"window.size": 4, "window.stride": 2, "window.num_track_queries": 0, "keyframe.max_interval_s": 0.15}
+    )
+    choice = choose_model(None)
+    predictor = {
+        "embedded": Predictor.from_checkpoint(
+            choice.source, config=choice.config, device="cpu", target_size=width
+        )
+    }
+    ape = {"pipeline": [], "head": []}
+    rotation = {"pipeline": [], "head": []}
+    for seed in (1, 2, 3):
+        seq = render_sequence(num_frames=16, height=height, width=width, seed=seed)
+        for mode, refine in (("pipeline", True), ("head", False)):
+            config = PipelineConfig.from_flat({**flat, "refine.enabled": refine})
+            row = synthetic_sequence_accuracy(seq, predictor, config)["embedded"]
+            ape[mode].append(row["ape_percent_of_length"])
+            rotation[mode].append(row["window_rotation_deg"])
+    assert sum(ape["pipeline"]) <= 0.6 * sum(ape["head"])
+    assert sum(rotation["pipeline"]) <= 0.5 * sum(rotation["head"])
+    assert max(ape["pipeline"]) <= 2.5

@@ -73,13 +73,13 @@ class EmbeddedModel:
 
 
 DEFAULT_MODEL = EmbeddedModel(
-    name="vggt-compact-v6",
+    name="vggt-compact-v7",
     config="vggt-compact",
-    filename="vggt-compact-v6.safetensors",
-    sha256="27dd8fc61e6d86d1b2ce7c012e950acec97132051fdf5744412745ae463c8123",
+    filename="vggt-compact-v7.safetensors",
+    sha256="77bff4d9baf8993fab932252972544958566f7246dbde7d19b499d627e13e20f",
     image_size=252,
     card="docs/model_card_compact.md",
-    summary="about 130 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
+    summary="about 142 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
 )
 
 

@@ -121,7 +121,8 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         0,
         "APPROXIMATE sparse global attention for long windows (0: exact, the default): each token "
         "attends to the first frame, every frame's camera and register tokens, and 1 in N patch "
-        "tokens of the others. Measured on the default model (v6, 6 windows per length): N=8 "
+        "tokens of the others. Measured on vggt-compact-v6 (the default before v7; 6 windows per "
+        "length): N=8 "
         "changes depth AbsRel by +0.0005 at 100 frames and +0.017 at 32 (v5: +0.002 / +0.011; "
         "on v5 N=4 +0.003 / -0.002, N=12 or 16 0.015-0.07); VGGT-1B at 100 frames on an "
         "H100: 3.1x the official recipe with N=8 (docs/benchmarks.md, 'Weighted sparse keys'). "

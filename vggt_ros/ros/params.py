@@ -121,10 +121,10 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         0,
         "APPROXIMATE sparse global attention for long windows (0: exact, the default): each token "
         "attends to the first frame, every frame's camera and register tokens, and 1 in N patch "
-        "tokens of the others. Measured on vggt-compact-v6 (the default before v7; 6 windows per "
-        "length): N=8 "
-        "changes depth AbsRel by +0.0005 at 100 frames and +0.017 at 32 (v5: +0.002 / +0.011; "
-        "on v5 N=4 +0.003 / -0.002, N=12 or 16 0.015-0.07); VGGT-1B at 100 frames on an "
+        "tokens of the others. Measured on the default model (v7, 6 windows per length): N=8 "
+        "changes depth AbsRel by +0.0001 at 100 frames and +0.011 at 32 (v6: +0.0005 / +0.017; "
+        "v5: +0.002 / +0.011; on v5 N=4 +0.003 / -0.002, N=12 or 16 0.015-0.07); VGGT-1B at "
+        "100 frames on an "
         "H100: 3.1x the official recipe with N=8 (docs/benchmarks.md, 'Weighted sparse keys'). "
         "No gain at 8-frame windows. Not with TensorRT.",
         low=0,
@@ -135,8 +135,9 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         True,
         "With model.global_key_stride N > 1: each sampled key stands for the N keys it was drawn "
         "from (its attention logit + ln N). Off: the plain sample, a little faster on a GPU (3.3x "
-        "against 3.1x at 100 frames, N=8, H100) and less accurate (AbsRel +0.008 against +0.0005 at "
-        "100 frames on v6, +0.025 against +0.017 at 32; v5: +0.016 against +0.002 at 100).",
+        "against 3.1x at 100 frames, N=8, H100) and less accurate (AbsRel +0.012 against +0.0001 at "
+        "100 frames on v7, +0.015 against +0.011 at 32; v6: +0.008 against +0.0005 at 100; v5: "
+        "+0.016 against +0.002 at 100).",
         read_only=True,
     ),
     "model.untrained": ParamSpec(

@@ -96,6 +96,17 @@ def test_a_checkpoint_without_config_takes_the_config_saved_in_its_header(tmp_pa
     assert choose_model(str(tmp_path / "missing.safetensors")).config == "vggt-1b"
 
 
+def demo_pipeline_settings() -> dict:
+    """The pipeline's defaults with the demo's window settings (windows of 4, stride 2), flat."""
+    from vggt_ros.mapping import PipelineConfig
+
+    flat = PipelineConfig().to_flat()
+    flat.update(
+        {"window.size": 4, "window.stride": 2, "window.num_track_queries": 0, "keyframe.max_interval_s": 0.15}
+    )
+    return flat
+
+
 @pytest.fixture(scope="module")
 def demo_accuracy() -> dict:
     """The accuracy table `make demo` prints: the bundled sequence's left camera through the
@@ -108,10 +119,7 @@ def demo_accuracy() -> dict:
 
     height, width = render_size(DEFAULT_MODEL.image_size)  # the demo renders at the model's size
     seq = render_sequence(num_frames=16, height=height, width=width, seed=0)
-    flat = PipelineConfig().to_flat()
-    flat.update(
-        {"window.size": 4, "window.stride": 2, "window.num_track_queries": 0, "keyframe.max_interval_s": 0.15}
-    )
+    flat = demo_pipeline_settings()
     choice = choose_model(None)
     trained = Predictor.from_checkpoint(choice.source, config=choice.config, device="cpu", target_size=width)
     torch.manual_seed(0)  # the untrained weights, whatever ran before
@@ -152,7 +160,7 @@ def test_the_pipeline_with_the_network_beats_it_with_untrained_weights(demo_accu
     wide margin: measured 2026-12-06, v7 rotation 1.39 deg / APE 3.7 % against untrained 6.54 /
     7.5 % (identity 11.98 / 31.6 %). On this one sequence the refinement gains little over v7's
     own head (3.7 against 3.7 %; v6: 2.4 against 4.5, v5 at 140x182 3.2 against 5.3); over
-    several sequences it halves the path error (next test)."""
+    more sequences it cuts the path error by more than half (next test)."""
     rows, head = demo_accuracy["pipeline"], demo_accuracy["head"]
     model, untrained = rows["embedded"], rows["untrained"]
     assert model["window_rotation_deg"] <= 1.8
@@ -163,7 +171,7 @@ def test_the_pipeline_with_the_network_beats_it_with_untrained_weights(demo_accu
     assert model["ape_percent_of_length"] <= 0.6 * untrained["ape_percent_of_length"]
 
 
-def test_the_pose_refinement_halves_the_path_error_over_demo_sequences() -> None:
+def test_the_pose_refinement_beats_the_head_over_more_demo_sequences() -> None:
     """Three more sequences of the demo room (seeds 1-3, the demo's settings), the embedded
     model with the defaults against its camera head alone: measured 2026-12-06, v7 APE 1.64 /
     1.32 / 1.39 % against 5.47 / 2.76 / 2.87 % (mean ratio 0.39; rotation 1.60 / 1.04 / 0.73 deg
@@ -175,10 +183,7 @@ def test_the_pose_refinement_halves_the_path_error_over_demo_sequences() -> None
     from vggt_ros.mapping import PipelineConfig
 
     height, width = render_size(DEFAULT_MODEL.image_size)
-    flat = PipelineConfig().to_flat()
-    flat.update(
-        {"window.size": 4, "window.stride": 2, "window.num_track_queries": 0, "keyframe.max_interval_s": 0.15}
-    )
+    flat = demo_pipeline_settings()
     choice = choose_model(None)
     predictor = {
         "embedded": Predictor.from_checkpoint(

@@ -79,7 +79,7 @@ DEFAULT_MODEL = EmbeddedModel(
     sha256="77bff4d9baf8993fab932252972544958566f7246dbde7d19b499d627e13e20f",
     image_size=252,
     card="docs/model_card_compact.md",
-    summary="about 142 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
+    summary="about 143 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
 )
 
 

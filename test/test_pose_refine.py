@@ -18,7 +18,7 @@ from vggt_ros.engine.predictor import Prediction
 from vggt_ros.engine.preprocess import ImageTransform
 from vggt_ros.eval.synthetic import render_sequence
 from vggt_ros.geometry.camera import invert_rigid, project_points
-from vggt_ros.mapping import PipelineConfig
+from vggt_ros.mapping import PipelineConfig, pose_refine, refine_features
 from vggt_ros.mapping.config import RefineConfig
 from vggt_ros.mapping.pose_refine import (
     HEAD_EXPLAINS,
@@ -178,6 +178,40 @@ def test_prefetched_keypoints_and_matches_are_found_once_and_change_nothing(forw
         np.testing.assert_array_equal(out.cam_to_world, expected.cam_to_world)
         assert out.methods == expected.methods and out.refined[1:].all()
         assert set(out.timings) == {"features_ms", "pairs_ms"}
+
+
+def test_the_refinement_takes_the_prefetched_images_only_where_its_inputs_are_equal(forward) -> None:
+    """The grey, downscaled images that ``prefetch_window`` made are the ones the refinement
+    uses (the same objects: not made twice), but only for a frame whose colour and content
+    mask equal the prefetched ones: a frame changed since (or another index) is made again, and
+    the poses equal those computed without any cache."""
+    colors, depth, intrinsics, head, valid, content = _padded_window_with_a_depth_hole(forward)
+    cache = FeatureCache(capacity=8)
+    futures = cache.prefetch_window(colors, content)
+    prefetched = [future.result() for future in futures[: len(colors)]]
+    assert cache.frame_images(1, colors[1].copy(), content[1].copy()) is prefetched[1]
+    assert cache.frame_images(2, colors[1], content[1]) is not prefetched[2]  # other inputs
+    assert cache.frame_images(len(colors), colors[0], content[0]) is not prefetched[0]  # no such frame
+    changed = colors[3].copy()
+    changed[10, 10] ^= 1
+    remade = cache.frame_images(3, changed, content[3])
+    assert remade is not prefetched[3] and remade.sift_key != prefetched[3].sift_key
+    other_mask = content[3].copy()
+    other_mask[:, -4:] = False
+    assert cache.frame_images(3, colors[3], other_mask) is not prefetched[3]
+    made = []
+    original = refine_features.frame_images
+    with pytest.MonkeyPatch.context() as patch:
+        counting = lambda *a: made.append(1) or original(*a)  # noqa: E731
+        patch.setattr(refine_features, "frame_images", counting)
+        patch.setattr(pose_refine, "frame_images", counting, raising=False)  # an import of it there
+        out = refine_window_poses(
+            colors, depth, intrinsics, head, valid, feature_cache=cache, content_mask=content
+        )
+    assert made == []  # every frame's images came from the prefetch
+    expected = refine_window_poses(colors, depth, intrinsics, head, valid, content_mask=content)
+    np.testing.assert_array_equal(out.cam_to_world, expected.cam_to_world)
+    assert out.methods == expected.methods
 
 
 def test_tracked_corners_are_prefetched_after_a_window_that_needed_them(forward) -> None:

@@ -54,7 +54,6 @@ from vggt_ros.mapping.refine_features import (
     Pixels,
     block_centres,
     downscaled_intrinsics,
-    frame_images,
     window_pairs,
 )
 
@@ -291,6 +290,7 @@ class _Frame:
 
 
 def _frame(
+    index: int,
     color: np.ndarray,
     intrinsics: np.ndarray,
     depth: np.ndarray,
@@ -300,7 +300,7 @@ def _frame(
     cache: FeatureCache,
 ) -> _Frame:
     content = np.ones(color.shape[:2], bool) if content is None else np.asarray(content, bool)
-    images = frame_images(color, content)
+    images = cache.frame_images(index, color, content)
     if config.sift:  # keypoints without depth are dropped later: detection sees only the pixels
         cache.features(images)
     factor = images.factor
@@ -420,7 +420,7 @@ def refine_window_poses(
     def prepare(k: int) -> _Frame:
         valid = None if valid_mask is None else valid_mask[k]
         content = valid if content_mask is None else content_mask[k]
-        return _frame(colors[k], intrinsics[k], depth[k], valid, content, config, cache)
+        return _frame(k, colors[k], intrinsics[k], depth[k], valid, content, config, cache)
 
     def estimate(pair: tuple[int, int]) -> _PairResult:
         j, k = pair

@@ -307,6 +307,9 @@ class FeatureCache:
         self.prefetch_tracks = False
         self.max_corners = int(max_corners)
         self.sift = bool(sift)
+        # The last prefetched window's frames: (colour, content mask, future FrameImages) each,
+        # so the refinement takes the grey and downscaled images instead of making them again.
+        self._window: list[tuple[np.ndarray, np.ndarray, Future]] = []
 
     def __len__(self) -> int:
         return len(self._keypoints)
@@ -324,6 +327,22 @@ class FeatureCache:
         memos = {"keypoints": self._keypoints, "matches": self._matches, "tracks": self._tracks}
         kinds = ("hits", "misses")
         return {f"{name}_{kind}": getattr(memo, kind) for name, memo in memos.items() for kind in kinds}
+
+    def frame_images(self, index: int, color: np.ndarray, content: np.ndarray) -> FrameImages:
+        """:func:`frame_images` of ``color`` ([H, W, 3] uint8) and ``content`` ([H, W] bool):
+        the ones :meth:`prefetch_window` made for frame ``index`` of the last window where its
+        inputs there are equal to these (compared, not trusted: about 0.03 ms a frame against
+        the 0.2-0.4 ms of making them), else made now."""
+        with self._pool_lock:
+            entry = self._window[index] if 0 <= index < len(self._window) else None
+        if entry is not None:
+            prefetched_color, prefetched_content, future = entry
+            if np.array_equal(prefetched_color, color) and np.array_equal(prefetched_content, content):
+                try:
+                    return future.result()
+                except Exception:  # noqa: BLE001 - made again below, where the error shows
+                    pass
+        return frame_images(color, content)
 
     def features(self, frame: FrameImages) -> FrameFeatures:
         """SIFT keypoints of ``frame``'s SIFT image, in that image's pixels."""
@@ -369,6 +388,8 @@ class FeatureCache:
         sift, tracks, max_corners = self.sift, self.prefetch_tracks, self.max_corners
         submit = self._pool.submit
         frames = [submit(self._prefetch_frame, color, mask, sift) for color, mask in zip(colors, content)]
+        with self._pool_lock:
+            self._window = list(zip(colors, content, frames))
         pairs = [
             submit(self._prefetch_pair, frames[j], frames[k], sift, tracks, max_corners)
             for j, k in window_pairs(len(colors), camera_ids)

@@ -1,5 +1,6 @@
 """Shared pytest fixtures."""
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,14 @@ def parity_dir() -> Path:
     if not path.is_dir():
         path = _find_shared() / "fixtures" / "vggt_parity"
     return path
+
+
+@pytest.fixture(autouse=True)
+def _collector_unfrozen():
+    """A node or replay freezes the objects alive after its warm-up (vggt_ros.mapping.gc_pauses);
+    in one pytest process that would keep every earlier test's cycles: each test gives them back."""
+    yield
+    gc.unfreeze()
 
 
 # Reduced-precision tests run bf16 matrix products on the CPU; on virtual machines that

@@ -3,6 +3,7 @@ ROS: the mixin runs on a plain object with a recording predictor."""
 
 from __future__ import annotations
 
+import gc
 from types import SimpleNamespace
 
 import numpy as np
@@ -77,6 +78,8 @@ def test_shapes_warm_once_with_the_steady_size_last() -> None:
     assert all(shape == (350, 518, 3) for _, shape in predictor.windows)
     worker._warm_up_window_shapes(job())
     assert len(predictor.windows) == 4 and worker.stats.values["warm_up_s"] >= 0
+    # Then start-up's objects are out of the collector's reach (gc_pauses.freeze_survivors).
+    assert worker.stats.values["gc_frozen_objects"] > 0 and gc.get_freeze_count() > 0
     assert "windows of 12 and 8 frames" in worker.logged[0]
     # A reconfigured node (new predictor: other weights or backend) warms up again.
     worker.predictor = fresh = RecordingPredictor("cuda:0")
@@ -108,8 +111,10 @@ def test_rig_windows_re_anchor_on_every_camera() -> None:
 
 def test_eager_cpu_needs_no_warm_up_and_a_failure_is_only_a_warning() -> None:
     predictor = RecordingPredictor("cpu")
-    Worker(predictor, "eager")._warm_up_window_shapes(job())
+    worker = Worker(predictor, "eager")
+    worker._warm_up_window_shapes(job())
     assert predictor.windows == []
+    assert worker.stats.values["gc_frozen_objects"] > 0 and gc.get_freeze_count() > 0  # frozen all the same
     failing = Worker(RecordingPredictor("cuda:0", fail=True), "eager")
     failing._warm_up_window_shapes(job())  # must not raise: the windows still run
     assert "out of memory" in failing.warnings[0]

@@ -228,7 +228,8 @@ class WindowResult:
         points_map: the window's confidence-filtered points in the map frame.
         tracks: Tracks, or None without queries.
         scale: the scale estimate used.
-        timings: milliseconds per stage ("predict_ms", "chain_ms", "scale_ms", "map_ms", ...).
+        timings: milliseconds per stage ("predict_ms", "chain_ms", "scale_ms", "map_ms", ...;
+            "gc_ms": the garbage collector's pauses on the way to the poses, inside "poses_ms").
         map_to_odom: [4, 4] map <- odom (REP-105) when odometry exists and the scale is metric.
         segment_id: map segment (increases when chaining had to restart).
         inlier_ratio: weighted share of inlier correspondences in the alignment.

@@ -50,6 +50,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
+from vggt_ros.mapping import gc_pauses
 from vggt_ros.msg import KeypointTracks
 from vggt_ros.ros.node_diagnostics import DiagnosticsMixin
 from vggt_ros.ros.node_inputs import InputsMixin
@@ -194,6 +195,7 @@ class PerceptionCore(
         self.predictor = None
         if hasattr(self, "_keyframes"):
             self._keyframes.clear()
+        gc_pauses.thaw()  # the model was frozen after the warm-up: its cycles are collectable again
         gc.collect()
         try:
             import torch

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from vggt_ros.engine.predictor import warm_up_window_shapes
+from vggt_ros.mapping import gc_pauses
 
 INTERRUPTIBLE = ("TransformerBlock", "PatchEncoder", "DPTHead", "CameraHead", "TrackHead")
 
@@ -142,8 +143,16 @@ class WorkerMixin:
             return  # once per predictor: a reconfigured node (new weights or backend) warms again
         self._warmed_predictor = self.predictor
         device = str(getattr(self.predictor, "device", "cpu"))
-        if self._inference_backend() == "eager" and not device.startswith("cuda"):
-            return  # nothing to compile or capture: eager CPU windows cost the same every time
+        if self._inference_backend() != "eager" or device.startswith("cuda"):
+            self._run_warm_up_windows(job)
+        # Start-up's objects (model, compiled graphs, warm-up) are never walked by the
+        # collector again: a full collection of them would stall a window (gc_pauses.py).
+        frozen = gc_pauses.freeze_survivors()
+        self.stats.set("gc_frozen_objects", frozen)
+
+    def _run_warm_up_windows(self, job: Any) -> None:
+        """The real window shapes, once each (``warm_up_window_shapes``); eager CPU windows cost
+        the same every time and skip this."""
         plain = len(job.keyframes)
         cameras = len({kf.camera_id for kf in job.keyframes})
         anchored = plain + self.pipeline.config.window.overlap * cameras
@@ -174,6 +183,8 @@ class WorkerMixin:
         ):
             if key in t:
                 self.stats.stage(stage, t[key])
+        if "gc_ms" in t:  # collector pauses on the way to the poses (inside the stages above)
+            self.stats.stage("gc", t["gc_ms"])
         # "chaining": from the network's output to the window's poses (refinement, fit, scale).
         chaining = [t[k] for k in ("refine_ms", "chain_ms", "scale_ms") if k in t]
         if chaining:

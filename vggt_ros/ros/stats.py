@@ -48,6 +48,7 @@ LATENCY_STAGES = (
     "network",
     "postprocess",
     "chaining",
+    "gc",
     "map",
     "loops",
     "publish",

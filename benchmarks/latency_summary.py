@@ -5,7 +5,8 @@
 Prints, per report, ``window_to_poses`` (queue wait + processing until the window's poses are
 ready, what the node's TF waits for) as p50 / p90 / p95 / max in ms, every stage's p50 / p95,
 the pose refinement's placements (SIFT / head rotation kept / head pose kept), windows accepted,
-windows dropped and the keyframe rate.
+windows dropped and the keyframe rate; then, where the report lists every window
+(``latency_ms.per_window``), the slowest windows to poses with their stages.
 """
 
 from __future__ import annotations
@@ -47,6 +48,31 @@ def summary_line(name: str, report: dict) -> str:
     )
 
 
+SLOW_STAGES = (
+    "predictor_preprocess_ms",
+    "predictor_inference_ms",
+    "predictor_postprocess_ms",
+    "refine_features_ms",
+    "refine_pairs_ms",
+    "chain_ms",
+    "scale_ms",
+    "gc_ms",
+)
+
+
+def slowest_windows(report: dict, count: int = 3) -> str:
+    """The ``count`` accepted windows slowest to poses, each with its stages (ms)."""
+    rows = [w for w in report["latency_ms"].get("per_window", []) if w.get("accepted") and "poses_ms" in w]
+    rows.sort(key=lambda w: w["queue_ms"] + w["poses_ms"], reverse=True)
+    parts = []
+    for w in rows[:count]:
+        stages = " ".join(
+            f"{k.removesuffix('_ms').removeprefix('predictor_')}={w[k]:.1f}" for k in SLOW_STAGES if k in w
+        )
+        parts.append(f"window {w['window_id']}: {w['queue_ms'] + w['poses_ms']:.1f} ({stages})")
+    return "; ".join(parts)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
@@ -56,7 +82,11 @@ def main(argv: list[str]) -> int:
         print(f"no */report.json under {argv[0]}", file=sys.stderr)
         return 1
     for path in reports:
-        print(summary_line(path.parent.name, json.loads(path.read_text())))
+        report = json.loads(path.read_text())
+        print(summary_line(path.parent.name, report))
+        slow = slowest_windows(report)
+        if slow:
+            print(f"  slowest to poses: {slow}")
     return 0
 
 

@@ -387,6 +387,16 @@ def evaluate(
         ),
         "frame_add": _stats(result.frame_latency_ms),
         "per_keyframe": float(np.sum([w.latency_ms for w in win]) / max(1, len(result.keyframes))),
+        # Every window's stages, to see which stage a slow window spent its time in.
+        "per_window": [
+            {
+                "window_id": int(w.window_id),
+                "accepted": bool(w.accepted),
+                "queue_ms": round(float(w.queue_ms), 3),
+                **{k: round(float(v), 3) for k, v in w.timings.items()},
+            }
+            for w in win
+        ],
     }
     keyframes_seen = len(result.keyframes)
     report["counts"] = {

@@ -9,7 +9,7 @@
 # Arms: 1b_on / 1b_off = untrained VGGT-1B, bf16, torch.compile, every window forced through
 # chaining (random weights otherwise fail its tests), pose refinement on / off; c_on / c_off = the
 # embedded compact model at 518 px; 1b_on_tN = 1b_on with N refinement threads
-# (refine.threads). An arm name ending in _old runs the package in the folder
+# (refine.threads), 1b_on_sX = 1b_on with a GIL switch interval of X ms. An arm name ending in _old runs the package in the folder
 # $OLD instead of this tree's, for a before/after pair in the same command (e.g. `mkdir -p
 # gpujobs/old && git archive REV vggt_ros | tar -x -C gpujobs/old`, an ignored folder carried
 # to the device, and OLD=$PWD/gpujobs/old). BUDGET (seconds since the start)
@@ -49,6 +49,7 @@ for arm in $ARMS; do
     1b_on) args=("${ONEB[@]}") ;;
     1b_off) args=("${ONEB[@]}" --param refine.enabled=false) ;;
     1b_on_t*) args=("${ONEB[@]}" --param "refine.threads=${base#1b_on_t}") ;;
+    1b_on_s*) args=("${ONEB[@]}" --switch-interval-ms "${base#1b_on_s}") ;;
     c_on) args=(--size 518) ;;
     c_off) args=(--size 518 --param refine.enabled=false) ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;

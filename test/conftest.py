@@ -26,7 +26,7 @@ def parity_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _collector_unfrozen():
-    """A node or replay freezes the objects alive after its warm-up (vggt_ros.mapping.gc_pauses);
+    """A node or replay freezes the objects alive after its warm-up (vggt_ros.mapping.interpreter);
     in one pytest process that would keep every earlier test's cycles: each test gives them back."""
     yield
     gc.unfreeze()

@@ -8,6 +8,7 @@ the perturbed trajectory (and the depth noise), whichever ground-truth source is
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -208,11 +209,21 @@ def test_rate_mode_warms_the_model_up_before_the_clock_starts(tmp_path, seq) -> 
     to_poses = report["latency_ms"]["window_to_poses"]
     assert to_poses["count"] == report["counts"]["windows_accepted"]
     assert to_poses["p95"] <= to_poses["max"]
+    # Every window's stages, for the slow ones (benchmarks/latency_summary.py).
+    per_window = report["latency_ms"]["per_window"]
+    assert len(per_window) == report["latency_ms"]["window"]["count"]
+    assert all({"window_id", "accepted", "queue_ms", "poses_ms", "gc_ms"} <= set(w) for w in per_window)
     args = build_parser().parse_args(
         ["eval", str(BAG), "--out", str(tmp_path / "o2"), "-q", "--warmup-windows", "0", "--rate", "50"]
+        + ["--switch-interval-ms", "0.7"]
     )
     predictor = GroundTruthPredictor(seq)
-    assert run_eval(args, predictor=predictor) == 0
+    original = sys.getswitchinterval()
+    try:
+        assert run_eval(args, predictor=predictor) == 0
+        assert sys.getswitchinterval() == pytest.approx(0.0007)  # the replay ran with it
+    finally:
+        sys.setswitchinterval(original)
     assert json.loads((tmp_path / "o2" / "report.json").read_text())["inputs"]["warm_up"] is None
     assert main(["eval", str(BAG), "--out", str(tmp_path / "o3"), "--warmup-windows", "-1"]) == 2
 

@@ -78,7 +78,7 @@ def test_shapes_warm_once_with_the_steady_size_last() -> None:
     assert all(shape == (350, 518, 3) for _, shape in predictor.windows)
     worker._warm_up_window_shapes(job())
     assert len(predictor.windows) == 4 and worker.stats.values["warm_up_s"] >= 0
-    # Then start-up's objects are out of the collector's reach (gc_pauses.freeze_survivors).
+    # Then start-up's objects are out of the collector's reach (interpreter.freeze_survivors).
     assert worker.stats.values["gc_frozen_objects"] > 0 and gc.get_freeze_count() > 0
     assert "windows of 12 and 8 frames" in worker.logged[0]
     # A reconfigured node (new predictor: other weights or backend) warms up again.

@@ -86,6 +86,13 @@ def add_eval(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
         "(compilation, CUDA graph capture are start-up, not latency); 0 to time them too",
     )
     g.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=0.0,
+        help="--rate mode: the GIL switch interval for the replay (ms; 0 keeps the interpreter's, "
+        "5 ms: vggt_ros/mapping/interpreter.py); the node's gil_switch_interval_ms",
+    )
+    g.add_argument(
         "--max-frames", type=int, default=None, help="stop after this many reference-camera images"
     )
     g.add_argument("--stamp-tolerance", type=float, default=0.02, help="seconds to match depth/GT stamps")
@@ -210,6 +217,10 @@ def run_eval(args: argparse.Namespace, predictor: Any = None) -> int:
         total = min(total, args.max_frames * len(image_topics))
     warm = None
     if args.rate is not None:
+        if args.switch_interval_ms:
+            from vggt_ros.mapping import interpreter
+
+            interpreter.set_switch_interval_ms(args.switch_interval_ms)
         window = config.window
         warm = warm_up_predictor(
             args.bag, predictor, window.size, window.overlap, args.warmup_windows, options, window.stride

@@ -30,7 +30,7 @@ import numpy as np
 
 from vggt_ros.eval import bags
 from vggt_ros.eval.tf import TfBuffer, TfError
-from vggt_ros.mapping import gc_pauses
+from vggt_ros.mapping import interpreter
 from vggt_ros.mapping.export.trajectory import Trajectory, associate, interpolate, read_tum
 
 logger = logging.getLogger(__name__)
@@ -415,7 +415,7 @@ def warm_up_predictor(
         t0 = time.perf_counter()
         counts = warm_up_window_shapes(predictor, rgb, frame_counts, windows, stride_times * cameras)
         # As the node does after its warm-up: start-up's objects out of the collector's reach.
-        gc_pauses.freeze_survivors()
+        interpreter.freeze_survivors()
         seconds = time.perf_counter() - t0
         logger.info(
             "warm-up: %d window(s) of %s frames at %dx%d in %.1f s", windows, counts, *rgb.shape[:2], seconds

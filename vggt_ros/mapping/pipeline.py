@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vggt_ros.geometry.alignment import Sim3
-from vggt_ros.mapping import gc_pauses
+from vggt_ros.mapping import interpreter
 from vggt_ros.mapping.backend import BackEnd, LoopEvent
 from vggt_ros.mapping.calibration import calibrated_prediction
 from vggt_ros.mapping.chaining import ChainOutcome, WindowChainer, unproject_pixels
@@ -300,7 +300,7 @@ class PerceptionPipeline:
                 rejected window; an exception it raises is logged, not propagated.
         """
         t0 = time.perf_counter()
-        gc_at_start = gc_pauses.pause_ms()
+        gc_at_start = interpreter.pause_ms()
         keyframes, note = self._with_anchors(job)
         images = [kf.frame.image for kf in keyframes]
         options: dict[str, Any] = {}
@@ -390,7 +390,7 @@ class PerceptionPipeline:
             stamps = np.array([kf.stamp for kf in keyframes])
             camera_ids = [kf.camera_id for kf in keyframes]
         t_poses = time.perf_counter()
-        gc_ms = gc_pauses.pause_ms() - gc_at_start
+        gc_ms = interpreter.pause_ms() - gc_at_start
         if on_poses is not None and outcome.accepted:
             poses = WindowPoses(
                 job.window_id, ids, stamps, camera_ids, cam_to_map, map_to_odom, scale, (t_poses - t0) * 1e3
@@ -473,7 +473,7 @@ class PerceptionPipeline:
             "chain_ms": (t2 - t1) * 1e3,
             "scale_ms": (t3 - t2) * 1e3,
             "poses_ms": (t_poses - t0) * 1e3,
-            "gc_ms": gc_ms,  # the garbage collector's pauses inside poses_ms (gc_pauses.py)
+            "gc_ms": gc_ms,  # the garbage collector's pauses inside poses_ms (interpreter.py)
             "map_ms": (t4 - t_map) * 1e3,
             "loop_ms": (t5 - t_loop) * 1e3,
             "total_ms": (t5 - t0) * 1e3,

@@ -50,7 +50,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from vggt_ros.mapping import gc_pauses
+from vggt_ros.mapping import interpreter
 from vggt_ros.msg import KeypointTracks
 from vggt_ros.ros.node_diagnostics import DiagnosticsMixin
 from vggt_ros.ros.node_inputs import InputsMixin
@@ -118,6 +118,8 @@ class PerceptionCore(
         Returns the seconds the model took to load and warm up.
         """
         self._p = {name: self._value(name) for name in NODE_PARAMS}
+        if self._p["gil_switch_interval_ms"] > 0:
+            interpreter.set_switch_interval_ms(self._p["gil_switch_interval_ms"])
         self.cameras = self._read_cameras()
         self._pipeline_cfg = self._mapping_config()
         self._check_combinations()
@@ -195,7 +197,7 @@ class PerceptionCore(
         self.predictor = None
         if hasattr(self, "_keyframes"):
             self._keyframes.clear()
-        gc_pauses.thaw()  # the model was frozen after the warm-up: its cycles are collectable again
+        interpreter.thaw()  # the model was frozen after the warm-up: its cycles are collectable again
         gc.collect()
         try:
             import torch

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from vggt_ros.engine.predictor import warm_up_window_shapes
-from vggt_ros.mapping import gc_pauses
+from vggt_ros.mapping import interpreter
 
 INTERRUPTIBLE = ("TransformerBlock", "PatchEncoder", "DPTHead", "CameraHead", "TrackHead")
 
@@ -146,8 +146,8 @@ class WorkerMixin:
         if self._inference_backend() != "eager" or device.startswith("cuda"):
             self._run_warm_up_windows(job)
         # Start-up's objects (model, compiled graphs, warm-up) are never walked by the
-        # collector again: a full collection of them would stall a window (gc_pauses.py).
-        frozen = gc_pauses.freeze_survivors()
+        # collector again: a full collection of them would stall a window (interpreter.py).
+        frozen = interpreter.freeze_survivors()
         self.stats.set("gc_frozen_objects", frozen)
 
     def _run_warm_up_windows(self, job: Any) -> None:

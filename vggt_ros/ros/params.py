@@ -204,6 +204,15 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         "When the queue is full: drop the oldest waiting window (keeps latency low) or the newest.",
         choices=DROP_POLICIES,
     ),
+    "gil_switch_interval_ms": ParamSpec(
+        0.0,
+        "How long (ms) a Python thread may hold the GIL while another waits for it, for the whole "
+        "process; 0 keeps the interpreter's (5 ms). The worker, the pose refinement's threads and "
+        "the callbacks share the GIL; see vggt_ros/mapping/interpreter.py.",
+        low=0.0,
+        high=100.0,
+        read_only=True,
+    ),
     # outputs
     "publish_depth": ParamSpec(True, "Publish ~/depth/image, ~/depth/camera_info and ~/depth/confidence."),
     "publish_points": ParamSpec(True, "Publish the newest window's points on ~/points."),

@@ -1,10 +1,23 @@
-"""The Python garbage collector's pauses, measured, and kept off the windows after start-up.
+"""The Python interpreter's own share of a window's latency: the GIL's switch interval and the
+garbage collector's pauses.
 
-A collection of the oldest generation walks every container object alive and stops every
-Python thread meanwhile. A process that holds a loaded model, torch.compile's graphs and guards
-and the ROS and mapping state holds hundreds of thousands of them: a full collection of 212,000
-objects (the CPU evaluation's imports alone) took 94-101 ms on the 2-core development CPU
-(2026-12-06), longer than the whole latency budget of a window. Two tools:
+**Switch interval.** The node runs Python on several threads at once (the inference worker, the
+refinement's keypoint and pair threads, ROS callbacks, a replay's reader). A thread that gives
+up the GIL (a CUDA synchronisation, an OpenCV call) and wants it back waits until the holder
+lets go, at the latest after ``sys.getswitchinterval()`` (5 ms by default), and each such wait
+lands on the window. How much depends on the interval in ways that are not monotonic: on the
+2-core development CPU (2026-12-07, ``python benchmarks/gil_switch_interval.py --intervals 5 1
+0.5 0.2``, medians of three runs that agreed within 3 %) 50 small numpy steps, each followed by
+an OpenCV call, took 2.3 ms alone and, while one other thread ran Python, 11.4 ms at 5 ms, 72.9
+at 1 ms, 40.1 at 0.5 ms and 21.8 at 0.2 ms. So the interpreter's default stays unless set:
+:func:`set_switch_interval_ms` sets it for the process (the node's ``gil_switch_interval_ms``,
+``vggt-ros eval --switch-interval-ms``), to be measured on the robot's own workload.
+
+**Collector pauses.** A collection of the oldest generation walks every container object
+alive and stops every Python thread meanwhile. A process that holds a loaded model,
+torch.compile's graphs and guards and the ROS and mapping state holds hundreds of thousands
+of them: a full collection of 212,000 objects (the CPU evaluation's imports alone) took 94-101
+ms on the 2-core development CPU (2026-12-06), longer than a window's latency budget.
 
 - :func:`pause_ms`: the collector's total pause time since the process started measuring
   (:func:`install`); the mapping pipeline reads it around a window and reports the difference
@@ -20,6 +33,7 @@ objects (the CPU evaluation's imports alone) took 94-101 ms on the 2-core develo
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from typing import Any
@@ -28,6 +42,21 @@ _lock = threading.Lock()
 _installed = False
 _started: float | None = None  # perf_counter at the running collection's start
 _total_ms = 0.0
+
+
+def set_switch_interval_ms(milliseconds: float) -> float:
+    """Set how long a thread may hold the GIL while another waits for it (process-wide);
+    returns the previous value in milliseconds.
+
+    Raises:
+        ValueError: not a positive finite number.
+    """
+    value = float(milliseconds)
+    if not 0.0 < value < float("inf"):
+        raise ValueError(f"the GIL switch interval must be a positive number of ms, got {milliseconds}")
+    previous = sys.getswitchinterval() * 1e3
+    sys.setswitchinterval(value / 1e3)
+    return previous
 
 
 def _on_collection(phase: str, info: dict[str, Any]) -> None:

@@ -623,3 +623,79 @@ def test_a_failing_refinement_keeps_the_heads_window(forward, monkeypatch) -> No
             results.append(pipeline.process(job))
     assert results and all(r.accepted for r in results)
     assert pipeline.stats["refine_failures"] == len(results) and pipeline.stats["frames_refined"] == 0
+
+
+def test_early_frames_get_their_final_poses_while_the_other_pairs_run(forward) -> None:
+    """``on_early`` gets the poses of the early frames and of the frames they are composed from,
+    exactly the final ones, before the refinement returns; every other frame is NaN. With two
+    interleaved cameras an early frame's chain follows its own camera."""
+    colors, depth, intrinsics, truth = _window(forward)
+    head = _bad_head(truth)
+    expected = refine_window_poses(colors, depth, intrinsics, head)
+    seen: list[np.ndarray] = []
+    out = refine_window_poses(colors, depth, intrinsics, head, early_frames=[2], on_early=seen.append)
+    np.testing.assert_array_equal(out.cam_to_world, expected.cam_to_world)
+    assert len(seen) == 1 and "early_ms" in out.timings
+    np.testing.assert_array_equal(seen[0][:3], expected.cam_to_world[:3])
+    assert np.isnan(seen[0][3:]).all()
+    cams = ["a", "b"] * (len(colors) // 2)  # frame 3 (b) comes from 1 (b), its camera's first
+    seen.clear()
+    out = refine_window_poses(
+        colors, depth, intrinsics, head, camera_ids=cams, early_frames=[3], on_early=seen.append
+    )
+    ready = [0, 1, 3]
+    np.testing.assert_array_equal(seen[0][ready], out.cam_to_world[ready])
+    assert np.isnan(np.delete(seen[0], ready, axis=0)).all()
+    assert not np.isnan(out.cam_to_world).any()
+
+
+def test_the_pipeline_chains_during_the_refinement_with_the_same_outcome(forward) -> None:
+    """The pipeline aligns each window to the map on the mapped frames' refined poses while the
+    refinement still places the new frames: every window's outcome, poses and path equal those
+    of chaining after the refinement, bit for bit; chaining's time counts as chaining."""
+    from test_mapping_fakes import FakePredictor, sequence_tuple
+
+    from vggt_ros.mapping import Frame, KeyframeConfig, PerceptionPipeline, WindowConfig
+    from vggt_ros.mapping.chaining import WindowChainer
+
+    seq = render_sequence(24, 120, 160, seed=3, path="forward")
+    partial_calls = []
+    original = WindowChainer.align
+
+    def counting(self, prediction, keyframe_ids, window_id=0):  # noqa: ANN001, ANN202
+        partial_calls.append(bool(np.isnan(np.asarray(prediction.cam_to_world)).any()))
+        return original(self, prediction, keyframe_ids, window_id)
+
+    runs = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(WindowChainer, "align", counting)
+        for during in (True, False):
+            partial_calls.clear()
+            config = PipelineConfig(
+                window=WindowConfig(size=6, stride=3), keyframe=KeyframeConfig(min_parallax_px=4.0)
+            )
+            pipeline = PerceptionPipeline(config, StretchedHead(FakePredictor([sequence_tuple(seq)], seed=2)))
+            pipeline._chain_during_refinement = during
+            results = []
+            for i in range(len(seq.images)):
+                if job := pipeline.add_frame(
+                    Frame(seq.stamps[i], "cam", seq.images[i], intrinsics=seq.intrinsics)
+                ):
+                    results.append(pipeline.process(job))
+            runs[during] = (results, pipeline.path(), list(partial_calls))
+    (during, path_during, calls_during), (after, path_after, calls_after) = runs[True], runs[False]
+    assert len(during) == len(after) >= 3 and pipeline.stats["frames_refined"] > 0
+    # The first window has nothing mapped: chained after; the others during (partial poses).
+    assert calls_during == [False] + [True] * (len(during) - 1) and not any(calls_after)
+    for a, b in zip(during, after):
+        assert (a.accepted, a.reason, a.residual, a.inlier_ratio) == (
+            b.accepted,
+            b.reason,
+            b.residual,
+            b.inlier_ratio,
+        )
+        np.testing.assert_array_equal(a.cam_to_map, b.cam_to_map)
+        assert a.timings["chain_ms"] > 0 and a.timings["refine_ms"] > 0 and "refine_early_ms" not in a.timings
+    for (t_a, pose_a), (t_b, pose_b) in zip(path_during, path_after):
+        assert t_a == t_b
+        np.testing.assert_array_equal(pose_a, pose_b)

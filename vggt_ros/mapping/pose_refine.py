@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import copy
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, is_dataclass, replace
 from typing import Any
 
@@ -76,9 +77,10 @@ class RefinedPoses:
         methods: [S] str, what placed frame k: "sift" (matched keypoints), "lk" (tracked
             corners), "head" (the head's rotation, the translation fitted to PnP's inliers) or
             "" (the head's pose).
-        timings: milliseconds of its two parts: "features_ms" (frames downscaled, SIFT
-            keypoints found or taken from the cache) and "pairs_ms" (matching, tracking, PnP of
-            every pair, in ``refine.threads`` threads).
+        timings: milliseconds of its parts: "features_ms" (frames downscaled, SIFT
+            keypoints found or taken from the cache), "pairs_ms" (matching, tracking, PnP of
+            every pair, in ``refine.threads`` threads; the ``on_early`` callback's time left
+            out) and, where ``on_early`` ran, "early_ms" (that callback).
     """
 
     cam_to_world: np.ndarray
@@ -377,6 +379,8 @@ def refine_window_poses(
     config: RefineConfig | None = None,
     feature_cache: FeatureCache | None = None,
     content_mask: np.ndarray | None = None,
+    early_frames: Collection[int] = (),
+    on_early: Callable[[np.ndarray], None] | None = None,
 ) -> RefinedPoses:
     """Place each frame of a window on an earlier one by PnP (module docstring).
 
@@ -403,6 +407,13 @@ def refine_window_poses(
             they depend on the image alone and can be found before the depth exists
             (:meth:`FeatureCache.prefetch_window`). None: ``valid_mask`` (every pixel when
             that is None too).
+        early_frames, on_early: where given, ``on_early`` is called (in this thread) with the
+            window's poses ([S, 4, 4]) as soon as the pairs that place ``early_frames`` are done,
+            while the other pairs still run: the frames of ``early_frames`` and those their
+            poses are composed from have their final poses there (bit for bit), every other
+            frame NaN. The mapping pipeline chains the window on the frames the map holds
+            meanwhile (they come first in a window). What it raises propagates, after the
+            pairs are done.
 
     Returns:
         :class:`RefinedPoses`.
@@ -437,7 +448,18 @@ def refine_window_poses(
         else:
             frames = list(pool.map(prepare, range(count)))
         t1 = time.perf_counter()
-        estimates = dict(zip(pairs, pool.map(estimate, pairs)))
+        # In window order: the pool starts the earliest pairs first, which place the frames
+        # the map holds (the early frames) when a caller asks for them.
+        futures: dict[tuple[int, int], Future] = {pair: pool.submit(estimate, pair) for pair in pairs}
+        early_ms = None
+        if on_early is not None and early_frames:
+            closure = _chains_to(early_frames, previous)
+            needed = {(previous[k], k): futures[(previous[k], k)].result() for k in closure if k in previous}
+            partial = _compose(head, needed, previous, closure)
+            t_early = time.perf_counter()
+            on_early(partial)
+            early_ms = (time.perf_counter() - t_early) * 1e3
+        estimates = {pair: future.result() for pair, future in futures.items()}
         t2 = time.perf_counter()
     if feature_cache is not None and estimates:
         # Tracking corners for every pair while the network runs pays where most pairs need
@@ -445,7 +467,7 @@ def refine_window_poses(
         # them all would take CPU from a network that runs on it.
         tracked = sum(e.tracked for e in estimates.values())
         feature_cache.prefetch_tracks = tracked >= 0.5 * len(estimates)
-    out = head.copy()
+    out = _compose(head, estimates, previous, range(count))
     refined = np.zeros(count, bool)
     inliers = np.zeros(count, np.int64)
     reasons = [""] * count
@@ -453,18 +475,53 @@ def refine_window_poses(
     for k in range(1, count):
         j = previous.get(k)
         if j is None:  # the camera's first frame: the head's pose relative to frame 0
-            out[k] = out[0] @ np.linalg.inv(head[0]) @ head[k]
             reasons[k] = "first frame of its camera"
             continue
         pair = estimates[(j, k)]
-        relative, inliers[k], reasons[k], methods[k] = pair.relative, pair.inliers, pair.reason, pair.method
+        inliers[k], reasons[k], methods[k] = pair.inliers, pair.reason, pair.method
+        refined[k] = pair.relative is not None
+    timings = {"features_ms": (t1 - t0) * 1e3, "pairs_ms": (t2 - t1) * 1e3 - (early_ms or 0.0)}
+    if early_ms is not None:
+        timings["early_ms"] = early_ms
+    return RefinedPoses(out, refined, inliers, reasons, methods, timings)
+
+
+def _chains_to(frames: Collection[int], previous: dict[int, int]) -> set[int]:
+    """``frames`` and every frame their poses are composed from (back along ``previous``)."""
+    closure: set[int] = set()
+    for k in frames:
+        while k not in closure:
+            closure.add(k)
+            if k not in previous:
+                break
+            k = previous[k]
+    return closure
+
+
+def _compose(
+    head: np.ndarray,
+    estimates: dict[tuple[int, int], _PairResult],
+    previous: dict[int, int],
+    frames: Collection[int],
+) -> np.ndarray:
+    """[S, 4, 4] window poses from frame 0 (unchanged): frame k = frame j's pose times the pair's
+    relative pose (the head's where the pair placed nothing); a camera's first frame keeps its
+    head pose relative to frame 0. Only ``frames`` (closed under ``previous``) are composed,
+    in window order; the others are NaN."""
+    out = np.full_like(head, np.nan)
+    out[0] = head[0]
+    for k in sorted(frames):
+        if k == 0:
+            continue
+        j = previous.get(k)
+        if j is None:
+            out[k] = out[0] @ np.linalg.inv(head[0]) @ head[k]
+            continue
+        relative = estimates[(j, k)].relative
         if relative is None:
             relative = np.linalg.inv(head[j]) @ head[k]
-        else:
-            refined[k] = True
         out[k] = out[j] @ relative
-    timings = {"features_ms": (t1 - t0) * 1e3, "pairs_ms": (t2 - t1) * 1e3}
-    return RefinedPoses(out, refined, inliers, reasons, methods, timings)
+    return out
 
 
 def refined_prediction(
@@ -473,12 +530,17 @@ def refined_prediction(
     config: RefineConfig,
     feature_cache: FeatureCache | None = None,
     prefetch: bool = True,
+    early_frames: Collection[int] = (),
+    on_early: Callable[[Any], None] | None = None,
 ) -> tuple[Any, RefinedPoses | None]:
     """A copy of a ``Prediction`` with its poses refined (``cam_to_world`` and ``extrinsics``);
     the prediction itself and None when it carries no images (``colors``) to track in.
 
     ``prefetch``: start the window's image-only work in ``feature_cache``'s threads first
-    (False when the caller already did, e.g. from ``Predictor.predict(on_model_inputs=...)``)."""
+    (False when the caller already did, e.g. from ``Predictor.predict(on_model_inputs=...)``).
+    ``early_frames``, ``on_early``: as in :func:`refine_window_poses`, but ``on_early`` gets a
+    shallow copy of the prediction whose ``cam_to_world`` holds those poses (NaN elsewhere;
+    its ``extrinsics`` are the head's)."""
     if getattr(prediction, "colors", None) is None:
         return prediction, None
     valid = getattr(prediction, "valid_mask", None)
@@ -489,6 +551,12 @@ def refined_prediction(
         content = valid if valid is not None else np.ones(np.shape(prediction.colors)[:3], bool)
     if feature_cache is not None and prefetch:
         feature_cache.prefetch_window(prediction.colors, content, camera_ids)
+
+    def early(partial: np.ndarray) -> None:
+        copied = copy.copy(prediction)
+        copied.cam_to_world = partial
+        on_early(copied)
+
     result = refine_window_poses(
         prediction.colors,
         prediction.depth,
@@ -499,6 +567,8 @@ def refined_prediction(
         config,
         feature_cache,
         content,
+        early_frames,
+        early if on_early is not None else None,
     )
     extrinsics = np.linalg.inv(result.cam_to_world)[:, :3, :]
     if is_dataclass(prediction):

@@ -57,6 +57,9 @@ SLOW_STAGES = (
     "chain_ms",
     "scale_ms",
     "gc_ms",
+    "refine_prefetch_tracks",
+    "refine_prefetch_end_ms",
+    "refine_prefetch_left",
 )
 
 
@@ -67,7 +70,7 @@ def slowest_windows(report: dict, count: int = 3) -> str:
     parts = []
     for w in rows[:count]:
         stages = " ".join(
-            f"{k.removesuffix('_ms').removeprefix('predictor_')}={w[k]:.1f}" for k in SLOW_STAGES if k in w
+            f"{k.removesuffix('_ms').removeprefix('predictor_').removeprefix('refine_')}={w[k]:.1f}" for k in SLOW_STAGES if k in w
         )
         parts.append(f"window {w['window_id']}: {w['queue_ms'] + w['poses_ms']:.1f} ({stages})")
     return "; ".join(parts)

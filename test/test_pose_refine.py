@@ -177,7 +177,10 @@ def test_prefetched_keypoints_and_matches_are_found_once_and_change_nothing(forw
         assert counts["matches_hits"] == pairs
         np.testing.assert_array_equal(out.cam_to_world, expected.cam_to_world)
         assert out.methods == expected.methods and out.refined[1:].all()
-        assert set(out.timings) == {"features_ms", "pairs_ms"}
+        assert {"features_ms", "pairs_ms", "prefetch_left", "prefetch_tracks"} <= set(out.timings)
+        assert out.timings["prefetch_tracks"] == 0.0  # the last window needed no tracked corners
+        if wait:  # every background task had finished before the refinement began
+            assert out.timings["prefetch_left"] == 0 and out.timings["prefetch_end_ms"] < 0
 
 
 def test_the_refinement_takes_the_prefetched_images_only_where_its_inputs_are_equal(forward) -> None:

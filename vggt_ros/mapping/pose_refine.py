@@ -80,7 +80,11 @@ class RefinedPoses:
         timings: milliseconds of its parts: "features_ms" (frames downscaled, SIFT
             keypoints found or taken from the cache), "pairs_ms" (matching, tracking, PnP of
             every pair, in ``refine.threads`` threads; the ``on_early`` callback's time left
-            out) and, where ``on_early`` ran, "early_ms" (that callback).
+            out), where ``on_early`` ran "early_ms" (that callback), and with a feature cache
+            that prefetched the window: "prefetch_left" (its background tasks still running at
+            the end), "prefetch_tracks" (1 where it tracked corners too) and, once all
+            finished, "prefetch_end_ms" (when the last did, from this call's start; negative:
+            before it).
     """
 
     cam_to_world: np.ndarray
@@ -483,6 +487,16 @@ def refine_window_poses(
     timings = {"features_ms": (t1 - t0) * 1e3, "pairs_ms": (t2 - t1) * 1e3 - (early_ms or 0.0)}
     if early_ms is not None:
         timings["early_ms"] = early_ms
+    if feature_cache is not None:
+        # The background work of this window (prefetch_window): still running at the end
+        # (it takes CPU from what follows), or when it finished relative to this call's start
+        # (negative: before; positive: the refinement waited for it or ran beside it).
+        status = feature_cache.prefetch_status()
+        if status:
+            timings["prefetch_left"] = status["left"]
+            timings["prefetch_tracks"] = status["tracks"]
+            if "finished_at" in status:
+                timings["prefetch_end_ms"] = (status["finished_at"] - t0) * 1e3
     return RefinedPoses(out, refined, inliers, reasons, methods, timings)
 
 

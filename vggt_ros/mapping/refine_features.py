@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -310,6 +311,11 @@ class FeatureCache:
         # The last prefetched window's frames: (colour, content mask, future FrameImages) each,
         # so the refinement takes the grey and downscaled images instead of making them again.
         self._window: list[tuple[np.ndarray, np.ndarray, Future]] = []
+        # The last prefetched window's tasks, when each finished (perf_counter), and whether it
+        # tracked corners: prefetch_status().
+        self._window_tasks: list[Future] = []
+        self._window_finished: list[float] = []
+        self._window_tracks = False
 
     def __len__(self) -> int:
         return len(self._keypoints)
@@ -386,7 +392,17 @@ class FeatureCache:
         # Frames first: the pool runs tasks in order, so a pair's task starts only after its
         # frames' tasks have (and then waits for them, never for a queued task).
         sift, tracks, max_corners = self.sift, self.prefetch_tracks, self.max_corners
-        submit = self._pool.submit
+        finished: list[float] = []  # perf_counter as each task ends (before its future is done)
+
+        def submit(task: Callable[..., V], *args: object) -> Future:
+            def timed() -> V:
+                try:
+                    return task(*args)
+                finally:
+                    finished.append(time.perf_counter())
+
+            return self._pool.submit(timed)
+
         frames = [submit(self._prefetch_frame, color, mask, sift) for color, mask in zip(colors, content)]
         with self._pool_lock:
             self._window = list(zip(colors, content, frames))
@@ -394,7 +410,23 @@ class FeatureCache:
             submit(self._prefetch_pair, frames[j], frames[k], sift, tracks, max_corners)
             for j, k in window_pairs(len(colors), camera_ids)
         ]
+        with self._pool_lock:
+            self._window_tasks, self._window_finished, self._window_tracks = frames + pairs, finished, tracks
         return frames + pairs
+
+    def prefetch_status(self) -> dict[str, float]:
+        """The last prefetched window's background work, for the latency report: "left" (tasks
+        not finished yet), "finished_at" (``time.perf_counter()`` when its last task finished;
+        only once all have) and "tracks" (1.0 when it tracked corners too, else 0.0). Empty
+        when nothing was prefetched."""
+        with self._pool_lock:
+            tasks, finished, tracks = self._window_tasks, list(self._window_finished), self._window_tracks
+        if not tasks:
+            return {}
+        status = {"left": float(sum(not task.done() for task in tasks)), "tracks": float(tracks)}
+        if status["left"] == 0 and len(finished) == len(tasks):
+            status["finished_at"] = max(finished)
+        return status
 
     def _prefetch_frame(self, color: np.ndarray, content: np.ndarray, sift: bool) -> FrameImages:
         frame = frame_images(color, content)

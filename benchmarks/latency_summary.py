@@ -63,15 +63,17 @@ SLOW_STAGES = (
 )
 
 
+def _short(stage: str) -> str:
+    return stage.removesuffix("_ms").removeprefix("predictor_").removeprefix("refine_")
+
+
 def slowest_windows(report: dict, count: int = 3) -> str:
     """The ``count`` accepted windows slowest to poses, each with its stages (ms)."""
     rows = [w for w in report["latency_ms"].get("per_window", []) if w.get("accepted") and "poses_ms" in w]
     rows.sort(key=lambda w: w["queue_ms"] + w["poses_ms"], reverse=True)
     parts = []
     for w in rows[:count]:
-        stages = " ".join(
-            f"{k.removesuffix('_ms').removeprefix('predictor_').removeprefix('refine_')}={w[k]:.1f}" for k in SLOW_STAGES if k in w
-        )
+        stages = " ".join(f"{_short(k)}={w[k]:.1f}" for k in SLOW_STAGES if k in w)
         parts.append(f"window {w['window_id']}: {w['queue_ms'] + w['poses_ms']:.1f} ({stages})")
     return "; ".join(parts)
 

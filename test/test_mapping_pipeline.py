@@ -310,14 +310,17 @@ def test_map_points_unproject_only_the_strided_pixels() -> None:
 
 
 def test_poses_go_out_before_the_map_stage(orbit) -> None:
-    """`on_poses` gets an accepted window's poses (the ones its result carries) while the map
-    does not yet hold its points; rejected windows send none; a failing callback costs the
-    window nothing."""
+    """`on_poses` gets an accepted window's poses (the ones its result carries) while neither the
+    map nor the loop-closure back end holds the window yet (its place features and stored points
+    cost tens of ms a window and change nothing in the poses); rejected windows send none; a
+    failing callback costs the window nothing."""
     pipeline = PerceptionPipeline(config(), FakePredictor([sequence_tuple(orbit)], seed=0))
+    assert pipeline._backend is not None  # loop closure is on by default
     seen: list = []
 
     def on_poses(poses) -> None:
-        seen.append((poses, len(pipeline.global_map), pipeline.global_map._insertions))
+        in_back_end = [k in pipeline._backend.graph for k in poses.keyframe_ids]
+        seen.append((poses, len(pipeline.global_map), pipeline.global_map._insertions, in_back_end))
         if len(seen) == 2:
             raise RuntimeError("publisher gone")  # logged; the window still completes
 
@@ -328,7 +331,10 @@ def test_poses_go_out_before_the_map_stage(orbit) -> None:
             results.append(pipeline.process(job, on_poses=on_poses))
     accepted = [r for r in results if r.accepted]
     assert len(accepted) >= 4 and len(seen) == len(accepted)
-    for (poses, _, insertions_then), result in zip(seen, accepted):
+    for (poses, _, insertions_then, in_back_end), result in zip(seen, accepted):
+        # The window's new keyframes reach the back end after its poses went out.
+        assert not all(in_back_end) and all(k in pipeline._backend.graph for k in poses.keyframe_ids)
+        assert result.timings["back_end_ms"] > 0
         assert poses.window_id == result.window_id and poses.keyframe_ids == result.keyframe_ids
         np.testing.assert_array_equal(poses.cam_to_map, result.cam_to_map)
         assert 0 < poses.elapsed_ms <= result.timings["total_ms"]

@@ -189,8 +189,8 @@ class WorkerMixin:
         chaining = [t[k] for k in ("refine_ms", "chain_ms", "scale_ms") if k in t]
         if chaining:
             self.stats.stage("chaining", sum(chaining))
-        if "map_ms" in t:  # after TF, odometry and path went out (pipeline on_poses)
-            self.stats.stage("map", t["map_ms"])
+        if "map_ms" in t:  # after TF, odometry and path went out (pipeline on_poses): back end, map
+            self.stats.stage("map", t["map_ms"] + t.get("back_end_ms", 0.0))
         if result.loops:
             self.stats.stage("loops", t.get("loop_ms", 0.0))
 

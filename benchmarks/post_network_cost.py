@@ -12,6 +12,7 @@ to chain to) is left out.
 
     python benchmarks/post_network_cost.py 4edb86f          # the working tree against 4edb86f
     python benchmarks/post_network_cost.py --rounds 4 REV [REV ...]
+    python benchmarks/post_network_cost.py gpujobs/old    # a folder holding vggt_ros/ (no git)
 
 Prints per tree the time from the network's end to the poses (``poses_ms - predict_ms``, what
 the node's TF waits for after the network) as p50 / p95 and each stage's median.
@@ -63,10 +64,11 @@ def _record(frames: int, path: Path) -> int:
     from vggt_ros.model.embedded import choose_model
 
     torch.set_num_threads(os.cpu_count() or 1)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     choice = choose_model(None, image_size=518)
     options = {"point_head": False}
     real = Predictor.from_checkpoint(
-        choice.source, config=choice.config, device="cpu", target_size=518, runner_options=options
+        choice.source, config=choice.config, device=device, target_size=518, runner_options=options
     )
     recorded = []
 
@@ -114,7 +116,9 @@ def _replay(frames: int, path: Path, network_ms: float, reps: int) -> list[dict[
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("revisions", nargs="*", help="git revisions to compare with")
+    parser.add_argument(
+        "revisions", nargs="*", help="git revisions (or folders holding a vggt_ros/ tree) to compare with"
+    )
     parser.add_argument("--frames", type=int, default=44)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--reps", type=int, default=3, help="runs over the windows per tree and round")
@@ -128,6 +132,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="post_network_"))
     trees = {"working tree": REPO}
     for rev in args.revisions:
+        if (Path(rev) / "vggt_ros").is_dir():  # a folder holding a package tree (no git there)
+            trees[rev] = Path(rev)
+            continue
         tree = work / rev
         tree.mkdir()
         archive = subprocess.run(

@@ -100,6 +100,8 @@ RIG_PARAMS = {
     # frame cache.
     "model.global_key_stride": 2,
     "model.global_key_weighting": False,
+    # The process's GIL switch interval (vggt_ros/mapping/interpreter.py), shown on /diagnostics.
+    "gil_switch_interval_ms": 0.7,
 }
 
 
@@ -336,6 +338,7 @@ def test_diagnostics(listener, streamed):
         "network",
         "postprocess",
         "chaining",
+        "gc",
         "map",
         "publish",
     ):
@@ -343,6 +346,10 @@ def test_diagnostics(listener, streamed):
         p50, p95, top = (float(lat[f"{stage}_ms_{k}"]) for k in ("p50", "p95", "max"))
         assert 0.0 <= p50 <= p95 <= top, stage
     assert int(lat["image_to_tf_count"]) >= 1
+    # The node's process runs with the GIL switch interval it was given, and froze its start-up
+    # objects (model, warm-up) after the first window's warm-up.
+    assert float(lat["gil_switch_interval_ms"]) == pytest.approx(0.7)
+    assert int(lat["gc_frozen_objects"]) > 10000
     # The newest frame waits at least for its window's network pass before its TF goes out.
     assert float(lat["image_to_tf_ms_max"]) >= float(lat["network_ms_p50"]) * 0.5
     # Diagnostics come every 0.5 s. Camera topics use sensor-data QoS (best effort, shallow

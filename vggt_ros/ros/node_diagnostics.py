@@ -5,6 +5,8 @@ one for the back end (loops) and one for latency (p50 / p95 / max of each stage,
 
 from __future__ import annotations
 
+import gc
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,6 +141,10 @@ class DiagnosticsMixin:
         for stage, q in summary.items():
             pairs += [(f"{stage}_ms_{k}", q[k]) for k in ("p50", "p95", "max")]
             pairs.append((f"{stage}_count", q["count"]))
+        # The process's GIL switch interval (gil_switch_interval_ms; the interpreter's 5 ms unless
+        # set) and the objects frozen out of the collector's reach after the warm-up.
+        pairs.append(("gil_switch_interval_ms", round(sys.getswitchinterval() * 1e3, 3)))
+        pairs.append(("gc_frozen_objects", gc.get_freeze_count()))
         st.values = kv(pairs)
         return st
 

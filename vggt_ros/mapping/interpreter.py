@@ -16,8 +16,9 @@ at 1 ms, 40.1 at 0.5 ms and 21.8 at 0.2 ms. So the interpreter's default stays u
 **Collector pauses.** A collection of the oldest generation walks every container object
 alive and stops every Python thread meanwhile. A process that holds a loaded model,
 torch.compile's graphs and guards and the ROS and mapping state holds hundreds of thousands
-of them: a full collection of 212,000 objects (the CPU evaluation's imports alone) took 94-101
-ms on the 2-core development CPU (2026-12-06), longer than a window's latency budget.
+of them: a full collection of 212,000 objects (``gc.collect()`` after importing the
+evaluation's modules alone, three times) took 94-101 ms on the 2-core development CPU
+(2026-12-06), longer than a window's latency budget.
 
 - :func:`pause_ms`: the collector's total pause time since the process started measuring
   (:func:`install`); the mapping pipeline reads it around a window and reports the difference

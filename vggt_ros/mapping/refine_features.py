@@ -404,13 +404,12 @@ class FeatureCache:
             return self._pool.submit(timed)
 
         frames = [submit(self._prefetch_frame, color, mask, sift) for color, mask in zip(colors, content)]
-        with self._pool_lock:
-            self._window = list(zip(colors, content, frames))
         pairs = [
             submit(self._prefetch_pair, frames[j], frames[k], sift, tracks, max_corners)
             for j, k in window_pairs(len(colors), camera_ids)
         ]
         with self._pool_lock:
+            self._window = list(zip(colors, content, frames))
             self._window_tasks, self._window_finished, self._window_tracks = frames + pairs, finished, tracks
         return frames + pairs
 

@@ -8,9 +8,9 @@
 #
 # Arms: 1b_on / 1b_off = untrained VGGT-1B, bf16, torch.compile, every window forced through
 # chaining (random weights otherwise fail its tests), pose refinement on / off; c_on / c_off = the
-# embedded compact model at 518 px (c_loops: with loop closure on, the node's default; the
-# other arms replay with it off); 1b_on_tN = 1b_on with N refinement threads
-# (refine.threads), 1b_on_sX = 1b_on with a GIL switch interval of X ms. An arm name ending
+# embedded compact model at 518 px (every arm with loop closure off: the lent machines have no
+# GTSAM, and its 35 MB wheel does not fit the carry beside the tree); 1b_on_tN = 1b_on with N
+# refinement threads (refine.threads), 1b_on_sX = 1b_on with a GIL switch interval of X ms. An arm name ending
 # in _old runs the package in the folder $OLD instead of this tree's, for a before/after pair in the same command (e.g. `mkdir -p
 # gpujobs/old && git archive REV vggt_ros | tar -x -C gpujobs/old`, an ignored folder carried
 # to the device, and OLD=$PWD/gpujobs/old). BUDGET (seconds since the start)
@@ -53,7 +53,6 @@ for arm in $ARMS; do
     1b_on_s*) args=("${ONEB[@]}" --switch-interval-ms "${base#1b_on_s}") ;;
     c_on) args=(--size 518) ;;
     c_off) args=(--size 518 --param refine.enabled=false) ;;
-    c_loops) args=(--size 518 --param loop.enabled=true) ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
   echo "== $arm (from $package, at $elapsed s)"

@@ -3,7 +3,8 @@ A/B between this working tree and earlier git revisions, on recorded windows of 
 embedded model.
 
 The embedded model runs once at 518 px over a 350x518 procedural forward drive (``--frames``,
-default 44: six windows of 8 / stride 4) with the pipeline's defaults (loop closure on); its
+default 44: six windows of 8 / stride 4) with the pipeline's defaults (loop closure on;
+``--no-loops`` turns it off, e.g. where GTSAM is missing, as on the lent GPU machines); its
 predictions are recorded. Then each package tree replays them in its own process with a
 predictor double that reports the model inputs (so the refinement's prefetch runs as in the
 node) and sleeps ``--network-ms`` (the GPU's time, the GIL released) before answering. Trees
@@ -44,6 +45,14 @@ def _sequence(frames: int):  # noqa: ANN202 - a SyntheticSequence
     return render_sequence(frames, 350, 518, seed=11, path="forward")
 
 
+def _config():  # noqa: ANN202 - a PipelineConfig: the defaults, loop closure off with VGGT_NO_LOOPS=1
+    from vggt_ros.mapping import LoopConfig, PipelineConfig
+
+    if os.environ.get("VGGT_NO_LOOPS") == "1":
+        return PipelineConfig(loop=LoopConfig(enabled=False))
+    return PipelineConfig()
+
+
 def _windows(pipeline, seq) -> list:  # noqa: ANN001
     from vggt_ros.mapping import Frame
 
@@ -60,7 +69,7 @@ def _record(frames: int, path: Path) -> int:
     import torch
 
     from vggt_ros.engine.predictor import Predictor
-    from vggt_ros.mapping import PerceptionPipeline, PipelineConfig
+    from vggt_ros.mapping import PerceptionPipeline
     from vggt_ros.model.embedded import choose_model
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -78,14 +87,14 @@ def _record(frames: int, path: Path) -> int:
             recorded.append(prediction)
             return prediction
 
-    _windows(PerceptionPipeline(PipelineConfig(), Recorder()), _sequence(frames))
+    _windows(PerceptionPipeline(_config(), Recorder()), _sequence(frames))
     path.write_bytes(pickle.dumps(recorded))
     return len(recorded)
 
 
 def _replay(frames: int, path: Path, network_ms: float, reps: int) -> list[dict[str, float]]:
     """(In a child process with one package tree on its path.) Every window's stages."""
-    from vggt_ros.mapping import PerceptionPipeline, PipelineConfig
+    from vggt_ros.mapping import PerceptionPipeline
 
     recorded = pickle.loads(path.read_bytes())  # written by this script's own parent process
     seq = _sequence(frames)
@@ -107,7 +116,7 @@ def _replay(frames: int, path: Path, network_ms: float, reps: int) -> list[dict[
 
     rows = []
     for _ in range(reps):
-        for result in _windows(PerceptionPipeline(PipelineConfig(), Replayer()), seq)[1:]:
+        for result in _windows(PerceptionPipeline(_config(), Replayer()), seq)[1:]:
             t = result.timings
             stages = {k: t.get(k, 0.0) for k in STAGES}
             rows.append({"after_network_ms": t["poses_ms"] - t["predict_ms"], **stages})
@@ -123,8 +132,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--reps", type=int, default=3, help="runs over the windows per tree and round")
     parser.add_argument("--network-ms", type=float, default=55.0, help="the stand-in network's time")
+    parser.add_argument("--no-loops", action="store_true", help="loop closure off (no GTSAM needed)")
     parser.add_argument("--child", nargs=2, metavar=("RECORDED", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.no_loops:
+        os.environ["VGGT_NO_LOOPS"] = "1"  # (the children inherit it)
     if args.child:
         rows = _replay(args.frames, Path(args.child[0]), args.network_ms, args.reps)
         Path(args.child[1]).write_text(json.dumps(rows))

@@ -10,9 +10,10 @@
 # chaining (random weights otherwise fail its tests), pose refinement on / off; c_on / c_off = the
 # embedded compact model at 518 px (every arm with loop closure off: the lent machines have no
 # GTSAM, and its 35 MB wheel does not fit the carry beside the tree); 1b_on_tN = 1b_on with N
-# refinement threads (refine.threads), 1b_on_sX = 1b_on with a GIL switch interval of X ms. An arm name ending
-# in _old runs the package in the folder $OLD instead of this tree's, for a before/after pair in the same command (e.g. `mkdir -p
-# gpujobs/old && git archive REV vggt_ros | tar -x -C gpujobs/old`, an ignored folder carried
+# refinement threads (refine.threads), 1b_on_sX = 1b_on with a GIL switch interval of X ms.
+# An arm name ending in _old runs the package in the folder $OLD instead of this tree's, for a
+# before/after pair in the same command (e.g. `mkdir -p gpujobs/old && git archive REV
+# vggt_ros | tar -x -C gpujobs/old`, an ignored folder carried
 # to the device, and OLD=$PWD/gpujobs/old). BUDGET (seconds since the start)
 # stops starting new arms so that the command ends within the device's 10-minute limit.
 # DEVICE (default cuda) and PYTHON (default python3) for a trial elsewhere.

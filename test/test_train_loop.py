@@ -236,10 +236,11 @@ def test_cli_curriculum_options_reach_the_run_config(tmp_path: Path) -> None:
         "--heads", "camera", "--steps", "1", "--batch-size", "2", "--validate-every", "1",
         "--validation-windows", "2", "--device", "cpu", "-q", "--motions", "turn=2,handheld",
         "--step-scale", "0.2,0.6", "--loss", "camera=20", "--loss", "focal=0", "--loss",
-        "camera_huber_delta=0",
+        "camera_huber_delta=0", "--validation-seed", "5",
     ]  # fmt: skip
     assert main(args) == 0
     config = TrainConfig.load(run / "config.json")
+    assert config.validation_seed == 5
     weights = dict(zip(MOTIONS, config.procedural.motion_weights))
     assert weights["turn"] == 2.0 and weights["handheld"] == 1.0 and weights["drive"] == 0.0
     assert config.procedural.step_scale == (0.2, 0.6)
@@ -253,6 +254,24 @@ def test_cli_curriculum_options_reach_the_run_config(tmp_path: Path) -> None:
     assert main([*bad, "--loss", "camera=-1"]) == 2
     with pytest.raises(SystemExit):
         main([*bad, "--step-scale", "1.0,0.5"])
+
+
+def test_runs_of_other_seeds_validate_on_the_same_windows(tmp_path: Path) -> None:
+    """The validation windows come from ``validation_seed``, not the run's ``seed``: two runs of
+    other seeds score the same held-out windows (their figures compare) while they train on
+    other windows; a run saved before the option keeps validating on its own seed's windows."""
+    one = Trainer(_config(seed=1), tmp_path / "one")
+    two = Trainer(_config(seed=2), tmp_path / "two")
+    other = Trainer(_config(seed=1, validation_seed=3), tmp_path / "other")
+    held_out = [t.validation_source().windows(range(2), "cpu").images for t in (one, two, other)]
+    assert torch.equal(held_out[0], held_out[1])
+    assert not torch.equal(held_out[0], held_out[2])
+    assert not torch.equal(
+        one.source.windows(range(2), "cpu").images, two.source.windows(range(2), "cpu").images
+    )
+    saved = _config(seed=7).to_dict()
+    del saved["validation_seed"]  # a config.json written before the option
+    assert TrainConfig.from_dict(saved).validation_seed == 7
 
 
 def test_cli_match_loss_keeps_track_targets_without_the_track_head(tmp_path: Path) -> None:

@@ -183,6 +183,12 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
         "smaller baselines and rotations, an easier start for the camera head)",
     )
     g.add_argument("--validation-windows", type=int, default=32, help="held-out windows per validation")
+    g.add_argument(
+        "--validation-seed",
+        type=int,
+        default=0,
+        help="seed of the held-out validation windows (default 0, whatever --seed: runs compare)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=None, help="optimizer steps of the schedule (default 10000)")
     g.add_argument("--batch-size", type=int, default=16, help="windows per step over all processes")
@@ -303,6 +309,7 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
         bag_size=args.size,
         bag_frames=args.frames,
         validation_windows=args.validation_windows,
+        validation_seed=args.validation_seed,
         min_frames=args.min_frames,
         steps=args.steps,
         batch_size=args.batch_size,

@@ -63,6 +63,10 @@ class TrainConfig:
             procedural ``frames``). See :attr:`frames`.
         validation_windows: held-out windows (procedural, validation seed stream, held-out
             settings) scored every ``validate_every`` steps.
+        validation_seed: the seed those windows are drawn from (with the validation stream:
+            never a training window, whatever ``seed``). Fixed by default so that runs with
+            different ``seed`` values validate on the same windows and their figures compare;
+            a run saved before this option existed keeps validating on its own ``seed``'s.
         min_frames: 0 trains every window at its full length (``frames``); from 2 to
             ``frames``, each step trains on the first S frames of its windows, S drawn per step
             uniformly from [min_frames, frames] (the same S on every process, a function of the
@@ -95,6 +99,7 @@ class TrainConfig:
     bag_size: tuple[int, int] = (140, 182)
     bag_frames: int = 8
     validation_windows: int = 32
+    validation_seed: int = 0
     min_frames: int = 0
     steps: int = 10000
     batch_size: int = 16
@@ -213,6 +218,8 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown training options: {', '.join(unknown)}")
+        # Runs saved before validation_seed existed validated on their own seed's windows.
+        data.setdefault("validation_seed", data.get("seed", 0))
         if data.get("procedural") is not None:
             data["procedural"] = ProceduralSettings.from_dict(data["procedural"])
         if "loss" in data:

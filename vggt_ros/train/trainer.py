@@ -310,7 +310,7 @@ class Trainer:
             track_queries=p.track_queries,
             supersample=p.supersample,
         )
-        return ProceduralSource(settings, seed=self.config.seed, stream=VALIDATION_STREAM)
+        return ProceduralSource(settings, seed=self.config.validation_seed, stream=VALIDATION_STREAM)
 
     # -- steps ------------------------------------------------------------------------------
     def _indices(self, step: int) -> range:

@@ -99,11 +99,13 @@ def test_sift_places_large_forward_steps_that_tracks_miss() -> None:
     assert _relative_errors(tracks_only.cam_to_world, truth)[0] > 0.2
 
 
-@pytest.mark.parametrize(("width", "sift_width"), [(182, 182), (252, 252), (518, 129)])
+@pytest.mark.parametrize(
+    ("width", "sift_width"), [(182, 182), (252, 252), (294, 294), (320, 320), (322, 161), (518, 129)]
+)
 def test_sift_sees_compact_model_images_whole_and_vggt_1b_at_a_quarter(width: int, sift_width: int) -> None:
-    """The compact model's 182- and 252-pixel images reach SIFT undivided (halving the 252-pixel
-    images cost the pose refinement rotation accuracy); VGGT-1B's 518 pixels go at a quarter (the
-    refinement's CPU time)."""
+    """Compact-model images up to 320 pixels reach SIFT undivided (halving the 252-pixel images
+    cost the pose refinement rotation accuracy); wider ones are downscaled, VGGT-1B's 518 pixels
+    to a quarter (the refinement's CPU time)."""
     height = width * 140 // 182
     color = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     images = frame_images(color, np.ones((height, width), bool))

@@ -15,7 +15,8 @@ refinement equals an uncached one bit for bit.
 
 Images: the model-resolution frame (``Prediction.colors``) is converted to grey and downscaled by
 an integer factor to at most ``MAX_WIDTH`` pixels ("small": corners are tracked there), and SIFT
-sees a copy of that at most ``SIFT_MAX_WIDTH`` pixels wide (it doubles its input internally).
+sees that image whole when it was not downscaled, else a copy at most ``SIFT_MAX_WIDTH`` pixels
+wide (it doubles its input internally).
 Pixel centres sit at integers at every size.
 """
 
@@ -46,10 +47,11 @@ SIFT_FEATURES = 800
 SIFT_CONTRAST = 0.004
 SIFT_RATIO = 0.8
 MAX_WIDTH = 320  # larger model images are downscaled by an integer factor first
-# SIFT doubles its input internally: it sees a copy at most this wide. The 182- and 252-pixel
-# model images go as they are (at 192 the 252-pixel ones were halved, and a model trained at
-# 252 lost 0.14 deg of rotation and 0.2 % APE on the model card); 350x518 at a quarter (129 px)
-# instead of the 259-pixel small image: a window's refinement took 168 -> 76 ms on 2 CPU cores.
+# SIFT doubles its input internally. Model images of at most MAX_WIDTH pixels (the compact
+# models' 182, 252 or 294) reach it as they are: halving the 252-pixel ones cost a model trained
+# at 252 0.14 deg of rotation and 0.2 % APE on the model card. Larger images, already downscaled
+# to ``small``, go at most this wide: 350x518 at a quarter (129 px) instead of the 259-pixel small
+# image, which took a window's refinement 168 -> 76 ms on 2 CPU cores.
 SIFT_MAX_WIDTH = 256
 
 Pixels = tuple[np.ndarray, np.ndarray]  # corresponding pixels (x, y) of two images: ([M, 2], [M, 2])
@@ -189,7 +191,7 @@ def frame_images(color: np.ndarray, content: np.ndarray) -> FrameImages:
     factor = small_factor(gray.shape[1])
     small = downscaled_gray(gray, factor)
     content_small = block_centres(np.asarray(content, bool), factor)
-    sift_factor = small_factor_for_sift(small.shape[1])
+    sift_factor = small_factor_for_sift(small.shape[1], factor)
     sift_image = downscaled_gray(small, sift_factor)
     sift_mask = block_centres(content_small, sift_factor)
     return FrameImages(
@@ -204,8 +206,12 @@ def frame_images(color: np.ndarray, content: np.ndarray) -> FrameImages:
     )
 
 
-def small_factor_for_sift(width: int) -> int:
-    """Integer downscale of a ``small`` image ``width`` pixels wide to at most ``SIFT_MAX_WIDTH``."""
+def small_factor_for_sift(width: int, factor: int) -> int:
+    """Integer downscale of a ``small`` image ``width`` pixels wide, itself 1/``factor`` of the
+    model image, for SIFT: none for a model image SIFT can take whole (``factor`` 1), else to at
+    most ``SIFT_MAX_WIDTH``."""
+    if factor == 1:
+        return 1
     return max(1, int(np.ceil(width / SIFT_MAX_WIDTH)))
 
 

@@ -183,3 +183,41 @@ def test_settings_validate_and_round_trip() -> None:
         ProceduralSettings(fov_deg=(90.0, 30.0))
     with pytest.raises(ValueError, match="unknown procedural settings"):
         ProceduralSettings.from_dict({"rooms": 3})
+
+
+def test_mosaic_surfaces_are_opt_in_tiled_and_view_independent() -> None:
+    """``mosaic_prob`` turns textured surfaces into tiles of hashed colours (more texture variety
+    for training); at 0, the default, no surface is a mosaic and nothing else changes."""
+    from vggt_ros.eval.procedural.render import albedo
+
+    seeds = window_seeds(3, range(4))
+    plain = sample_scenes(SMALL, seeds)
+    assert not plain.material[..., 15].any()
+    tiled = sample_scenes(SMALL.replace(mosaic_prob=1.0), seeds)
+    mosaic = tiled.material[..., 15]
+    # Every textured surface is a mosaic at probability 1; nearly uniform ones (grain amplitude
+    # under 0.05) stay uniform.
+    textured = tiled.material[..., 14] >= 0.1
+    assert textured.any() and not textured.all()
+    assert torch.equal(mosaic == 1, textured)
+    assert not torch.equal(
+        render_windows(SMALL.replace(mosaic_prob=1.0), seeds).images, render_windows(SMALL, seeds).images
+    )
+
+    # Without blotches and grain a mosaic surface's albedo is constant inside a tile and changes
+    # between tiles; it depends on the surface point alone (the same in every view).
+    w = 0
+    surface = int(torch.nonzero(mosaic[w] == 1)[0, 0])
+    tiled.material[w, surface, 12] = 0.0  # coarse blotch amplitude
+    tiled.material[w, surface, 14] = 0.0  # grain amplitude
+    cell = float(tiled.material[w, surface, 16])
+    one = tiled.select(slice(w, w + 1))
+    inside = (torch.rand(1, 50, 3, generator=torch.Generator().manual_seed(0)) * 0.98 + 0.01) * cell
+    across = inside + torch.tensor([cell * 3.0, 0.0, 0.0])
+    where = torch.full((1, 50), surface, dtype=torch.int64)
+    colors_inside = albedo(one, where, inside)
+    assert torch.equal(colors_inside, colors_inside[:, :1].expand_as(colors_inside))
+    assert not torch.equal(albedo(one, where, across), colors_inside)
+    assert torch.equal(albedo(one, where, inside.flip(1)), colors_inside.flip(1))
+    with pytest.raises(ValueError, match="mosaic_prob"):
+        ProceduralSettings(mosaic_prob=1.5)

@@ -156,3 +156,10 @@ def test_batch_process_exits_when_the_trainer_is_killed() -> None:
         time.sleep(0.5)
     os.kill(pid, 9)
     pytest.fail("the batch process outlived its trainer by 30 s")
+
+
+def test_cli_mosaic_option_reaches_the_procedural_settings(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["train", "--out", str(tmp_path / "r"), "--mosaic-prob", "0.3"])
+    assert config_from_args(args).procedural.mosaic_prob == 0.3
+    args = build_parser().parse_args(["train", "--out", str(tmp_path / "r")])
+    assert config_from_args(args).procedural.mosaic_prob == 0.0

@@ -166,6 +166,14 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
         help="share of procedural windows rendered in rooms larger than the held-out ones "
         "(19-27 m; default 0); teaches large rotations in big, sparse spaces",
     )
+    g.add_argument(
+        "--mosaic-prob",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="chance that a textured procedural surface is a mosaic of hashed-colour tiles instead "
+        "of checkers and stripes (default 0, the shipped models' data): more texture variety",
+    )
     g.add_argument("--supersample", type=int, default=1, help="procedural colour rays per pixel side")
     g.add_argument(
         "--motions",
@@ -282,6 +290,7 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
             # Track targets feed the track head and the match loss (correspondences).
             track_queries=args.track_queries if "track" in heads or _wants_match(args.loss) else 0,
             supersample=args.supersample,
+            mosaic_prob=args.mosaic_prob,
             **scene,
         )
     for bag in args.bag:

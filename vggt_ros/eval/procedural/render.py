@@ -1,7 +1,8 @@
 """Render windows of a :class:`~.scene.SceneBatch`: images, exact z-depth, cameras and tracks.
 
-Colour: a procedural albedo (3D checker, stripes, blotch and grain value noise, all functions of
-the object-local surface point, so a point has the same albedo in every view), Lambert shading
+Colour: a procedural albedo (3D checker, stripes or a mosaic of hashed-colour tiles, blotch and
+grain value noise, all functions of the object-local surface point, so a point has the same
+albedo in every view), Lambert shading
 by ambient light, a sun and a lamp (with shadow rays), then a camera response: auto-exposure with
 per-frame jitter, white balance, gamma, vignetting and sensor noise (hashed, so reproducible).
 
@@ -120,6 +121,9 @@ def camera_origins(scene: SceneBatch, pixels: int) -> Tensor:
     return eye[:, :, None].expand(-1, -1, pixels, -1).reshape(eye.shape[0], -1, 3)
 
 
+_MOSAIC_SALT = 0x3C6EF372  # keeps the tiles' hash apart from the blotch and grain lattices
+
+
 def albedo(scene: SceneBatch, surface: Tensor, local: Tensor) -> Tensor:
     """Surface colour [W, R, 3] in [0, 1] (linear) at object-local points [W, R, 3]."""
     mat = scene.material.gather(1, surface[..., None].expand(-1, -1, scene.material.shape[-1]))
@@ -135,6 +139,12 @@ def albedo(scene: SceneBatch, surface: Tensor, local: Tensor) -> Tensor:
     stripes = 0.5 + 0.5 * torch.sin(2.0 * math.pi * along / stripe_period)
     mix = (checker_w * checker + stripe_w * stripes).clamp(0.0, 1.0)[..., None]
     base = color_a * (1.0 - mix) + color_b * mix
+    mosaic_w, mosaic_cell = mat[..., 15], mat[..., 16]
+    if bool((mosaic_w > 0).any()):  # skipped without mosaics: the default renders as before
+        tile = torch.floor(local / mosaic_cell.clamp_min(1e-3)[..., None]).to(torch.int64)
+        h = hash32(tile[..., 0], tile[..., 1], tile[..., 2], salt ^ _MOSAIC_SALT)
+        tile_color = 0.05 + 0.9 * torch.stack([unit_float(h, 10 * c) for c in range(3)], dim=-1)
+        base = torch.where(mosaic_w[..., None] > 0, tile_color, base)
     (blotch,) = value_noise3(local, coarse_cell, salt)
     grain = torch.stack(value_noise3(local, fine_cell, salt ^ 0x5BD1E995, channels=3), dim=-1)
     color = base * (1.0 - coarse_amp[..., None] + 2.0 * coarse_amp[..., None] * blotch[..., None])

@@ -43,8 +43,10 @@ MATERIAL_FIELDS = (
     "coarse_amp",  # 1: blotch brightness amplitude
     "fine_cell",  # 1: coloured grain cell (m)
     "fine_amp",  # 1: grain amplitude
+    "mosaic_w",  # 1: 1 for a mosaic surface (hashed colour per tile), else 0
+    "mosaic_cell",  # 1: mosaic tile size (m)
 )
-MATERIAL_WIDTH = 15
+MATERIAL_WIDTH = 17
 CLEARANCE = 0.3  # metres between any camera centre (or the lamp) and any object
 
 
@@ -57,7 +59,7 @@ class SceneBatch:
     cylinder_center [W, Kc, 3] (mid-height), cylinder_radius, cylinder_half_height,
     cylinder_active [W, Kc].
     Surfaces (NS of them): surf_kind [W, NS] int64, surf_center [W, NS, 3], surf_cos/surf_sin
-    [W, NS] (yaw), surf_normal [W, NS, 3] local normal of planar faces, material [W, NS, 15],
+    [W, NS] (yaw), surf_normal [W, NS, 3] local normal of planar faces, material [W, NS, 17],
     salt [W, NS] int64.
     Light: ambient [W], sun [W], sun_dir [W, 3] (towards the sun), lamp [W], lamp_pos [W, 3],
     lamp_falloff [W] (m).
@@ -140,8 +142,13 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return table[np.arange(len(h)), i]
 
 
-def _materials(rng: np.random.Generator, n: int, low_texture_prob: float) -> np.ndarray:
-    """[n, MATERIAL_WIDTH] random materials (layout: MATERIAL_FIELDS)."""
+def _materials(
+    rng: np.random.Generator, n: int, low_texture_prob: float, mosaic_prob: float = 0.0
+) -> np.ndarray:
+    """[n, MATERIAL_WIDTH] random materials (layout: MATERIAL_FIELDS).
+
+    With ``mosaic_prob`` 0 no mosaic values are drawn, so a scene's random stream, and every
+    sequence rendered from a seed, is what it was before mosaics existed."""
     a = _hsv_to_rgb(rng.uniform(size=n), rng.uniform(0.0, 0.8, n), rng.uniform(0.25, 0.95, n))
     darker = np.clip(a[:, [1, 2, 0]] * rng.uniform(0.3, 0.65, (n, 1)), 0.0, 1.0)  # hue-shifted
     other = _hsv_to_rgb(rng.uniform(size=n), rng.uniform(0.0, 0.9, n), rng.uniform(0.1, 0.9, n))
@@ -163,6 +170,9 @@ def _materials(rng: np.random.Generator, n: int, low_texture_prob: float) -> np.
     m[low, 8] = 0.0
     m[low, 12] = rng.uniform(0.0, 0.08, int(low.sum()))
     m[low, 14] = rng.uniform(0.0, 0.05, int(low.sum()))
+    if mosaic_prob > 0.0:
+        m[:, 15] = ((rng.uniform(size=n) < mosaic_prob) & ~low).astype(np.float64)
+        m[:, 16] = rng.uniform(0.04, 0.4, n)
     return m
 
 
@@ -315,7 +325,7 @@ def sample_scene(
     kind[base + 1 : base + 2 * kc : 2] = CYLINDER_CAP
     centre_tab[base : base + 2 * kc : 2] = cylinder_center
     centre_tab[base + 1 : base + 2 * kc : 2] = cylinder_center
-    material = _materials(rng, ns, settings.low_texture_prob)
+    material = _materials(rng, ns, settings.low_texture_prob, settings.mosaic_prob)
     salt = rng.integers(0, 2**31 - 1, size=ns, dtype=np.int64)
 
     # Light and camera.

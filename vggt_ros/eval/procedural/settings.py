@@ -36,6 +36,9 @@ class ProceduralSettings:
         corridor_prob: chance that the room is a corridor (long and narrow).
         boxes, spheres, cylinders: (min, max) object counts; the max is the tensor capacity.
         low_texture_prob: chance that a surface is nearly uniform (little texture to match).
+        mosaic_prob: chance that a textured surface is a mosaic: sharp-edged tiles of unrelated
+            hashed colours instead of the two-colour checker and stripes (default 0, the
+            training distribution of every shipped model; more texture variety for training).
         ambient, sun, lamp: light strength ranges (ambient, directional, point lamp).
         shadows: cast shadows from the lamp.
         noise_sigma: sensor noise standard deviation range (in [0, 1] image units).
@@ -60,6 +63,7 @@ class ProceduralSettings:
     spheres: tuple[int, int] = (0, 3)
     cylinders: tuple[int, int] = (0, 3)
     low_texture_prob: float = 0.15
+    mosaic_prob: float = 0.0
     ambient: tuple[float, float] = (0.25, 0.6)
     sun: tuple[float, float] = (0.0, 0.6)
     lamp: tuple[float, float] = (0.3, 1.2)
@@ -90,6 +94,9 @@ class ProceduralSettings:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"{name} must be a (min, max) count range, got {(lo, hi)}")
+        for name in ("corridor_prob", "low_texture_prob", "mosaic_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.supersample < 1:
             raise ValueError(f"supersample must be >= 1, got {self.supersample}")
         if self.track_queries < 0:

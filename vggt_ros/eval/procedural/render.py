@@ -2,9 +2,9 @@
 
 Colour: a procedural albedo (3D checker, stripes or a mosaic of hashed-colour tiles, blotch and
 grain value noise, all functions of the object-local surface point, so a point has the same
-albedo in every view), Lambert shading
-by ambient light, a sun and a lamp (with shadow rays), then a camera response: auto-exposure with
-per-frame jitter, white balance, gamma, vignetting and sensor noise (hashed, so reproducible).
+albedo in every view), Lambert shading by ambient light, a sun and a lamp (with shadow rays),
+then a camera response: auto-exposure with per-frame jitter, white balance, gamma, vignetting
+and sensor noise (hashed, so reproducible).
 
 Depth is the z-depth of the ray through each pixel centre; with ``supersample`` > 1 the colour
 averages a grid of sub-pixel rays (anti-aliasing) while depth stays at the centre.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,7 @@ from vggt_ros.eval.report import accuracy_summary
 from vggt_ros.eval.synthetic import render_size
 from vggt_ros.model.embedded import choose_model
 
-KEYS = ("window_abs_rel", "window_rotation_deg", "ape_percent_of_length")
+KEYS = ("window_abs_rel", "window_rotation_deg", "window_baseline_error_pct", "ape_percent_of_length")
 
 
 def _over_sequences(
@@ -38,12 +39,16 @@ def _over_sequences(
 ) -> None:
     """Print one table: each label's ``reduce`` (mean, median) over the sequences of every KEY."""
     print()
-    print(f"| {what} over sequences | depth AbsRel (window) | rotation error (deg) | APE (% of length) |")
-    print("|---|---|---|---|")
+    print(
+        f"| {what} over sequences | depth AbsRel (window) | rotation error (deg) "
+        "| baseline length error (100 abs ln) | APE (% of length) |"
+    )
+    print("|---|---|---|---|---|")
     for label in labels:
         cells = []
         for key in KEYS:
-            values = [rows[name][label][key] for name in rows if rows[name][label][key] is not None]
+            # None: not measured; NaN: not defined there (no baseline long enough to score)
+            values = [v for name in rows if (v := rows[name][label][key]) is not None and math.isfinite(v)]
             cells.append(f"{reduce(values):.3f}" if values else "-")
         print(f"| {label} | " + " | ".join(cells) + " |")
 
@@ -134,8 +139,11 @@ def main() -> int:
             rows[name][label] = summary["model"]
             rows[name]["constant/identity"] = summary["constant/identity baseline"]
     (args.out / "accuracy.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print("| sequence | weights | depth AbsRel (window) | rotation error (deg) | APE (% of length) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| sequence | weights | depth AbsRel (window) | rotation error (deg) "
+        "| baseline length error (100 abs ln) | APE (% of length) |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, by_label in rows.items():
         for label, r in by_label.items():
             print(

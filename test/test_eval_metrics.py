@@ -165,3 +165,47 @@ def test_window_scores_carry_the_identity_baseline():
     assert perfect.rotation_deg_identity == pytest.approx((10 + 20 + pair) / 3)
     summary = summarize([perfect, scores])
     assert summary["rotation_deg_identity"] == pytest.approx(perfect.rotation_deg_identity)
+
+
+def test_baseline_length_error_measures_translation_against_the_window_depth():
+    """The baseline length error is zero for any prediction whose depth and translations share
+    one scale, 100 ln 2 when the cameras move twice as far as the depth implies, leaves out pairs
+    that barely move (turning in place) and the identity-pose prediction, and needs true depth."""
+    from vggt_ros.eval.window_metrics import (
+        MIN_BASELINE_FRACTION,
+        baseline_length_errors,
+        score_window,
+        summarize,
+    )
+
+    gt = np.repeat(np.eye(4)[None], 3, 0)
+    gt[1, :3, 3] = [0.5, 0.0, 0.0]
+    gt[2, :3, 3] = [0.5, 0.2, 0.0]
+    gt_depth = np.full((3, 6, 8), 4.0)
+    gt_depth[:, :3] = 2.0  # median 3 m
+    half = gt.copy()
+    half[:, :3, 3] *= 0.5  # the whole window at half scale: depth and baselines agree
+    assert score_window(gt_depth * 0.5, gt_depth, half, gt).baseline_error_pct == pytest.approx(0.0, abs=1e-9)
+    far = gt.copy()
+    far[:, :3, 3] *= 2.0  # the cameras move twice as far as this depth implies
+    scores = score_window(gt_depth, gt_depth, far, gt)
+    assert scores.baseline_error_pct == pytest.approx(100 * np.log(2.0))
+    assert scores.abs_rel == pytest.approx(0.0) and scores.translation_deg_mean == pytest.approx(
+        0.0, abs=1e-5
+    )
+    # a pair that barely moves is not scored, however wrong its length: frames 1 and 2 are 1 cm
+    # apart in truth and 30 cm in the prediction; pairs (0, 1) and (0, 2) are exact
+    short = np.repeat(np.eye(4)[None], 3, 0)
+    short[1, :3, 3] = [0.5, 0.0, 0.0]
+    short[2, :3, 3] = [0.51, 0.0, 0.0]
+    predicted = short.copy()
+    predicted[2, :3, 3] = [0.5, 0.3, 0.0]
+    errors = baseline_length_errors(predicted, short, 1.0, MIN_BASELINE_FRACTION * 3.0)
+    assert errors.shape == (2,) and errors[0] == pytest.approx(0.0)
+    assert errors[1] == pytest.approx(100 * np.log(np.hypot(0.5, 0.3) / 0.51))
+    assert baseline_length_errors(predicted, short, 1.0, 0.0).shape == (3,)
+    still = np.repeat(np.eye(4)[None], 3, 0)
+    assert np.isnan(score_window(np.ones_like(gt_depth), gt_depth, still, gt).baseline_error_pct)
+    assert np.isnan(score_window(None, None, far, gt).baseline_error_pct)
+    summary = summarize([scores, score_window(None, None, far, gt)])
+    assert summary["baseline_error_pct"] == pytest.approx(100 * np.log(2.0))  # NaN windows left out

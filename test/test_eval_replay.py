@@ -99,13 +99,16 @@ def test_eval_reports_the_injected_noise(seq, gt: GroundTruthSpec | None) -> Non
 
 
 def test_noise_free_double_gives_zero_error(seq) -> None:
-    from vggt_ros.eval.report import evaluate
+    from vggt_ros.eval.report import accuracy_summary, evaluate
 
     predictor = GroundTruthPredictor(seq)
     report, _ = evaluate(replay_bag(BAG, PerceptionPipeline(config(), predictor)))
     assert report["trajectory"]["ape_trans_m"]["max"] < 1e-6
     assert report["trajectory"]["scale"] == pytest.approx(1 / predictor.norm_scale, rel=1e-6)
     assert report["depth"]["abs_rel"] < 1e-6 and report["depth"]["delta1"] == 1.0
+    # Each window's baselines agree with its depth (one scale for both, as chaining needs).
+    assert report["windows"]["model"]["baseline_error_pct"] < 1e-3
+    assert accuracy_summary(report)["model"]["window_baseline_error_pct"] < 1e-3
 
 
 def test_cli_writes_report_plots_exports_and_recording(tmp_path, seq) -> None:

@@ -248,6 +248,7 @@ def test_cli_curriculum_options_reach_the_run_config(tmp_path: Path) -> None:
     assert config.loss.rotation == 1.0  # the others keep their defaults
     validation = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if "val/windows" in x]
     assert validation[-1]["val/rotation_deg_identity"] > 0
+    assert "val/baseline_error_pct" in validation[-1]  # NaN where no pair moved far enough
     bad = ["train", "--out", str(tmp_path / "bad"), "--device", "cpu", "-q"]
     assert main([*bad, "--motions", "teleport=1"]) == 2
     assert main([*bad, "--loss", "camera_weight=3"]) == 2

@@ -446,7 +446,9 @@ def _row(label: str, stats: dict[str, Any], keys: tuple[str, ...]) -> str:
 def accuracy_summary(report: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """The headline accuracy of a report, for the model and the constant-depth / identity-pose
     baseline: window depth AbsRel (one median scale per window), window relative rotation error
-    (deg), and the chained trajectory's APE RMSE as a percentage of its length."""
+    (deg), translation direction (deg), baseline length against the window's depth
+    (``100 |ln ratio|``, :mod:`vggt_ros.eval.window_metrics`), and the chained trajectory's APE
+    RMSE as a percentage of its length."""
     win, tr = report.get("windows", {}), report.get("trajectory", {})
     out: dict[str, dict[str, float | None]] = {}
     for name, key in (("model", "model"), ("constant/identity baseline", "constant_identity_baseline")):
@@ -460,6 +462,7 @@ def accuracy_summary(report: dict[str, Any]) -> dict[str, dict[str, float | None
             "window_abs_rel": w.get("abs_rel"),
             "window_rotation_deg": w.get("rotation_deg_mean"),
             "window_translation_deg": w.get("translation_deg_mean"),
+            "window_baseline_error_pct": w.get("baseline_error_pct"),
             "ape_percent_of_length": None if "skipped" in tr else ape,
         }
     return out
@@ -477,13 +480,14 @@ def accuracy_lines(report: dict[str, Any]) -> list[str]:
         "window's own frame and one median depth scale; APE is after one Sim(3) (or SE(3) when metric).",
         "",
         "| | depth AbsRel (window) | rotation error (deg, window pairs) | translation direction (deg) "
-        "| APE RMSE (% of length) |",
-        "|---|---|---|---|---|",
+        "| baseline length error (100 abs ln) | APE RMSE (% of length) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         lines.append(
             f"| {name} | {_fmt(r['window_abs_rel'])} | {_fmt(r['window_rotation_deg'])} | "
-            f"{_fmt(r['window_translation_deg'])} | {_fmt(r['ape_percent_of_length'])} |"
+            f"{_fmt(r['window_translation_deg'])} | {_fmt(r['window_baseline_error_pct'])} | "
+            f"{_fmt(r['ape_percent_of_length'])} |"
         )
     return [*lines, ""]
 

@@ -7,7 +7,12 @@ only what that frame and scale cannot change:
   (``median(gt) / median(pred)`` over the window's valid pixels), and delta < 1.25;
 * the relative rotation error between every pair of frames of the window, in degrees
   (``angle(R_pred_ij^T R_gt_ij)``, with ``R_ij`` the rotation from frame j's camera to frame i's);
-* the relative translation direction error of every pair, in degrees (scale-free).
+* the relative translation direction error of every pair, in degrees (scale-free);
+* the baseline length error of every pair against the window's own depth: the predicted
+  baseline times the depth's median scale against the true baseline, as ``100 * |ln ratio|``
+  (about a percentage when small). Depth AbsRel and the translation direction can both be right
+  while the cameras move too far or too little for the depth they see, and chaining windows into
+  a path needs the two to agree.
 
 All functions take numpy arrays (float64 inside).
 """
@@ -32,9 +37,34 @@ class WindowScores:
     # The same rotation error for the "camera did not move" prediction (identity rotations):
     # what a camera head that learned nothing scores on this window.
     rotation_deg_identity: float = float("nan")
+    # 100 * mean |ln(depth scale * predicted baseline / true baseline)| over the frame pairs
+    # whose true baseline is at least MIN_BASELINE_FRACTION of the median true depth; NaN
+    # without ground-truth depth or without such a pair (e.g. turning in place).
+    baseline_error_pct: float = float("nan")
 
     def to_dict(self) -> dict[str, float]:
         return dict(vars(self))
+
+
+# Pairs whose true baseline is shorter than this share of the window's median true depth are left
+# out of the baseline length error: their length is mostly rounding and jitter (a camera turning
+# in place), and a ratio of two near-zero lengths says nothing about the scale.
+MIN_BASELINE_FRACTION = 0.02
+
+
+def _depth_pixels(
+    pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The predicted and true depths (float64, flat) of the pixels where both are finite and
+    positive (and ``valid``); None with fewer than 10 such pixels."""
+    pred = np.asarray(pred, np.float64)
+    gt = np.asarray(gt, np.float64)
+    ok = np.isfinite(pred) & np.isfinite(gt) & (pred > 0) & (gt > 0)
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    if ok.sum() < 10:
+        return None
+    return pred[ok], gt[ok]
 
 
 def window_depth_errors(
@@ -46,14 +76,10 @@ def window_depth_errors(
         pred, gt: [S, H, W] depth (pred in any scale); valid: [S, H, W] bool (default: both
             finite and positive).
     """
-    pred = np.asarray(pred, np.float64)
-    gt = np.asarray(gt, np.float64)
-    ok = np.isfinite(pred) & np.isfinite(gt) & (pred > 0) & (gt > 0)
-    if valid is not None:
-        ok &= np.asarray(valid, bool)
-    if ok.sum() < 10:
+    pixels = _depth_pixels(pred, gt, valid)
+    if pixels is None:
         return float("nan"), float("nan")
-    p, g = pred[ok], gt[ok]
+    p, g = pixels
     p = p * (np.median(g) / np.median(p))
     abs_rel = float(np.mean(np.abs(p - g) / g))
     delta1 = float(np.mean(np.maximum(p / g, g / p) < 1.25))
@@ -93,6 +119,32 @@ def relative_pose_errors(pred_c2w: np.ndarray, gt_c2w: np.ndarray) -> tuple[np.n
     return np.asarray(rot), np.asarray(trans)
 
 
+def baseline_length_errors(
+    pred_c2w: np.ndarray, gt_c2w: np.ndarray, depth_scale: float, min_baseline: float
+) -> np.ndarray:
+    """``100 * |ln(depth_scale * |t_pred_ij| / |t_gt_ij|)|`` of every frame pair i < j whose true
+    baseline is at least ``min_baseline``.
+
+    Args:
+        pred_c2w, gt_c2w: [S, 4, 4] camera-to-world poses; the predicted ones in the units of the
+            predicted depth, the true ones in metres.
+        depth_scale: true / predicted depth scale of the window (``median(gt) / median(pred)``).
+        min_baseline: shortest true baseline (metres) that is scored.
+
+    Returns:
+        [P'] errors of the scored pairs. Pairs predicted not to move at all (a baseline of
+        exactly zero, e.g. the identity-pose baseline) have no length to compare and are left
+        out too.
+    """
+    P = np.asarray(pred_c2w, np.float64)[:, :3, 3]
+    G = np.asarray(gt_c2w, np.float64)[:, :3, 3]
+    i, j = np.triu_indices(len(P), k=1)
+    true = np.linalg.norm(G[j] - G[i], axis=1)
+    predicted = depth_scale * np.linalg.norm(P[j] - P[i], axis=1)
+    keep = (true >= min_baseline) & (predicted > 0)
+    return 100.0 * np.abs(np.log(predicted[keep] / true[keep]))
+
+
 def score_window(
     pred_depth: np.ndarray,
     gt_depth: np.ndarray | None,
@@ -100,10 +152,18 @@ def score_window(
     gt_c2w: np.ndarray,
     valid: np.ndarray | None = None,
 ) -> WindowScores:
-    """All scores of one window (depth ones NaN without ground-truth depth)."""
-    abs_rel = delta1 = float("nan")
+    """All scores of one window (depth ones and the baseline length error NaN without
+    ground-truth depth)."""
+    abs_rel = delta1 = baseline = float("nan")
     if gt_depth is not None:
         abs_rel, delta1 = window_depth_errors(pred_depth, gt_depth, valid)
+        pixels = _depth_pixels(pred_depth, gt_depth, valid)
+        if pixels is not None:
+            scale = float(np.median(pixels[1]) / np.median(pixels[0]))
+            errors = baseline_length_errors(
+                pred_c2w, gt_c2w, scale, MIN_BASELINE_FRACTION * float(np.median(pixels[1]))
+            )
+            baseline = float(errors.mean()) if errors.size else float("nan")
     rot, trans = relative_pose_errors(pred_c2w, gt_c2w)
     still = np.repeat(np.eye(4)[None], len(gt_c2w), 0)
     rot_identity, _ = relative_pose_errors(still, gt_c2w)
@@ -115,6 +175,7 @@ def score_window(
         translation_deg_mean=float(np.nanmean(trans)) if np.isfinite(trans).any() else float("nan"),
         frames=int(pred_c2w.shape[0]),
         rotation_deg_identity=float(rot_identity.mean()) if rot_identity.size else float("nan"),
+        baseline_error_pct=baseline,
     )
 
 
@@ -130,6 +191,7 @@ def summarize(scores: list[WindowScores]) -> dict[str, float]:
         "rotation_deg_max",
         "translation_deg_mean",
         "rotation_deg_identity",
+        "baseline_error_pct",
     )
     for key in keys:
         values = np.array([getattr(s, key) for s in scores], np.float64)

@@ -625,10 +625,11 @@ def _write_validation(writer: Any, log: Any, validation: dict[str, float], step:
                 writer.add_scalar(k, v, step)
     logger.info(
         "step %d validation: depth AbsRel %.4f, rotation %.2f deg (identity %.2f), "
-        "translation direction %.1f deg",
+        "translation direction %.1f deg, baseline length error %.1f",
         step,
         validation.get("val/abs_rel", float("nan")),
         validation.get("val/rotation_deg_mean", float("nan")),
         validation.get("val/rotation_deg_identity", float("nan")),
         validation.get("val/translation_deg_mean", float("nan")),
+        validation.get("val/baseline_error_pct", float("nan")),
     )

@@ -79,10 +79,19 @@ def window_depth_errors(
     pixels = _depth_pixels(pred, gt, valid)
     if pixels is None:
         return float("nan"), float("nan")
-    p, g = pixels
-    p = p * (np.median(g) / np.median(p))
-    abs_rel = float(np.mean(np.abs(p - g) / g))
-    delta1 = float(np.mean(np.maximum(p / g, g / p) < 1.25))
+    return _scaled_depth_errors(*pixels, _median_scale(*pixels))
+
+
+def _median_scale(pred: np.ndarray, gt: np.ndarray) -> float:
+    """True / predicted depth scale of a window: ``median(gt) / median(pred)``."""
+    return float(np.median(gt) / np.median(pred))
+
+
+def _scaled_depth_errors(pred: np.ndarray, gt: np.ndarray, scale: float) -> tuple[float, float]:
+    """AbsRel and delta<1.25 of flat depths after multiplying the prediction by ``scale``."""
+    p = pred * scale
+    abs_rel = float(np.mean(np.abs(p - gt) / gt))
+    delta1 = float(np.mean(np.maximum(p / gt, gt / p) < 1.25))
     return abs_rel, delta1
 
 
@@ -155,15 +164,14 @@ def score_window(
     """All scores of one window (depth ones and the baseline length error NaN without
     ground-truth depth)."""
     abs_rel = delta1 = baseline = float("nan")
-    if gt_depth is not None:
-        abs_rel, delta1 = window_depth_errors(pred_depth, gt_depth, valid)
-        pixels = _depth_pixels(pred_depth, gt_depth, valid)
-        if pixels is not None:
-            scale = float(np.median(pixels[1]) / np.median(pixels[0]))
-            errors = baseline_length_errors(
-                pred_c2w, gt_c2w, scale, MIN_BASELINE_FRACTION * float(np.median(pixels[1]))
-            )
-            baseline = float(errors.mean()) if errors.size else float("nan")
+    pixels = None if gt_depth is None else _depth_pixels(pred_depth, gt_depth, valid)
+    if pixels is not None:
+        scale = _median_scale(*pixels)
+        abs_rel, delta1 = _scaled_depth_errors(*pixels, scale)
+        errors = baseline_length_errors(
+            pred_c2w, gt_c2w, scale, MIN_BASELINE_FRACTION * float(np.median(pixels[1]))
+        )
+        baseline = float(errors.mean()) if errors.size else float("nan")
     rot, trans = relative_pose_errors(pred_c2w, gt_c2w)
     still = np.repeat(np.eye(4)[None], len(gt_c2w), 0)
     rot_identity, _ = relative_pose_errors(still, gt_c2w)

@@ -11,6 +11,12 @@ first one sequence by sequence: the mean paired difference of the chained and th
     python benchmarks/path_accuracy.py --out out/paths --model v7=embedded --model A=A.safetensors
     python benchmarks/path_accuracy.py --out out/paths --model v7=embedded --model v7_7px=embedded \
         --model-param v7_7px:keyframe.min_parallax_px=7
+    python benchmarks/path_accuracy.py --out out/paths --model v7=embedded --model U=U.safetensors \
+        --model-size U:294
+
+A model given its own input size (``--model-size``) replays the same scenes (same seeds and
+camera paths) rendered at its size, so a 294-px candidate pairs with the 252-px default sequence
+by sequence.
 
 Reports are kept (``OUT/NAME/SEQUENCE/report.json``), so an interrupted run resumes where it
 stopped and a model added later reuses the bags and the other models' reports; they are found
@@ -79,6 +85,24 @@ def _parse_model(spec: str) -> tuple[str, list[str]]:
     return name, ([] if path == "embedded" else ["--checkpoint", path])
 
 
+def model_sizes(specs: list[str], names: list[str], default: int) -> dict[str, int]:
+    """Each model's input width: ``default`` unless a ``NAME:SIZE`` spec names it.
+
+    Raises ValueError for a spec that is malformed, names no model, or gives a width that is not a
+    positive multiple of 14 (the patch size).
+    """
+    sizes = dict.fromkeys(names, default)
+    for spec in specs:
+        name, sep, value = spec.partition(":")
+        if not sep or name not in sizes or not value.isdigit():
+            raise ValueError(f"--model-size wants NAME:SIZE with a NAME of --model, got {spec!r}")
+        sizes[name] = int(value)
+    for name, size in sizes.items():
+        if size <= 0 or size % 14:
+            raise ValueError(f"input size of {name} must be a positive multiple of 14, got {size}")
+    return sizes
+
+
 def _plot(rows: dict[str, dict[str, dict]], names: list[str], out: Path) -> None:
     import matplotlib
 
@@ -123,6 +147,14 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--size", type=int, default=252, help="model input width; sequences rendered to match")
     ap.add_argument(
+        "--model-size",
+        action="append",
+        default=[],
+        metavar="NAME:SIZE",
+        help="input width of one model only (repeatable); its sequences are the same scenes rendered "
+        "at that size, paired with the others by sequence",
+    )
+    ap.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter of every model"
     )
     ap.add_argument(
@@ -137,12 +169,14 @@ def main() -> int:
     names = [name for name, _ in args.model]
     if len(set(names)) != len(names):
         ap.error("model names must differ")
-    if args.size <= 0 or args.size % 14 or args.per_motion < 1:
-        ap.error("--size must be a positive multiple of 14 and --per-motion at least 1")
-    height, width = render_size(args.size)
+    if args.per_motion < 1:
+        ap.error("--per-motion must be at least 1")
+    try:
+        sizes = model_sizes(args.model_size, names, args.size)
+    except ValueError as error:
+        ap.error(str(error))
     motions = [m for m in args.motions.split(",") if m]
     sequences = [(f"{m}_{args.seed + k}", m, args.seed + k) for m in motions for k in range(args.per_motion)]
-    bags = args.out / f"bags-{height}x{width}"
     params = [arg for kv in args.param for arg in ("--param", kv)]
     own_params: dict[str, list[str]] = {name: [] for name in names}
     for spec in args.model_param:
@@ -154,19 +188,21 @@ def main() -> int:
     rows: dict[str, dict[str, dict]] = {}
     with tqdm(total=len(sequences) * len(args.model), desc="replays", unit="replay") as bar:
         for sequence, motion, seed in sequences:
-            bag = bags / sequence
-            if not bag.exists():
-                generate = ["generate", str(bag), "--scene", "procedural", "--held-out", "--motion", motion]
-                generate += ["--frames", str(args.frames), "--height", str(height), "--width", str(width)]
-                if cli([*generate, "--seed", str(seed), "-q"]) != 0:
-                    raise SystemExit(f"could not generate {bag}")
             rows[sequence] = {}
             for name, model_args in args.model:
+                height, width = render_size(sizes[name])
+                bag = args.out / f"bags-{height}x{width}" / sequence
+                if not bag.exists():
+                    generate = ["generate", str(bag), "--scene", "procedural", "--held-out"]
+                    generate += ["--motion", motion, "--frames", str(args.frames)]
+                    generate += ["--height", str(height), "--width", str(width)]
+                    if cli([*generate, "--seed", str(seed), "-q"]) != 0:
+                        raise SystemExit(f"could not generate {bag}")
                 out = args.out / name / sequence
                 if not (out / "report.json").exists():
                     config = ["--config", args.config] if model_args else []
                     command = ["eval", str(bag), "--out", str(out), "--no-plots", "--device", "cpu"]
-                    command += [*model_args, *config, "--size", str(args.size), *params, *own_params[name]]
+                    command += [*model_args, *config, "--size", str(sizes[name]), *params, *own_params[name]]
                     command.append("-q")
                     if cli(command) != 0:
                         raise SystemExit(f"vggt-ros eval failed on {bag} with {name}")
@@ -205,9 +241,11 @@ def main() -> int:
         summary["models"][name] = entry
     (args.out / "paths.json").write_text(json.dumps({"summary": summary, "sequences": rows}, indent=2) + "\n")
 
+    shown_sizes = ", ".join(f"{name} {'x'.join(map(str, render_size(sizes[name])))}" for name in names)
+    summary["input_sizes"] = sizes
     lines = [
         f"{len(complete)} of {len(rows)} sequences with a trajectory for every model "
-        f"({', '.join(motions)}; seeds from {args.seed}; {height}x{width})",
+        f"({', '.join(motions)}; seeds from {args.seed}; {shown_sizes})",
         "",
         "| model | chained APE % mean / median | optimised APE % mean / median | loops (false) "
         f"| chained: paired difference to {names[0]} [95 %], better / worse "

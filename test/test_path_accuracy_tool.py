@@ -40,3 +40,14 @@ def test_differences_that_go_both_ways_give_an_interval_around_zero():
 def test_no_pairs_is_an_error():
     with pytest.raises(ValueError):
         _tool().paired_difference(np.array([]), np.array([]))
+
+
+def test_model_sizes_default_to_size_and_follow_each_models_own():
+    sizes = _tool().model_sizes(["U:294"], ["v7", "U"], 252)
+    assert sizes == {"v7": 252, "U": 294}
+
+
+@pytest.mark.parametrize("spec", ["U=294", "W:294", "U:", "U:300", "U:abc"])
+def test_model_sizes_refuse_a_malformed_spec_an_unknown_model_and_a_width_off_the_patch_grid(spec):
+    with pytest.raises(ValueError):
+        _tool().model_sizes([spec], ["v7", "U"], 252)

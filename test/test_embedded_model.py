@@ -98,12 +98,11 @@ def test_a_checkpoint_without_config_takes_the_config_saved_in_its_header(tmp_pa
 
 def demo_pipeline_settings() -> dict:
     """The pipeline's defaults with the demo's window settings (windows of 4, stride 2), flat."""
+    from vggt_ros.eval.accuracy import DEMO_WINDOW_SETTINGS
     from vggt_ros.mapping import PipelineConfig
 
     flat = PipelineConfig().to_flat()
-    flat.update(
-        {"window.size": 4, "window.stride": 2, "window.num_track_queries": 0, "keyframe.max_interval_s": 0.15}
-    )
+    flat.update({**DEMO_WINDOW_SETTINGS, "window.num_track_queries": 0})
     return flat
 
 

@@ -16,6 +16,15 @@ from typing import Any
 
 from vggt_ros.eval.report import accuracy_summary, evaluate
 
+#: The window and keyframe settings ``make demo`` runs the node with (its bundled sequence has
+#: 16 frames, so windows of 4 with stride 2), as flat pipeline parameters. The demo tests and
+#: ``benchmarks/demo_room_accuracy.py`` replay with the same.
+DEMO_WINDOW_SETTINGS: dict[str, float | int] = {
+    "window.size": 4,
+    "window.stride": 2,
+    "keyframe.max_interval_s": 0.15,
+}
+
 COLUMNS = (
     ("window_abs_rel", "depth AbsRel"),
     ("window_rotation_deg", "rotation err (deg)"),

@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.checkpoint and args.untrained:
         ap.error("--checkpoint and --untrained exclude each other")
 
+    from vggt_ros.eval.accuracy import DEMO_WINDOW_SETTINGS
     from vggt_ros.eval.synthetic import render_sequence, render_size
     from vggt_ros.model.embedded import DEFAULT_MODEL
 
@@ -73,10 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "camera.right.topic": "/demo/right/image_raw/compressed",
         "camera.right.transport": "compressed",
         "camera.right.frame_id": "right_optical",
-        "window.size": 4,
-        "window.stride": 2,
+        **DEMO_WINDOW_SETTINGS,
         "window.num_track_queries": 32,
-        "keyframe.max_interval_s": 0.15,
         "map_publish_period_s": 0.0,
         "output_dir": str(out),
     }

@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="config of --checkpoint (default: its header's)")
     ap.add_argument("--untrained", action="store_true", help="random weights of --config")
     ap.add_argument("--size", type=int, default=0, help="input width (default: the model's own)")
+    ap.add_argument(
+        "--render-size",
+        type=int,
+        default=0,
+        help="render the paths this wide instead of at the model's input (the model resizes them)",
+    )
     ap.add_argument("--sequences", type=int, default=8, help="paths through the room")
     ap.add_argument("--first-seed", type=int, default=0, help="seed of the first path (0 = the demo's)")
     ap.add_argument("--frames", type=int, default=16, help="frames per path (the demo's: 16)")
@@ -72,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.sequences < 1 or args.frames < 4:
         ap.error("--sequences must be at least 1 and --frames at least 4")
+    if args.render_size < 0 or args.render_size % 14:
+        ap.error("--render-size must be a positive multiple of 14 (0: the model's input width)")
     try:
         choice = choose_model(args.checkpoint, args.config, args.size or None, args.untrained)
         settings = [f"{k}={v}" for k, v in DEMO_WINDOW_SETTINGS.items()] + ["window.num_track_queries=0"]
@@ -81,11 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         flat = pipeline_config(ns).to_flat()
     except ValueError as error:
         ap.error(str(error))
-    height, width = render_size(choice.image_size)
+    height, width = render_size(args.render_size or choice.image_size)
     predictor = Predictor.from_checkpoint(
-        choice.source, config=choice.config, device="cpu", target_size=width
+        choice.source, config=choice.config, device="cpu", target_size=choice.image_size
     )
-    print(f"{choice.description}; {args.sequences} demo-room paths, {args.frames} frames, {height}x{width}")
+    print(
+        f"{choice.description} at {choice.image_size} px; {args.sequences} demo-room paths, "
+        f"{args.frames} frames rendered at {height}x{width}"
+    )
 
     from vggt_ros.mapping import PipelineConfig
 
@@ -111,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         record = {
             "model": choice.description,
-            "input": [height, width],
+            "input_size": choice.image_size,
+            "rendered": [height, width],
             "params": args.param,
             "rows": rows,
             "means": summary,

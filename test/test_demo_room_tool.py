@@ -38,7 +38,7 @@ def test_two_paths_replayed_with_and_without_the_refinement(tmp_path):
     args = ["--untrained", "--config", "vggt-tiny", "--size", "182", "--sequences", "2", "--frames", "8"]
     assert _tool().main([*args, "--first-seed", "1", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
-    assert record["input"] == [140, 182]
+    assert record["rendered"] == [140, 182] and record["input_size"] == 182
     assert set(record["rows"]) == {"defaults", "head only"}
     for mode, rows in record["rows"].items():
         assert [r["seed"] for r in rows] == [1, 2]

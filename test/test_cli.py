@@ -92,7 +92,7 @@ def test_predict_without_model_options_runs_the_embedded_model(tmp_path: Path) -
     assert (
         summary["weights"]["model"] == DEFAULT_MODEL.name and summary["weights"]["card"] == DEFAULT_MODEL.card
     )
-    assert summary["size"] == DEFAULT_MODEL.image_size and summary["model_hw"] == [196, 252]
+    assert summary["size"] == DEFAULT_MODEL.image_size and summary["model_hw"] == [224, 294]
 
 
 @pytest.mark.parametrize(("fourcc", "suffix"), [("MJPG", ".avi"), ("mp4v", ".mp4")])

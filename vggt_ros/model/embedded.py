@@ -73,13 +73,13 @@ class EmbeddedModel:
 
 
 DEFAULT_MODEL = EmbeddedModel(
-    name="vggt-compact-v7",
+    name="vggt-compact-v8",
     config="vggt-compact",
-    filename="vggt-compact-v7.safetensors",
-    sha256="77bff4d9baf8993fab932252972544958566f7246dbde7d19b499d627e13e20f",
-    image_size=252,
+    filename="vggt-compact-v8.safetensors",
+    sha256="08b502e1d466d6ddc1503558ef5b08c5292f7f3d1f08d73cd1739157cdf1d7db",
+    image_size=294,
     card="docs/model_card_compact.md",
-    summary="about 143 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
+    summary="about 183 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
 )
 
 

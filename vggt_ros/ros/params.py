@@ -101,7 +101,7 @@ NODE_PARAMS: dict[str, ParamSpec] = {
     "model.image_size": ParamSpec(
         0,
         "Longest side of the model input in pixels (multiple of 14). 0: the size the weights were "
-        "trained at (518 for VGGT-1B, 252 for the embedded compact model).",
+        "trained at (518 for VGGT-1B, 294 for the embedded compact model).",
         low=0,
         high=1036,
         read_only=True,

@@ -1,21 +1,15 @@
 """benchmarks/demo_room_accuracy.py: several demo-room paths through the real pipeline, with and
 without the pose refinement, averaged per mode."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_room_accuracy.py"
+from benchmark_scripts import load_benchmark
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("demo_room_accuracy", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("demo_room_accuracy")
 
 
 def test_means_leave_out_missing_and_nan_values():

@@ -1,20 +1,13 @@
 """The paired comparison of benchmarks/path_accuracy.py (which decides whether a candidate model
 is worse on paths than the shipped one)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "path_accuracy.py"
+from benchmark_scripts import load_benchmark
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("path_accuracy", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("path_accuracy")
 
 
 def test_a_consistent_shift_is_reported_with_an_interval_that_excludes_zero():

@@ -8,15 +8,15 @@ every model through the node's pipeline (``vggt-ros eval``, CPU) and compares ea
 first one sequence by sequence: the mean paired difference of the chained and the loop-closed
 (optimised) APE with a bootstrap 95 % interval, and how many sequences got better or worse.
 
-    python benchmarks/path_accuracy.py --out out/paths --model v7=embedded --model A=A.safetensors
-    python benchmarks/path_accuracy.py --out out/paths --model v7=embedded --model v7_7px=embedded \
-        --model-param v7_7px:keyframe.min_parallax_px=7
-    python benchmarks/path_accuracy.py --out out/paths --model v7=embedded --model U=U.safetensors \
-        --model-size U:294
+    python benchmarks/path_accuracy.py --out out/paths --model v8=embedded --model A=A.safetensors
+    python benchmarks/path_accuracy.py --out out/paths --model v8=embedded --model v8_7px=embedded \
+        --model-param v8_7px:keyframe.min_parallax_px=7
+    python benchmarks/path_accuracy.py --out out/paths --model v8=embedded --model v7=v7.safetensors \
+        --model-size v7:252
 
 A model given its own input size (``--model-size``) replays the same scenes (same seeds and
-camera paths) rendered at its size, so a 294-px candidate pairs with the 252-px default sequence
-by sequence.
+camera paths) rendered at its size, so a 252-px model pairs with the 294-px default sequence by
+sequence.
 
 Reports are kept (``OUT/NAME/SEQUENCE/report.json``), so an interrupted run resumes where it
 stopped and a model added later reuses the bags and the other models' reports; they are found
@@ -40,6 +40,7 @@ from vggt_ros.cli import main as cli
 from vggt_ros.eval.procedural.settings import LOOP_MOTIONS
 from vggt_ros.eval.report import accuracy_summary
 from vggt_ros.eval.synthetic import render_size
+from vggt_ros.model.embedded import DEFAULT_MODEL
 
 
 def paired_difference(
@@ -145,7 +146,12 @@ def main() -> int:
     ap.add_argument("--per-motion", type=int, default=10, help="sequences per motion")
     ap.add_argument("--seed", type=int, default=6000, help="first seed (every motion uses the same seeds)")
     ap.add_argument("--frames", type=int, default=200)
-    ap.add_argument("--size", type=int, default=252, help="model input width; sequences rendered to match")
+    ap.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_MODEL.image_size,
+        help="model input width (default: the embedded model's); sequences rendered to match",
+    )
     ap.add_argument(
         "--model-size",
         action="append",
@@ -239,10 +245,10 @@ def main() -> int:
                 for key in ("chained_ape_percent", "ape_percent")
             }
         summary["models"][name] = entry
+    summary["input_sizes"] = sizes
     (args.out / "paths.json").write_text(json.dumps({"summary": summary, "sequences": rows}, indent=2) + "\n")
 
     shown_sizes = ", ".join(f"{name} {'x'.join(map(str, render_size(sizes[name])))}" for name in names)
-    summary["input_sizes"] = sizes
     lines = [
         f"{len(complete)} of {len(rows)} sequences with a trajectory for every model "
         f"({', '.join(motions)}; seeds from {args.seed}; {shown_sizes})",

@@ -31,6 +31,7 @@ from vggt_ros.engine import Predictor
 from vggt_ros.eval.accuracy import DEMO_WINDOW_SETTINGS, synthetic_sequence_accuracy
 from vggt_ros.eval.commands import pipeline_config
 from vggt_ros.eval.synthetic import render_sequence, render_size
+from vggt_ros.model.checkpoint.errors import CheckpointError
 from vggt_ros.model.embedded import choose_model
 
 #: (key in the accuracy rows, column label)
@@ -90,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         ap.error(str(error))
     height, width = render_size(args.render_size or choice.image_size)
-    predictor = Predictor.from_checkpoint(
-        choice.source, config=choice.config, device="cpu", target_size=choice.image_size
-    )
+    try:
+        predictor = Predictor.from_checkpoint(
+            choice.source, config=choice.config, device="cpu", target_size=choice.image_size
+        )
+    except CheckpointError as error:
+        ap.error(str(error))
     print(
         f"{choice.description} at {choice.image_size} px; {args.sequences} demo-room paths, "
         f"{args.frames} frames rendered at {height}x{width}"

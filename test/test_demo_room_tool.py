@@ -48,3 +48,9 @@ def test_an_unknown_pipeline_parameter_is_refused():
     with pytest.raises(SystemExit) as info:
         _tool().main(["--untrained", "--config", "vggt-tiny", "--size", "182", "--param", "window.sise=4"])
     assert info.value.code == 2
+
+
+def test_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        _tool().main(["--checkpoint", str(tmp_path / "nope.safetensors"), "--config", "vggt-compact"])
+    assert info.value.code == 2 and "checkpoint not found" in capsys.readouterr().err

@@ -73,13 +73,13 @@ class EmbeddedModel:
 
 
 DEFAULT_MODEL = EmbeddedModel(
-    name="vggt-compact-v8",
+    name="vggt-compact-v9",
     config="vggt-compact",
-    filename="vggt-compact-v8.safetensors",
-    sha256="08b502e1d466d6ddc1503558ef5b08c5292f7f3d1f08d73cd1739157cdf1d7db",
+    filename="vggt-compact-v9.safetensors",
+    sha256="e3c07b149080fdadf617217c5ca8d88cc0a5ec8c88337f06cc7746c945801b41",
     image_size=294,
     card="docs/model_card_compact.md",
-    summary="about 183 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
+    summary="about 205 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
 )
 
 

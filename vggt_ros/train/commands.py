@@ -1,4 +1,4 @@
-"""``vggt-ros train`` and ``vggt-ros export-model`` (registered by :mod:`vggt_ros.cli`).
+"""``vggt-ros train``, ``export-model`` and ``average-models`` (registered by :mod:`vggt_ros.cli`).
 
     vggt-ros train --out runs/compact --model vggt-compact --steps 20000 --batch-size 32
     vggt-ros train --out runs/compact --resume --time-limit 9      # continue for 9 minutes
@@ -6,6 +6,7 @@
     vggt-ros train --out runs/ft --model vggt-1b --init-checkpoint facebook/VGGT-1B \
         --freeze-encoder --bag recorded.mcap --no-procedural --batch-size 2
     vggt-ros export-model runs/compact --out model.safetensors      # EMA weights, fp16
+    vggt-ros average-models a.safetensors b.safetensors --out soup.safetensors  # weight mean
 
 See docs/training.md.
 """
@@ -463,4 +464,45 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMAND_ADDERS = (add_train, add_export)
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_average(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``vggt-ros average-models``."""
+    p = subparsers.add_parser(
+        "average-models",
+        parents=parents,
+        help="write the weighted mean of exported model files of one lineage",
+        description=(
+            "Average two or more `vggt-ros export-model` files element-wise (a 'model soup': "
+            "fine-tunes from the same weights). The inputs must share config, image size and "
+            "tensor shapes; the output's provenance names each input with its sha256 and weight."
+        ),
+    )
+    p.add_argument("models", type=Path, nargs="+", help="exported .safetensors model files (two or more)")
+    p.add_argument("--out", "-o", type=Path, required=True, help="output .safetensors file")
+    p.add_argument(
+        "--weights", type=_weights, default=None, help="one weight per model, e.g. 0.5,0.5 (default: equal)"
+    )
+    p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
+    p.set_defaults(handler=run_average)
+
+
+def run_average(args: argparse.Namespace) -> int:
+    import torch
+
+    from vggt_ros.train.averaging import average_models, normalized_weights
+
+    mix = normalized_weights(args.weights, len(args.models))
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    out = average_models(args.models, args.out, mix, dtype)
+    parts = ", ".join(f"{m.name} x {w:.3g}" for m, w in zip(args.models, mix))
+    logger.info("wrote %s (%s; %.1f MB)", out, parts, out.stat().st_size / 1e6)
+    return 0
+
+
+SUBCOMMAND_ADDERS = (add_train, add_export, add_average)

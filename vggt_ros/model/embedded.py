@@ -73,13 +73,13 @@ class EmbeddedModel:
 
 
 DEFAULT_MODEL = EmbeddedModel(
-    name="vggt-compact-v9",
+    name="vggt-compact-v10",
     config="vggt-compact",
-    filename="vggt-compact-v9.safetensors",
-    sha256="e3c07b149080fdadf617217c5ca8d88cc0a5ec8c88337f06cc7746c945801b41",
+    filename="vggt-compact-v10.safetensors",
+    sha256="f7f44d1c0341023c4de2680e530184871caf04424e03850c5b35109b495000e3",
     image_size=294,
     card="docs/model_card_compact.md",
-    summary="about 205 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
+    summary="about 215 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
 )
 
 

@@ -26,15 +26,10 @@ from safetensors.torch import save_file
 from vggt_ros.model.checkpoint import CheckpointError
 from vggt_ros.train.checkpoints import EXPORT_FORMAT
 
-_HASH_CHUNK = 1 << 20
-
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def normalized_weights(weights: Sequence[float] | None, count: int) -> list[float]:

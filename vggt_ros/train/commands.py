@@ -21,6 +21,8 @@ from pathlib import Path
 logger = logging.getLogger("vggt_ros.train")
 
 HEADS = ("camera", "depth", "point", "track")
+# --dtype of the exported files: torch attribute names.
+_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -419,7 +421,7 @@ def add_export(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
     p.add_argument("--out", "-o", type=Path, required=True, help="output .safetensors file")
     p.add_argument("--checkpoint", type=Path, default=None, help="a specific checkpoint folder of the run")
     p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA weights")
-    p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
+    p.add_argument("--dtype", choices=tuple(_DTYPES), default="fp16")
     p.set_defaults(handler=run_export)
 
 
@@ -448,7 +450,7 @@ def run_export(args: argparse.Namespace) -> int:
         },
         "seed": config.seed,
     }
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    dtype = getattr(torch, _DTYPES[args.dtype])
     out = export_model(
         checkpoint,
         args.out,
@@ -488,7 +490,7 @@ def add_average(subparsers: argparse._SubParsersAction, parents: list[argparse.A
     p.add_argument(
         "--weights", type=_weights, default=None, help="one weight per model, e.g. 0.5,0.5 (default: equal)"
     )
-    p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16")
+    p.add_argument("--dtype", choices=tuple(_DTYPES), default="fp16")
     p.set_defaults(handler=run_average)
 
 
@@ -498,7 +500,7 @@ def run_average(args: argparse.Namespace) -> int:
     from vggt_ros.train.averaging import average_models, normalized_weights
 
     mix = normalized_weights(args.weights, len(args.models))
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    dtype = getattr(torch, _DTYPES[args.dtype])
     out = average_models(args.models, args.out, mix, dtype)
     parts = ", ".join(f"{m.name} x {w:.3g}" for m, w in zip(args.models, mix))
     logger.info("wrote %s (%s; %.1f MB)", out, parts, out.stat().st_size / 1e6)

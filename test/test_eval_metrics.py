@@ -209,3 +209,35 @@ def test_baseline_length_error_measures_translation_against_the_window_depth():
     assert np.isnan(score_window(None, None, far, gt).baseline_error_pct)
     summary = summarize([scores, score_window(None, None, far, gt)])
     assert summary["baseline_error_pct"] == pytest.approx(100 * np.log(2.0))  # NaN windows left out
+
+
+def test_depth_error_by_range_splits_the_window_abs_rel_by_true_depth():
+    from vggt_ros.eval.window_metrics import depth_error_by_range, window_depth_errors
+
+    rng = np.random.default_rng(3)
+    gt = rng.uniform(0.2, 6.0, size=(2, 12, 16))
+    pred = gt * 2.0  # right shape at another scale: no error anywhere
+    pred[gt < 0.5] = 3.0  # near pixels put far away (the turn-in-place failure)
+    valid = np.ones_like(gt, bool)
+    valid[1, :2] = False
+    split = depth_error_by_range(pred, gt, valid, (0.0, 0.5, 1.0, np.inf))
+    assert split is not None
+    ok = valid & (gt > 0)
+    near = ok & (gt < 0.5)
+    assert split.pixels == [
+        int(near.sum()),
+        int((ok & (gt >= 0.5) & (gt < 1.0)).sum()),
+        int((ok & (gt >= 1.0)).sum()),
+    ]
+    # the bins' error sums add up to the window AbsRel of the same median scale
+    abs_rel, _ = window_depth_errors(pred, gt, valid)
+    assert sum(split.error_sum) / sum(split.pixels) == pytest.approx(abs_rel)
+    scale = np.median(gt[ok]) / np.median(pred[ok])
+    assert split.abs_rel[0] == pytest.approx(np.mean(np.abs(3.0 * scale - gt[near]) / gt[near]))
+    assert split.abs_rel[0] > 1.0 > split.abs_rel[2]
+    # an empty bin is NaN; too few pixels is None; bad edges are refused
+    empty = depth_error_by_range(pred, gt, valid, (0.0, 0.1, np.inf))
+    assert empty is not None and empty.pixels[0] == 0 and math.isnan(empty.abs_rel[0])
+    assert depth_error_by_range(pred[:, :1, :2], gt[:, :1, :2]) is None
+    with pytest.raises(ValueError, match="increasing"):
+        depth_error_by_range(pred, gt, valid, (1.0, 0.5))

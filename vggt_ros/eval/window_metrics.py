@@ -82,6 +82,62 @@ def window_depth_errors(
     return _scaled_depth_errors(*pixels, _median_scale(*pixels))
 
 
+@dataclass
+class DepthErrorByRange:
+    """A window's AbsRel (after its one median scale) split by true-depth range.
+
+    ``edges`` are the K + 1 bin edges in metres (the last may be ``inf``); the other fields have
+    one entry per bin: ``pixels`` counted, ``error_sum`` of the pixels' |scaled pred - gt| / gt
+    (their sum over bins divided by the pixel total is the window's AbsRel) and the bin's own
+    ``abs_rel`` (NaN for an empty bin).
+    """
+
+    edges: list[float]
+    pixels: list[int]
+    error_sum: list[float]
+    abs_rel: list[float]
+
+
+def depth_error_by_range(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    valid: np.ndarray | None = None,
+    edges: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, np.inf),
+) -> DepthErrorByRange | None:
+    """Where a window's depth error comes from: the window AbsRel of :func:`window_depth_errors`
+    (one median scale for the whole window) split by the pixels' true depth.
+
+    Args:
+        pred, gt: [S, H, W] depth (pred in any scale, gt in metres); valid: [S, H, W] bool.
+        edges: increasing bin edges in metres; pixels outside them are scaled with the rest but
+            not counted in any bin.
+
+    Returns:
+        The split, or None with fewer than 10 scorable pixels.
+    """
+    bounds = np.asarray(edges, np.float64)
+    if bounds.ndim != 1 or bounds.size < 2 or np.any(np.diff(bounds) <= 0):
+        raise ValueError(f"edges must be at least two increasing values, got {edges}")
+    pixels = _depth_pixels(pred, gt, valid)
+    if pixels is None:
+        return None
+    p, g = pixels
+    err = np.abs(p * _median_scale(p, g) - g) / g
+    which = np.searchsorted(bounds, g, side="right") - 1  # bin i holds edges[i] <= gt < edges[i+1]
+    inside = (which >= 0) & (which < bounds.size - 1)
+    bins = bounds.size - 1
+    count = np.bincount(which[inside], minlength=bins)
+    total = np.bincount(which[inside], weights=err[inside], minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return DepthErrorByRange(
+        edges=[float(e) for e in bounds],
+        pixels=[int(c) for c in count],
+        error_sum=[float(s) for s in total],
+        abs_rel=[float(m) for m in mean],
+    )
+
+
 def _median_scale(pred: np.ndarray, gt: np.ndarray) -> float:
     """True / predicted depth scale of a window: ``median(gt) / median(pred)``."""
     return float(np.median(gt) / np.median(pred))

@@ -9,7 +9,13 @@ import torch
 from vggt_ros.eval.procedural import MOTIONS, ProceduralSettings, render_windows, sample_scenes, window_seeds
 from vggt_ros.eval.procedural.motion import sample_motion
 from vggt_ros.eval.procedural.raycast import cast
-from vggt_ros.eval.procedural.scene import CLEARANCE, _box_sdf, _cylinder_sdf, sample_scene
+from vggt_ros.eval.procedural.scene import (
+    CLEARANCE,
+    NEAR_OBJECT_DISTANCE,
+    _box_sdf,
+    _cylinder_sdf,
+    sample_scene,
+)
 
 SMALL = ProceduralSettings(height=36, width=48, frames=3, track_queries=24)
 
@@ -221,3 +227,50 @@ def test_mosaic_surfaces_are_opt_in_tiled_and_view_independent() -> None:
     assert torch.equal(albedo(one, where, inside.flip(1)), colors_inside.flip(1))
     with pytest.raises(ValueError, match="mosaic_prob"):
         ProceduralSettings(mosaic_prob=1.5)
+
+
+def test_near_objects_are_opt_in_in_view_and_keep_clear_of_every_camera() -> None:
+    """``near_object_prob`` stands one more box 0.45-1.2 m in front of a camera of the window
+    (the views the compact model gets most wrong when it turns in place); at 0, the default,
+    the scenes are the ones drawn before the option existed (same slots, same random stream)."""
+    settings = ProceduralSettings(
+        height=48, width=64, frames=4, track_queries=0, motion_weights=(0, 1, 0, 0, 0, 0, 0)
+    )
+    seeds = window_seeds(11, range(12))
+    plain = sample_scenes(settings, seeds)
+    near = sample_scenes(settings.replace(near_object_prob=1.0), seeds)
+    kb = plain.box_active.shape[1]
+    assert near.box_active.shape[1] == kb + 1  # one extra slot, the near object's
+    # Everything drawn before the near object is unchanged: rooms, cameras, the other objects.
+    for name in (
+        "room_hi",
+        "cam_to_world",
+        "box_center",
+        "box_half",
+        "box_active",
+        "sphere_center",
+        "cylinder_center",
+    ):
+        a, b = getattr(plain, name), getattr(near, name)
+        if name.startswith("box_"):
+            b = b[:, :kb]
+        assert torch.equal(a, b), name
+    placed = near.box_active[:, kb]
+    assert int(placed.sum()) >= 10  # nearly every window of a turning camera gets one
+    for w in torch.nonzero(placed)[:, 0].tolist():
+        eyes = near.cam_to_world[w, :, :3, 3].double().numpy()
+        centre = near.box_center[w, kb].double().numpy()
+        half = near.box_half[w, kb].double().numpy()
+        yaw = float(near.box_yaw[w, kb])
+        gap = _box_sdf(eyes, centre, half, yaw)
+        assert gap.min() >= CLEARANCE - 1e-4  # no camera inside or against it
+        assert gap.min() <= NEAR_OBJECT_DISTANCE[1] + 0.15 * 3 + 0.05  # and it stands near one of them
+        assert abs(float(centre[2]) - float(half[2])) < 1e-5  # standing on the floor
+    # Rendered, the near object fills part of the view: many more pixels nearer than 1 m.
+    r_plain = render_windows(settings, seeds)
+    r_near = render_windows(settings.replace(near_object_prob=1.0), seeds)
+    share_plain = float((r_plain.depth < 1.0).float().mean())
+    share_near = float((r_near.depth < 1.0).float().mean())
+    assert share_near > share_plain + 0.1, (share_plain, share_near)
+    with pytest.raises(ValueError, match="near_object_prob"):
+        ProceduralSettings(near_object_prob=-0.1)

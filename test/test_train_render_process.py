@@ -163,3 +163,13 @@ def test_cli_mosaic_option_reaches_the_procedural_settings(tmp_path: Path) -> No
     assert config_from_args(args).procedural.mosaic_prob == 0.3
     args = build_parser().parse_args(["train", "--out", str(tmp_path / "r")])
     assert config_from_args(args).procedural.mosaic_prob == 0.0
+
+
+def test_cli_near_objects_option_reaches_the_procedural_settings(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["train", "--out", str(tmp_path / "r"), "--near-objects", "0.25"])
+    assert config_from_args(args).procedural.near_object_prob == 0.25
+    args = build_parser().parse_args(["train", "--out", str(tmp_path / "r")])
+    assert config_from_args(args).procedural.near_object_prob == 0.0
+    args = build_parser().parse_args(["train", "--out", str(tmp_path / "r"), "--near-objects", "2"])
+    with pytest.raises(ValueError, match="near_object_prob"):
+        config_from_args(args)

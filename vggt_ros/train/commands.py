@@ -177,6 +177,15 @@ def add_train(subparsers: argparse._SubParsersAction, parents: list[argparse.Arg
         help="chance that a textured procedural surface is a mosaic of hashed-colour tiles instead "
         "of checkers and stripes (default 0, the shipped models' data): more texture variety",
     )
+    g.add_argument(
+        "--near-objects",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="chance that a procedural window gets a box standing 0.45-1.2 m in front of one of its "
+        "cameras (default 0, the shipped models' data): views whose depth a camera turning in "
+        "place cannot triangulate",
+    )
     g.add_argument("--supersample", type=int, default=1, help="procedural colour rays per pixel side")
     g.add_argument(
         "--motions",
@@ -294,6 +303,7 @@ def config_from_args(args: argparse.Namespace):  # -> TrainConfig
             track_queries=args.track_queries if "track" in heads or _wants_match(args.loss) else 0,
             supersample=args.supersample,
             mosaic_prob=args.mosaic_prob,
+            near_object_prob=args.near_objects,
             **scene,
         )
     for bag in args.bag:

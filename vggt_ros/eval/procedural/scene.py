@@ -204,8 +204,50 @@ class _Scene:
 
 
 def capacities(settings: ProceduralSettings) -> tuple[int, int, int]:
-    """Object slots (boxes incl. an orbit's focus object, spheres, cylinders) of a batch."""
-    return settings.boxes[1] + 1, settings.spheres[1], settings.cylinders[1]
+    """Object slots (boxes incl. an orbit's focus object and, with ``near_object_prob``, the near
+    object; spheres; cylinders) of a batch."""
+    near = 1 if settings.near_object_prob > 0.0 else 0
+    return settings.boxes[1] + 1 + near, settings.spheres[1], settings.cylinders[1]
+
+
+# The near object (ProceduralSettings.near_object_prob): distance of its near face from the
+# camera it stands in front of, its half depth along that camera's heading and half width across.
+NEAR_OBJECT_DISTANCE = (0.45, 1.2)
+NEAR_OBJECT_HALF_DEPTH = (0.05, 0.3)
+NEAR_OBJECT_HALF_WIDTH = (0.1, 0.45)
+
+
+def _near_object(
+    rng: np.random.Generator, cam_to_world: np.ndarray, keep_clear: np.ndarray, room_height: float
+) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """A box (centre [3], half extents [3], yaw) standing on the floor in front of one camera of
+    the window [S, 4, 4], its near face NEAR_OBJECT_DISTANCE from that camera along the camera's
+    horizontal heading (shifted sideways by up to 0.7 of that distance, so that it fills part of
+    the view or most of it), its top from 0.4 m below the camera to 1.0 m above it; pushed back
+    0.15 m at a time (four tries) until every point of ``keep_clear``
+    [N, 3] is CLEARANCE away. None when the chosen camera looks straight down or up, or no try
+    keeps clear."""
+    frame = int(rng.integers(len(cam_to_world)))
+    eye, forward = cam_to_world[frame, :3, 3], cam_to_world[frame, :3, 2]
+    distance = rng.uniform(*NEAR_OBJECT_DISTANCE)
+    half = np.array([rng.uniform(*NEAR_OBJECT_HALF_DEPTH), rng.uniform(*NEAR_OBJECT_HALF_WIDTH), 0.0])
+    side = rng.uniform(-0.7, 0.7)
+    top = float(np.clip(eye[2] + rng.uniform(-0.4, 1.0), 0.3, room_height))
+    yaw_jitter = rng.normal(0.0, 0.2)
+    heading = np.array([forward[0], forward[1], 0.0])
+    if np.linalg.norm(heading) < 0.3:  # within ~17 degrees of vertical: no "in front" to stand in
+        return None
+    heading /= np.linalg.norm(heading)
+    across = np.array([-heading[1], heading[0], 0.0])
+    half[2] = top / 2
+    yaw = float(np.arctan2(heading[1], heading[0]) + yaw_jitter)  # box x axis ~ along the heading
+    for push in range(4):
+        d = distance + 0.15 * push
+        centre = eye + (d + half[0]) * heading + side * d * across
+        centre[2] = top / 2
+        if _box_sdf(keep_clear, centre, half, yaw).min() >= CLEARANCE:
+            return centre, half, yaw
+    return None
 
 
 def sample_scene(
@@ -302,6 +344,14 @@ def sample_scene(
             top / 2,
             True,
         )
+
+    # The near object, last so that with near_object_prob 0 nothing above or below is drawn
+    # differently (its slot is the extra one capacities() adds).
+    if settings.near_object_prob > 0.0 and rng.uniform() < settings.near_object_prob:
+        near = _near_object(rng, cam_to_world, keep_clear, float(size[2]))
+        if near is not None:
+            box_center[kb - 1], box_half[kb - 1], box_yaw[kb - 1] = near
+            box_active[kb - 1] = True
 
     # Surface tables.
     ns = 6 + 6 * kb + ks + 2 * kc

@@ -39,6 +39,12 @@ class ProceduralSettings:
         mosaic_prob: chance that a textured surface is a mosaic: sharp-edged tiles of unrelated
             hashed colours instead of the two-colour checker and stripes (default 0, the
             training distribution of every shipped model; more texture variety for training).
+        near_object_prob: chance that a window gets one more box standing 0.45-1.2 m in front of
+            one of its cameras (a panel or crate filling part of the view or most of it, its base
+            often out of view), as a turning robot meets beside furniture (default 0: nothing
+            is drawn, so every window renders as before). Random placement makes such views
+            rare, and without parallax (turning in place) the network must learn their distance
+            from other cues: the compact model's worst turn-in-place errors (model card).
         ambient, sun, lamp: light strength ranges (ambient, directional, point lamp).
         shadows: cast shadows from the lamp.
         noise_sigma: sensor noise standard deviation range (in [0, 1] image units).
@@ -64,6 +70,7 @@ class ProceduralSettings:
     cylinders: tuple[int, int] = (0, 3)
     low_texture_prob: float = 0.15
     mosaic_prob: float = 0.0
+    near_object_prob: float = 0.0
     ambient: tuple[float, float] = (0.25, 0.6)
     sun: tuple[float, float] = (0.0, 0.6)
     lamp: tuple[float, float] = (0.3, 1.2)
@@ -94,7 +101,7 @@ class ProceduralSettings:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"{name} must be a (min, max) count range, got {(lo, hi)}")
-        for name in ("corridor_prob", "low_texture_prob", "mosaic_prob"):
+        for name in ("corridor_prob", "low_texture_prob", "mosaic_prob", "near_object_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.supersample < 1:

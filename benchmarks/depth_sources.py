@@ -26,9 +26,7 @@ import numpy as np
 
 from vggt_ros.eval.long_window import held_out_window, sparse_predictor
 from vggt_ros.eval.synthetic import render_size
-from vggt_ros.eval.window_metrics import depth_error_by_range, window_depth_errors
-
-RANGE_EDGES = (0.0, 0.5, 1.0, 2.0, 4.0, np.inf)
+from vggt_ros.eval.window_metrics import DEPTH_RANGE_EDGES, depth_error_by_range, window_depth_errors
 
 
 def point_head_depth(world_points: np.ndarray, extrinsics: np.ndarray) -> np.ndarray:
@@ -68,19 +66,20 @@ def lengths_row(predictor, index: int, height: int, width: int) -> dict[str, flo
 
 
 def range_split(predictor, windows) -> dict[str, list[float]]:
-    """Pixel share, error share and AbsRel per true-depth range (RANGE_EDGES) over ``windows``
+    """Pixel share, error share and AbsRel per true-depth range (DEPTH_RANGE_EDGES) over ``windows``
     (pairs of S frames [S, H, W, 3] uint8 and depth [S, H, W] metres), and the mean window AbsRel."""
-    pixels = np.zeros(len(RANGE_EDGES) - 1)
-    errors = np.zeros(len(RANGE_EDGES) - 1)
+    pixels = np.zeros(len(DEPTH_RANGE_EDGES) - 1)
+    errors = np.zeros(len(DEPTH_RANGE_EDGES) - 1)
     window_abs_rel = []
     for images, gt in windows:
         p = predictor.predict(list(images))
-        split = depth_error_by_range(p.depth, gt, p.valid_mask, RANGE_EDGES)
+        split = depth_error_by_range(p.depth, gt, p.valid_mask)
         if split is None:
             continue
         pixels += split.pixels
         errors += split.error_sum
-        window_abs_rel.append(window_depth_errors(p.depth, gt, p.valid_mask)[0])
+        # The ranges cover 0 to infinity, so their sums are the whole window's.
+        window_abs_rel.append(sum(split.error_sum) / sum(split.pixels))
     return {
         "window AbsRel": [float(np.mean(window_abs_rel))] if window_abs_rel else [float("nan")],
         "pixel share": list(pixels / max(pixels.sum(), 1)),
@@ -101,7 +100,7 @@ def bag_windows(path: str, height: int, width: int, frames: int = 8):
 
 
 def print_ranges(name: str, split: dict[str, list[float]]) -> None:
-    labels = [f"{lo:g}-{hi:g} m" for lo, hi in zip(RANGE_EDGES[:-1], RANGE_EDGES[1:])]
+    labels = [f"{lo:g}-{hi:g} m" for lo, hi in zip(DEPTH_RANGE_EDGES[:-1], DEPTH_RANGE_EDGES[1:])]
     print(f"{name}: window AbsRel {split['window AbsRel'][0]:.3f}")
     print("| | " + " | ".join(labels) + " |")
     print("|" + "---|" * (len(labels) + 1))

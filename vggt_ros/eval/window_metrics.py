@@ -82,6 +82,11 @@ def window_depth_errors(
     return _scaled_depth_errors(*pixels, _median_scale(*pixels))
 
 
+# Default true-depth ranges (metres) of depth_error_by_range: near objects, arm's length, a room,
+# across a large room, far walls.
+DEPTH_RANGE_EDGES: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, float("inf"))
+
+
 @dataclass
 class DepthErrorByRange:
     """A window's AbsRel (after its one median scale) split by true-depth range.
@@ -102,7 +107,7 @@ def depth_error_by_range(
     pred: np.ndarray,
     gt: np.ndarray,
     valid: np.ndarray | None = None,
-    edges: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, np.inf),
+    edges: tuple[float, ...] = DEPTH_RANGE_EDGES,
 ) -> DepthErrorByRange | None:
     """Where a window's depth error comes from: the window AbsRel of :func:`window_depth_errors`
     (one median scale for the whole window) split by the pixels' true depth.

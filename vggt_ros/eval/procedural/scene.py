@@ -223,10 +223,10 @@ def _near_object(
     """A box (centre [3], half extents [3], yaw) standing on the floor in front of one camera of
     the window [S, 4, 4], its near face NEAR_OBJECT_DISTANCE from that camera along the camera's
     horizontal heading (shifted sideways by up to 0.7 of that distance, so that it fills part of
-    the view or most of it), its top from 0.4 m below the camera to 1.0 m above it; pushed back
-    0.15 m at a time (four tries) until every point of ``keep_clear``
-    [N, 3] is CLEARANCE away. None when the chosen camera looks straight down or up, or no try
-    keeps clear."""
+    the view or most of it), its top from 0.4 m below the camera to 1.0 m above it (within
+    0.3 m and the room's height); pushed back 0.15 m at a time (four tries) until every point of
+    ``keep_clear`` [N, 3] is CLEARANCE away. None when the chosen camera looks within ~17 degrees
+    of straight down or up, or no try keeps clear."""
     frame = int(rng.integers(len(cam_to_world)))
     eye, forward = cam_to_world[frame, :3, 3], cam_to_world[frame, :3, 2]
     distance = rng.uniform(*NEAR_OBJECT_DISTANCE)

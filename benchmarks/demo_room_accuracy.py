@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=16, help="frames per path (the demo's: 16)")
     ap.add_argument("--param", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     ap.add_argument("--no-head-only", action="store_true", help="skip the replay without the refinement")
+    ap.add_argument(
+        "--mirror-depth", action="store_true", help="average each window's depth with its mirror image's"
+    )
     ap.add_argument("--out", type=Path, default=None, help="also write the rows and means as JSON")
     args = ap.parse_args(argv)
     if args.sequences < 1 or args.frames < 4:
@@ -93,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     height, width = render_size(args.render_size or choice.image_size)
     try:
         predictor = Predictor.from_checkpoint(
-            choice.source, config=choice.config, device="cpu", target_size=choice.image_size
+            choice.source,
+            config=choice.config,
+            device="cpu",
+            target_size=choice.image_size,
+            runner_options={"mirror_depth": args.mirror_depth},
         )
     except CheckpointError as error:
         ap.error(str(error))

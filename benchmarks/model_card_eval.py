@@ -77,6 +77,12 @@ def main() -> int:
     )
     ap.add_argument("--skip-untrained", action="store_true", help="replay the given weights only")
     ap.add_argument(
+        "--mirror-depth",
+        action="store_true",
+        help="every `vggt-ros eval` of the given weights with --mirror-depth (depth averaged with the "
+        "mirror image's)",
+    )
+    ap.add_argument(
         "--size",
         type=int,
         default=None,
@@ -126,7 +132,7 @@ def main() -> int:
             ]
             assert cli(["generate", str(bag), *gen, *size, "-q"]) == 0
         rows[name] = {}
-        labels = [("model", model_args)]
+        labels = [("model", model_args + (["--mirror-depth"] if args.mirror_depth else []))]
         if not args.skip_untrained:
             labels.append(("untrained", ["--untrained", "--config", args.config or "vggt-compact"]))
         params = [arg for kv in args.param for arg in ("--param", kv)]

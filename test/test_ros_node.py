@@ -100,6 +100,9 @@ RIG_PARAMS = {
     # frame cache.
     "model.global_key_stride": 2,
     "model.global_key_weighting": False,
+    # Depth averaged with the mirror image's (model.mirror_depth) reaches the runner, beside the
+    # frame cache (which then keeps each frame's mirrored tokens too).
+    "model.mirror_depth": True,
     # The process's GIL switch interval (vggt_ros/mapping/interpreter.py), shown on /diagnostics.
     "gil_switch_interval_ms": 0.7,
 }
@@ -322,8 +325,10 @@ def test_diagnostics(listener, streamed):
     assert inf["weights_trained"] == "False"
     # The frame cache: overlapping windows reuse the encoder tokens of the frames they share.
     assert int(inf["frame_cache_hits"]) >= 1 and int(inf["frame_cache_misses"]) >= 6
-    assert inf["frame_cache"].endswith("/12 frames")  # the default: 2 x window.size 3 x 2 cameras
+    # The default, 2 x window.size 3 x 2 cameras, twice over: the frames and their mirror images.
+    assert inf["frame_cache"].endswith("/24 frames")
     assert inf["global_attention"] == "sparse keys, 1 in 2, unweighted (approximate)"
+    assert inf["mirror_depth"] == "True"
     # The left camera sends camera_info, whose intrinsics replace the network's; the right does not.
     assert int(inf["frames_calibrated"]) >= 1
     for key in REFINEMENT_COUNTERS:

@@ -32,6 +32,7 @@ from vggt_ros.engine.backend_api import (
 )
 from vggt_ros.engine.cuda_graphs import GraphedFunction, GraphStage, WindowGraphs
 from vggt_ros.engine.frame_cache import FrameTokenCache
+from vggt_ros.engine.mirror_depth import mirror_average_depth, mirror_images, mirror_keys, mirror_query_points
 from vggt_ros.engine.modes import InferenceMode, get_mode
 from vggt_ros.engine.timing import NullTimer, StageTimer
 from vggt_ros.model.aggregator import AggregatedTokens
@@ -71,6 +72,7 @@ RUNNER_OPTIONS = frozenset(
         "global_key_stride",
         "global_key_weighting",
         "point_head",
+        "mirror_depth",
     }
 )
 
@@ -141,6 +143,9 @@ class ModelRunner:
             (default True; False skips the point-map head: the mapping pipeline unprojects the
             depth map and never reads the point map, which costs 5.4 of 63.8 ms at 8 frames of
             350x518 on an H200 plus its copy to the host),
+            ``mirror_depth`` (default False: also run the window's left-right mirror image and
+            average the two depth maps, :mod:`vggt_ros.engine.mirror_depth`; twice the network's
+            time, more accurate depth, the same cameras),
             ``torch_compile_mode``, and the TensorRT backend's (``cache_dir``, ``weights_identity``...).
     """
 
@@ -181,6 +186,7 @@ class ModelRunner:
         aggregator.global_key_stride = key_stride
         aggregator.global_key_weighting = bool(options.get("global_key_weighting", True))
         self.point_head = bool(options.get("point_head", True)) and self.model.point_head is not None
+        self.mirror_depth = bool(options.get("mirror_depth", False)) and self.model.depth_head is not None
         head_chunk = options.get("head_chunk_frames", self.mode.head_chunk_frames)
         if head_chunk:
             track_features = self.model.track_head.feature_extractor if self.model.track_head else None
@@ -244,7 +250,8 @@ class ModelRunner:
             logger.warning(message)
             self.fallback_log.append(message)
         elif capacity:
-            self.frame_cache = FrameTokenCache(capacity)
+            # With mirror_depth every frame also has a mirrored entry: room for both.
+            self.frame_cache = FrameTokenCache(capacity * (2 if self.mirror_depth else 1))
         # The frame cache's encoder calls replayed as CUDA graphs (GPU, window graphs on): eagerly,
         # the new frames' encoder (24 blocks) launched its kernels one by one before the graphed trunk
         # (13.6 ms for the 4 new frames of VGGT-1B at window 8 / stride 4 on the H200,
@@ -347,6 +354,30 @@ class ModelRunner:
             query_points = query_points.to(self.device)
         images, query_points = model.batched_inputs(images, query_points)
         with_tracks = query_points is not None and model.track_head is not None
+        if not self.mirror_depth:
+            return self._run_window(images, query_points, with_tracks, timer, frame_keys)
+        # The mirrored pass first: with tracks too (mirrored queries, results dropped) so that
+        # both passes are one window shape for the CUDA graphs.
+        with timer.stage("mirror"):
+            mirrored_queries = mirror_query_points(query_points, images.shape[-1]) if with_tracks else None
+            mirrored = self._run_window(
+                mirror_images(images), mirrored_queries, with_tracks, NullTimer(), mirror_keys(frame_keys)
+            )
+        out = self._run_window(images, query_points, with_tracks, timer, frame_keys)
+        out["depth"], out["depth_conf"] = mirror_average_depth(
+            out["depth"], out["depth_conf"], mirrored["depth"], mirrored["depth_conf"]
+        )
+        return out
+
+    def _run_window(
+        self,
+        images: Tensor,
+        query_points: Tensor | None,
+        with_tracks: bool,
+        timer: StageTimer | NullTimer,
+        frame_keys: Sequence[Hashable] | None,
+    ) -> dict[str, Any]:
+        """One pass of every enabled head over batched ``images`` [B, S, 3, H, W] (on device)."""
         patches = None
         if frame_keys is not None and self.frame_cache is not None:
             with timer.stage("encoder"), self._autocast(self.mode.autocast_dtype):

@@ -81,6 +81,14 @@ def add_model_options(parser: argparse.ArgumentParser | Any) -> None:
             "docs/benchmarks.md, 'Long windows')"
         ),
     )
+    parser.add_argument(
+        "--mirror-depth",
+        action="store_true",
+        help=(
+            "also run each window's left-right mirror image and average the two depth maps: more "
+            "accurate depth, the same cameras, twice the network's time (as the node's model.mirror_depth)"
+        ),
+    )
 
 
 def add_frame_cache_option(parser: argparse.ArgumentParser | Any) -> None:
@@ -141,9 +149,12 @@ def predictor_from_options(args: argparse.Namespace, point_head: bool = True, fr
             "global_key_stride": int(getattr(args, "global_key_stride", 0) or 0),
             "point_head": point_head,
             "frame_cache": int(frame_cache),
+            "mirror_depth": bool(getattr(args, "mirror_depth", False)),
         },
     )
     if choice.embedded is not None:
         predictor.weights["model"] = choice.embedded.name
         predictor.weights["card"] = choice.embedded.card
+    if getattr(args, "mirror_depth", False):  # the reports say how their depth was made
+        predictor.weights["depth"] = "averaged with the mirror image's (--mirror-depth)"
     return predictor

@@ -298,6 +298,7 @@ class PerceptionCore(
                 "global_key_stride": int(self._p["model.global_key_stride"]),
                 "global_key_weighting": bool(self._p["model.global_key_weighting"]),
                 "point_head": False,  # the mapping pipeline unprojects depth, never the point map
+                "mirror_depth": bool(self._p["model.mirror_depth"]),
             },
         )
         if choice.untrained:

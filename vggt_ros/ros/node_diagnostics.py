@@ -101,6 +101,8 @@ class DiagnosticsMixin:
         pairs += self._frame_cache()
         pairs += self._pose_refinement()
         pairs.append(("global_attention", self._global_attention()))
+        runner = getattr(self.predictor, "runner", None)
+        pairs.append(("mirror_depth", bool(getattr(runner, "mirror_depth", False))))
         pairs += self._gpu_memory()
         st.values = kv(pairs)
         arr.status.append(st)

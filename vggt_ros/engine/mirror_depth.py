@@ -7,9 +7,9 @@ is more accurate; the price is a second pass through the network. Only depth and
 change: the cameras, the point map and the tracks stay those of the unflipped pass, so the window's
 poses do not move.
 
-On the embedded ``vggt-compact-v10`` (CPU, 2026-12-07, docs/model_card_compact.md): window
-depth AbsRel 0.123 -> 0.120 on the card's ten held-out sequences, 0.145 -> 0.142 on the wider
-fourteen and 0.164 -> 0.158 on the 24 demo-room sequences.
+On the embedded ``vggt-compact-v10`` (CPU, 2026-12-07, docs/model_card_compact.md, "Depth
+averaged with the mirror image"): window depth AbsRel 0.1231 -> 0.1203 on the card's ten
+held-out sequences and 0.164 -> 0.158 on the 24 demo-room sequences (better on 19 of 24).
 """
 
 from __future__ import annotations

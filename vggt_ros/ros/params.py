@@ -146,8 +146,8 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         False,
         "Also run each window's left-right mirror image and average the two depth maps "
         "(confidence-weighted, after matching their scale): more accurate depth, the same camera "
-        "poses, twice the network's time. Embedded v10 (CPU, 2026-12-07): window depth AbsRel "
-        "0.1231 -> 0.1207 on the model card's held-out sequences, 0.164 -> 0.158 on 24 demo-room paths.",
+        "poses, twice the network's work. Embedded v10 (CPU, 2026-12-07): window depth AbsRel "
+        "0.1231 -> 0.1203 on the model card's held-out sequences, 0.164 -> 0.158 on 24 demo-room paths.",
         read_only=True,
     ),
     "model.untrained": ParamSpec(

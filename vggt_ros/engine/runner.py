@@ -145,7 +145,7 @@ class ModelRunner:
             350x518 on an H200 plus its copy to the host),
             ``mirror_depth`` (default False: also run the window's left-right mirror image and
             average the two depth maps, :mod:`vggt_ros.engine.mirror_depth`; twice the network's
-            time, more accurate depth, the same cameras),
+            time, more accurate depth, the network's cameras unchanged),
             ``torch_compile_mode``, and the TensorRT backend's (``cache_dir``, ``weights_identity``...).
     """
 

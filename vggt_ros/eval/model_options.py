@@ -86,7 +86,8 @@ def add_model_options(parser: argparse.ArgumentParser | Any) -> None:
         action="store_true",
         help=(
             "also run each window's left-right mirror image and average the two depth maps: more "
-            "accurate depth, the same cameras, twice the network's time (as the node's model.mirror_depth)"
+            "accurate depth, the network's cameras unchanged, twice its time (as the node's "
+            "model.mirror_depth)"
         ),
     )
 

@@ -6,6 +6,8 @@ mirror image are partly independent (it has no reason to prefer one handedness),
 is more accurate; the price is a second pass through the network. Only depth and its confidence
 change: the cameras, the point map and the tracks stay those of the unflipped pass (the mapping
 pipeline's pose refinement, which measures poses by PnP on the depth, does see the new depth).
+Frames padded to the window's size are padded centred (``preprocess``), so their content mirrors
+onto itself; an odd padding leaves the mirrored depth one pixel off there.
 
 On the embedded ``vggt-compact-v10`` (CPU, 2026-12-07, docs/model_card_compact.md, "Depth
 averaged with the mirror image"): window depth AbsRel 0.1231 -> 0.1203 on the card's ten

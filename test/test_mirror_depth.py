@@ -104,6 +104,7 @@ def test_the_runner_averages_its_two_passes_and_keeps_the_cameras(tiny_model) ->
     depth, conf = mirror_average_depth(a["depth"], a["depth_conf"], b["depth"], b["depth_conf"])
     assert torch.equal(out["depth"], depth) and torch.equal(out["depth_conf"], conf)
     assert not torch.equal(out["depth"], a["depth"])  # the mirrored pass did change the depth
+    assert torch.equal(out["depth_unflipped"], a["depth"]) and "depth_unflipped" not in a
     for key in ("pose_enc", "world_points", "track", "vis"):
         assert torch.equal(out[key], a[key]), key
 
@@ -120,8 +121,9 @@ def test_cached_mirrored_windows_equal_uncached_bit_for_bit(tiny_model) -> None:
         keys = list(range(start, start + 4))
         a = cached.predict(frames[start : start + 4], frame_keys=keys)
         b = plain.predict(frames[start : start + 4])
-        for name in ("cam_to_world", "depth", "depth_conf"):
+        for name in ("cam_to_world", "depth", "depth_conf", "depth_unflipped"):
             assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        assert a.depth_unflipped is not None and not np.array_equal(a.depth_unflipped, a.depth)
     stats = cached.runner.frame_cache.stats
     # Each frame and its mirror image are encoded once: 3 windows of 4, overlapping by 2.
     assert (stats.misses, stats.hits) == (2 * 8, 2 * 4)

@@ -10,6 +10,8 @@ translation, and pair frames per camera.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -471,6 +473,25 @@ def test_refined_prediction_updates_extrinsics_and_leaves_the_rest(forward) -> N
     without_images = make_prediction(None, depth, intrinsics, truth)
     same, nothing = refined_prediction(without_images, None, config)
     assert same is without_images and nothing is None
+
+
+def test_mirror_averaged_predictions_are_refined_on_the_unflipped_passs_depth(forward) -> None:
+    # With model.mirror_depth the published depth is the mirror average; the poses are measured
+    # on depth_unflipped (the camera head's own pass). Here the averaged depth is wrong
+    # (scaled from 0.5 to 2 down the image rows) and the unflipped one exact: the refinement must give the
+    # poses of the exact depth.
+    colors, depth, intrinsics, truth = _window(forward)
+    head = _bad_head(truth)
+    exact = refined_prediction(make_prediction(colors, depth, intrinsics, head), None, RefineConfig())[0]
+    distorted = depth * np.linspace(0.5, 2.0, depth.shape[1])[None, :, None]
+    wrong = refined_prediction(make_prediction(colors, distorted, intrinsics, head), None, RefineConfig())[0]
+    assert not np.allclose(wrong.cam_to_world, exact.cam_to_world, atol=1e-6)
+    mirrored = dataclasses.replace(
+        make_prediction(colors, distorted, intrinsics, head), depth_unflipped=depth.astype(np.float32)
+    )
+    refined = refined_prediction(mirrored, None, RefineConfig())[0]
+    np.testing.assert_array_equal(refined.cam_to_world, exact.cam_to_world)
+    assert refined.depth is mirrored.depth  # the averaged depth is still the one published
 
 
 def test_refine_parameters_are_validated() -> None:

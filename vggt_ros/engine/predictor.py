@@ -105,6 +105,10 @@ class Prediction:
         model_intrinsics: [S, 3, 3] float64 intrinsics of the model-resolution maps.
         depth: [S, Hm, Wm] float32 z-depth (along the optical axis), normalized scale.
         depth_conf: [S, Hm, Wm] float32 confidence (>= 1 for trained weights; higher is better).
+        depth_unflipped: [S, Hm, Wm] float32 or None. With the runner option ``mirror_depth``,
+            ``depth`` is the average with the mirror image's depth and this is the unflipped
+            pass's own, the depth consistent with that pass's cameras: the pose refinement
+            measures poses with it. None otherwise (``depth`` is then the only estimate).
         world_points: [S, Hm, Wm, 3] float32 point head output in the world frame, or None when
             the model has no point head.
         world_points_conf: [S, Hm, Wm] float32, or None.
@@ -136,6 +140,7 @@ class Prediction:
     model_hw: tuple[int, int]
     original_sizes: list[tuple[int, int]]
     transforms: list[ImageTransform]
+    depth_unflipped: np.ndarray | None = None
     tracks: np.ndarray | None = None
     model_tracks: np.ndarray | None = None
     track_vis: np.ndarray | None = None
@@ -591,6 +596,7 @@ class Predictor:
         extrinsics, model_K = pose_encoding_to_extrinsics_intrinsics(pose_enc, model_hw)
         depth = _to_numpy(out["depth"][0])[..., 0]
         depth_conf = _to_numpy(out["depth_conf"][0])
+        depth_unflipped = _to_numpy(out["depth_unflipped"][0])[..., 0] if "depth_unflipped" in out else None
         points_conf = _to_numpy(out["world_points_conf"][0]) if "world_points_conf" in out else None
         world_points = out["world_points"][0] if "world_points" in out else None  # [S, H, W, 3]
 
@@ -622,6 +628,7 @@ class Predictor:
             model_intrinsics=model_K,
             depth=depth,
             depth_conf=depth_conf,
+            depth_unflipped=depth_unflipped,
             world_points=points,
             world_points_conf=points_conf,
             valid_mask=valid,

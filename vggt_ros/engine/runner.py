@@ -345,7 +345,9 @@ class ModelRunner:
                 tokens. Ignored without a cache.
 
         Returns:
-            The same keys as ``VGGT.forward`` (tensors on ``device``, dtypes as computed).
+            The same keys as ``VGGT.forward`` (tensors on ``device``, dtypes as computed). With
+            ``mirror_depth``, ``depth`` / ``depth_conf`` are the mirror average and
+            ``depth_unflipped`` [B, S, H, W, 1] is the unflipped pass's own depth.
         """
         timer = timer or NullTimer()
         model = self.model
@@ -364,6 +366,9 @@ class ModelRunner:
                 mirror_images(images), mirrored_queries, with_tracks, NullTimer(), mirror_keys(frame_keys)
             )
         out = self._run_window(images, query_points, with_tracks, timer, frame_keys)
+        # The unflipped pass's own depth stays available: it is the one consistent with the
+        # cameras of the same pass, and the pose refinement measures with it.
+        out["depth_unflipped"] = out["depth"]
         out["depth"], out["depth_conf"] = mirror_average_depth(
             out["depth"], out["depth_conf"], mirrored["depth"], mirrored["depth_conf"]
         )

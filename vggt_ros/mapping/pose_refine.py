@@ -554,7 +554,8 @@ def refined_prediction(
     (False when the caller already did, e.g. from ``Predictor.predict(on_model_inputs=...)``).
     ``early_frames``, ``on_early``: as in :func:`refine_window_poses`, but ``on_early`` gets a
     shallow copy of the prediction whose ``cam_to_world`` holds those poses (NaN elsewhere;
-    its ``extrinsics`` are the head's)."""
+    its ``extrinsics`` are the head's). The poses are measured on ``depth_unflipped`` where the
+    prediction has one (mirror-averaged depth), else on ``depth``."""
     if getattr(prediction, "colors", None) is None:
         return prediction, None
     valid = getattr(prediction, "valid_mask", None)
@@ -571,9 +572,13 @@ def refined_prediction(
         copied.cam_to_world = partial
         on_early(copied)
 
+    # With mirror averaging (``depth_unflipped`` set) the poses are measured on the depth of the
+    # camera head's own pass: on the wider held-out set the averaged depth made the refined
+    # rotations worse (docs/model_card_compact.md, "Depth averaged with the mirror image").
+    depth = getattr(prediction, "depth_unflipped", None)
     result = refine_window_poses(
         prediction.colors,
-        prediction.depth,
+        prediction.depth if depth is None else depth,
         np.asarray(prediction.model_intrinsics, np.float64),
         prediction.cam_to_world,
         valid,

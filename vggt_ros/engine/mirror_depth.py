@@ -3,17 +3,19 @@
 With the option on, the runner also runs the network on the window's images flipped left-right
 and averages the two depth estimates of every pixel. A network's errors on a scene and on its
 mirror image are partly independent (it has no reason to prefer one handedness), so the average
-is more accurate; the price is a second pass through the network. Only depth and its confidence
-change: the cameras, the point map and the tracks stay those of the unflipped pass (the mapping
-pipeline's pose refinement, which measures poses by PnP on the depth, does see the new depth).
-Frames padded to the window's size are padded centred (``preprocess``), so their content mirrors
-onto itself; an odd padding leaves the mirrored depth one pixel off there.
+is more accurate; the price is a second pass through the network. Only depth and its
+confidence change: the cameras, the point map and the tracks stay those of the unflipped pass,
+whose own depth the runner also returns (``depth_unflipped``): the mapping pipeline's pose
+refinement measures poses by PnP on it, so window poses are exactly those without the option
+(PnP on the average pulled rotations off by 0.16 degrees on the wider held-out set). Frames
+padded to the window's size are padded centred (``preprocess``), so their content mirrors onto
+itself; an odd padding leaves the mirrored depth one pixel off there.
 
-On the embedded ``vggt-compact-v10`` (CPU, 2026-12-07, docs/model_card_compact.md, "Depth
+On the embedded ``vggt-compact-v10`` (CPU, 2026-12-08, docs/model_card_compact.md, "Depth
 averaged with the mirror image"): window depth AbsRel 0.1231 -> 0.1203 on the card's ten
-held-out sequences, 0.164 -> 0.158 on the 24 demo-room sequences (better on 19 of 24) and
-0.1448 -> 0.1420 on the wider fourteen, where the refined window rotation got worse (3.17 -> 3.33
-degrees): hence opt in.
+held-out sequences, 0.1448 -> 0.1420 on the wider fourteen (window rotation unchanged, APE 3.85
+-> 3.63 % through the chaining's scale) and 0.164 -> 0.158 on the 24 demo-room sequences. The
+price is a second network pass (H100, VGGT-1B, 8 frames: 105 -> 217 ms): hence opt in.
 """
 
 from __future__ import annotations

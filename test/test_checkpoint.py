@@ -683,8 +683,8 @@ RESUME_POINTS = sorted((Path(__file__).resolve().parents[1] / "checkpoints").glo
 
 @pytest.mark.parametrize("path", RESUME_POINTS, ids=lambda p: p.name)
 def test_committed_resume_points_load_strictly(path: Path) -> None:
-    """The training resume points in checkpoints/ (README there) are complete vggt-compact raw
-    weights whose sha256 is the one checkpoints/README.md lists."""
+    """The files in checkpoints/ (training resume points and candidate weights; README there)
+    are complete vggt-compact weights whose sha256 is the one checkpoints/README.md lists."""
     import hashlib
 
     model, info = ckpt.load_model(path, config="vggt-compact", identity="sha256")

@@ -48,7 +48,7 @@ def test_two_minute_soak_stays_bounded(tmp_path: Path) -> None:
         loop=LoopConfig(max_keyframes=40),
     )
     pipeline = PerceptionPipeline(config, fake)
-    result = run_soak(frames, period, pipeline, minutes=2.0, rate=1.0, sample_every_s=20.0)
+    result = run_soak(frames, period, pipeline, minutes=2.0, rate=1.0, sample_every_s=10.0)
     written = write_soak(tmp_path / "soak", result, pipeline)
     totals, samples = result.totals, result.samples
     assert totals["passes"] >= 10 and len(samples) >= 6
@@ -61,7 +61,11 @@ def test_two_minute_soak_stays_bounded(tmp_path: Path) -> None:
     assert max(r["map_points"] for r in samples) <= 20_000
     assert max(r["graph_keyframes"] for r in samples) <= 40
     assert pipeline.back_end_stats["graph_reseeds"] >= 2
-    assert growth_per_minute(samples, "rss_mb") < 20.0
+    # Sampled every 10 s: the slope over the second half then rests on 6-7 samples, not 3-4
+    # (at 20 s one allocator step made 20.03 MB/min on the 2-core CI machine, 2026-12-08; 14.0
+    # at 10 s on the development machine the same day).
+    growth = growth_per_minute(samples, "rss_mb")
+    assert growth < 20.0, [round(r["rss_mb"], 1) for r in samples]
     assert all(np.isfinite(r["cpu_percent"]) for r in samples)
     # The keyframes' units (each window's normalisation against the first window's) stay
     # finite and within the range this orbit's views give them: 0.26-3.0 over the graph's (at

@@ -147,10 +147,11 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         "Also run each window's left-right mirror image and average the two depth maps "
         "(confidence-weighted, after matching their scale): more accurate depth for twice the "
         "network's work; the network's cameras are kept and the pose refinement measures on the "
-        "unflipped pass's own depth, so window poses are unchanged. Embedded v10 (CPU, "
-        "2026-12-08): window depth AbsRel 0.1231 -> 0.1203 on the model card's held-out "
-        "sequences, 0.1448 -> 0.1420 on the wider set (rotation unchanged, APE 3.85 -> 3.63 %), "
-        "0.164 -> 0.158 on 24 demo-room paths. H100: VGGT-1B 8 frames 105 -> 217 ms.",
+        "unflipped pass's own depth, so window poses are unchanged. Embedded v11 (CPU, "
+        "2026-12-08): window depth AbsRel 0.1211 -> 0.1180 on the model card's held-out "
+        "sequences; v10 0.1231 -> 0.1203 there, 0.1448 -> 0.1420 on the wider set (rotation "
+        "unchanged, APE 3.85 -> 3.63 %), 0.164 -> 0.158 on 24 demo-room paths. H100: VGGT-1B 8 "
+        "frames 105 -> 217 ms.",
         read_only=True,
     ),
     "model.untrained": ParamSpec(

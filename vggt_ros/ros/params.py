@@ -121,8 +121,9 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         0,
         "APPROXIMATE sparse global attention for long windows (0: exact, the default): each token "
         "attends to the first frame, every frame's camera and register tokens, and 1 in N patch "
-        "tokens of the others. Measured on the default model (v10, 6 windows per length): N=8 "
-        "changes depth AbsRel by -0.0028 at 100 frames and +0.0048 at 32 (v9: -0.0045 / +0.0055; "
+        "tokens of the others. Measured on the default model (v11, 6 windows per length): N=8 "
+        "changes depth AbsRel by -0.0059 at 100 frames and +0.0098 at 32 (v10: -0.0028 / "
+        "+0.0048; v9: -0.0045 / +0.0055; "
         "v8: -0.0024 / +0.012; v7: +0.0001 / +0.011; "
         "v6: +0.0005 / +0.017; "
         "v5: +0.002 / +0.011; on v5 N=4 +0.003 / -0.002, N=12 or 16 0.015-0.07); VGGT-1B at "

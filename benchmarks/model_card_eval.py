@@ -86,7 +86,7 @@ def main() -> int:
         "--size",
         type=int,
         default=None,
-        help="model input width (default: the weights' own, 294 for the embedded vggt-compact-v11); "
+        help="model input width (default: the weights' own, 294 for the embedded vggt-compact-v10); "
         "the sequences are rendered at it (140x182 for 182, 196x252 for 252: the same scenes and "
         "paths) and every `vggt-ros eval` runs with it, the untrained row too",
     )

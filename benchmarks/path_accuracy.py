@@ -8,10 +8,10 @@ every model through the node's pipeline (``vggt-ros eval``, CPU) and compares ea
 first one sequence by sequence: the mean paired difference of the chained and the loop-closed
 (optimised) APE with a bootstrap 95 % interval, and how many sequences got better or worse.
 
-    python benchmarks/path_accuracy.py --out out/paths --model v11=embedded --model A=A.safetensors
-    python benchmarks/path_accuracy.py --out out/paths --model v11=embedded --model v11_7px=embedded \
-        --model-param v11_7px:keyframe.min_parallax_px=7
-    python benchmarks/path_accuracy.py --out out/paths --model v11=embedded --model v7=v7.safetensors \
+    python benchmarks/path_accuracy.py --out out/paths --model v10=embedded --model A=A.safetensors
+    python benchmarks/path_accuracy.py --out out/paths --model v10=embedded --model v10_7px=embedded \
+        --model-param v10_7px:keyframe.min_parallax_px=7
+    python benchmarks/path_accuracy.py --out out/paths --model v10=embedded --model v7=v7.safetensors \
         --model-size v7:252
 
 A model given its own input size (``--model-size``) replays the same scenes (same seeds and

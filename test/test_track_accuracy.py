@@ -64,11 +64,11 @@ def test_held_out_windows_carry_exact_tracks(windows) -> None:
 
 
 def test_the_embedded_track_head_follows_the_points(windows) -> None:
-    """vggt-compact-v11's tracks on 4 held-out windows (measured 2026-12-08 on 8 windows at 224x294
-    with `python benchmarks/track_accuracy.py --windows 8`: median 2.01 px, delta_avg 0.695
-    against the static baseline's 0.147, visibility accuracy 0.963 against always-visible 0.853;
-    v10 2.00 px, 0.694, 0.962 (untrained weights' delta_avg 0.145); v9 2.01 px, 0.693, 0.963; v8
-    2.03 px, 0.688, 0.961; v7 at 196x252 2.02 px, 0.686, 0.953)."""
+    """vggt-compact-v10's tracks on 4 held-out windows (measured 2026-12-07 on 8 windows at 224x294
+    with `python benchmarks/track_accuracy.py --windows 8`: median 2.00 px, delta_avg 0.694
+    against the static baseline's 0.147 and untrained weights' 0.145, visibility accuracy 0.962
+    against always-visible 0.853; v9 2.01 px, 0.693, 0.963; v8 2.03 px, 0.688, 0.961; v7 at
+    196x252 2.02 px, 0.686, 0.953)."""
     from vggt_ros.engine import Predictor
     from vggt_ros.model.embedded import choose_model
 

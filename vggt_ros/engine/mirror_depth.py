@@ -11,12 +11,11 @@ refinement measures poses by PnP on it, so window poses are exactly those withou
 padded to the window's size are padded centred (``preprocess``), so their content mirrors onto
 itself; an odd padding leaves the mirrored depth one pixel off there.
 
-On the embedded ``vggt-compact-v11`` (CPU, 2026-12-08, docs/model_card_compact.md, "Depth
-averaged with the mirror image"): window depth AbsRel 0.1211 -> 0.1180 on the card's ten
-held-out sequences; on v10 0.1231 -> 0.1203 there, 0.1448 -> 0.1420 on the wider fourteen
-(window rotation unchanged, APE 3.85 -> 3.63 % through the chaining's scale) and 0.164 -> 0.158
-on the 24 demo-room sequences. The price is a second network pass (H100, VGGT-1B, 8 frames: 105
--> 217 ms): hence opt in.
+On the embedded ``vggt-compact-v10`` (CPU, 2026-12-08, docs/model_card_compact.md, "Depth
+averaged with the mirror image"): window depth AbsRel 0.1231 -> 0.1203 on the card's ten
+held-out sequences, 0.1448 -> 0.1420 on the wider fourteen (window rotation unchanged, APE 3.85
+-> 3.63 % through the chaining's scale) and 0.164 -> 0.158 on the 24 demo-room sequences. The
+price is a second network pass (H100, VGGT-1B, 8 frames: 105 -> 217 ms): hence opt in.
 """
 
 from __future__ import annotations

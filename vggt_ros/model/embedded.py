@@ -73,13 +73,13 @@ class EmbeddedModel:
 
 
 DEFAULT_MODEL = EmbeddedModel(
-    name="vggt-compact-v11",
+    name="vggt-compact-v10",
     config="vggt-compact",
-    filename="vggt-compact-v11.safetensors",
-    sha256="ab30fbbf02b9d7a65cf8a1129aa0b21175ae6ffed57a99227c853e05ae71e8d1",
+    filename="vggt-compact-v10.safetensors",
+    sha256="f7f44d1c0341023c4de2680e530184871caf04424e03850c5b35109b495000e3",
     image_size=294,
     card="docs/model_card_compact.md",
-    summary="about 230 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
+    summary="about 215 GPU-minutes on procedural rooms: relative depth and camera rotation, far from VGGT-1B",
 )
 
 

@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         h, w = 294, 392
     elif args.untrained:
         h, w = 140, 182
-    else:  # the embedded model's own input size (224x294 for vggt-compact-v11)
+    else:  # the embedded model's own input size (224x294 for vggt-compact-v10)
         h, w = render_size(DEFAULT_MODEL.image_size)
     seq = render_sequence(num_frames=args.frames, height=h, width=w, seed=0, second_camera_baseline=0.2)
     overrides = {

@@ -121,9 +121,8 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         0,
         "APPROXIMATE sparse global attention for long windows (0: exact, the default): each token "
         "attends to the first frame, every frame's camera and register tokens, and 1 in N patch "
-        "tokens of the others. Measured on the default model (v11, 6 windows per length): N=8 "
-        "changes depth AbsRel by -0.0059 at 100 frames and +0.0098 at 32 (v10: -0.0028 / "
-        "+0.0048; v9: -0.0045 / +0.0055; "
+        "tokens of the others. Measured on the default model (v10, 6 windows per length): N=8 "
+        "changes depth AbsRel by -0.0028 at 100 frames and +0.0048 at 32 (v9: -0.0045 / +0.0055; "
         "v8: -0.0024 / +0.012; v7: +0.0001 / +0.011; "
         "v6: +0.0005 / +0.017; "
         "v5: +0.002 / +0.011; on v5 N=4 +0.003 / -0.002, N=12 or 16 0.015-0.07); VGGT-1B at "
@@ -148,11 +147,10 @@ NODE_PARAMS: dict[str, ParamSpec] = {
         "Also run each window's left-right mirror image and average the two depth maps "
         "(confidence-weighted, after matching their scale): more accurate depth for twice the "
         "network's work; the network's cameras are kept and the pose refinement measures on the "
-        "unflipped pass's own depth, so window poses are unchanged. Embedded v11 (CPU, "
-        "2026-12-08): window depth AbsRel 0.1211 -> 0.1180 on the model card's held-out "
-        "sequences; v10 0.1231 -> 0.1203 there, 0.1448 -> 0.1420 on the wider set (rotation "
-        "unchanged, APE 3.85 -> 3.63 %), 0.164 -> 0.158 on 24 demo-room paths. H100: VGGT-1B 8 "
-        "frames 105 -> 217 ms.",
+        "unflipped pass's own depth, so window poses are unchanged. Embedded v10 (CPU, "
+        "2026-12-08): window depth AbsRel 0.1231 -> 0.1203 on the model card's held-out "
+        "sequences, 0.1448 -> 0.1420 on the wider set (rotation unchanged, APE 3.85 -> 3.63 %), "
+        "0.164 -> 0.158 on 24 demo-room paths. H100: VGGT-1B 8 frames 105 -> 217 ms.",
         read_only=True,
     ),
     "model.untrained": ParamSpec(

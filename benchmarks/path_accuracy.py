@@ -6,7 +6,9 @@ between them (docs/training.md, twenty-ninth session). This tool replays the sam
 sequences (``vggt-ros generate --scene procedural --held-out``, the loop motions by default) with
 every model through the node's pipeline (``vggt-ros eval``, CPU) and compares each model with the
 first one sequence by sequence: the mean paired difference of the chained and the loop-closed
-(optimised) APE with a bootstrap 95 % interval, and how many sequences got better or worse.
+(optimised) APE with a bootstrap 95 % interval, and how many sequences got better or worse; and
+the same for the replays' windows (depth AbsRel and rotation), which say whether a path changed
+through the windows' depth or their poses.
 
     python benchmarks/path_accuracy.py --out out/paths --model v10=embedded --model A=A.safetensors
     python benchmarks/path_accuracy.py --out out/paths --model v10=embedded --model v10_7px=embedded \
@@ -67,16 +69,111 @@ def paired_difference(
     }
 
 
+PATH_KEYS = ("chained_ape_percent", "ape_percent")
+"""The trajectory figures compared: chained and loop-closed APE, % of the path's length."""
+WINDOW_KEYS = ("window_abs_rel", "window_rotation_deg")
+"""The window figures compared on the same replays: depth AbsRel (median-scaled) and rotation
+error in degrees. They say whether a path got worse through the windows' depth or their poses:
+candidate A2 had the card's better depth and a worse depth on these sequences (+0.004, 6 of 30
+better), which made its loop-closed paths worse (docs/training.md, forty-second session)."""
+
+
 def _figures(report: dict[str, Any]) -> dict[str, float | None]:
-    """The path figures of one ``vggt-ros eval`` report (APE in % of the path's length)."""
+    """The path and window figures of one ``vggt-ros eval`` report (APE in % of the path's length)."""
     loops, trajectory = report["loops"], report["trajectory"]
+    windows = accuracy_summary(report)["model"]
     return {
         "chained_ape_percent": loops.get("chained_ape_percent_of_length"),
         "ape_percent": trajectory.get("ape_percent_of_length"),
         "loops": loops.get("accepted"),
         "false_loops": loops.get("false_accepted"),
-        "window_rotation_deg": accuracy_summary(report)["model"]["window_rotation_deg"],
+        "window_rotation_deg": windows["window_rotation_deg"],
+        "window_abs_rel": windows["window_abs_rel"],
     }
+
+
+def summarize(complete: dict[str, dict[str, dict]], names: list[str]) -> dict[str, Any]:
+    """Means, medians and paired differences of the figures over the sequences every model has.
+
+    Args:
+        complete: ``{sequence: {model: _figures(...)}}``, every model with its trajectory figures.
+        names: model names, the first the reference every other one is paired with.
+
+    Returns:
+        ``{"paired": N, "models": {name: {key: {"mean", "median"}, "loops", "false_loops",
+        "against_<first>": {key: paired_difference(...)}}}}`` for the keys of PATH_KEYS and
+        WINDOW_KEYS; a window figure is paired over the sequences where both models have it.
+    """
+    summary: dict[str, Any] = {"paired": len(complete), "models": {}}
+    for name in names:
+        per = [complete[s][name] for s in complete]
+        entry: dict[str, Any] = {}
+        for key in PATH_KEYS + WINDOW_KEYS:
+            values = [p[key] for p in per if p.get(key) is not None]
+            if values:
+                entry[key] = {"mean": statistics.fmean(values), "median": statistics.median(values)}
+        entry["loops"] = sum(p["loops"] or 0 for p in per)
+        entry["false_loops"] = sum(p["false_loops"] or 0 for p in per)
+        if name != names[0]:
+            against: dict[str, dict[str, float]] = {}
+            for key in PATH_KEYS + WINDOW_KEYS:
+                both = [s for s in complete if complete[s][names[0]].get(key) is not None]
+                both = [s for s in both if complete[s][name].get(key) is not None]
+                if both:
+                    against[key] = paired_difference(
+                        np.array([complete[s][names[0]][key] for s in both]),
+                        np.array([complete[s][name][key] for s in both]),
+                    )
+            entry["against_" + names[0]] = against
+        summary["models"][name] = entry
+    return summary
+
+
+WINDOW_DIGITS = {"window_abs_rel": 4, "window_rotation_deg": 2}
+"""Decimals shown per window figure (the keys of WINDOW_KEYS, in order)."""
+
+
+def _paired_cell(d: dict[str, float] | None, digits: int) -> str:
+    if d is None:
+        return "-"
+    mean, low, high = (f"{d[k]:+.{digits}f}" for k in ("mean", "low", "high"))
+    return f"{mean} [{low}, {high}], {d['better']} / {d['worse']}"
+
+
+def markdown(summary: dict[str, Any], names: list[str], header: str) -> str:
+    """Two tables: the paths (chained and loop-closed APE) and the same replays' windows."""
+    ref = names[0]
+    lines = [
+        header,
+        "",
+        "| model | chained APE % mean / median | optimised APE % mean / median | loops (false) "
+        f"| chained: paired difference to {ref} [95 %], better / worse "
+        "| optimised: paired difference [95 %], better / worse |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        e = summary["models"][name]
+        cells = [f"{e[k]['mean']:.2f} / {e[k]['median']:.2f}" for k in PATH_KEYS]
+        pairs = ["-", "-"]
+        if name != ref:
+            pairs = [_paired_cell(e["against_" + ref].get(k), 2) for k in PATH_KEYS]
+        loops = f"{e['loops']} ({e['false_loops']})"
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {loops} | {pairs[0]} | {pairs[1]} |")
+    lines += [
+        "",
+        "| model | window depth AbsRel mean | window rotation (deg) mean "
+        f"| depth: paired difference to {ref} [95 %], better / worse "
+        "| rotation: paired difference [95 %], better / worse |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        e = summary["models"][name]
+        cells = [f"{e[k]['mean']:.{digits}f}" if k in e else "-" for k, digits in WINDOW_DIGITS.items()]
+        pairs = ["-", "-"]
+        if name != ref:
+            pairs = [_paired_cell(e["against_" + ref].get(k), digits) for k, digits in WINDOW_DIGITS.items()]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {pairs[0]} | {pairs[1]} |")
+    return "\n".join(lines) + "\n"
 
 
 def _parse_model(spec: str) -> tuple[str, list[str]]:
@@ -224,52 +321,17 @@ def main() -> int:
     if not complete:
         print("no sequence has a trajectory for every model (too few windows?): nothing to compare")
         return 1
-    summary: dict[str, Any] = {"sequences": len(rows), "paired": len(complete), "models": {}}
-    for name in names:
-        per = [complete[s][name] for s in complete]
-        entry = {
-            key: {
-                "mean": statistics.fmean(p[key] for p in per),
-                "median": statistics.median(p[key] for p in per),
-            }
-            for key in ("chained_ape_percent", "ape_percent")
-        }
-        entry["loops"] = sum(p["loops"] or 0 for p in per)
-        entry["false_loops"] = sum(p["false_loops"] or 0 for p in per)
-        if name != names[0]:
-            entry["against_" + names[0]] = {
-                key: paired_difference(
-                    np.array([complete[s][names[0]][key] for s in complete]),
-                    np.array([complete[s][name][key] for s in complete]),
-                )
-                for key in ("chained_ape_percent", "ape_percent")
-            }
-        summary["models"][name] = entry
+    summary = summarize(complete, names)
+    summary["sequences"] = len(rows)
     summary["input_sizes"] = sizes
     (args.out / "paths.json").write_text(json.dumps({"summary": summary, "sequences": rows}, indent=2) + "\n")
 
     shown_sizes = ", ".join(f"{name} {'x'.join(map(str, render_size(sizes[name])))}" for name in names)
-    lines = [
+    header = (
         f"{len(complete)} of {len(rows)} sequences with a trajectory for every model "
-        f"({', '.join(motions)}; seeds from {args.seed}; {shown_sizes})",
-        "",
-        "| model | chained APE % mean / median | optimised APE % mean / median | loops (false) "
-        f"| chained: paired difference to {names[0]} [95 %], better / worse "
-        f"| optimised: paired difference [95 %], better / worse |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in names:
-        e = summary["models"][name]
-        cells = [f"{e[k]['mean']:.2f} / {e[k]['median']:.2f}" for k in ("chained_ape_percent", "ape_percent")]
-        pairs = ["-", "-"]
-        if name != names[0]:
-            pairs = [
-                f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}], {d['better']} / {d['worse']}"
-                for d in (e["against_" + names[0]][k] for k in ("chained_ape_percent", "ape_percent"))
-            ]
-        loops = f"{e['loops']} ({e['false_loops']})"
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {loops} | {pairs[0]} | {pairs[1]} |")
-    text = "\n".join(lines) + "\n"
+        f"({', '.join(motions)}; seeds from {args.seed}; {shown_sizes})"
+    )
+    text = markdown(summary, names, header)
     (args.out / "paths.md").write_text(text)
     print(text)
     if len(names) > 1 and complete:

@@ -15,6 +15,8 @@ through the windows' depth or their poses.
         --model-param v10_7px:keyframe.min_parallax_px=7
     python benchmarks/path_accuracy.py --out out/paths --model v10=embedded --model v7=v7.safetensors \
         --model-size v7:252
+    python benchmarks/path_accuracy.py --out out/paths --model v10=embedded --model v10m=embedded \
+        --model-mirror-depth v10m
 
 A model given its own input size (``--model-size``) replays the same scenes (same seeds and
 camera paths) rendered at its size, so a 252-px model pairs with the 294-px default sequence by
@@ -183,6 +185,27 @@ def _parse_model(spec: str) -> tuple[str, list[str]]:
     return name, ([] if path == "embedded" else ["--checkpoint", path])
 
 
+def model_eval_args(names: list[str], param_specs: list[str], mirrored: list[str]) -> dict[str, list[str]]:
+    """The ``vggt-ros eval`` arguments of each model of its own: ``--param KEY=VALUE`` for every
+    ``NAME:KEY=VALUE`` of ``--model-param`` and ``--mirror-depth`` for every NAME of
+    ``--model-mirror-depth``.
+
+    Raises:
+        ValueError: a malformed spec or a NAME that is not one of ``names``.
+    """
+    own: dict[str, list[str]] = {name: [] for name in names}
+    for spec in param_specs:
+        name, sep, kv = spec.partition(":")
+        if not sep or name not in own or "=" not in kv:
+            raise ValueError(f"--model-param wants NAME:KEY=VALUE with a NAME of --model, got {spec!r}")
+        own[name] += ["--param", kv]
+    for name in mirrored:
+        if name not in own:
+            raise ValueError(f"--model-mirror-depth wants a NAME of --model, got {name!r}")
+        own[name].append("--mirror-depth")
+    return own
+
+
 def model_sizes(specs: list[str], names: list[str], default: int) -> dict[str, int]:
     """Each model's input width: ``default`` unless a ``NAME:SIZE`` spec names it.
 
@@ -268,6 +291,14 @@ def main() -> int:
         help="pipeline parameter of one model only (repeatable), e.g. v7_7px:keyframe.min_parallax_px=7 "
         "with --model v7_7px=embedded: the same weights with other settings",
     )
+    ap.add_argument(
+        "--model-mirror-depth",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="replay this model with `vggt-ros eval --mirror-depth` (repeatable; depth averaged with "
+        "the mirror image's, twice the network's work), e.g. --model v10m=embedded --model-mirror-depth v10m",
+    )
     args = ap.parse_args()
     names = [name for name, _ in args.model]
     if len(set(names)) != len(names):
@@ -281,12 +312,10 @@ def main() -> int:
     motions = [m for m in args.motions.split(",") if m]
     sequences = [(f"{m}_{args.seed + k}", m, args.seed + k) for m in motions for k in range(args.per_motion)]
     params = [arg for kv in args.param for arg in ("--param", kv)]
-    own_params: dict[str, list[str]] = {name: [] for name in names}
-    for spec in args.model_param:
-        name, sep, kv = spec.partition(":")
-        if not sep or name not in own_params or "=" not in kv:
-            ap.error(f"--model-param wants NAME:KEY=VALUE with a NAME of --model, got {spec!r}")
-        own_params[name] += ["--param", kv]
+    try:
+        own_params = model_eval_args(names, args.model_param, args.model_mirror_depth)
+    except ValueError as error:
+        ap.error(str(error))
 
     rows: dict[str, dict[str, dict]] = {}
     with tqdm(total=len(sequences) * len(args.model), desc="replays", unit="replay") as bar:

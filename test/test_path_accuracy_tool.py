@@ -101,3 +101,23 @@ def test_the_markdown_has_a_path_table_and_a_window_table():
     assert len(path_rows) == 2  # one in each table
     assert "(0)" in path_rows[0] and ", 0 / 8 |" in path_rows[1]  # the depth got worse on all 8
     assert "window depth AbsRel" in text and "| ref | " in text
+
+
+def test_each_models_own_eval_arguments():
+    own = _tool().model_eval_args(
+        ["v10", "v10_7px", "v10m"], ["v10_7px:keyframe.min_parallax_px=7"], ["v10m"]
+    )
+    assert own == {
+        "v10": [],
+        "v10_7px": ["--param", "keyframe.min_parallax_px=7"],
+        "v10m": ["--mirror-depth"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "mirror"),
+    [(["x:keyframe.min_parallax_px=7"], []), (["v10:no_equals"], []), (["v10"], []), ([], ["x"])],
+)
+def test_own_eval_arguments_refuse_unknown_models_and_malformed_specs(params, mirror):
+    with pytest.raises(ValueError):
+        _tool().model_eval_args(["v10"], params, mirror)

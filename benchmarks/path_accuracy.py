@@ -7,8 +7,7 @@ sequences (``vggt-ros generate --scene procedural --held-out``, the loop motions
 every model through the node's pipeline (``vggt-ros eval``, CPU) and compares each model with the
 first one sequence by sequence: the mean paired difference of the chained and the loop-closed
 (optimised) APE with a bootstrap 95 % interval, and how many sequences got better or worse; and
-the same for the replays' windows (depth AbsRel and rotation), which say whether a path changed
-through the windows' depth or their poses.
+the same for the replays' windows (depth AbsRel and rotation).
 
     python benchmarks/path_accuracy.py --out out/paths --model v10=embedded --model A=A.safetensors
     python benchmarks/path_accuracy.py --out out/paths --model v10=embedded --model v10_7px=embedded \
@@ -73,11 +72,12 @@ def paired_difference(
 
 PATH_KEYS = ("chained_ape_percent", "ape_percent")
 """The trajectory figures compared: chained and loop-closed APE, % of the path's length."""
-WINDOW_KEYS = ("window_abs_rel", "window_rotation_deg")
-"""The window figures compared on the same replays: depth AbsRel (median-scaled) and rotation
-error in degrees. They say whether a path got worse through the windows' depth or their poses:
-candidate A2 had the card's better depth and a worse depth on these sequences (+0.004, 6 of 30
-better), which made its loop-closed paths worse (docs/training.md, forty-second session)."""
+WINDOW_DIGITS = {"window_abs_rel": 4, "window_rotation_deg": 2}
+"""The window figures compared on the same replays (decimals shown): depth AbsRel (median-scaled)
+and rotation error in degrees. They show whether a model's windows changed with its paths:
+candidate A2's depth, better on the model card's ten sequences, was worse on these (+0.004, 6 of
+30 better) beside its worse loop-closed paths (docs/training.md, forty-second session)."""
+WINDOW_KEYS = tuple(WINDOW_DIGITS)
 
 
 def _figures(report: dict[str, Any]) -> dict[str, float | None]:
@@ -119,8 +119,8 @@ def summarize(complete: dict[str, dict[str, dict]], names: list[str]) -> dict[st
         if name != names[0]:
             against: dict[str, dict[str, float]] = {}
             for key in PATH_KEYS + WINDOW_KEYS:
-                both = [s for s in complete if complete[s][names[0]].get(key) is not None]
-                both = [s for s in both if complete[s][name].get(key) is not None]
+                pair = (names[0], name)
+                both = [s for s in complete if None not in (complete[s][n].get(key) for n in pair)]
                 if both:
                     against[key] = paired_difference(
                         np.array([complete[s][names[0]][key] for s in both]),
@@ -129,10 +129,6 @@ def summarize(complete: dict[str, dict[str, dict]], names: list[str]) -> dict[st
             entry["against_" + names[0]] = against
         summary["models"][name] = entry
     return summary
-
-
-WINDOW_DIGITS = {"window_abs_rel": 4, "window_rotation_deg": 2}
-"""Decimals shown per window figure (the keys of WINDOW_KEYS, in order)."""
 
 
 def _paired_cell(d: dict[str, float] | None, digits: int) -> str:
@@ -230,9 +226,8 @@ def _plot(rows: dict[str, dict[str, dict]], names: list[str], out: Path) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = ("chained_ape_percent", "ape_percent")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
-    for ax, key in zip(axes, keys):
+    for ax, key in zip(axes, PATH_KEYS):
         ref = [rows[s][names[0]][key] for s in rows]
         top = 1.05 * max(max(ref), *(rows[s][n][key] for s in rows for n in names[1:]))
         ax.plot([0, top], [0, top], color="0.6", lw=1)
